@@ -1,0 +1,406 @@
+//! The pipeline file, `.gantry.yml` (DESIGN §5): parsed with line numbers, validated, expanded into job specs.
+
+use crate::names::JobName;
+use crate::units::{parse_duration_secs, parse_size_bytes};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+use std::fmt;
+
+/// The file a pipeline is read from, at the repository root.
+pub const PIPELINE_FILE: &str = ".gantry.yml";
+/// Files above this size are refused before parsing.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// The image a job runs in when it names none: the host's root filesystem, read-only, with a fresh upper layer.
+pub const HOST_IMAGE: &str = "host";
+const DEFAULT_TIMEOUT_SECS: u64 = 60 * 60;
+const DEFAULT_MEMORY_BYTES: u64 = 4 << 30;
+const DEFAULT_PIDS: u64 = 4096;
+
+/// A validated pipeline: its jobs in file order, each fully expanded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// The jobs, in the order the file lists them.
+    pub jobs: Vec<JobSpec>,
+}
+
+/// Everything a worker needs to know to run one job (DESIGN §5, expanded).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's name.
+    pub name: JobName,
+    /// `host`, for now the only image kind.
+    pub image: String,
+    /// Shell command lines, run in order with `/bin/sh -e -c`.
+    pub steps: Vec<String>,
+    /// The file's `env`, overridden by the job's.
+    pub env: IndexMap<String, String>,
+    /// Jobs that must succeed before this one runs.
+    pub needs: Vec<JobName>,
+    /// Wall-clock limit for the whole job.
+    pub timeout_secs: u64,
+    /// cgroup limits.
+    pub resources: Resources,
+}
+
+/// The limits a job's container gets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// `pids.max`.
+    pub pids: u64,
+    /// CPU quota in cores; none means no quota.
+    pub cpus: Option<f64>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            pids: DEFAULT_PIDS,
+            cpus: None,
+        }
+    }
+}
+
+/// Why a pipeline file was refused: where, which key, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct PipelineError {
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// 1-based column, when known.
+    pub column: Option<u64>,
+    /// The key the error is about, as a path (`jobs.build.steps`), when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(PIPELINE_FILE)?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+            if let Some(column) = self.column {
+                write!(f, ", column {column}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl PipelineError {
+    fn at(loc: Location, key: impl Into<String>, message: impl Into<String>) -> Self {
+        let known = loc != Location::UNKNOWN;
+        Self {
+            line: known.then(|| loc.line()),
+            column: known.then(|| loc.column()),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// A YAML scalar where the file may write a string, a number or a boolean (`RUST_BACKTRACE: 1`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(x) => x.to_string(),
+            Scalar::Text(s) => s,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    env: IndexMap<String, Scalar>,
+    jobs: Spanned<IndexMap<Spanned<String>, Spanned<RawJob>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    steps: Spanned<Vec<String>>,
+    #[serde(default)]
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    env: IndexMap<String, Scalar>,
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    resources: Option<RawResources>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    #[serde(default)]
+    cpus: Option<Spanned<f64>>,
+    #[serde(default)]
+    memory: Option<Spanned<Scalar>>,
+    #[serde(default)]
+    pids: Option<Spanned<u64>>,
+}
+
+impl Pipeline {
+    /// Parses and validates the text of a pipeline file.
+    pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
+        if text.len() > MAX_FILE_BYTES {
+            return Err(PipelineError {
+                line: None,
+                column: None,
+                key: None,
+                message: format!("the file is larger than {MAX_FILE_BYTES} bytes"),
+            });
+        }
+        // YAML 1.2 booleans only, so `y`, `on` or `no` in an env value stay the text the user wrote.
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let raw: RawFile =
+            serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
+        let default_image = raw.image.map(check_image).transpose()?;
+        let file_env: IndexMap<String, String> = raw
+            .env
+            .into_iter()
+            .map(|(k, v)| (k, v.into_text()))
+            .collect();
+        if raw.jobs.value.is_empty() {
+            return Err(PipelineError::at(
+                raw.jobs.referenced,
+                "jobs",
+                "a pipeline needs at least one job",
+            ));
+        }
+        let mut jobs = Vec::with_capacity(raw.jobs.value.len());
+        for (name, job) in raw.jobs.value {
+            jobs.push(expand_job(name, job, default_image.as_deref(), &file_env)?);
+        }
+        check_needs(&jobs)?;
+        Ok(Pipeline { jobs })
+    }
+}
+
+fn yaml_error(err: serde_saphyr::Error) -> PipelineError {
+    let loc = err.location().filter(|l| *l != Location::UNKNOWN);
+    // The crate's Display renders a source snippet; the first line is the message itself.
+    let rendered = err.to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_owned();
+    PipelineError {
+        line: loc.map(|l| l.line()),
+        column: loc.map(|l| l.column()),
+        key: None,
+        message,
+    }
+}
+
+fn check_image(image: Spanned<String>) -> Result<String, PipelineError> {
+    if image.value == HOST_IMAGE {
+        Ok(image.value)
+    } else {
+        Err(PipelineError::at(
+            image.referenced,
+            "image",
+            format!(
+                "image {:?} is not supported yet: only `host` can run today",
+                image.value
+            ),
+        ))
+    }
+}
+
+fn expand_job(
+    name: Spanned<String>,
+    job: Spanned<RawJob>,
+    default_image: Option<&str>,
+    file_env: &IndexMap<String, String>,
+) -> Result<JobSpec, PipelineError> {
+    let key = |field: &str| format!("jobs.{}.{field}", name.value);
+    let job_name = JobName::new(name.value.clone()).map_err(|e| {
+        PipelineError::at(
+            name.referenced,
+            format!("jobs.{}", name.value),
+            e.to_string(),
+        )
+    })?;
+    if name.value.contains(':') {
+        return Err(PipelineError::at(
+            name.referenced,
+            key(""),
+            "job names may not contain ':'",
+        ));
+    }
+    let job = job.value;
+    if job.steps.value.is_empty() {
+        return Err(PipelineError::at(
+            job.steps.referenced,
+            key("steps"),
+            "a job needs at least one step",
+        ));
+    }
+    if let Some(i) = job.steps.value.iter().position(|s| s.trim().is_empty()) {
+        return Err(PipelineError::at(
+            job.steps.referenced,
+            key("steps"),
+            format!("step {} is empty", i + 1),
+        ));
+    }
+    let image = match job.image {
+        Some(image) => check_image(image)?,
+        None => default_image.unwrap_or(HOST_IMAGE).to_owned(),
+    };
+    let mut env = file_env.clone();
+    env.extend(job.env.into_iter().map(|(k, v)| (k, v.into_text())));
+    if let Some(bad) = env.keys().find(|k| !valid_env_name(k)) {
+        return Err(PipelineError {
+            line: None,
+            column: None,
+            key: Some(key("env")),
+            message: format!("{bad:?} is not a valid environment variable name"),
+        });
+    }
+    let timeout_secs = match job.timeout {
+        None => DEFAULT_TIMEOUT_SECS,
+        Some(t) => parse_duration_secs(&t.value.into_text())
+            .and_then(|s| {
+                if s == 0 {
+                    Err("a timeout must be positive".into())
+                } else {
+                    Ok(s)
+                }
+            })
+            .map_err(|m| PipelineError::at(t.referenced, key("timeout"), m))?,
+    };
+    let resources = expand_resources(job.resources, &key)?;
+    let needs = job
+        .needs
+        .into_iter()
+        .map(|n| {
+            JobName::new(n.value)
+                .map_err(|e| PipelineError::at(n.referenced, key("needs"), e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(JobSpec {
+        name: job_name,
+        image,
+        steps: job.steps.value,
+        env,
+        needs,
+        timeout_secs,
+        resources,
+    })
+}
+
+fn expand_resources(
+    raw: Option<RawResources>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Resources, PipelineError> {
+    let mut res = Resources::default();
+    let Some(raw) = raw else { return Ok(res) };
+    if let Some(mem) = raw.memory {
+        res.memory_bytes = parse_size_bytes(&mem.value.into_text())
+            .map_err(|m| PipelineError::at(mem.referenced, key("resources.memory"), m))?;
+    }
+    if let Some(pids) = raw.pids {
+        if pids.value < 8 {
+            return Err(PipelineError::at(
+                pids.referenced,
+                key("resources.pids"),
+                "pids must be at least 8",
+            ));
+        }
+        res.pids = pids.value;
+    }
+    if let Some(cpus) = raw.cpus {
+        if !(cpus.value.is_finite() && cpus.value > 0.0) {
+            return Err(PipelineError::at(
+                cpus.referenced,
+                key("resources.cpus"),
+                "cpus must be positive",
+            ));
+        }
+        res.cpus = Some(cpus.value);
+    }
+    Ok(res)
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn check_needs(jobs: &[JobSpec]) -> Result<(), PipelineError> {
+    let error = |job: &JobSpec, message: String| PipelineError {
+        line: None,
+        column: None,
+        key: Some(format!("jobs.{}.needs", job.name)),
+        message,
+    };
+    for job in jobs {
+        for need in &job.needs {
+            if need == &job.name {
+                return Err(error(job, "a job cannot need itself".into()));
+            }
+            if !jobs.iter().any(|j| &j.name == need) {
+                return Err(error(
+                    job,
+                    format!("needs {need:?}, which is not a job of this pipeline"),
+                ));
+            }
+        }
+    }
+    // Kahn's algorithm: whatever cannot be ordered is part of a cycle.
+    let mut done: Vec<bool> = vec![false; jobs.len()];
+    loop {
+        let ready: Vec<usize> = (0..jobs.len())
+            .filter(|&i| {
+                !done[i]
+                    && jobs[i]
+                        .needs
+                        .iter()
+                        .all(|n| jobs.iter().zip(&done).any(|(j, d)| *d && &j.name == n))
+            })
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for i in ready {
+            done[i] = true;
+        }
+    }
+    match done.iter().position(|d| !d) {
+        Some(i) => Err(error(
+            &jobs[i],
+            "the `needs` of this job form a cycle".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

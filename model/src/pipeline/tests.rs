@@ -1,0 +1,67 @@
+use super::*;
+
+#[test]
+fn a_small_file_expands_with_defaults_and_merged_env() {
+    let p = Pipeline::parse(
+        "env: { A: 1, B: x }\njobs:\n  build:\n    steps: [make]\n    env: { B: y }\n  test:\n    needs: [build]\n    timeout: 20m\n    resources: { memory: 512M, pids: 100 }\n    steps:\n      - make test\n",
+    )
+    .unwrap();
+    assert_eq!(p.jobs.len(), 2);
+    let build = &p.jobs[0];
+    assert_eq!(build.name.as_str(), "build");
+    assert_eq!(build.image, "host");
+    assert_eq!(build.env.get("A").unwrap(), "1");
+    assert_eq!(build.env.get("B").unwrap(), "y");
+    assert_eq!(build.timeout_secs, 3600);
+    let test = &p.jobs[1];
+    assert_eq!(test.needs[0].as_str(), "build");
+    assert_eq!(test.timeout_secs, 1200);
+    assert_eq!(test.resources.memory_bytes, 512 << 20);
+    assert_eq!(test.resources.pids, 100);
+}
+
+#[test]
+fn a_yaml_syntax_error_names_its_line() {
+    let err = Pipeline::parse("jobs:\n  build:\n    steps: [make\n  other: {\n").unwrap_err();
+    assert!(err.line.is_some(), "{err}");
+    assert!(err.to_string().contains("line "), "{err}");
+}
+
+#[test]
+fn an_unknown_key_names_its_line() {
+    let err = Pipeline::parse("jobs:\n  build:\n    stpes: [make]\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.message.contains("stpes"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_line_and_key() {
+    let err = Pipeline::parse("jobs:\n  build:\n    steps: []\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("jobs.build.steps"));
+    assert_eq!(err.line, Some(3), "{err}");
+
+    let err = Pipeline::parse("jobs:\n  build:\n    steps: [a]\n    timeout: soon\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("jobs.build.timeout"));
+    assert_eq!(err.line, Some(4), "{err}");
+
+    let err = Pipeline::parse("image: alpine\njobs:\n  b:\n    steps: [a]\n").unwrap_err();
+    assert_eq!(err.line, Some(1), "{err}");
+}
+
+#[test]
+fn needs_must_exist_and_not_loop() {
+    let err = Pipeline::parse("jobs:\n  a:\n    steps: [x]\n    needs: [nope]\n").unwrap_err();
+    assert!(err.message.contains("nope"), "{err}");
+    let err = Pipeline::parse(
+        "jobs:\n  a:\n    steps: [x]\n    needs: [b]\n  b:\n    steps: [x]\n    needs: [a]\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("cycle"), "{err}");
+}
+
+#[test]
+fn bad_job_names_and_empty_files_are_refused() {
+    assert!(Pipeline::parse("jobs:\n  ../x:\n    steps: [a]\n").is_err());
+    assert!(Pipeline::parse("jobs: {}\n").is_err());
+    assert!(Pipeline::parse("").is_err());
+}

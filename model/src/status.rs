@@ -1,0 +1,200 @@
+//! The states of jobs and pipelines, and how a pipeline's state follows from its jobs' (DESIGN §3).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $ty:ident { $($(#[$vdoc:meta])* $var:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $ty { $($(#[$vdoc])* $var),+ }
+
+        impl $ty {
+            /// The name used in the database, the API and the dashboard.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$var => $text),+ }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($text => Ok(Self::$var),)+ _ => Err(format!("unknown {} {s:?}", stringify!($ty))) }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a job is in its life.
+    JobStatus {
+        /// Waiting for a worker (or for the jobs it needs).
+        Queued = "queued",
+        /// Leased to a worker.
+        Running = "running",
+        /// Every step exited 0.
+        Success = "success",
+        /// A step failed, or the job hit a resource limit.
+        Failed = "failed",
+        /// Cancelled by a user or a newer push.
+        Cancelled = "cancelled",
+        /// Killed at its timeout.
+        TimedOut = "timed_out",
+        /// Gantry could not run it (worker lost, infrastructure failure).
+        Error = "error",
+        /// Not run, because a job it needs did not succeed.
+        Skipped = "skipped",
+    }
+);
+
+text_enum!(
+    /// Where a pipeline is in its life.
+    PipelineStatus {
+        /// Accepted; its file is being read or its jobs wait for workers.
+        Queued = "queued",
+        /// At least one job runs.
+        Running = "running",
+        /// Every job succeeded (or was skipped by `when`).
+        Success = "success",
+        /// Some job failed.
+        Failed = "failed",
+        /// Cancelled.
+        Cancelled = "cancelled",
+        /// The file could not be fetched or parsed, or a job ended in `error`.
+        Error = "error",
+    }
+);
+
+text_enum!(
+    /// Why a job did not succeed (DESIGN §3).
+    FailureKind {
+        /// A step exited non-zero.
+        Exit = "exit",
+        /// The cgroup's OOM killer killed the job.
+        Oom = "oom",
+        /// The job hit `pids.max`.
+        PidsLimit = "pids_limit",
+        /// The job ran past its timeout.
+        Timeout = "timeout",
+        /// Cancelled.
+        Cancelled = "cancelled",
+        /// The worker stopped heartbeating.
+        WorkerLost = "worker_lost",
+        /// Gantry's own machinery failed (checkout, container, image).
+        Infra = "infra",
+    }
+);
+
+impl JobStatus {
+    /// Whether the job has reached a final state.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+impl FailureKind {
+    /// The status a job ends in when it fails this way.
+    pub fn job_status(self) -> JobStatus {
+        match self {
+            Self::Exit | Self::Oom | Self::PidsLimit => JobStatus::Failed,
+            Self::Timeout => JobStatus::TimedOut,
+            Self::Cancelled => JobStatus::Cancelled,
+            Self::WorkerLost | Self::Infra => JobStatus::Error,
+        }
+    }
+}
+
+impl PipelineStatus {
+    /// Whether the pipeline has reached a final state.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+
+    /// A pipeline's status from its jobs' (DESIGN §3). An empty pipeline is still being prepared.
+    pub fn from_jobs(jobs: impl IntoIterator<Item = JobStatus>) -> Self {
+        let (mut any, mut running, mut queued) = (false, false, false);
+        let (mut failed, mut cancelled, mut error) = (false, false, false);
+        for status in jobs {
+            any = true;
+            match status {
+                JobStatus::Running => running = true,
+                JobStatus::Queued => queued = true,
+                JobStatus::Failed | JobStatus::TimedOut => failed = true,
+                JobStatus::Cancelled => cancelled = true,
+                JobStatus::Error => error = true,
+                JobStatus::Success | JobStatus::Skipped => {}
+            }
+        }
+        if running || (queued && (failed || cancelled || error)) {
+            Self::Running
+        } else if queued || !any {
+            Self::Queued
+        } else if cancelled {
+            Self::Cancelled
+        } else if error {
+            Self::Error
+        } else if failed {
+            Self::Failed
+        } else {
+            Self::Success
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn pipeline_status_follows_its_jobs() {
+        assert_eq!(
+            PipelineStatus::from_jobs([Queued, Queued]),
+            PipelineStatus::Queued
+        );
+        assert_eq!(
+            PipelineStatus::from_jobs([Success, Running]),
+            PipelineStatus::Running
+        );
+        assert_eq!(
+            PipelineStatus::from_jobs([Success, Skipped]),
+            PipelineStatus::Success
+        );
+        assert_eq!(
+            PipelineStatus::from_jobs([Success, Failed]),
+            PipelineStatus::Failed
+        );
+        assert_eq!(
+            PipelineStatus::from_jobs([Error, Failed]),
+            PipelineStatus::Error
+        );
+        assert_eq!(
+            PipelineStatus::from_jobs([Cancelled, Error]),
+            PipelineStatus::Cancelled
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            "queued",
+            "running",
+            "success",
+            "failed",
+            "cancelled",
+            "timed_out",
+            "error",
+            "skipped",
+        ] {
+            assert_eq!(s.parse::<JobStatus>().unwrap().as_str(), s);
+        }
+        assert_eq!(FailureKind::PidsLimit.as_str(), "pids_limit");
+        assert_eq!(FailureKind::Timeout.job_status(), TimedOut);
+    }
+}

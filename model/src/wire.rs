@@ -1,0 +1,242 @@
+//! The worker protocol (DESIGN §4) and the JSON API's bodies (§4b): what crosses the wire, shared by both ends.
+
+use crate::pipeline::JobSpec;
+use crate::status::{FailureKind, JobStatus, PipelineStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The worker protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Header that carries the lease id on every job call.
+pub const LEASE_HEADER: &str = "x-gantry-lease";
+/// Header of the plain-git and generic webhooks: `sha256=<hex HMAC of the body>`.
+pub const GANTRY_SIGNATURE_HEADER: &str = "x-gantry-signature";
+
+/// `POST /api/v1/workers/register` (with the pool token as bearer).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The worker's stable, unique name.
+    pub name: String,
+    /// Labels jobs can ask for with `runs-on`.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Jobs it runs at once.
+    pub capacity: u32,
+    /// [`PROTOCOL_VERSION`] of the worker.
+    pub protocol_version: u32,
+}
+
+/// The answer to a registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The worker's id.
+    pub worker_id: Uuid,
+    /// Bearer token for all its further calls.
+    pub worker_token: String,
+}
+
+/// `POST /api/v1/lease`: the worker has this many free slots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// How long to wait for a job, in seconds (the server caps it).
+    #[serde(default)]
+    pub wait_secs: Option<u64>,
+}
+
+/// A job handed to a worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job.
+    pub job_id: Uuid,
+    /// Carried on every call about this job; a stale one gets 409.
+    pub lease_id: Uuid,
+    /// 1 for the first run of the job.
+    pub attempt: u32,
+    /// Renew the lease at least this often.
+    pub heartbeat_secs: u64,
+    /// What to run.
+    pub spec: JobSpec,
+    /// Where the source is.
+    pub source: Source,
+    /// The variables every job gets (`CI`, `GANTRY_*`), before the spec's own env.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where to fetch the job's source from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Source {
+    /// The repository's name in Gantry (names the worker's mirror cache).
+    pub repo: String,
+    /// Clone URL (a path for local repositories).
+    pub clone_url: String,
+    /// The exact commit to check out.
+    pub commit: String,
+    /// The ref that was pushed.
+    pub git_ref: String,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The job was cancelled: kill it and report `cancelled`.
+    pub cancel: bool,
+}
+
+/// A step's progress, sent when it starts and when it ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// 0-based index in the job's steps.
+    pub index: u32,
+    /// The command line.
+    pub command: String,
+    /// Where the step's output starts in the job's log.
+    pub log_offset: u64,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended; none while it runs.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its shell's exit status; none while it runs (or if it was killed).
+    pub exit_code: Option<i32>,
+}
+
+/// `POST /api/v1/jobs/{id}/complete`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    /// Exit status of the last step that ran.
+    pub exit_code: Option<i32>,
+    /// Why it failed; none when it succeeded.
+    pub failure_kind: Option<FailureKind>,
+    /// A human explanation when it failed.
+    pub message: Option<String>,
+    /// Every step that started.
+    pub steps: Vec<StepReport>,
+    /// The log's total length, so the server can tell it holds all of it.
+    pub log_length: u64,
+    /// CPU time used by the container.
+    pub cpu_seconds: Option<f64>,
+    /// Peak memory of the container.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// `POST /api/v1/repos`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewRepo {
+    /// Gantry's name for it.
+    pub name: String,
+    /// Where to clone it from.
+    pub url: String,
+    /// `github`, `gitlab`, `gitea` or `git` (default).
+    #[serde(default)]
+    pub forge: Option<String>,
+    /// Webhook secret; generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A repository as the API shows it (secrets only to the admin, on creation and on request).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoView {
+    /// Gantry's name for it.
+    pub name: String,
+    /// Clone URL.
+    pub url: String,
+    /// Forge kind.
+    pub forge: String,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// The webhook secret, only in answers to the admin that ask for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The webhook URL to paste into the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+/// A pipeline as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipelineView {
+    /// Repository name.
+    pub repo: String,
+    /// Number within the repository.
+    pub number: i64,
+    /// Status.
+    pub status: PipelineStatus,
+    /// Commit sha.
+    pub commit: String,
+    /// The pushed ref.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// `push`, `tag`, `pull_request`, `manual`, `api`.
+    pub event: String,
+    /// Why it is in `error`, or the commit's message.
+    pub message: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its jobs (only in the single-pipeline answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobView>,
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job's id.
+    pub id: Uuid,
+    /// The job's name.
+    pub name: String,
+    /// Status.
+    pub status: JobStatus,
+    /// Exit status of the last step that ran.
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub failure_kind: Option<FailureKind>,
+    /// Explanation of a failure.
+    pub message: Option<String>,
+    /// 1 for the first run.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Peak memory of its container.
+    pub peak_memory_bytes: Option<i64>,
+    /// CPU seconds of its container.
+    pub cpu_seconds: Option<f64>,
+    /// Its steps (only in the single-job answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepReport>,
+}
+
+/// One page of pipelines.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PipelinePage {
+    /// Newest first.
+    pub pipelines: Vec<PipelineView>,
+    /// Pass as `?before=` for the next page.
+    pub next_cursor: Option<i64>,
+}
+
+/// One SSE event of a log stream: bytes at an offset, base64 so that any bytes survive.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// Where `data` starts in the log.
+    pub offset: u64,
+    /// Base64 of the bytes.
+    pub data: String,
+}
+
+/// What the webhook routes answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HookOutcome {
+    /// `created`, `duplicate` or `ignored`.
+    pub outcome: String,
+    /// The pipeline it created (or had created).
+    pub pipeline: Option<i64>,
+    /// Why nothing was created, when nothing was.
+    pub reason: Option<String>,
+}
