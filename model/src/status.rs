@@ -198,3 +198,78 @@ mod tests {
         assert_eq!(FailureKind::Timeout.job_status(), TimedOut);
     }
 }
+
+/// What becomes of a queued job once the jobs it needs have moved on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeedsVerdict {
+    /// Some job it needs did not succeed: it will never run.
+    Skip,
+    /// Every job it needs succeeded: it can be leased.
+    Ready,
+    /// Still waiting.
+    Wait,
+}
+
+/// For each job (name, needs, status), what its needs say now; `Skip` spreads down chains of needs.
+pub fn resolve_needs(jobs: &[(String, Vec<String>, JobStatus)]) -> Vec<NeedsVerdict> {
+    let mut status: Vec<JobStatus> = jobs.iter().map(|j| j.2).collect();
+    let mut verdicts = vec![NeedsVerdict::Wait; jobs.len()];
+    loop {
+        let mut changed = false;
+        for (i, (_, needs, _)) in jobs.iter().enumerate() {
+            if status[i] != JobStatus::Queued || verdicts[i] == NeedsVerdict::Skip {
+                continue;
+            }
+            let need_status = |n: &String| jobs.iter().position(|j| &j.0 == n).map(|k| status[k]);
+            let verdict = if needs.iter().any(
+                |n| matches!(need_status(n), Some(s) if s.is_finished() && s != JobStatus::Success),
+            ) {
+                NeedsVerdict::Skip
+            } else if needs
+                .iter()
+                .all(|n| need_status(n) == Some(JobStatus::Success))
+            {
+                NeedsVerdict::Ready
+            } else {
+                NeedsVerdict::Wait
+            };
+            if verdict != verdicts[i] {
+                verdicts[i] = verdict;
+                changed = true;
+                if verdict == NeedsVerdict::Skip {
+                    status[i] = JobStatus::Skipped;
+                }
+            }
+        }
+        if !changed {
+            return verdicts;
+        }
+    }
+}
+
+#[cfg(test)]
+mod needs_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_need_skips_the_whole_chain_and_success_readies() {
+        let job = |n: &str, needs: &[&str], s| {
+            (
+                n.to_owned(),
+                needs.iter().map(|x| x.to_string()).collect(),
+                s,
+            )
+        };
+        let jobs = vec![
+            job("build", &[], JobStatus::Failed),
+            job("test", &["build"], JobStatus::Queued),
+            job("report", &["test"], JobStatus::Queued),
+            job("lint", &[], JobStatus::Success),
+            job("docs", &["lint"], JobStatus::Queued),
+        ];
+        let v = resolve_needs(&jobs);
+        assert_eq!(v[1], NeedsVerdict::Skip);
+        assert_eq!(v[2], NeedsVerdict::Skip);
+        assert_eq!(v[4], NeedsVerdict::Ready);
+    }
+}

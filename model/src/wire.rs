@@ -240,3 +240,30 @@ pub struct HookOutcome {
     /// Why nothing was created, when nothing was.
     pub reason: Option<String>,
 }
+
+/// The variables every job gets (DESIGN §5), before the file's own `env`.
+pub fn builtin_env(
+    repo: &str,
+    commit: &str,
+    git_ref: &str,
+    event: &str,
+    pipeline: i64,
+    job: &str,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("CI".to_owned(), "true".to_owned()),
+        ("GANTRY".to_owned(), "true".to_owned()),
+        ("GANTRY_REPO".to_owned(), repo.to_owned()),
+        ("GANTRY_COMMIT".to_owned(), commit.to_owned()),
+        ("GANTRY_REF".to_owned(), git_ref.to_owned()),
+        ("GANTRY_EVENT".to_owned(), event.to_owned()),
+        ("GANTRY_PIPELINE".to_owned(), pipeline.to_string()),
+        ("GANTRY_JOB".to_owned(), job.to_owned()),
+    ];
+    if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+        env.push(("GANTRY_BRANCH".to_owned(), branch.to_owned()));
+    } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+        env.push(("GANTRY_TAG".to_owned(), tag.to_owned()));
+    }
+    env
+}

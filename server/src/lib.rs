@@ -1,1 +1,120 @@
-//! placeholder
+//! Gantry's server: webhooks in, pipelines and jobs in the queue, leases to workers, logs and results in,
+//! dashboard and JSON API out. The binary layers the configuration and calls [`Server::start`] then
+//! [`Server::serve`]; tests do the same on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod forge;
+pub mod http;
+pub mod intake;
+pub mod logs;
+pub mod mirror;
+pub mod queue;
+pub mod store;
+pub mod web;
+
+use config::ServerConfig;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir could not be made.
+    #[error("cannot create the data dir {0}: {1}")]
+    DataDir(std::path::PathBuf, std::io::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A dashboard template does not compile.
+    #[error("dashboard templates: {0}")]
+    Templates(#[from] tera::Error),
+    /// Serving failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Tokens made on the first start; shown once, never again.
+#[derive(Clone, Debug)]
+pub struct FirstStart {
+    /// The admin token, unless one was configured.
+    pub admin_token: Option<String>,
+    /// The `default` pool's registration token.
+    pub pool_token: String,
+}
+
+/// A server ready to serve.
+pub struct Server {
+    state: http::AppState,
+    /// Set on the first start against an empty database.
+    pub first_start: Option<FirstStart>,
+}
+
+impl Server {
+    /// Opens storage (migrating it), creates the first tokens if needed, and resumes unfinished intake.
+    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+        let store = store::connect(&config.database_url).await?;
+        let admin = config
+            .admin_token
+            .clone()
+            .unwrap_or_else(|| auth::generate_token("admin"));
+        let pool = auth::generate_token("pool");
+        let first_start = store
+            .bootstrap(&auth::hash_token(&admin), &auth::hash_token(&pool))
+            .await?
+            .then(|| FirstStart {
+                admin_token: config.admin_token.is_none().then_some(admin),
+                pool_token: pool,
+            });
+        if let Some(token) = &config.admin_token {
+            store.ensure_admin_token(&auth::hash_token(token)).await?;
+        }
+        let hub = logs::LogHub::default();
+        let queue = queue::Queue::new(
+            store.clone(),
+            hub.clone(),
+            config.lease,
+            config.heartbeat,
+            config.log_cap_bytes,
+        );
+        let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
+        let intake = intake::Intake::new(store.clone(), mirrors, queue.clone());
+        let resumed = intake.resume().await?;
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resumed preparing pipelines accepted before a restart"
+            );
+        }
+        let state = http::AppState {
+            store,
+            queue,
+            intake,
+            hub,
+            config: Arc::new(config),
+            templates: Arc::new(web::templates()?),
+        };
+        Ok(Self { state, first_start })
+    }
+
+    /// The database in use: `sqlite` or `postgres`.
+    pub fn dialect(&self) -> &'static str {
+        self.state.store.dialect()
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves, then drains open requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartError::Serve)
+    }
+}

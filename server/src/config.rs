@@ -1,0 +1,46 @@
+//! The server's settings, after defaults, the TOML file, the environment and the flags were layered (the binary
+//! does the layering; the library takes the result).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server needs to know to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where the SQLite file (by default), mirrors and other state live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// The address forges and browsers use to reach the server (webhook URLs, links).
+    pub public_url: String,
+    /// Use this admin token instead of generating one on first start.
+    pub admin_token: Option<String>,
+    /// Webhook bodies above this size are refused with 413 (GitHub's own cap is 25 MB).
+    pub max_webhook_bytes: usize,
+    /// A job attempt's log is cut (with a marker) at this size.
+    pub log_cap_bytes: u64,
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often workers should heartbeat.
+    pub heartbeat: Duration,
+    /// The longest a lease request waits for a job.
+    pub long_poll: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a data dir, with the SQLite file inside it.
+    pub fn new(data_dir: PathBuf, public_url: String) -> Self {
+        let database_url = format!("sqlite://{}", data_dir.join("gantry.db").display());
+        Self {
+            data_dir,
+            database_url,
+            public_url,
+            admin_token: None,
+            max_webhook_bytes: 25 * 1024 * 1024,
+            log_cap_bytes: 64 * 1024 * 1024,
+            lease: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(3),
+            long_poll: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The JSON API's read routes and repository management (DESIGN §4b).
+
+use super::AppState;
+use super::auth::Admin;
+use super::error::{ApiError, ApiResult};
+use crate::auth::generate_secret;
+use crate::store::{JobRecord, NewRepoRecord, PipelineRecord, RepoRecord};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use gantry_model::RepoName;
+use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoView};
+use serde::Deserialize;
+use uuid::Uuid;
+
+const FORGES: [&str; 4] = ["github", "gitlab", "gitea", "git"];
+
+/// The API's view of a repository; the secret only when asked for by the admin.
+pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView {
+    let webhook_url = format!(
+        "{}/hooks/{}?repo={}",
+        state.config.public_url.trim_end_matches('/'),
+        r.forge,
+        r.name
+    );
+    RepoView {
+        name: r.name,
+        url: r.url,
+        forge: r.forge,
+        created_at: r.created_at,
+        secret: with_secret.then_some(r.secret),
+        webhook_url: Some(webhook_url),
+    }
+}
+
+/// The API's view of a pipeline (jobs added by the caller when wanted).
+pub fn pipeline_view(p: PipelineRecord) -> PipelineView {
+    PipelineView {
+        repo: p.repo,
+        number: p.number,
+        status: p.status,
+        commit: p.commit,
+        git_ref: p.git_ref,
+        event: p.event,
+        message: p.error.or(p.message),
+        created_at: p.created_at,
+        finished_at: p.finished_at,
+        jobs: Vec::new(),
+    }
+}
+
+/// The API's view of a job.
+pub fn job_view(j: JobRecord) -> JobView {
+    JobView {
+        id: j.id,
+        name: j.name,
+        status: j.status,
+        exit_code: j.exit_code,
+        failure_kind: j.failure_kind,
+        message: j.message,
+        attempt: j.attempt,
+        worker: j.worker_name,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+        peak_memory_bytes: j.peak_memory_bytes,
+        cpu_seconds: j.cpu_seconds,
+        steps: Vec::new(),
+    }
+}
+
+/// `GET /api/v1/repos`.
+pub async fn list_repos(State(state): State<AppState>) -> ApiResult<Json<Vec<RepoView>>> {
+    let repos = state.store.list_repos().await?;
+    Ok(Json(
+        repos
+            .into_iter()
+            .map(|r| repo_view(&state, r, false))
+            .collect(),
+    ))
+}
+
+/// `POST /api/v1/repos` (admin): answers with the secret, the one time it is shown unasked.
+pub async fn create_repo(
+    State(state): State<AppState>,
+    _: Admin,
+    Json(new): Json<NewRepo>,
+) -> ApiResult<impl IntoResponse> {
+    let name = RepoName::new(new.name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let forge = new.forge.unwrap_or_else(|| "git".into());
+    if !FORGES.contains(&forge.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown forge {forge:?}: use one of {}",
+            FORGES.join(", ")
+        )));
+    }
+    if new.url.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "the repository needs a clone URL".into(),
+        ));
+    }
+    let secret = match new.secret {
+        Some(s) if s.len() < 8 => {
+            return Err(ApiError::BadRequest(
+                "a webhook secret needs at least 8 characters".into(),
+            ));
+        }
+        Some(s) => s,
+        None => generate_secret(),
+    };
+    let record = NewRepoRecord {
+        name: name.to_string(),
+        url: new.url,
+        forge,
+        forge_full_name: None,
+        secret,
+    };
+    let repo = state.store.create_repo(&record).await?;
+    Ok((StatusCode::CREATED, Json(repo_view(&state, repo, true))))
+}
+
+/// `GET /api/v1/repos/{repo}/secret` (admin): what `gantry hook install` signs with.
+pub async fn repo_secret(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(repo): Path<String>,
+) -> ApiResult<Json<RepoView>> {
+    let r = state
+        .store
+        .get_repo(&repo)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no repository named {repo:?}")))?;
+    Ok(Json(repo_view(&state, r, true)))
+}
+
+/// Paging of pipeline lists.
+#[derive(Deserialize)]
+pub struct Page {
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/repos/{repo}/pipelines`.
+pub async fn list_pipelines(
+    State(state): State<AppState>,
+    Path(repo): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<PipelinePage>> {
+    if state.store.get_repo(&repo).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no repository named {repo:?}")));
+    }
+    let limit = page.limit.unwrap_or(50).clamp(1, 500);
+    let rows = state
+        .store
+        .list_pipelines(&repo, page.before, limit)
+        .await?;
+    let next_cursor = if rows.len() as i64 == limit {
+        rows.last().map(|p| p.number)
+    } else {
+        None
+    };
+    Ok(Json(PipelinePage {
+        pipelines: rows.into_iter().map(pipeline_view).collect(),
+        next_cursor,
+    }))
+}
+
+/// `GET /api/v1/repos/{repo}/pipelines/{number}`.
+pub async fn get_pipeline(
+    State(state): State<AppState>,
+    Path((repo, number)): Path<(String, i64)>,
+) -> ApiResult<Json<PipelineView>> {
+    let p = state
+        .store
+        .get_pipeline(&repo, number)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let jobs = state.store.pipeline_jobs(p.id).await?;
+    let mut view = pipeline_view(p);
+    view.jobs = jobs.into_iter().map(job_view).collect();
+    Ok(Json(view))
+}
+
+async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))
+}
+
+/// `GET /api/v1/jobs/{id}`, with the steps of its latest attempt.
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let job = find_job(&state, &id).await?;
+    let steps = state.store.job_steps(job.id, job.attempt).await?;
+    let mut view = job_view(job);
+    view.steps = steps;
+    Ok(Json(view))
+}
+
+/// Which part of which attempt's log.
+#[derive(Deserialize)]
+pub struct LogQuery {
+    offset: Option<u64>,
+    attempt: Option<u32>,
+}
+
+/// `GET /api/v1/jobs/{id}/log`: the raw bytes.
+pub async fn get_log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let job = find_job(&state, &id).await?;
+    let bytes = state
+        .store
+        .read_log(
+            job.id,
+            q.attempt.unwrap_or(job.attempt),
+            q.offset.unwrap_or(0),
+        )
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+}
+
+/// `GET /api/v1/workers`.
+pub async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let workers = state.store.list_workers().await?;
+    let list: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            serde_json::json!({"id": w.id, "name": w.name, "pool": w.pool, "labels": w.labels,
+                               "capacity": w.capacity, "state": w.state, "last_seen": w.last_seen})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "workers": list })))
+}
+
+/// `GET /api/v1/pools`.
+pub async fn list_pools(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let pools = state.store.list_pools().await?;
+    Ok(Json(
+        serde_json::json!({ "pools": pools.into_iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>() }),
+    ))
+}

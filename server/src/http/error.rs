@@ -1,0 +1,55 @@
+//! The one place where errors become HTTP status codes. 5xx bodies say nothing internal; the details go to the log.
+
+use crate::forge::HookError;
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An error a handler answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or a wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A webhook failed verification.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// Storage failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
+            ApiError::Hook(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Store(StoreError::Conflict(_) | StoreError::StaleLease(_)) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Store(StoreError::LogGap { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            "internal error (see the server's log)".to_owned()
+        } else {
+            self.to_string()
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// Result of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,70 @@
+//! HTTP: the routes and thin handlers. Handlers extract, call the domain (intake, queue, store), and answer.
+
+mod api;
+mod auth;
+pub mod error;
+mod hooks;
+mod stream;
+mod workers;
+
+use crate::config::ServerConfig;
+use crate::intake::Intake;
+use crate::logs::LogHub;
+use crate::queue::Queue;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Leases and reports.
+    pub queue: Queue,
+    /// Deliveries to pipelines.
+    pub intake: Intake,
+    /// Live log fan-out.
+    pub hub: LogHub,
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+    /// Dashboard templates.
+    pub templates: Arc<tera::Tera>,
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let hook_limit = DefaultBodyLimit::max(state.config.max_webhook_bytes);
+    let hooks = Router::new()
+        .route("/hooks/github", post(hooks::github))
+        .route("/hooks/git", post(hooks::git))
+        .layer(hook_limit);
+    let api = Router::new()
+        .route("/repos", get(api::list_repos).post(api::create_repo))
+        .route("/repos/{repo}/secret", get(api::repo_secret))
+        .route("/repos/{repo}/pipelines", get(api::list_pipelines))
+        .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))
+        .route("/jobs/{id}", get(api::get_job))
+        .route(
+            "/jobs/{id}/log",
+            get(api::get_log).post(workers::append_log),
+        )
+        .route("/jobs/{id}/log/stream", get(stream::log_stream))
+        .route("/jobs/{id}/heartbeat", post(workers::heartbeat))
+        .route("/jobs/{id}/steps", post(workers::record_step))
+        .route("/jobs/{id}/complete", post(workers::complete))
+        .route("/workers", get(api::list_workers))
+        .route("/workers/register", post(workers::register))
+        .route("/lease", post(workers::lease))
+        .route("/pools", get(api::list_pools))
+        // Log uploads are flushed every ~100 ms; this bounds one request, not the log.
+        .layer(DefaultBodyLimit::max(8 * 1024 * 1024));
+    Router::new()
+        .merge(hooks)
+        .nest("/api/v1", api)
+        .merge(crate::web::routes())
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}

@@ -1,0 +1,194 @@
+//! `GET /api/v1/jobs/{id}/log/stream`: the log as server-sent events, live. Each log event's id is the byte
+//! offset after it and its data `{"offset", "data": base64}`; `Last-Event-ID` resumes. Named events `step`
+//! (a step started or ended), `attempt` (a new attempt started: its log starts again at 0) and `end`.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::logs::LogUpdate;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use futures::Stream;
+use gantry_model::wire::LogEvent;
+use serde::Deserialize;
+use std::convert::Infallible;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+/// Bytes per SSE event when replaying a stored log.
+const EVENT_BYTES: usize = 64 * 1024;
+
+/// `?offset=N` starts later in the log (`Last-Event-ID` wins when both are given).
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    offset: Option<u64>,
+}
+
+/// Streams a job's log.
+pub async fn log_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
+    // Subscribe before reading the store, so bytes stored in between arrive through the channel.
+    let updates = state.hub.subscribe(id);
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let start = last_id.or(q.offset).unwrap_or(0);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut feed = Feed {
+            state,
+            job: id,
+            sent: start,
+            attempt: 0,
+            tx,
+        };
+        if let Err(e) = feed.run(updates).await {
+            tracing::debug!(job = %id, reason = %e, "log stream ended");
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
+}
+
+struct Feed {
+    state: AppState,
+    job: Uuid,
+    sent: u64,
+    attempt: u32,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FeedEnd {
+    #[error("the client went away")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Feed {
+    async fn run(&mut self, mut updates: broadcast::Receiver<LogUpdate>) -> Result<(), FeedEnd> {
+        let job = self
+            .state
+            .store
+            .get_job(self.job)
+            .await?
+            .ok_or(FeedEnd::Gone)?;
+        self.attempt = job.attempt;
+        for step in self.state.store.job_steps(self.job, self.attempt).await? {
+            self.send(
+                Event::default()
+                    .event("step")
+                    .json_data(step)
+                    .expect("steps serialise"),
+            )
+            .await?;
+        }
+        self.catch_up().await?;
+        if job.status.is_finished() {
+            return self.end(job.status.as_str()).await;
+        }
+        loop {
+            match updates.recv().await {
+                Ok(LogUpdate::Bytes {
+                    attempt,
+                    offset,
+                    data,
+                }) => {
+                    if attempt > self.attempt {
+                        self.new_attempt(attempt).await?;
+                    }
+                    if attempt != self.attempt || offset + data.len() as u64 <= self.sent {
+                        continue;
+                    }
+                    if offset > self.sent {
+                        self.catch_up().await?; // missed some: the store has them
+                    } else {
+                        let skip = (self.sent - offset) as usize;
+                        self.send_bytes(&data[skip..]).await?;
+                    }
+                }
+                Ok(LogUpdate::Step(step)) => {
+                    self.send(
+                        Event::default()
+                            .event("step")
+                            .json_data(step)
+                            .expect("steps serialise"),
+                    )
+                    .await?;
+                }
+                Ok(LogUpdate::Finished(status)) => {
+                    self.catch_up().await?;
+                    return self.end(status.as_str()).await;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    async fn new_attempt(&mut self, attempt: u32) -> Result<(), FeedEnd> {
+        self.attempt = attempt;
+        self.sent = 0;
+        let data = serde_json::json!({ "attempt": attempt });
+        self.send(
+            Event::default()
+                .event("attempt")
+                .json_data(data)
+                .expect("json"),
+        )
+        .await
+    }
+
+    async fn catch_up(&mut self) -> Result<(), FeedEnd> {
+        let stored = self
+            .state
+            .store
+            .read_log(self.job, self.attempt, self.sent)
+            .await?;
+        for chunk in stored.chunks(EVENT_BYTES) {
+            self.send_bytes(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_bytes(&mut self, data: &[u8]) -> Result<(), FeedEnd> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let event = LogEvent {
+            offset: self.sent,
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+        };
+        self.sent += data.len() as u64;
+        let event = Event::default()
+            .id(self.sent.to_string())
+            .json_data(event)
+            .expect("log events serialise");
+        self.send(event).await
+    }
+
+    async fn end(&mut self, status: &str) -> Result<(), FeedEnd> {
+        let data = serde_json::json!({ "status": status, "length": self.sent });
+        self.send(Event::default().event("end").json_data(data).expect("json"))
+            .await
+    }
+
+    async fn send(&self, event: Event) -> Result<(), FeedEnd> {
+        self.tx.send(Ok(event)).await.map_err(|_| FeedEnd::Gone)
+    }
+}

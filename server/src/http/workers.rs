@@ -1,0 +1,147 @@
+//! The worker protocol (DESIGN §4): register, long-poll for a lease, heartbeat, log, steps, complete.
+
+use super::AppState;
+use super::auth::{LeaseId, PoolMember, Worker};
+use super::error::{ApiError, ApiResult};
+use crate::auth::{generate_token, hash_token};
+use crate::store::NewWorker;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gantry_model::wire::{
+    CompleteRequest, HeartbeatResponse, LeaseRequest, PROTOCOL_VERSION, RegisterRequest,
+    RegisterResponse, StepReport,
+};
+use serde::Deserialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// `POST /api/v1/workers/register` (pool token).
+pub async fn register(
+    State(state): State<AppState>,
+    PoolMember(pool): PoolMember,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<Json<RegisterResponse>> {
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::BadRequest(format!(
+            "this worker speaks protocol version {}, this server speaks version {PROTOCOL_VERSION}: run the same gantry release on both",
+            req.protocol_version
+        )));
+    }
+    if req.name.is_empty()
+        || req.name.len() > 100
+        || !req
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "invalid worker name {:?}: use letters, digits, '.', '_' and '-'",
+            req.name
+        )));
+    }
+    let token = generate_token("worker");
+    let worker = NewWorker {
+        name: req.name,
+        pool,
+        labels: req.labels,
+        capacity: req.capacity.max(1),
+        protocol_version: req.protocol_version,
+    };
+    let worker_id = state
+        .store
+        .register_worker(&worker, &hash_token(&token))
+        .await?;
+    tracing::info!(worker = %worker.name, %worker_id, "worker registered");
+    Ok(Json(RegisterResponse {
+        worker_id,
+        worker_token: token,
+    }))
+}
+
+/// `POST /api/v1/lease`: 200 with a lease, or 204 when none came within the wait.
+pub async fn lease(
+    State(state): State<AppState>,
+    worker: Worker,
+    body: Option<Json<LeaseRequest>>,
+) -> ApiResult<Response> {
+    let asked = body
+        .and_then(|Json(b)| b.wait_secs)
+        .map(Duration::from_secs);
+    let wait = asked
+        .unwrap_or(state.config.long_poll)
+        .min(state.config.long_poll);
+    match state.queue.lease(worker.id, &worker.name, wait).await? {
+        Some(lease) => {
+            tracing::info!(job = %lease.job_id, worker = %worker.name, attempt = lease.attempt, "job leased");
+            Ok(Json(lease).into_response())
+        }
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+fn job_id(id: &str) -> ApiResult<Uuid> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))
+}
+
+/// `POST /api/v1/jobs/{id}/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _: Worker,
+    LeaseId(lease): LeaseId,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let cancel = state.queue.heartbeat(job_id(&id)?, lease).await?;
+    Ok(Json(HeartbeatResponse { cancel }))
+}
+
+/// Where an upload starts.
+#[derive(Deserialize)]
+pub struct Offset {
+    offset: u64,
+}
+
+/// `POST /api/v1/jobs/{id}/log?offset=N`: idempotent append; answers the log's length.
+pub async fn append_log(
+    State(state): State<AppState>,
+    _: Worker,
+    LeaseId(lease): LeaseId,
+    Path(id): Path<String>,
+    Query(q): Query<Offset>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let length = state
+        .queue
+        .append_log(job_id(&id)?, lease, q.offset, &body)
+        .await?;
+    Ok(Json(serde_json::json!({ "length": length })))
+}
+
+/// `POST /api/v1/jobs/{id}/steps`: a step started or ended.
+pub async fn record_step(
+    State(state): State<AppState>,
+    _: Worker,
+    LeaseId(lease): LeaseId,
+    Path(id): Path<String>,
+    Json(step): Json<StepReport>,
+) -> ApiResult<StatusCode> {
+    state.queue.record_step(job_id(&id)?, lease, step).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/jobs/{id}/complete`.
+pub async fn complete(
+    State(state): State<AppState>,
+    worker: Worker,
+    LeaseId(lease): LeaseId,
+    Path(id): Path<String>,
+    Json(report): Json<CompleteRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let job = job_id(&id)?;
+    let pipeline = state.queue.complete(job, lease, &report).await?;
+    tracing::info!(%job, worker = %worker.name, failure = ?report.failure_kind, exit_code = ?report.exit_code, "job completed");
+    Ok(Json(serde_json::json!({ "pipeline_status": pipeline })))
+}

@@ -1,0 +1,149 @@
+//! Intake (DESIGN §4b): a verified delivery becomes a committed, queued pipeline before it is acknowledged; then,
+//! in a task that resumes after a restart, the commit is fetched into the mirror, `.gantry.yml` is read and
+//! validated, and the jobs are stored — or the pipeline goes to `error` with the reason.
+
+use crate::forge::{HookEvent, PushEvent};
+use crate::mirror::Mirrors;
+use crate::queue::Queue;
+use crate::store::{
+    NewDelivery, NewJob, NewPipeline, PipelineRecord, RepoRecord, Store, StoreError,
+};
+use gantry_model::Pipeline;
+use gantry_model::pipeline::PIPELINE_FILE;
+use gantry_model::wire::HookOutcome;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Turns deliveries into pipelines.
+#[derive(Clone)]
+pub struct Intake {
+    store: Arc<dyn Store>,
+    mirrors: Mirrors,
+    queue: Queue,
+}
+
+impl Intake {
+    /// Intake over the store, mirrors and queue.
+    pub fn new(store: Arc<dyn Store>, mirrors: Mirrors, queue: Queue) -> Self {
+        Self {
+            store,
+            mirrors,
+            queue,
+        }
+    }
+
+    /// Records a verified delivery; for a push, commits a queued pipeline and starts preparing it.
+    pub async fn accept(
+        &self,
+        repo: &RepoRecord,
+        delivery: NewDelivery,
+        event: HookEvent,
+    ) -> Result<HookOutcome, StoreError> {
+        let push: PushEvent = match event {
+            HookEvent::Push(push) => push,
+            HookEvent::Ignored(reason) => {
+                self.store
+                    .record_ignored_delivery(&delivery, &reason)
+                    .await?;
+                return Ok(HookOutcome {
+                    outcome: "ignored".into(),
+                    pipeline: None,
+                    reason: Some(reason),
+                });
+            }
+        };
+        let new = NewPipeline {
+            delivery,
+            commit: push.commit.clone(),
+            git_ref: push.git_ref.clone(),
+            event: push.event_name().into(),
+            author: push.author,
+            message: push.message,
+        };
+        let created = match self.store.create_pipeline(&new).await {
+            Err(StoreError::Conflict(_)) => {
+                let reason = "this delivery was received before and created nothing".to_owned();
+                return Ok(HookOutcome {
+                    outcome: "duplicate".into(),
+                    pipeline: None,
+                    reason: Some(reason),
+                });
+            }
+            other => other?,
+        };
+        if created.duplicate {
+            return Ok(HookOutcome {
+                outcome: "duplicate".into(),
+                pipeline: Some(created.number),
+                reason: None,
+            });
+        }
+        tracing::info!(repo = %repo.name, number = created.number, commit = %push.commit, "pipeline queued");
+        self.spawn_prepare(created.id, repo.name.clone(), repo.url.clone(), push.commit);
+        Ok(HookOutcome {
+            outcome: "created".into(),
+            pipeline: Some(created.number),
+            reason: None,
+        })
+    }
+
+    /// Restarts the preparation of pipelines a previous run accepted but did not finish preparing.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        let pending: Vec<PipelineRecord> = self.store.unprepared_pipelines().await?;
+        for p in &pending {
+            if let Some(repo) = self.store.get_repo(&p.repo).await? {
+                self.spawn_prepare(p.id, repo.name, repo.url, p.commit.clone());
+            }
+        }
+        Ok(pending.len())
+    }
+
+    fn spawn_prepare(&self, pipeline: Uuid, repo: String, url: String, commit: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.prepare(pipeline, &repo, &url, &commit).await {
+                tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it resumes at the next start");
+            }
+        });
+    }
+
+    async fn prepare(
+        &self,
+        pipeline: Uuid,
+        repo: &str,
+        url: &str,
+        commit: &str,
+    ) -> Result<(), StoreError> {
+        let text = match self
+            .mirrors
+            .read_file_at(repo, url, commit, PIPELINE_FILE)
+            .await
+        {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                let msg = format!("{PIPELINE_FILE} is missing at commit {commit}");
+                return self.store.fail_pipeline(pipeline, &msg).await;
+            }
+            Err(e) => return self.store.fail_pipeline(pipeline, &e.to_string()).await,
+        };
+        let parsed = String::from_utf8(text)
+            .map_err(|_| format!("{PIPELINE_FILE} is not UTF-8 text"))
+            .and_then(|t| Pipeline::parse(&t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(p) => {
+                let jobs: Vec<NewJob> = p
+                    .jobs
+                    .into_iter()
+                    .map(|spec| NewJob {
+                        id: Uuid::now_v7(),
+                        spec,
+                    })
+                    .collect();
+                self.store.add_jobs(pipeline, &jobs).await?;
+                self.queue.jobs_ready();
+                Ok(())
+            }
+            Err(msg) => self.store.fail_pipeline(pipeline, &msg).await,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The server's bare mirrors of repositories (git2): fetch a pushed commit, read `.gantry.yml` at that commit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why a file could not be read at a commit.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// git failed (fetch, open, lookup).
+    #[error("could not fetch {url}: {source}")]
+    Fetch {
+        /// The clone URL.
+        url: String,
+        /// git's error.
+        source: git2::Error,
+    },
+    /// The commit is not in the repository even after a fetch.
+    #[error("commit {0} is not in the repository")]
+    NoCommit(String),
+    /// git failed reading the mirror.
+    #[error("reading the mirror failed: {0}")]
+    Git(#[from] git2::Error),
+    /// The blocking task died.
+    #[error("the mirror task failed: {0}")]
+    Task(String),
+}
+
+/// The bare mirrors under one directory, one per repository; fetches of one repository are serialised.
+#[derive(Clone)]
+pub struct Mirrors {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+impl Mirrors {
+    /// Mirrors kept under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Fetches `commit` of `url` into the mirror of `repo` if it is not there yet, then reads `path` at it:
+    /// `Ok(None)` when the commit has no such file.
+    pub async fn read_file_at(
+        &self,
+        repo: &str,
+        url: &str,
+        commit: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, MirrorError> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("lock poisoned")
+            .entry(repo.to_owned())
+            .or_default()
+            .clone();
+        let dir = self.root.join(format!("{repo}.git"));
+        let (url, commit, path) = (url.to_owned(), commit.to_owned(), path.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().expect("lock poisoned");
+            read_blocking(&dir, &url, &commit, &path)
+        })
+        .await
+        .map_err(|e| MirrorError::Task(e.to_string()))?
+    }
+}
+
+fn read_blocking(
+    dir: &Path,
+    url: &str,
+    commit: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, MirrorError> {
+    let repo = match git2::Repository::open_bare(dir) {
+        Ok(repo) => repo,
+        Err(_) => git2::Repository::init_bare(dir)?,
+    };
+    let oid = git2::Oid::from_str(commit).map_err(|_| MirrorError::NoCommit(commit.to_owned()))?;
+    if repo.find_commit(oid).is_err() {
+        let fetch_err = |source| MirrorError::Fetch {
+            url: url.to_owned(),
+            source,
+        };
+        let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
+        // Branches and tags, so that the next pushes usually need only a small fetch.
+        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+        remote.fetch(&refspecs, None, None).map_err(fetch_err)?;
+    }
+    let commit_obj = repo
+        .find_commit(oid)
+        .map_err(|_| MirrorError::NoCommit(commit.to_owned()))?;
+    let tree = commit_obj.tree()?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(None);
+    };
+    let object = entry.to_object(&repo)?;
+    Ok(object.as_blob().map(|b| b.content().to_vec()))
+}

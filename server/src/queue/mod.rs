@@ -1,0 +1,162 @@
+//! Leases: a worker's long-poll is answered the instant a job it can run is queued (in-process notify), and
+//! every call about a job afterwards must carry that job's current lease.
+
+use crate::logs::{LogHub, LogUpdate};
+use crate::store::{Claim, Store, StoreError};
+use bytes::Bytes;
+use gantry_model::PipelineStatus;
+use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Hands jobs to workers and takes their reports.
+#[derive(Clone)]
+pub struct Queue {
+    store: Arc<dyn Store>,
+    hub: LogHub,
+    wakeup: Arc<Notify>,
+    lease: Duration,
+    heartbeat: Duration,
+    log_cap: u64,
+}
+
+fn deadline_ms(lease: Duration) -> i64 {
+    chrono::Utc::now().timestamp_millis() + lease.as_millis() as i64
+}
+
+impl Queue {
+    /// A queue over `store`; lease length, heartbeat interval and log cap from the config.
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: LogHub,
+        lease: Duration,
+        heartbeat: Duration,
+        log_cap: u64,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            wakeup: Arc::new(Notify::new()),
+            lease,
+            heartbeat,
+            log_cap,
+        }
+    }
+
+    /// Wakes every waiting long-poll: jobs became ready.
+    pub fn jobs_ready(&self) {
+        self.wakeup.notify_waiters();
+    }
+
+    /// Leases the next ready job to the worker, waiting up to `wait` for one.
+    pub async fn lease(
+        &self,
+        worker_id: Uuid,
+        worker_name: &str,
+        wait: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a job queued in between is not missed.
+            let notified = self.wakeup.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claim = Claim {
+                worker_id,
+                worker_name: worker_name.to_owned(),
+                lease_id: Uuid::now_v7(),
+                deadline_ms: deadline_ms(self.lease),
+            };
+            if let Some(claimed) = self.store.claim_job(&claim).await? {
+                let (job, pipeline) = (claimed.job, claimed.pipeline);
+                let env = builtin_env(
+                    &pipeline.repo,
+                    &pipeline.commit,
+                    &pipeline.git_ref,
+                    &pipeline.event,
+                    pipeline.number,
+                    &job.name,
+                );
+                return Ok(Some(Lease {
+                    job_id: job.id,
+                    lease_id: claim.lease_id,
+                    attempt: job.attempt,
+                    heartbeat_secs: self.heartbeat.as_secs().max(1),
+                    spec: job.spec,
+                    source: Source {
+                        repo: pipeline.repo,
+                        clone_url: claimed.clone_url,
+                        commit: pipeline.commit,
+                        git_ref: pipeline.git_ref,
+                    },
+                    env,
+                }));
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Renews a lease; true when the job was cancelled.
+    pub async fn heartbeat(&self, job: Uuid, lease: Uuid) -> Result<bool, StoreError> {
+        self.store
+            .heartbeat(job, lease, deadline_ms(self.lease))
+            .await
+    }
+
+    /// Stores log bytes at `offset` and tells watchers; returns the log's length.
+    pub async fn append_log(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, StoreError> {
+        let appended = self
+            .store
+            .append_log(job, lease, offset, data, self.log_cap)
+            .await?;
+        if !appended.data.is_empty() {
+            let update = LogUpdate::Bytes {
+                attempt: appended.attempt,
+                offset: appended.offset,
+                data: Bytes::from(appended.data),
+            };
+            self.hub.publish(job, update);
+        }
+        Ok(appended.length)
+    }
+
+    /// Records a step's start or end and tells watchers.
+    pub async fn record_step(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        step: StepReport,
+    ) -> Result<(), StoreError> {
+        self.store.record_step(job, lease, &step).await?;
+        self.hub.publish(job, LogUpdate::Step(step));
+        Ok(())
+    }
+
+    /// Ends a job; wakes workers when its end made other jobs ready.
+    pub async fn complete(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        report: &CompleteRequest,
+    ) -> Result<PipelineStatus, StoreError> {
+        let (status, pipeline_status) = self.store.complete_job(job, lease, report).await?;
+        for step in &report.steps {
+            self.hub.publish(job, LogUpdate::Step(step.clone()));
+        }
+        self.hub.publish(job, LogUpdate::Finished(status));
+        if !pipeline_status.is_finished() {
+            self.jobs_ready();
+        }
+        Ok(pipeline_status)
+    }
+}

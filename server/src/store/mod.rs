@@ -1,0 +1,152 @@
+//! Storage behind one interface ([`Store`]), with a SQLite and a PostgreSQL implementation chosen once at start.
+//!
+//! Both implementations share their SQL (see `shared.rs`); each adds what its dialect does differently:
+//! connecting, migrating, how a transaction starts, and how a job is claimed.
+
+#[macro_use]
+mod shared;
+mod postgres;
+mod records;
+mod sqlite;
+
+pub use records::*;
+
+use async_trait::async_trait;
+use gantry_model::wire::{CompleteRequest, StepReport};
+use gantry_model::{JobStatus, PipelineStatus};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What can go wrong in storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A unique name is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The caller's lease on the job is no longer the job's lease (DESIGN §3): it must stop.
+    #[error("the lease on job {0} is no longer valid")]
+    StaleLease(Uuid),
+    /// A log upload would leave a gap.
+    #[error("log upload at offset {offset} but the log has only {length} bytes")]
+    LogGap {
+        /// The offset the upload started at.
+        offset: u64,
+        /// The log's length.
+        length: u64,
+    },
+    /// A stored value could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of storage calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the server keeps. Handlers and domain code see only this.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn dialect(&self) -> &'static str;
+
+    /// Creates the admin token and the `default` pool with its token if there is no admin token yet; says whether
+    /// it did (the caller prints the tokens only then).
+    async fn bootstrap(&self, admin_hash: &str, pool_hash: &str) -> Result<bool>;
+    /// Finds a token by its hash.
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Adds a token for an admin when a fixed admin token is configured (idempotent).
+    async fn ensure_admin_token(&self, hash: &str) -> Result<()>;
+
+    /// Adds a repository.
+    async fn create_repo(&self, repo: &NewRepoRecord) -> Result<RepoRecord>;
+    /// Every repository, by name.
+    async fn list_repos(&self) -> Result<Vec<RepoRecord>>;
+    /// One repository.
+    async fn get_repo(&self, name: &str) -> Result<Option<RepoRecord>>;
+
+    /// Records a delivery and, unless the delivery id was seen before, a queued pipeline — in one transaction.
+    async fn create_pipeline(&self, new: &NewPipeline) -> Result<CreatedPipeline>;
+    /// Records a delivery that created nothing, with the reason.
+    async fn record_ignored_delivery(&self, delivery: &NewDelivery, reason: &str) -> Result<()>;
+    /// Pipelines accepted but whose file has not been read yet (to resume after a restart).
+    async fn unprepared_pipelines(&self) -> Result<Vec<PipelineRecord>>;
+    /// Stores a pipeline's jobs and marks it prepared.
+    async fn add_jobs(&self, pipeline: Uuid, jobs: &[NewJob]) -> Result<()>;
+    /// Puts a pipeline in `error` with the reason (file missing, invalid, fetch failed).
+    async fn fail_pipeline(&self, pipeline: Uuid, message: &str) -> Result<()>;
+
+    /// A repository's pipelines, newest first, numbered below `before` when given.
+    async fn list_pipelines(
+        &self,
+        repo: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<PipelineRecord>>;
+    /// The newest pipelines of every repository.
+    async fn recent_pipelines(&self, limit: i64) -> Result<Vec<PipelineRecord>>;
+    /// One pipeline by repository and number.
+    async fn get_pipeline(&self, repo: &str, number: i64) -> Result<Option<PipelineRecord>>;
+    /// One pipeline by id.
+    async fn get_pipeline_by_id(&self, id: Uuid) -> Result<Option<PipelineRecord>>;
+    /// A pipeline's jobs, in file order.
+    async fn pipeline_jobs(&self, pipeline: Uuid) -> Result<Vec<JobRecord>>;
+    /// One job.
+    async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>>;
+    /// The steps of one attempt of a job.
+    async fn job_steps(&self, job: Uuid, attempt: u32) -> Result<Vec<StepReport>>;
+
+    /// Registers (or re-registers, by name) a worker and stores its token's hash.
+    async fn register_worker(&self, worker: &NewWorker, token_hash: &str) -> Result<Uuid>;
+    /// Every worker.
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>>;
+    /// Every pool's name.
+    async fn list_pools(&self) -> Result<Vec<String>>;
+
+    /// Atomically leases the oldest ready job to a worker, or returns none.
+    async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>>;
+    /// Renews a lease; says whether the job was cancelled.
+    async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool>;
+    /// Appends bytes at `offset` of the leased attempt's log (idempotent); returns the new bytes actually stored
+    /// (none for a pure repeat) and where they start.
+    async fn append_log(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        offset: u64,
+        data: &[u8],
+        cap: u64,
+    ) -> Result<Appended>;
+    /// Bytes of an attempt's log from `from` on.
+    async fn read_log(&self, job: Uuid, attempt: u32, from: u64) -> Result<Vec<u8>>;
+    /// Records a step's start or end.
+    async fn record_step(&self, job: Uuid, lease: Uuid, step: &StepReport) -> Result<()>;
+    /// Ends a leased job with the worker's report; skips what can no longer run; returns the job's final status
+    /// and the pipeline's new status.
+    async fn complete_job(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        report: &CompleteRequest,
+    ) -> Result<(JobStatus, PipelineStatus)>;
+}
+
+/// Connects to `url` (`sqlite://…` or `postgres://…`) and migrates the schema.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…").into(),
+        )))
+    }
+}

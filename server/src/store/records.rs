@@ -1,0 +1,252 @@
+//! The rows the store reads and writes, as Rust types.
+
+use chrono::{DateTime, Utc};
+use gantry_model::{FailureKind, JobSpec, JobStatus, PipelineStatus};
+use uuid::Uuid;
+
+/// Who a bearer token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenRecord {
+    /// The admin.
+    Admin,
+    /// A pool's registration token.
+    Pool(String),
+    /// A registered worker.
+    Worker {
+        /// Its id.
+        id: Uuid,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// A repository to add.
+#[derive(Clone, Debug)]
+pub struct NewRepoRecord {
+    /// Gantry's name for it.
+    pub name: String,
+    /// Clone URL.
+    pub url: String,
+    /// Forge kind.
+    pub forge: String,
+    /// `owner/name` on the forge, for matching deliveries.
+    pub forge_full_name: Option<String>,
+    /// Webhook secret.
+    pub secret: String,
+}
+
+/// A stored repository.
+#[derive(Clone, Debug)]
+pub struct RepoRecord {
+    /// Row id.
+    pub id: i64,
+    /// Gantry's name for it.
+    pub name: String,
+    /// Clone URL.
+    pub url: String,
+    /// Forge kind.
+    pub forge: String,
+    /// `owner/name` on the forge.
+    pub forge_full_name: Option<String>,
+    /// Webhook secret.
+    pub secret: String,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A webhook delivery as received.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// The repository it is for.
+    pub repo_id: i64,
+    /// The forge's delivery id, or a hash of the body.
+    pub delivery_id: String,
+    /// The forge kind (the route it came in on).
+    pub forge: String,
+    /// The forge's event name.
+    pub event: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+/// A pipeline to create from a delivery.
+#[derive(Clone, Debug)]
+pub struct NewPipeline {
+    /// The delivery that asked for it.
+    pub delivery: NewDelivery,
+    /// Commit sha.
+    pub commit: String,
+    /// The pushed ref.
+    pub git_ref: String,
+    /// `push`, `tag`, …
+    pub event: String,
+    /// Who pushed.
+    pub author: Option<String>,
+    /// The head commit's message.
+    pub message: Option<String>,
+}
+
+/// What `create_pipeline` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedPipeline {
+    /// The pipeline's id.
+    pub id: Uuid,
+    /// Its number in the repository.
+    pub number: i64,
+    /// True when the delivery id had been seen: nothing new was created.
+    pub duplicate: bool,
+}
+
+/// A stored pipeline, with its repository's name.
+#[derive(Clone, Debug)]
+pub struct PipelineRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Repository name.
+    pub repo: String,
+    /// Repository row id.
+    pub repo_id: i64,
+    /// Number in the repository.
+    pub number: i64,
+    /// Commit sha.
+    pub commit: String,
+    /// The pushed ref.
+    pub git_ref: String,
+    /// `push`, `tag`, …
+    pub event: String,
+    /// Who pushed.
+    pub author: Option<String>,
+    /// The head commit's message.
+    pub message: Option<String>,
+    /// Status.
+    pub status: PipelineStatus,
+    /// Why it is in `error`.
+    pub error: Option<String>,
+    /// Whether its file was read and its jobs stored.
+    pub prepared: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its first job started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
+    /// Its expanded spec.
+    pub spec: JobSpec,
+}
+
+/// A stored job.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Its pipeline.
+    pub pipeline_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Expanded spec.
+    pub spec: JobSpec,
+    /// Status.
+    pub status: JobStatus,
+    /// Leases given so far.
+    pub attempt: u32,
+    /// The current lease.
+    pub lease_id: Option<Uuid>,
+    /// The worker holding or last holding it.
+    pub worker_name: Option<String>,
+    /// Exit status of its last step.
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub failure_kind: Option<FailureKind>,
+    /// Explanation of a failure.
+    pub message: Option<String>,
+    /// The current attempt's log length.
+    pub log_length: u64,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// CPU seconds used.
+    pub cpu_seconds: Option<f64>,
+    /// Peak memory.
+    pub peak_memory_bytes: Option<i64>,
+}
+
+/// A worker registering.
+#[derive(Clone, Debug)]
+pub struct NewWorker {
+    /// Unique name.
+    pub name: String,
+    /// Its pool.
+    pub pool: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Jobs at once.
+    pub capacity: u32,
+    /// Protocol version.
+    pub protocol_version: u32,
+}
+
+/// A stored worker.
+#[derive(Clone, Debug)]
+pub struct WorkerRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Pool.
+    pub pool: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Jobs at once.
+    pub capacity: u32,
+    /// `idle`, `busy`, …
+    pub state: String,
+    /// Last call.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A worker asking for a job.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The worker.
+    pub worker_id: Uuid,
+    /// Its name (kept on the job for display).
+    pub worker_name: String,
+    /// The lease to give the job.
+    pub lease_id: Uuid,
+    /// When the lease expires, in Unix milliseconds.
+    pub deadline_ms: i64,
+}
+
+/// A job just leased, with what the worker needs to run it.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    /// The job, now `running` with the new lease and attempt.
+    pub job: JobRecord,
+    /// Its pipeline.
+    pub pipeline: PipelineRecord,
+    /// Its repository's clone URL.
+    pub clone_url: String,
+}
+
+/// What a log append stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The attempt the bytes belong to.
+    pub attempt: u32,
+    /// Where the newly stored bytes start.
+    pub offset: u64,
+    /// The newly stored bytes (empty for a repeat of bytes already stored).
+    pub data: Vec<u8>,
+    /// The log's length afterwards.
+    pub length: u64,
+}

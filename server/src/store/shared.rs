@@ -1,0 +1,722 @@
+//! The SQL both dialects share. `impl_store!` instantiates the one implementation of [`super::Store`] for each
+//! backend's driver types; each backend supplies `begin()` (how a write transaction starts) and `CLAIM_SQL`.
+//! Queries use `$N` placeholders, which SQLite accepts too.
+
+macro_rules! job_columns {
+    () => {
+        "id, pipeline_id, name, spec, status, attempt, lease_id, worker_name, exit_code, failure_kind, message,
+         log_length, queued_at, started_at, finished_at, cpu_seconds, peak_memory_bytes"
+    };
+}
+
+macro_rules! pipeline_select {
+    () => {
+        "SELECT p.id, r.name AS repo, p.repo_id, p.number, p.commit_sha, p.git_ref, p.event, p.author, p.message,
+                p.status, p.error, p.prepared, p.created_at, p.started_at, p.finished_at
+         FROM pipelines p JOIN repos r ON r.id = p.repo_id "
+    };
+}
+
+macro_rules! repo_select {
+    () => {
+        "SELECT id, name, url, forge, forge_full_name, secret, created_at FROM repos "
+    };
+}
+
+macro_rules! impl_store {
+    ($store:ident, $db:ty, $dialect:literal) => {
+        use $crate::store::{records::*, Store, StoreError};
+        use chrono::{DateTime, Utc};
+        use gantry_model::status::{resolve_needs, NeedsVerdict};
+        use gantry_model::wire::{CompleteRequest, StepReport};
+        use gantry_model::{FailureKind, JobStatus, PipelineStatus};
+        use sqlx::Row;
+        use uuid::Uuid;
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
+            text.parse().map_err(StoreError::Corrupt)
+        }
+
+        fn repo_from(row: &DbRow) -> Result<RepoRecord> {
+            Ok(RepoRecord {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                url: row.try_get("url")?,
+                forge: row.try_get("forge")?,
+                forge_full_name: row.try_get("forge_full_name")?,
+                secret: row.try_get("secret")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn pipeline_from(row: &DbRow) -> Result<PipelineRecord> {
+            Ok(PipelineRecord {
+                id: row.try_get("id")?,
+                repo: row.try_get("repo")?,
+                repo_id: row.try_get("repo_id")?,
+                number: row.try_get("number")?,
+                commit: row.try_get("commit_sha")?,
+                git_ref: row.try_get("git_ref")?,
+                event: row.try_get("event")?,
+                author: row.try_get("author")?,
+                message: row.try_get("message")?,
+                status: parse(row.try_get("status")?)?,
+                error: row.try_get("error")?,
+                prepared: row.try_get("prepared")?,
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+            })
+        }
+
+        fn job_from(row: &DbRow) -> Result<JobRecord> {
+            let spec: String = row.try_get("spec")?;
+            let failure: Option<String> = row.try_get("failure_kind")?;
+            Ok(JobRecord {
+                id: row.try_get("id")?,
+                pipeline_id: row.try_get("pipeline_id")?,
+                name: row.try_get("name")?,
+                spec: serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                status: parse(row.try_get("status")?)?,
+                attempt: row.try_get::<i64, _>("attempt")? as u32,
+                lease_id: row.try_get("lease_id")?,
+                worker_name: row.try_get("worker_name")?,
+                exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+                failure_kind: failure.map(parse).transpose()?,
+                message: row.try_get("message")?,
+                log_length: row.try_get::<i64, _>("log_length")? as u64,
+                queued_at: row.try_get("queued_at")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+                cpu_seconds: row.try_get("cpu_seconds")?,
+                peak_memory_bytes: row.try_get("peak_memory_bytes")?,
+            })
+        }
+
+        fn step_from(row: &DbRow) -> Result<StepReport> {
+            Ok(StepReport {
+                index: row.try_get::<i64, _>("idx")? as u32,
+                command: row.try_get("command")?,
+                log_offset: row.try_get::<i64, _>("log_offset")? as u64,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+                exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+            })
+        }
+
+        /// Checks that `lease` is the running job's lease; returns (attempt, pipeline id, cancel requested).
+        async fn leased(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            job: Uuid,
+            lease: Uuid,
+        ) -> Result<(u32, Uuid, bool, i64)> {
+            let row = sqlx::query(
+                "SELECT attempt, pipeline_id, cancel_requested, log_length FROM jobs
+                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+            )
+            .bind(job)
+            .bind(lease)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::StaleLease(job))?;
+            Ok((
+                row.try_get::<i64, _>("attempt")? as u32,
+                row.try_get("pipeline_id")?,
+                row.try_get("cancel_requested")?,
+                row.try_get("log_length")?,
+            ))
+        }
+
+        async fn upsert_step(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            job: Uuid,
+            attempt: u32,
+            step: &StepReport,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO steps (job_id, attempt, idx, command, log_offset, started_at, finished_at, exit_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (job_id, attempt, idx) DO UPDATE
+                 SET finished_at = excluded.finished_at, exit_code = excluded.exit_code",
+            )
+            .bind(job)
+            .bind(attempt as i64)
+            .bind(step.index as i64)
+            .bind(&step.command)
+            .bind(step.log_offset as i64)
+            .bind(step.started_at)
+            .bind(step.finished_at)
+            .bind(step.exit_code.map(i64::from))
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        /// Skips jobs whose needs failed, readies jobs whose needs succeeded, and sets the pipeline's status.
+        async fn settle_pipeline(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            pipeline: Uuid,
+            now: DateTime<Utc>,
+        ) -> Result<PipelineStatus> {
+            let rows = sqlx::query("SELECT id, name, needs, status FROM jobs WHERE pipeline_id = $1 ORDER BY position")
+                .bind(pipeline)
+                .fetch_all(&mut **tx)
+                .await?;
+            let mut jobs = Vec::with_capacity(rows.len());
+            let mut ids = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let needs: String = row.try_get("needs")?;
+                let needs: Vec<String> = serde_json::from_str(&needs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                ids.push(row.try_get::<Uuid, _>("id")?);
+                jobs.push((row.try_get::<String, _>("name")?, needs, parse::<JobStatus>(row.try_get("status")?)?));
+            }
+            for (i, verdict) in resolve_needs(&jobs).into_iter().enumerate() {
+                match verdict {
+                    NeedsVerdict::Skip => {
+                        sqlx::query(
+                            "UPDATE jobs SET status = 'skipped', finished_at = $2,
+                             message = 'not run: a job it needs did not succeed' WHERE id = $1",
+                        )
+                        .bind(ids[i])
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                        jobs[i].2 = JobStatus::Skipped;
+                    }
+                    NeedsVerdict::Ready => {
+                        sqlx::query("UPDATE jobs SET ready = TRUE WHERE id = $1 AND NOT ready")
+                            .bind(ids[i])
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    NeedsVerdict::Wait => {}
+                }
+            }
+            let status = PipelineStatus::from_jobs(jobs.iter().map(|j| j.2));
+            sqlx::query(
+                "UPDATE pipelines SET status = $2,
+                   finished_at = CASE WHEN $3 THEN COALESCE(finished_at, $4) ELSE NULL END
+                 WHERE id = $1",
+            )
+            .bind(pipeline)
+            .bind(status.as_str())
+            .bind(status.is_finished())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(status)
+        }
+
+        async fn insert_delivery(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            d: &NewDelivery,
+            outcome: &str,
+            reason: Option<&str>,
+        ) -> Result<Option<i64>> {
+            let row = sqlx::query(
+                "INSERT INTO webhook_deliveries (repo_id, delivery_id, forge, event, body, outcome, reason, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (repo_id, delivery_id) DO NOTHING RETURNING id",
+            )
+            .bind(d.repo_id)
+            .bind(&d.delivery_id)
+            .bind(&d.forge)
+            .bind(&d.event)
+            .bind(&d.body)
+            .bind(outcome)
+            .bind(reason)
+            .bind(Utc::now())
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(row.map(|r| r.try_get("id")).transpose()?)
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn dialect(&self) -> &'static str {
+                $dialect
+            }
+
+            async fn bootstrap(&self, admin_hash: &str, pool_hash: &str) -> Result<bool> {
+                let mut tx = self.begin().await?;
+                let admins: i64 = sqlx::query("SELECT COUNT(*) AS n FROM tokens WHERE kind = 'admin'")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                if admins > 0 {
+                    return Ok(false);
+                }
+                let now = Utc::now();
+                sqlx::query("INSERT INTO pools (name, created_at) VALUES ('default', $1) ON CONFLICT DO NOTHING")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO tokens (hash, kind, created_at) VALUES ($1, 'admin', $2)")
+                    .bind(admin_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO tokens (hash, kind, pool, created_at) VALUES ($1, 'pool', 'default', $2)")
+                    .bind(pool_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+                let Some(row) = sqlx::query(
+                    "SELECT t.kind, t.pool, t.worker_id, w.name AS worker_name
+                     FROM tokens t LEFT JOIN workers w ON w.id = t.worker_id WHERE t.hash = $1",
+                )
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let kind: String = row.try_get("kind")?;
+                Ok(match kind.as_str() {
+                    "admin" => Some(TokenRecord::Admin),
+                    "pool" => row.try_get::<Option<String>, _>("pool")?.map(TokenRecord::Pool),
+                    "worker" => {
+                        let id: Option<Uuid> = row.try_get("worker_id")?;
+                        let name: Option<String> = row.try_get("worker_name")?;
+                        id.zip(name).map(|(id, name)| TokenRecord::Worker { id, name })
+                    }
+                    _ => None,
+                })
+            }
+
+            async fn ensure_admin_token(&self, hash: &str) -> Result<()> {
+                sqlx::query("INSERT INTO tokens (hash, kind, created_at) VALUES ($1, 'admin', $2) ON CONFLICT DO NOTHING")
+                    .bind(hash)
+                    .bind(Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_repo(&self, repo: &NewRepoRecord) -> Result<RepoRecord> {
+                let row = sqlx::query(concat!(
+                    "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at"
+                ))
+                .bind(&repo.name)
+                .bind(&repo.url)
+                .bind(&repo.forge)
+                .bind(&repo.forge_full_name)
+                .bind(&repo.secret)
+                .bind(Utc::now())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::Conflict(format!("repository {:?}", repo.name)))?;
+                repo_from(&row)
+            }
+
+            async fn list_repos(&self) -> Result<Vec<RepoRecord>> {
+                let rows = sqlx::query(concat!(repo_select!(), "ORDER BY name")).fetch_all(&self.pool).await?;
+                rows.iter().map(repo_from).collect()
+            }
+
+            async fn get_repo(&self, name: &str) -> Result<Option<RepoRecord>> {
+                let row = sqlx::query(concat!(repo_select!(), "WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(repo_from).transpose()
+            }
+
+            async fn create_pipeline(&self, new: &NewPipeline) -> Result<CreatedPipeline> {
+                let d = &new.delivery;
+                let mut tx = self.begin().await?;
+                let Some(delivery_row) = insert_delivery(&mut tx, d, "created", None).await? else {
+                    let row = sqlx::query("SELECT id, number FROM pipelines WHERE repo_id = $1 AND delivery_id = $2")
+                        .bind(d.repo_id)
+                        .bind(&d.delivery_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or_else(|| StoreError::Conflict(format!("delivery {:?}", d.delivery_id)))?;
+                    return Ok(CreatedPipeline { id: row.try_get("id")?, number: row.try_get("number")?, duplicate: true });
+                };
+                let number: i64 = sqlx::query("UPDATE repos SET next_number = next_number + 1 WHERE id = $1 RETURNING next_number")
+                    .bind(d.repo_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("next_number")?;
+                let id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO pipelines (id, repo_id, number, delivery_id, commit_sha, git_ref, event, author, message,
+                                            status, prepared, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', FALSE, $10)",
+                )
+                .bind(id)
+                .bind(d.repo_id)
+                .bind(number)
+                .bind(&d.delivery_id)
+                .bind(&new.commit)
+                .bind(&new.git_ref)
+                .bind(&new.event)
+                .bind(&new.author)
+                .bind(&new.message)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE webhook_deliveries SET pipeline_id = $1 WHERE id = $2")
+                    .bind(id)
+                    .bind(delivery_row)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(CreatedPipeline { id, number, duplicate: false })
+            }
+
+            async fn record_ignored_delivery(&self, delivery: &NewDelivery, reason: &str) -> Result<()> {
+                let mut tx = self.begin().await?;
+                insert_delivery(&mut tx, delivery, "ignored", Some(reason)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn unprepared_pipelines(&self) -> Result<Vec<PipelineRecord>> {
+                let rows = sqlx::query(concat!(pipeline_select!(), "WHERE NOT p.prepared ORDER BY p.created_at"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(pipeline_from).collect()
+            }
+
+            async fn add_jobs(&self, pipeline: Uuid, jobs: &[NewJob]) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let claimed = sqlx::query("UPDATE pipelines SET prepared = TRUE WHERE id = $1 AND NOT prepared")
+                    .bind(pipeline)
+                    .execute(&mut *tx)
+                    .await?;
+                if claimed.rows_affected() == 0 {
+                    return Ok(()); // prepared already, by an earlier run of the same task
+                }
+                let now = Utc::now();
+                for (position, job) in jobs.iter().enumerate() {
+                    let needs: Vec<&str> = job.spec.needs.iter().map(|n| n.as_str()).collect();
+                    sqlx::query(
+                        "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)",
+                    )
+                    .bind(job.id)
+                    .bind(pipeline)
+                    .bind(position as i64)
+                    .bind(job.spec.name.as_str())
+                    .bind(serde_json::to_string(&needs).expect("names serialise"))
+                    .bind(serde_json::to_string(&job.spec).expect("specs serialise"))
+                    .bind(needs.is_empty())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn fail_pipeline(&self, pipeline: Uuid, message: &str) -> Result<()> {
+                sqlx::query(
+                    "UPDATE pipelines SET status = 'error', error = $2, prepared = TRUE, finished_at = $3 WHERE id = $1",
+                )
+                .bind(pipeline)
+                .bind(message)
+                .bind(Utc::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_pipelines(&self, repo: &str, before: Option<i64>, limit: i64) -> Result<Vec<PipelineRecord>> {
+                let rows = sqlx::query(concat!(
+                    pipeline_select!(),
+                    "WHERE r.name = $1 AND p.number < $2 ORDER BY p.number DESC LIMIT $3"
+                ))
+                .bind(repo)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(pipeline_from).collect()
+            }
+
+            async fn recent_pipelines(&self, limit: i64) -> Result<Vec<PipelineRecord>> {
+                let rows = sqlx::query(concat!(pipeline_select!(), "ORDER BY p.created_at DESC, p.number DESC LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(pipeline_from).collect()
+            }
+
+            async fn get_pipeline(&self, repo: &str, number: i64) -> Result<Option<PipelineRecord>> {
+                let row = sqlx::query(concat!(pipeline_select!(), "WHERE r.name = $1 AND p.number = $2"))
+                    .bind(repo)
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(pipeline_from).transpose()
+            }
+
+            async fn get_pipeline_by_id(&self, id: Uuid) -> Result<Option<PipelineRecord>> {
+                let row = sqlx::query(concat!(pipeline_select!(), "WHERE p.id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(pipeline_from).transpose()
+            }
+
+            async fn pipeline_jobs(&self, pipeline: Uuid) -> Result<Vec<JobRecord>> {
+                let rows = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE pipeline_id = $1 ORDER BY position"))
+                    .bind(pipeline)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(job_from).collect()
+            }
+
+            async fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>> {
+                let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(job_from).transpose()
+            }
+
+            async fn job_steps(&self, job: Uuid, attempt: u32) -> Result<Vec<StepReport>> {
+                let rows = sqlx::query(
+                    "SELECT idx, command, log_offset, started_at, finished_at, exit_code FROM steps
+                     WHERE job_id = $1 AND attempt = $2 ORDER BY idx",
+                )
+                .bind(job)
+                .bind(attempt as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(step_from).collect()
+            }
+
+            async fn register_worker(&self, w: &NewWorker, token_hash: &str) -> Result<Uuid> {
+                let now = Utc::now();
+                let mut tx = self.begin().await?;
+                let id: Uuid = sqlx::query(
+                    "INSERT INTO workers (id, name, pool, labels, capacity, protocol_version, state, registered_at, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7)
+                     ON CONFLICT (name) DO UPDATE SET pool = excluded.pool, labels = excluded.labels,
+                       capacity = excluded.capacity, protocol_version = excluded.protocol_version,
+                       state = 'idle', registered_at = excluded.registered_at, last_seen = excluded.last_seen
+                     RETURNING id",
+                )
+                .bind(Uuid::now_v7())
+                .bind(&w.name)
+                .bind(&w.pool)
+                .bind(serde_json::to_string(&w.labels).expect("labels serialise"))
+                .bind(w.capacity as i64)
+                .bind(w.protocol_version as i64)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("id")?;
+                sqlx::query("DELETE FROM tokens WHERE worker_id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO tokens (hash, kind, worker_id, created_at) VALUES ($1, 'worker', $2, $3)")
+                    .bind(token_hash)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
+                let rows = sqlx::query("SELECT id, name, pool, labels, capacity, state, last_seen FROM workers ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let labels: String = row.try_get("labels")?;
+                        Ok(WorkerRecord {
+                            id: row.try_get("id")?,
+                            name: row.try_get("name")?,
+                            pool: row.try_get("pool")?,
+                            labels: serde_json::from_str(&labels).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            capacity: row.try_get::<i64, _>("capacity")? as u32,
+                            state: row.try_get("state")?,
+                            last_seen: row.try_get("last_seen")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn list_pools(&self) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT name FROM pools ORDER BY name").fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+            }
+
+            async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
+                let now = Utc::now();
+                let mut tx = self.begin().await?;
+                let Some(row) = sqlx::query(CLAIM_SQL)
+                    .bind(claim.lease_id)
+                    .bind(claim.worker_id)
+                    .bind(&claim.worker_name)
+                    .bind(claim.deadline_ms)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let job = job_from(&row)?;
+                sqlx::query(
+                    "UPDATE pipelines SET status = 'running', started_at = COALESCE(started_at, $2)
+                     WHERE id = $1 AND status = 'queued'",
+                )
+                .bind(job.pipeline_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE workers SET last_seen = $2, state = 'busy' WHERE id = $1")
+                    .bind(claim.worker_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let prow = sqlx::query(concat!(pipeline_select!(), "WHERE p.id = $1"))
+                    .bind(job.pipeline_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let pipeline = pipeline_from(&prow)?;
+                let clone_url: String = sqlx::query("SELECT url FROM repos WHERE id = $1")
+                    .bind(pipeline.repo_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("url")?;
+                tx.commit().await?;
+                Ok(Some(ClaimedJob { job, pipeline, clone_url }))
+            }
+
+            async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool> {
+                let row = sqlx::query(
+                    "UPDATE jobs SET lease_deadline_ms = $3 WHERE id = $1 AND lease_id = $2 AND status = 'running'
+                     RETURNING cancel_requested",
+                )
+                .bind(job)
+                .bind(lease)
+                .bind(deadline_ms)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::StaleLease(job))?;
+                Ok(row.try_get("cancel_requested")?)
+            }
+
+            async fn append_log(&self, job: Uuid, lease: Uuid, offset: u64, data: &[u8], cap: u64) -> Result<Appended> {
+                let mut tx = self.begin().await?;
+                let (attempt, _, _, length) = leased(&mut tx, job, lease).await?;
+                let length = length as u64;
+                let unchanged = Appended { attempt, offset: length, data: Vec::new(), length };
+                if length >= cap {
+                    return Ok(unchanged); // capped: the marker is in the log already, the rest is dropped
+                }
+                if offset > length {
+                    return Err(StoreError::LogGap { offset, length });
+                }
+                let already = (length - offset) as usize;
+                if already >= data.len() {
+                    return Ok(unchanged);
+                }
+                let mut new = data[already..].to_vec();
+                if length + new.len() as u64 > cap {
+                    new.truncate((cap - length) as usize);
+                    new.extend_from_slice(format!("\n[gantry: the log reached its cap of {cap} bytes; the rest of the output was dropped]\n").as_bytes());
+                }
+                let end = length + new.len() as u64;
+                sqlx::query(
+                    "INSERT INTO log_chunks (job_id, attempt, start_offset, end_offset, data, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(job)
+                .bind(attempt as i64)
+                .bind(length as i64)
+                .bind(end as i64)
+                .bind(&new)
+                .bind(Utc::now())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE jobs SET log_length = $2 WHERE id = $1")
+                    .bind(job)
+                    .bind(end as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Appended { attempt, offset: length, data: new, length: end })
+            }
+
+            async fn read_log(&self, job: Uuid, attempt: u32, from: u64) -> Result<Vec<u8>> {
+                let rows = sqlx::query(
+                    "SELECT start_offset, data FROM log_chunks
+                     WHERE job_id = $1 AND attempt = $2 AND end_offset > $3 ORDER BY start_offset",
+                )
+                .bind(job)
+                .bind(attempt as i64)
+                .bind(from as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let start = row.try_get::<i64, _>("start_offset")? as u64;
+                    let data: Vec<u8> = row.try_get("data")?;
+                    let skip = from.saturating_sub(start) as usize;
+                    out.extend_from_slice(&data[skip.min(data.len())..]);
+                }
+                Ok(out)
+            }
+
+            async fn record_step(&self, job: Uuid, lease: Uuid, step: &StepReport) -> Result<()> {
+                let mut tx = self.begin().await?;
+                let (attempt, ..) = leased(&mut tx, job, lease).await?;
+                upsert_step(&mut tx, job, attempt, step).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn complete_job(
+                &self,
+                job: Uuid,
+                lease: Uuid,
+                report: &CompleteRequest,
+            ) -> Result<(JobStatus, PipelineStatus)> {
+                let now = Utc::now();
+                let mut tx = self.begin().await?;
+                let (attempt, pipeline, _, _) = leased(&mut tx, job, lease).await?;
+                let failure = report.failure_kind.or(match report.exit_code {
+                    Some(0) | None => None,
+                    Some(_) => Some(FailureKind::Exit),
+                });
+                let status = failure.map(FailureKind::job_status).unwrap_or(JobStatus::Success);
+                for step in &report.steps {
+                    upsert_step(&mut tx, job, attempt, step).await?;
+                }
+                sqlx::query(
+                    "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
+                       cpu_seconds = $7, peak_memory_bytes = $8, lease_deadline_ms = NULL
+                     WHERE id = $1",
+                )
+                .bind(job)
+                .bind(status.as_str())
+                .bind(report.exit_code.map(i64::from))
+                .bind(failure.map(FailureKind::as_str))
+                .bind(&report.message)
+                .bind(now)
+                .bind(report.cpu_seconds)
+                .bind(report.peak_memory_bytes.map(|b| b as i64))
+                .execute(&mut *tx)
+                .await?;
+                let pipeline_status = settle_pipeline(&mut tx, pipeline, now).await?;
+                tx.commit().await?;
+                Ok((status, pipeline_status))
+            }
+        }
+    };
+}

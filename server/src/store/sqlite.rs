@@ -1,0 +1,52 @@
+//! The SQLite store: one file in WAL mode, the default for `gantry up`.
+
+use super::Result;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// [`super::Store`] on a SQLite file.
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        // WAL with synchronous=NORMAL: a commit survives the process being killed the next instant, which is the
+        // durability promise of DESIGN §3 (power loss is out of scope).
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Write transactions take the write lock up front, so that two of them never deadlock upgrading a read lock
+    /// (SQLite answers that with SQLITE_BUSY at once, without waiting).
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// SQLite serialises writers, so the oldest ready job can simply be taken.
+pub(super) const CLAIM_SQL: &str = concat!(
+    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
+       lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
+       failure_kind = NULL, message = NULL
+     WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' AND ready
+                                       ORDER BY queued_at, position LIMIT 1)
+     RETURNING ",
+    job_columns!()
+);
+
+impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -1,0 +1,173 @@
+//! The dashboard: server-rendered pages (tera, autoescaped, no external assets); the job page follows its log
+//! live through the SSE stream.
+
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiResult};
+use crate::store::{JobRecord, PipelineRecord};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::Html;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+/// The dashboard's templates, compiled into the binary.
+pub fn templates() -> Result<tera::Tera, tera::Error> {
+    let mut tera = tera::Tera::default();
+    tera.add_raw_templates(vec![
+        ("base.html", include_str!("../../../templates/base.html")),
+        (
+            "pipelines.html",
+            include_str!("../../../templates/pipelines.html"),
+        ),
+        (
+            "pipeline.html",
+            include_str!("../../../templates/pipeline.html"),
+        ),
+        ("job.html", include_str!("../../../templates/job.html")),
+    ])?;
+    Ok(tera)
+}
+
+/// The dashboard's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/repos/{repo}", get(repo))
+        .route("/repos/{repo}/pipelines/{number}", get(pipeline))
+        .route("/jobs/{id}", get(job))
+}
+
+fn render(state: &AppState, name: &str, context: serde_json::Value) -> ApiResult<Html<String>> {
+    let context = tera::Context::from_serialize(context).expect("page contexts are JSON objects");
+    state
+        .templates
+        .render(name, &context)
+        .map(Html)
+        .map_err(|e| {
+            tracing::error!(template = name, error = ?e, "rendering failed");
+            ApiError::Store(crate::store::StoreError::Corrupt(format!(
+                "template {name}"
+            )))
+        })
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// `12.3 s`, `4 min 5 s`; running things count up to now.
+fn duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
+    let Some(start) = start else {
+        return String::new();
+    };
+    let ms = (end.unwrap_or_else(Utc::now) - start)
+        .num_milliseconds()
+        .max(0);
+    if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn pipeline_json(p: &PipelineRecord) -> serde_json::Value {
+    json!({
+        "repo": p.repo, "number": p.number, "status": p.status, "git_ref": p.git_ref, "commit": p.commit,
+        "event": p.event, "author": p.author, "message": p.message, "error": p.error,
+        "created_at": time(Some(p.created_at)), "duration": duration(p.started_at, p.finished_at),
+    })
+}
+
+fn job_json(j: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": j.id, "name": j.name, "status": j.status, "exit_code": j.exit_code, "failure_kind": j.failure_kind,
+        "message": j.message, "attempt": j.attempt, "worker": j.worker_name, "started_at": time(j.started_at),
+        "duration": duration(j.started_at, j.finished_at),
+    })
+}
+
+async fn index(State(state): State<AppState>) -> ApiResult<Html<String>> {
+    let pipelines = state.store.recent_pipelines(100).await?;
+    let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
+    render(
+        &state,
+        "pipelines.html",
+        json!({ "repo": null, "pipelines": list }),
+    )
+}
+
+async fn repo(State(state): State<AppState>, Path(repo): Path<String>) -> ApiResult<Html<String>> {
+    if state.store.get_repo(&repo).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no repository named {repo:?}")));
+    }
+    let pipelines = state.store.list_pipelines(&repo, None, 100).await?;
+    let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
+    render(
+        &state,
+        "pipelines.html",
+        json!({ "repo": repo, "pipelines": list }),
+    )
+}
+
+async fn pipeline(
+    State(state): State<AppState>,
+    Path((repo, number)): Path<(String, i64)>,
+) -> ApiResult<Html<String>> {
+    let p = state
+        .store
+        .get_pipeline(&repo, number)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let jobs = state.store.pipeline_jobs(p.id).await?;
+    let jobs: Vec<_> = jobs.iter().map(job_json).collect();
+    render(
+        &state,
+        "pipeline.html",
+        json!({ "p": pipeline_json(&p), "jobs": jobs }),
+    )
+}
+
+async fn job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Html<String>> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
+    let j = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let p = state
+        .store
+        .get_pipeline_by_id(j.pipeline_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no pipeline".into()))?;
+    let steps = state.store.job_steps(j.id, j.attempt).await?;
+    let log = state.store.read_log(j.id, j.attempt, 0).await?;
+    // Each step shows the bytes from its offset to the next step's; bytes before the first step are a preamble.
+    let bounds: Vec<usize> = steps
+        .iter()
+        .map(|s| (s.log_offset as usize).min(log.len()))
+        .collect();
+    let preamble =
+        String::from_utf8_lossy(&log[..bounds.first().copied().unwrap_or(log.len())]).into_owned();
+    let steps_json: Vec<_> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let end = bounds.get(i + 1).copied().unwrap_or(log.len());
+            json!({
+                "index": s.index, "number": s.index + 1, "command": s.command, "log_offset": s.log_offset,
+                "started_at": time(Some(s.started_at)), "duration": duration(Some(s.started_at), s.finished_at),
+                "exit_code": s.exit_code, "output": String::from_utf8_lossy(&log[bounds[i]..end]),
+            })
+        })
+        .collect();
+    let context = json!({
+        "p": pipeline_json(&p), "job": job_json(&j), "steps": steps_json, "preamble": preamble,
+        "log_length": log.len(), "live": !j.status.is_finished(),
+    });
+    render(&state, "job.html", context)
+}
