@@ -100,6 +100,16 @@ impl Server {
         Ok(Self { state, first_start })
     }
 
+    /// Makes another registration token for `pool` (shown to the caller only).
+    pub async fn issue_pool_token(&self, pool: &str) -> Result<String, StartError> {
+        let token = auth::generate_token("pool");
+        self.state
+            .store
+            .add_pool_token(&auth::hash_token(&token), pool)
+            .await?;
+        Ok(token)
+    }
+
     /// The database in use: `sqlite` or `postgres`.
     pub fn dialect(&self) -> &'static str {
         self.state.store.dialect()

@@ -1,1 +1,9 @@
-//! placeholder
+//! Gantry's worker: leases jobs from the server, checks out the commit, and runs the steps in a container it
+//! makes itself (no daemon), streaming the log back live.
+
+pub mod agent;
+pub mod checkout;
+pub mod exec;
+pub mod runtime;
+
+pub use runtime::init_main;

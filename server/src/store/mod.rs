@@ -62,6 +62,8 @@ pub trait Store: Send + Sync + 'static {
     async fn bootstrap(&self, admin_hash: &str, pool_hash: &str) -> Result<bool>;
     /// Finds a token by its hash.
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Adds another registration token for `pool`.
+    async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()>;
     /// Adds a token for an admin when a fixed admin token is configured (idempotent).
     async fn ensure_admin_token(&self, hash: &str) -> Result<()>;
 

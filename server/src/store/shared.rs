@@ -291,6 +291,16 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()> {
+                sqlx::query("INSERT INTO tokens (hash, kind, pool, created_at) VALUES ($1, 'pool', $2, $3)")
+                    .bind(hash)
+                    .bind(pool)
+                    .bind(Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn ensure_admin_token(&self, hash: &str) -> Result<()> {
                 sqlx::query("INSERT INTO tokens (hash, kind, created_at) VALUES ($1, 'admin', $2) ON CONFLICT DO NOTHING")
                     .bind(hash)

@@ -1,0 +1,159 @@
+//! Layered configuration: defaults, then the TOML file (`--config`), then `GANTRY_*` variables and flags
+//! (clap merges those two, flags winning).
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gantry_server::config::ServerConfig;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The annotated example `gantry default-config` prints.
+pub const EXAMPLE: &str = r#"# Gantry configuration (TOML). Every key is optional; flags and GANTRY_* variables override it.
+
+# Address the HTTP server listens on (GANTRY_LISTEN).
+listen = "127.0.0.1:8080"
+# Address forges and browsers use to reach the server, for webhook URLs and links (GANTRY_PUBLIC_URL).
+# public_url = "https://ci.example.com"
+# Where the SQLite database, mirrors and worker state live (GANTRY_DATA_DIR).
+data_dir = "./gantry-data"
+# sqlite://PATH or postgres://USER@HOST/DB; default: the SQLite file in data_dir (GANTRY_DATABASE_URL).
+# database_url = "postgres://gantry@127.0.0.1/gantry"
+# A job attempt's log is cut, with a marker, at this many bytes.
+log_cap_bytes = 67108864
+# Webhook bodies larger than this are refused with 413.
+max_webhook_bytes = 26214400
+# Seconds a lease lasts without a heartbeat.
+lease_secs = 10
+
+[worker]
+# Labels jobs can select with `runs-on`.
+labels = ["linux"]
+# Jobs per worker at once.
+capacity = 1
+# Host paths hidden from jobs, besides the built-in masks and Gantry's own data dirs.
+mask = []
+"#;
+
+/// The TOML file's keys.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    admin_token: Option<String>,
+    log_cap_bytes: Option<u64>,
+    max_webhook_bytes: Option<usize>,
+    lease_secs: Option<u64>,
+    /// The `[worker]` table.
+    #[serde(default)]
+    pub worker: WorkerFileConfig,
+}
+
+/// The `[worker]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFileConfig {
+    /// Labels.
+    pub labels: Option<Vec<String>>,
+    /// Jobs at once.
+    pub capacity: Option<u32>,
+    /// Extra masks.
+    #[serde(default)]
+    pub mask: Vec<PathBuf>,
+}
+
+/// Reads the TOML file, if one was given.
+pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// The server's options (DESIGN §4b), also read from the environment.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "GANTRY_LISTEN")]
+    pub listen: Option<String>,
+    /// Address forges and browsers use to reach the server [default: http://LISTEN].
+    #[arg(long, env = "GANTRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Where the database file, mirrors and worker state live [default: ./gantry-data].
+    #[arg(long, env = "GANTRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… [default: the SQLite file in the data dir].
+    #[arg(long, env = "GANTRY_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Use this admin token instead of generating one on first start.
+    #[arg(long, env = "GANTRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A TOML configuration file (see `gantry default-config`).
+    #[arg(long, env = "GANTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Seconds a lease lasts without a heartbeat (tests shorten it).
+    #[arg(long, env = "GANTRY_LEASE_SECS", hide = true)]
+    pub lease_secs: Option<u64>,
+}
+
+/// The server's settings after layering, and the address to listen on.
+pub struct Resolved {
+    /// For the server library.
+    pub server: ServerConfig,
+    /// Where to listen.
+    pub listen: String,
+    /// Whether the public URL was given (otherwise it follows the bound address).
+    pub public_url_given: bool,
+}
+
+impl ServerArgs {
+    /// Layers defaults, the file, the environment and the flags.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let file = read_file(self.config.as_ref())?;
+        let listen = self
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./gantry-data"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+        let public_url = self.public_url.clone().or(file.public_url);
+        let public_url_given = public_url.is_some();
+        let mut server = ServerConfig::new(
+            data_dir,
+            public_url.unwrap_or_else(|| format!("http://{listen}")),
+        );
+        if let Some(url) = self.database.clone().or(file.database_url) {
+            server.database_url = url;
+        }
+        server.admin_token = self.admin_token.clone().or(file.admin_token);
+        if let Some(cap) = file.log_cap_bytes {
+            server.log_cap_bytes = cap;
+        }
+        if let Some(max) = file.max_webhook_bytes {
+            server.max_webhook_bytes = max;
+        }
+        if let Some(secs) = self.lease_secs.or(file.lease_secs) {
+            server.lease = Duration::from_secs(secs.max(1));
+            server.heartbeat = Duration::from_secs((secs / 3).max(1));
+        }
+        Ok(Resolved {
+            server,
+            listen,
+            public_url_given,
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! Plain git repositories: `gantry hook install` writes the post-receive hook, `gantry notify` is what it runs.
+
+use super::api::{Api, ApiArgs};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use gantry_model::wire::{GANTRY_SIGNATURE_HEADER, HookOutcome, RepoView};
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+const HOOK_TEMPLATE: &str = include_str!("../../deploy/git-hooks/post-receive");
+const HOOK_MARKER: &str = "Gantry's post-receive hook";
+
+/// `gantry hook …`.
+#[derive(Subcommand)]
+pub enum HookCommand {
+    /// Install the post-receive hook into a bare repository, so that every push of a branch starts a pipeline.
+    Install {
+        /// The bare repository's path.
+        bare_repo: PathBuf,
+        /// The repository's name in Gantry.
+        #[arg(long)]
+        repo: String,
+        /// The webhook secret [default: asked from the server with the admin token].
+        #[arg(long, env = "GANTRY_HOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Replace a post-receive hook that is not Gantry's.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// `gantry notify`'s options.
+#[derive(Args)]
+pub struct NotifyArgs {
+    /// The server's URL.
+    #[arg(long, env = "GANTRY_SERVER")]
+    server: String,
+    /// The repository's name in Gantry.
+    #[arg(long)]
+    repo: String,
+    /// The webhook secret.
+    #[arg(long, env = "GANTRY_HOOK_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+/// Runs `gantry hook …`.
+pub async fn run(cmd: HookCommand) -> Result<()> {
+    let HookCommand::Install {
+        bare_repo,
+        repo,
+        secret,
+        force,
+        api,
+    } = cmd;
+    if !bare_repo.join("objects").is_dir() || !bare_repo.join("HEAD").is_file() {
+        bail!("{} is not a bare git repository", bare_repo.display());
+    }
+    let secret = match secret {
+        Some(s) => s,
+        None => {
+            let view: RepoView = Api::new(&api).get(&format!("/repos/{repo}/secret")).await?;
+            view.secret.context("the server did not send the secret")?
+        }
+    };
+    let hooks = bare_repo.join("hooks");
+    std::fs::create_dir_all(&hooks)?;
+    let path = hooks.join("post-receive");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.contains(HOOK_MARKER) && !force {
+            bail!(
+                "{} already has a post-receive hook that is not Gantry's (use --force to replace it)",
+                bare_repo.display()
+            );
+        }
+    }
+    let quote = |s: &str| s.replace('\'', r"'\''");
+    let exe = std::env::current_exe()?;
+    let script = HOOK_TEMPLATE
+        .replace("@GANTRY_SERVER@", &quote(api.server.trim_end_matches('/')))
+        .replace("@GANTRY_REPO@", &quote(&repo))
+        .replace("@GANTRY_HOOK_SECRET@", &quote(&secret))
+        .replace("@GANTRY_BIN@", &quote(&exe.to_string_lossy()));
+    std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
+    // The hook holds the secret: only its owner may read it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+    println!(
+        "installed {}: pushes of branches now notify {} for repository {repo}",
+        path.display(),
+        api.server
+    );
+    Ok(())
+}
+
+/// Reads post-receive lines (`OLD NEW REF`) from stdin and sends each branch update, signed.
+pub async fn notify(args: NotifyArgs) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let url = format!(
+        "{}/hooks/git?repo={}",
+        args.server.trim_end_matches('/'),
+        args.repo
+    );
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut parts = line.split_whitespace();
+        let (Some(before), Some(after), Some(git_ref)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !git_ref.starts_with("refs/heads/") {
+            continue;
+        }
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "ref": git_ref, "before": before, "after": after }),
+        )?;
+        let signature = gantry_server::forge::sign_sha256(&args.secret, &body);
+        let sent = client
+            .post(&url)
+            .header(GANTRY_SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        // A post-receive hook cannot undo the push, so a failure is reported, not fatal.
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                let outcome: HookOutcome = r.json().await.unwrap_or(HookOutcome {
+                    outcome: "sent".into(),
+                    pipeline: None,
+                    reason: None,
+                });
+                match (outcome.pipeline, outcome.reason) {
+                    (Some(n), _) => {
+                        println!("gantry: {git_ref}: pipeline #{n} ({})", outcome.outcome)
+                    }
+                    (None, Some(reason)) => {
+                        println!("gantry: {git_ref}: {} ({reason})", outcome.outcome)
+                    }
+                    (None, None) => println!("gantry: {git_ref}: {}", outcome.outcome),
+                }
+            }
+            Ok(r) => {
+                let status = r.status();
+                eprintln!(
+                    "gantry: {git_ref}: the server answered {status}: {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Err(e) => eprintln!("gantry: {git_ref}: cannot reach {}: {e}", args.server),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Command-line parsing and wiring: each subcommand lives in its own module.
+
+mod api;
+mod config;
+mod hook;
+mod serve;
+mod up;
+mod worker;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Gantry: a self-hosted CI integration-test farm.
+#[derive(Parser)]
+#[command(name = "gantry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server and a local worker pool on an embedded SQLite file: the whole farm on one machine.
+    Up(up::UpArgs),
+    /// Run the server only.
+    Server(config::ServerArgs),
+    /// Run a worker that leases jobs from a server.
+    Worker(worker::WorkerArgs),
+    /// Manage repositories.
+    #[command(subcommand)]
+    Repo(api::RepoCommand),
+    /// Look at pipelines.
+    #[command(subcommand)]
+    Pipeline(api::PipelineCommand),
+    /// Look at jobs and their logs.
+    #[command(subcommand)]
+    Job(api::JobCommand),
+    /// Connect plain git repositories.
+    #[command(subcommand)]
+    Hook(hook::HookCommand),
+    /// Send ref updates (post-receive input on stdin) to the server, signed; used by the installed git hook.
+    Notify(hook::NotifyArgs),
+    /// Print an annotated example configuration file.
+    DefaultConfig,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gantry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Server(args) => serve::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
+            Command::Repo(cmd) => api::repo(cmd).await,
+            Command::Pipeline(cmd) => api::pipeline(cmd).await,
+            Command::Job(cmd) => api::job(cmd).await,
+            Command::Hook(cmd) => hook::run(cmd).await,
+            Command::Notify(args) => hook::notify(args).await,
+            Command::DefaultConfig => {
+                print!("{}", config::EXAMPLE);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gantry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

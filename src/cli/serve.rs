@@ -1,0 +1,53 @@
+//! `gantry server`: the server alone.
+
+use super::config::ServerArgs;
+use anyhow::{Context, Result};
+use gantry_server::{FirstStart, Server};
+use tokio::net::TcpListener;
+
+/// Binds, starts the server, prints where it is (and the first tokens), and serves until SIGINT/SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let (server, listener, url, _) = start(&args).await?;
+    println!(
+        "Gantry server listening: dashboard at {url}/ (database: {})",
+        server.dialect()
+    );
+    serve(server, listener).await
+}
+
+/// Starts a server from the flags; returns it with its listener, its public URL and its data dir.
+pub async fn start(args: &ServerArgs) -> Result<(Server, TcpListener, String, std::path::PathBuf)> {
+    let mut resolved = args.resolve()?;
+    let listener = TcpListener::bind(&resolved.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let addr = listener.local_addr()?;
+    if !resolved.public_url_given {
+        resolved.server.public_url = format!("http://{addr}");
+    }
+    let url = resolved.server.public_url.trim_end_matches('/').to_owned();
+    let data_dir = resolved.server.data_dir.clone();
+    let server = Server::start(resolved.server)
+        .await
+        .context("the server could not start")?;
+    if let Some(first) = &server.first_start {
+        print_first_start(first, &url);
+    }
+    Ok((server, listener, url, data_dir))
+}
+
+fn print_first_start(first: &FirstStart, url: &str) {
+    println!("First start: these tokens are shown once and stored only as hashes. Keep them.");
+    if let Some(admin) = &first.admin_token {
+        println!("  admin token:        {admin}");
+        println!("    (for the CLI: export GANTRY_SERVER={url} GANTRY_TOKEN={admin})");
+    }
+    println!("  default pool token: {}", first.pool_token);
+    println!("    (for remote workers: gantry worker --server {url} --pool-token <token>)");
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(server: Server, listener: TcpListener) -> Result<()> {
+    server.serve(listener, super::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `gantry worker`: leases jobs from a server and runs them in containers.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gantry_worker::agent::{self, WorkerConfig};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A worker's options (DESIGN §4b).
+#[derive(Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// The server's URL.
+    #[arg(long, env = "GANTRY_SERVER")]
+    pub server: String,
+    /// The pool's registration token.
+    #[arg(long, env = "GANTRY_POOL_TOKEN", hide_env_values = true)]
+    pub pool_token: String,
+    /// Stable, unique name [default: HOSTNAME-HASH, from the host name and the data dir].
+    #[arg(long, env = "GANTRY_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Labels jobs can select with `runs-on`, comma-separated.
+    #[arg(long, env = "GANTRY_WORKER_LABELS", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// Jobs at once.
+    #[arg(long, env = "GANTRY_WORKER_CAPACITY")]
+    pub capacity: Option<u32>,
+    /// The worker's state: mirrors, workspaces, container scratch [default: ./gantry-worker].
+    #[arg(long, env = "GANTRY_WORKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Another host path to hide from jobs (repeatable).
+    #[arg(long = "mask")]
+    pub masks: Vec<PathBuf>,
+    /// A TOML configuration file (its `[worker]` table).
+    #[arg(long, env = "GANTRY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// A name that stays the same across restarts of the same worker and differs between workers on one host.
+fn default_name(data_dir: &Path) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    format!("{host}-{}", &hex::encode(digest)[..8])
+}
+
+/// Runs the worker until SIGINT/SIGTERM.
+pub async fn run(args: WorkerArgs) -> Result<()> {
+    let file = super::config::read_file(args.config.as_ref())?.worker;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./gantry-worker"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let mut masked_paths = file.mask;
+    masked_paths.extend(args.masks);
+    let config = WorkerConfig {
+        server: args.server,
+        pool_token: args.pool_token,
+        name: args.name.unwrap_or_else(|| default_name(&data_dir)),
+        labels: args
+            .labels
+            .or(file.labels)
+            .unwrap_or_else(|| vec!["linux".into()]),
+        capacity: args.capacity.or(file.capacity).unwrap_or(1),
+        data_dir,
+        masked_paths,
+        init_exe: std::env::current_exe()
+            .context("cannot find the gantry binary to run containers with")?,
+    };
+    agent::run(config, super::shutdown_signal()).await?;
+    Ok(())
+}

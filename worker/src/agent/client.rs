@@ -1,0 +1,174 @@
+//! The worker's side of the protocol (DESIGN §4): all it knows of the server.
+
+use gantry_model::wire::{
+    CompleteRequest, HeartbeatResponse, LEASE_HEADER, Lease, LeaseRequest, RegisterRequest,
+    RegisterResponse, StepReport,
+};
+use reqwest::StatusCode;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Why a call to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached or the connection broke; worth retrying.
+    #[error("cannot reach the server: {0}")]
+    Network(#[from] reqwest::Error),
+    /// 409: the lease is no longer the job's; stop working on it.
+    #[error("the server no longer recognises this lease")]
+    StaleLease,
+    /// The server refused the call.
+    #[error("the server answered {status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: StatusCode,
+        /// The server's `error` message.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// Whether trying again later can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Network(_) => true,
+            ClientError::Refused { status, .. } => status.is_server_error(),
+            ClientError::StaleLease => false,
+        }
+    }
+}
+
+/// A registered worker's connection to its server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == StatusCode::CONFLICT {
+        return Err(ClientError::StaleLease);
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let message = body["error"].as_str().unwrap_or("no message").to_owned();
+    Err(ClientError::Refused { status, message })
+}
+
+impl Client {
+    /// Registers with a pool token; the client then uses the worker token it got.
+    pub async fn register(
+        server: &str,
+        pool_token: &str,
+        request: &RegisterRequest,
+    ) -> Result<(Client, Uuid), ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        let base = format!("{}/api/v1", server.trim_end_matches('/'));
+        let response = http
+            .post(format!("{base}/workers/register"))
+            .bearer_auth(pool_token)
+            .json(request)
+            .send()
+            .await?;
+        let answer: RegisterResponse = check(response).await?.json().await?;
+        Ok((
+            Client {
+                http,
+                base,
+                token: answer.worker_token,
+            },
+            answer.worker_id,
+        ))
+    }
+
+    /// Long-polls for a job, waiting up to `wait` on the server.
+    pub async fn lease(&self, wait: Duration) -> Result<Option<Lease>, ClientError> {
+        let request = LeaseRequest {
+            wait_secs: Some(wait.as_secs()),
+        };
+        let response = self
+            .http
+            .post(format!("{}/lease", self.base))
+            .bearer_auth(&self.token)
+            .timeout(wait + Duration::from_secs(15))
+            .json(&request)
+            .send()
+            .await?;
+        let response = check(response).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        Ok(Some(response.json().await?))
+    }
+
+    fn job_call(&self, lease: &Lease, what: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/jobs/{}/{what}", self.base, lease.job_id))
+            .bearer_auth(&self.token)
+            .header(LEASE_HEADER, lease.lease_id.to_string())
+            .timeout(Duration::from_secs(30))
+    }
+
+    /// Renews the lease; true when the job was cancelled.
+    pub async fn heartbeat(&self, lease: &Lease) -> Result<bool, ClientError> {
+        let response = check(self.job_call(lease, "heartbeat").send().await?).await?;
+        Ok(response.json::<HeartbeatResponse>().await?.cancel)
+    }
+
+    /// Appends log bytes at `offset` (idempotent on the server, so retries are safe).
+    pub async fn append_log(
+        &self,
+        lease: &Lease,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let request = self
+            .job_call(lease, &format!("log?offset={offset}"))
+            .body(data);
+        check(request.send().await?).await?;
+        Ok(())
+    }
+
+    /// Reports a step's start or end.
+    pub async fn step(&self, lease: &Lease, step: &StepReport) -> Result<(), ClientError> {
+        check(self.job_call(lease, "steps").json(step).send().await?).await?;
+        Ok(())
+    }
+
+    /// Reports the job's end.
+    pub async fn complete(
+        &self,
+        lease: &Lease,
+        report: &CompleteRequest,
+    ) -> Result<(), ClientError> {
+        check(self.job_call(lease, "complete").json(report).send().await?).await?;
+        Ok(())
+    }
+}
+
+/// Runs `call` until it succeeds or fails for a reason retrying cannot fix, backing off up to 5 s between tries
+/// and giving up after `patience`.
+pub async fn with_retries<T, F, Fut>(patience: Duration, mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && start.elapsed() + pause < patience => {
+                tracing::warn!(error = %e, "server call failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The worker's main loop: register, sweep what a previous run left, long-poll for leases while a slot is free,
+//! run each job in its own task; on shutdown stop leasing and let running jobs finish.
+
+pub mod client;
+
+use crate::checkout::MirrorCache;
+use crate::exec::JobRunner;
+use crate::runtime::{ContainerRuntime, NamespacesRuntime, RuntimeError, RuntimeOptions};
+use client::{Client, ClientError};
+use gantry_model::wire::{PROTOCOL_VERSION, RegisterRequest};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// How long a lease request waits on the server before asking again.
+const LONG_POLL: Duration = Duration::from_secs(30);
+
+/// A worker's settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The server's base URL.
+    pub server: String,
+    /// The pool's registration token.
+    pub pool_token: String,
+    /// Stable, unique name; everything the worker makes on the host carries it.
+    pub name: String,
+    /// Labels jobs can ask for.
+    pub labels: Vec<String>,
+    /// Jobs at once.
+    pub capacity: u32,
+    /// The worker's own state: mirrors, workspaces, container scratch.
+    pub data_dir: PathBuf,
+    /// More host paths to hide from jobs (e.g. the server's data dir when on the same host).
+    pub masked_paths: Vec<PathBuf>,
+    /// The `gantry` binary, re-executed as each container's init.
+    pub init_exe: PathBuf,
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Containers cannot be made here.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The server refused the worker.
+    #[error("registration failed: {0}")]
+    Register(ClientError),
+    /// The data dir could not be made.
+    #[error("cannot create {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+}
+
+/// Runs the worker until `shutdown` resolves; running jobs are finished before it returns.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let dirs = ["containers", "mirrors", "workspaces"].map(|d| config.data_dir.join(d));
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::DataDir(dir.clone(), e))?;
+    }
+    let [containers, mirrors, workspaces] = dirs;
+    let runtime = NamespacesRuntime::new(RuntimeOptions {
+        worker_name: config.name.clone(),
+        state_dir: containers,
+        init_exe: config.init_exe.clone(),
+        extra_masks: vec![config.data_dir.clone()],
+    })?;
+    let swept = runtime.sweep()?;
+    if swept > 0 {
+        tracing::warn!(
+            swept,
+            "removed containers a previous run of this worker left behind"
+        );
+    }
+    sweep_workspaces(&workspaces);
+    tokio::pin!(shutdown);
+    let Some(client) = register(&config, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let runner = Arc::new(JobRunner {
+        client: client.clone(),
+        runtime: Arc::new(runtime),
+        mirrors: MirrorCache::new(mirrors),
+        workspaces,
+        masked_paths: config.masked_paths.clone(),
+        worker_name: config.name.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(config.capacity.max(1) as usize));
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let lease = tokio::select! {
+            _ = &mut shutdown => break,
+            lease = client.lease(LONG_POLL) => lease,
+        };
+        match lease {
+            Ok(Some(lease)) => {
+                pause = Duration::from_millis(200);
+                let runner = runner.clone();
+                tokio::spawn(async move {
+                    runner.run(lease).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "asking for a job failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("stopping: no new jobs; waiting for running ones to finish");
+    let _all = slots.acquire_many(config.capacity.max(1)).await;
+    Ok(())
+}
+
+/// Registers, retrying while the server is unreachable; none when shut down first.
+async fn register(
+    config: &WorkerConfig,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<Client>, AgentError> {
+    let request = RegisterRequest {
+        name: config.name.clone(),
+        labels: config.labels.clone(),
+        capacity: config.capacity,
+        protocol_version: PROTOCOL_VERSION,
+    };
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match Client::register(&config.server, &config.pool_token, &request).await {
+            Ok((client, id)) => {
+                tracing::info!(worker = %config.name, %id, server = %config.server, "registered");
+                return Ok(Some(client));
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot register yet; retrying");
+                tokio::select! {
+                    _ = &mut *shutdown => return Ok(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(AgentError::Register(e)),
+        }
+    }
+}
+
+/// Workspaces of jobs a killed worker did not finish are of no use to anyone.
+fn sweep_workspaces(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale workspace");
+        }
+    }
+}

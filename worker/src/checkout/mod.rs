@@ -1,0 +1,93 @@
+//! Source checkout (git2): a bare mirror per repository in the worker's cache, fetched only when the commit is
+//! missing, and the exact commit's tree written into a fresh workspace directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// Fetching from the clone URL failed.
+    #[error("fetching {url} failed: {source}")]
+    Fetch {
+        /// The clone URL.
+        url: String,
+        /// git's error.
+        source: git2::Error,
+    },
+    /// The commit is not in the repository even after a fetch.
+    #[error("commit {0} is not in the repository")]
+    NoCommit(String),
+    /// git failed otherwise.
+    #[error("checkout failed: {0}")]
+    Git(#[from] git2::Error),
+    /// The workspace could not be made.
+    #[error("cannot create the workspace {0}: {1}")]
+    Workspace(PathBuf, std::io::Error),
+}
+
+/// The worker's mirror cache; checkouts of one repository are serialised (they share its mirror).
+#[derive(Clone)]
+pub struct MirrorCache {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+impl MirrorCache {
+    /// A cache under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Writes the tree of `commit` of `repo` (cloned from `url`) into `dest`, which must not exist. Blocking.
+    pub fn checkout(
+        &self,
+        repo: &str,
+        url: &str,
+        commit: &str,
+        dest: &Path,
+    ) -> Result<(), CheckoutError> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("lock poisoned")
+            .entry(repo.to_owned())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().expect("lock poisoned");
+        let mirror = self.root.join(format!("{repo}.git"));
+        let git = match git2::Repository::open_bare(&mirror) {
+            Ok(git) => git,
+            Err(_) => git2::Repository::init_bare(&mirror)?,
+        };
+        let oid =
+            git2::Oid::from_str(commit).map_err(|_| CheckoutError::NoCommit(commit.to_owned()))?;
+        if git.find_commit(oid).is_err() {
+            let fetch_err = |source| CheckoutError::Fetch {
+                url: url.to_owned(),
+                source,
+            };
+            let mut remote = git.remote_anonymous(url).map_err(fetch_err)?;
+            remote
+                .fetch(
+                    &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                    None,
+                    None,
+                )
+                .map_err(fetch_err)?;
+        }
+        let tree = git
+            .find_commit(oid)
+            .map_err(|_| CheckoutError::NoCommit(commit.to_owned()))?
+            .tree()?;
+        std::fs::create_dir_all(dest).map_err(|e| CheckoutError::Workspace(dest.to_owned(), e))?;
+        let mut options = git2::build::CheckoutBuilder::new();
+        options.target_dir(dest).force().recreate_missing(true);
+        git.checkout_tree(tree.as_object(), Some(&mut options))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! One container's life on the runtime side: start (cgroup, scratch dir, `gantry container-init`, the reader
+//! thread), wait with the timeout, cancel, and a teardown that runs exactly once — from `wait`, from a failed
+//! `start`, or from `Drop` if neither happened.
+
+use super::cgroup::{Cgroup, CgroupStats};
+use super::events::{self, Shared};
+use super::masks::{self, DEFAULT_MASKS};
+use super::namespaces::NamespacesRuntime;
+use super::outcome::{self, Ending};
+use super::protocol::InitConfig;
+use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
+use gantry_model::Resources;
+use nix::fcntl::OFlag;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long building a container may take before `start` gives up on it.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long the reader may keep reading once every process was killed (the pipes close at once in practice).
+const READER_GRACE: Duration = Duration::from_secs(2);
+
+/// A container of the namespaces runtime.
+#[derive(Debug)]
+pub(crate) struct NsContainer {
+    id: String,
+    steps: Vec<String>,
+    resources: Resources,
+    timeout: Duration,
+    deadline: Instant,
+    shared: Arc<Shared>,
+    parts: Mutex<Parts>,
+}
+
+/// What must be undone; each is taken out as it is torn down.
+#[derive(Debug, Default)]
+struct Parts {
+    init: Option<Child>,
+    cgroup: Option<Cgroup>,
+    scratch: Option<PathBuf>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// What teardown found and what went wrong in it.
+struct Teardown {
+    stats: CgroupStats,
+    init_status: Option<ExitStatus>,
+    /// Processes may have survived: the one teardown error `wait` reports rather than logs.
+    kill_error: Option<RuntimeError>,
+    errors: Vec<RuntimeError>,
+}
+
+/// Creates the container and returns once init reports it built (or its setup failed).
+pub(crate) fn start(
+    runtime: &NamespacesRuntime,
+    config: ContainerConfig,
+    events: UnboundedSender<ContainerEvent>,
+) -> Result<Arc<NsContainer>, RuntimeError> {
+    let started = Instant::now();
+    let options = &runtime.options;
+    sweep::check_id(&options.worker_name, &config.id)?;
+    let scratch = runtime.containers_dir.join(&config.id);
+    std::fs::create_dir(&scratch)
+        .map_err(|e| RuntimeError::io("create the scratch dir", &scratch, e))?;
+    // From here on, dropping `container` tears down whatever has been made so far.
+    let container = NsContainer {
+        id: config.id.clone(),
+        steps: config.steps.clone(),
+        resources: config.resources.clone(),
+        timeout: config.timeout,
+        deadline: started + config.timeout,
+        shared: Arc::default(),
+        parts: Mutex::new(Parts {
+            scratch: Some(scratch.clone()),
+            ..Parts::default()
+        }),
+    };
+    let cgroup = runtime.layout.cgroup(&config.id);
+    cgroup.create(&config.resources)?;
+    let cgroup_procs = cgroup.procs_files();
+    container.parts().cgroup = Some(cgroup);
+
+    let mask_patterns = DEFAULT_MASKS
+        .iter()
+        .map(PathBuf::from)
+        .chain([options.state_dir.clone()]);
+    let masks = masks::resolve(
+        mask_patterns
+            .chain(options.extra_masks.iter().cloned())
+            .chain(config.masked_paths),
+    );
+    let init_config = InitConfig {
+        hostname: config.hostname,
+        workspace: config.workspace,
+        steps: config.steps,
+        env: config.env,
+        scratch,
+        masks,
+        cgroup_procs,
+    };
+    let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
+    container.parts().init = Some(init);
+    let reader = events::spawn(output, control, events, container.shared.clone())
+        .map_err(|e| RuntimeError::io("start the reader thread for", &options.init_exe, e))?;
+    container.parts().reader = Some(reader);
+
+    let built = container.shared.wait_until(started + SETUP_DEADLINE, |p| {
+        if p.ready {
+            Some(None)
+        } else if let Some(message) = &p.setup_failed {
+            Some(Some(message.clone()))
+        } else {
+            p.init_exited.then_some(Some(String::new()))
+        }
+    });
+    let failure = match built {
+        Some(None) => return Ok(Arc::new(container)),
+        Some(Some(message)) => message,
+        None => format!("the container was not ready after {SETUP_DEADLINE:?}"),
+    };
+    let teardown = container.teardown();
+    let message = if failure.is_empty() {
+        let early = String::from_utf8_lossy(&container.shared.lock().early_output)
+            .trim()
+            .to_string();
+        let status = teardown
+            .init_status
+            .map_or("killed".to_string(), |s| s.to_string());
+        format!(
+            "container init exited before the container was ready ({status}); its output: {early:?}"
+        )
+    } else {
+        failure
+    };
+    let error = RuntimeError::Setup(message);
+    match teardown
+        .kill_error
+        .into_iter()
+        .chain(teardown.errors)
+        .next()
+    {
+        Some(cleanup) => Err(RuntimeError::WithCleanup {
+            error: Box::new(error),
+            cleanup: Box::new(cleanup),
+        }),
+        None => Err(error),
+    }
+}
+
+/// Starts `init_exe container-init` with the config on stdin; returns it with the output and control pipes.
+fn spawn_init(
+    init_exe: &Path,
+    config: &InitConfig,
+) -> Result<(Child, OwnedFd, OwnedFd), RuntimeError> {
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| RuntimeError::io("create a pipe for", init_exe, e.into()))
+    };
+    let (output, output_writer) = pipe()?;
+    let (control, control_writer) = pipe()?;
+    // The Command is dropped at the end of this statement, and with it our copies of the write ends: from then
+    // on, EOF on a pipe means every process that could write to it is gone.
+    let mut init = Command::new(init_exe)
+        .arg("container-init")
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(control_writer))
+        .stderr(Stdio::from(output_writer))
+        .spawn()
+        .map_err(|e| RuntimeError::io("start container init", init_exe, e))?;
+    let payload = serde_json::to_vec(config).unwrap_or_default();
+    if let Some(mut stdin) = init.stdin.take() {
+        // If init died already, the control pipe tells why; the broken pipe here adds nothing.
+        let _ = stdin.write_all(&payload);
+    }
+    Ok((init, output, control))
+}
+
+impl NsContainer {
+    fn parts(&self) -> MutexGuard<'_, Parts> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Kills everything, then removes the cgroup and the scratch dir; what was torn down already is skipped.
+    fn teardown(&self) -> Teardown {
+        let mut parts = self.parts();
+        let kill_error = parts.kill().err();
+        let init_status = parts.init.take().and_then(|mut init| init.wait().ok());
+        let mut errors = Vec::new();
+        let stats = parts.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
+        if let Some(cgroup) = parts.cgroup.take() {
+            errors.extend(cgroup.remove().err());
+        }
+        self.shared
+            .update(|p| p.stop_reading_at = Some(Instant::now() + READER_GRACE));
+        if let Some(reader) = parts.reader.take() {
+            let _ = reader.join();
+        }
+        if let Some(scratch) = parts.scratch.take() {
+            errors.extend(sweep::remove_scratch(&scratch).err());
+        }
+        for error in &errors {
+            tracing::error!(container = %self.id, %error, "container teardown incomplete; the next sweep retries");
+        }
+        Teardown {
+            stats,
+            init_status,
+            kill_error,
+            errors,
+        }
+    }
+}
+
+impl Parts {
+    fn kill(&mut self) -> Result<(), RuntimeError> {
+        let killed = self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all);
+        // Init is our child and not yet reaped, so its pid cannot have been reused.
+        if let Some(init) = &mut self.init {
+            let _ = init.kill();
+        }
+        killed
+    }
+}
+
+impl Container for NsContainer {
+    fn cancel(&self) {
+        self.shared.update(|p| p.cancelled = true);
+        if let Err(error) = self.parts().kill() {
+            tracing::error!(container = %self.id, %error, "cancelling the container");
+        }
+    }
+
+    fn wait(&self) -> Result<Outcome, RuntimeError> {
+        let ended = self.shared.wait_until(self.deadline, |p| {
+            (p.cancelled || p.init_exited).then_some(())
+        });
+        let teardown = self.teardown();
+        if let Some(error) = teardown.kill_error {
+            return Err(error);
+        }
+        let progress = self.shared.lock();
+        let ending = Ending {
+            steps: &self.steps,
+            resources: &self.resources,
+            timeout: self.timeout,
+            timed_out: ended.is_none() && !progress.cancelled,
+            progress: &progress,
+            stats: &teardown.stats,
+            init_status: teardown.init_status,
+        };
+        Ok(outcome::decide(&ending))
+    }
+}
+
+impl Drop for NsContainer {
+    fn drop(&mut self) {
+        let parts = self.parts();
+        let pending = parts.init.is_some() || parts.cgroup.is_some() || parts.scratch.is_some();
+        drop(parts);
+        if pending && let Some(error) = self.teardown().kill_error {
+            tracing::error!(container = %self.id, %error, "killing a dropped container");
+        }
+    }
+}

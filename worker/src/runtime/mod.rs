@@ -1,0 +1,165 @@
+//! The container runtime (DESIGN §6): per job, a fresh container made by the worker itself — namespaces, a
+//! cgroup with limits, an overlay root filesystem — in which the job's steps run in order.
+//!
+//! The agent only sees [`ContainerRuntime`] and [`Container`]; the namespaces backend below is the first
+//! implementation. Containers are started by re-executing the `gantry` binary as `gantry container-init`
+//! (see [`init`]), so that everything between fork and exec happens in a fresh single-threaded process.
+
+pub mod cgroup;
+mod container;
+mod events;
+pub mod init;
+mod masks;
+mod namespaces;
+mod network;
+mod outcome;
+mod pid1;
+mod protocol;
+mod rootfs;
+mod sweep;
+
+pub use init::init_main;
+pub use namespaces::{NamespacesRuntime, RuntimeOptions};
+
+use gantry_model::{FailureKind, Resources};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a container is made from and what it runs.
+#[derive(Clone, Debug)]
+pub struct ContainerConfig {
+    /// Unique id; it names the cgroup and scratch dirs, and starts with the worker's name so that a restarted
+    /// worker can sweep what it left behind (and only that).
+    pub id: String,
+    /// The hostname inside the container.
+    pub hostname: String,
+    /// Host directory bind-mounted read-write at `/workspace` (the checkout); also the steps' cwd.
+    pub workspace: PathBuf,
+    /// Shell command lines, each run as `/bin/sh -e -c STEP`, in order, stopping at the first failure.
+    pub steps: Vec<String>,
+    /// The steps' environment (nothing of the worker's own environment leaks in).
+    pub env: Vec<(String, String)>,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Host paths hidden from the job (data dirs, secrets), on top of the runtime's own default masks.
+    pub masked_paths: Vec<PathBuf>,
+    /// Kill everything when the job runs longer than this.
+    pub timeout: Duration,
+}
+
+/// What happens in a container, in the order it happened.
+#[derive(Debug, PartialEq)]
+pub enum ContainerEvent {
+    /// Bytes the steps wrote to stdout or stderr (one stream, in write order).
+    Output(Vec<u8>),
+    /// Step `index` started.
+    StepStarted {
+        /// 0-based step index.
+        index: u32,
+    },
+    /// Step `index` ended; all the output it wrote before exiting was sent before this event.
+    StepExited {
+        /// 0-based step index.
+        index: u32,
+        /// Its shell's exit status (128+N when killed by signal N).
+        exit_code: i32,
+    },
+}
+
+/// How a container's run ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Exit status of the last step that ran.
+    pub exit_code: Option<i32>,
+    /// None when every step exited 0.
+    pub failure: Option<FailureKind>,
+    /// A human explanation of a failure.
+    pub message: Option<String>,
+    /// CPU time the cgroup used.
+    pub cpu_seconds: Option<f64>,
+    /// Peak memory of the cgroup.
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// Errors of the runtime itself (not of the job).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The worker lacks the privileges to make containers.
+    #[error("the worker cannot create containers: {0} (run it as root, or with CAP_SYS_ADMIN)")]
+    NotPrivileged(String),
+    /// A file operation on `path` failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The container's init process reported a setup failure.
+    #[error("container setup failed: {0}")]
+    Setup(String),
+    /// The host's cgroups cannot hold a container (a controller is missing, or processes would not die).
+    #[error("cgroup: {0}")]
+    Cgroup(String),
+    /// A container id or worker name that cannot name a cgroup and a directory, or is not this worker's.
+    #[error("invalid container id {id:?}: {reason}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An option of the runtime is unusable.
+    #[error("runtime option {option}: {reason}")]
+    Options {
+        /// Which option.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Something failed, and cleaning up after it failed too; both are kept.
+    #[error("{error}; cleaning up afterwards also failed: {cleanup}")]
+    WithCleanup {
+        /// The first failure.
+        error: Box<RuntimeError>,
+        /// The failure of the cleanup that followed.
+        cleanup: Box<RuntimeError>,
+    },
+}
+
+impl RuntimeError {
+    /// Wraps an I/O error with what was done and to which path.
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Makes containers. The namespaces backend is the first; a microVM or pod backend can plug in later.
+pub trait ContainerRuntime: Send + Sync {
+    /// Creates a container and starts its steps; events arrive on `events` as they happen.
+    fn start(
+        &self,
+        config: ContainerConfig,
+        events: tokio::sync::mpsc::UnboundedSender<ContainerEvent>,
+    ) -> Result<std::sync::Arc<dyn Container>, RuntimeError>;
+
+    /// Removes whatever containers of this worker a previous run left behind (cgroups, dirs, processes).
+    fn sweep(&self) -> Result<usize, RuntimeError>;
+}
+
+/// A running container.
+pub trait Container: Send + Sync {
+    /// Kills every process in it now; the outcome becomes `cancelled`. Safe to call from another thread while
+    /// [`Container::wait`] blocks, and more than once.
+    fn cancel(&self);
+
+    /// Blocks until the steps are done, the timeout hit, or it was cancelled; then tears everything down
+    /// (processes, cgroup, scratch dirs) and says how it ended. Call it once.
+    fn wait(&self) -> Result<Outcome, RuntimeError>;
+}

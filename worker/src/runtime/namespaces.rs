@@ -1,0 +1,126 @@
+//! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
+
+use super::cgroup::CgroupLayout;
+use super::{
+    Container, ContainerConfig, ContainerEvent, ContainerRuntime, RuntimeError, container, sweep,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// CAP_SYS_ADMIN's bit in the capability sets of `/proc/self/status`.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// How the worker configures its runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// The worker's stable, unique name; every container id starts with it and a separator (`-`, `_`, `.`).
+    pub worker_name: String,
+    /// A worker-owned scratch dir; containers keep their scratch dirs in `containers/` under it. Hidden from jobs.
+    pub state_dir: PathBuf,
+    /// The `gantry` binary, re-executed as `gantry container-init` for every container.
+    pub init_exe: PathBuf,
+    /// More host paths to hide from every job, e.g. the worker's data dir (`*` matches within a component).
+    pub extra_masks: Vec<PathBuf>,
+}
+
+/// Makes containers from namespaces, a cgroup and an overlay root file system (DESIGN §6).
+#[derive(Debug)]
+pub struct NamespacesRuntime {
+    pub(super) options: RuntimeOptions,
+    pub(super) layout: CgroupLayout,
+    /// `state_dir/containers`: one scratch dir per running container.
+    pub(super) containers_dir: PathBuf,
+}
+
+impl NamespacesRuntime {
+    /// Checks privileges, cgroups and options, so that a misconfigured worker fails at start, not at its first job.
+    pub fn new(mut options: RuntimeOptions) -> Result<Self, RuntimeError> {
+        check_privileges()?;
+        sweep::check_worker_name(&options.worker_name)?;
+        let state_dir = &options.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| RuntimeError::io("create the state dir", state_dir, e))?;
+        options.state_dir = state_dir
+            .canonicalize()
+            .map_err(|e| RuntimeError::io("resolve", state_dir, e))?;
+        // It ends up in overlayfs's comma- and colon-separated mount options, which have no escaping we rely on.
+        if options
+            .state_dir
+            .to_string_lossy()
+            .contains([',', ':', '\\'])
+        {
+            return Err(RuntimeError::Options {
+                option: "state_dir",
+                reason: format!(
+                    "{} must not contain ',', ':' or '\\'",
+                    options.state_dir.display()
+                ),
+            });
+        }
+        let is_file = std::fs::metadata(&options.init_exe).is_ok_and(|m| m.is_file());
+        if !is_file {
+            return Err(RuntimeError::Options {
+                option: "init_exe",
+                reason: format!(
+                    "{} is not a file (it should be the gantry binary)",
+                    options.init_exe.display()
+                ),
+            });
+        }
+        let layout = CgroupLayout::detect()?;
+        let containers_dir = options.state_dir.join("containers");
+        std::fs::create_dir_all(&containers_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&containers_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| RuntimeError::io("create", &containers_dir, e))?;
+        Ok(NamespacesRuntime {
+            options,
+            layout,
+            containers_dir,
+        })
+    }
+
+    /// The options in effect (with `state_dir` made canonical).
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+}
+
+impl ContainerRuntime for NamespacesRuntime {
+    fn start(
+        &self,
+        config: ContainerConfig,
+        events: tokio::sync::mpsc::UnboundedSender<ContainerEvent>,
+    ) -> Result<Arc<dyn Container>, RuntimeError> {
+        let container = container::start(self, config, events)?;
+        Ok(container)
+    }
+
+    fn sweep(&self) -> Result<usize, RuntimeError> {
+        sweep::sweep(
+            &self.layout,
+            &self.containers_dir,
+            &self.options.worker_name,
+        )
+    }
+}
+
+/// Root is not enough (a container may run root without CAP_SYS_ADMIN), and CAP_SYS_ADMIN alone is.
+fn check_privileges() -> Result<(), RuntimeError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| RuntimeError::io("read", "/proc/self/status", e))?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    if effective & (1 << CAP_SYS_ADMIN) != 0 {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid();
+    Err(RuntimeError::NotPrivileged(format!(
+        "uid {uid} does not have CAP_SYS_ADMIN in its effective set"
+    )))
+}

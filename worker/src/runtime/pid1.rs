@@ -1,0 +1,100 @@
+//! Init's second half: PID 1 of the container's PID namespace. It builds the container from the inside, then
+//! runs the steps one by one, reaps every orphan the job leaves (as any PID 1 must), and forwards SIGTERM and
+//! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
+
+use super::network;
+use super::protocol::{InitConfig, InitMessage};
+use super::rootfs::{self, Context};
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// Init's exit status when the container could not be built (the control pipe says why).
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+/// Sends one message to the runtime; if the runtime is gone there is nobody left to tell.
+pub(crate) fn report(control: &File, message: &InitMessage) {
+    let mut writer = control;
+    let _ = writer.write_all(&message.to_line());
+}
+
+/// Builds the container and runs the steps; returns this process's exit status. `signals` are blocked.
+pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 {
+    if let Err(message) = build(config) {
+        report(control, &InitMessage::SetupFailed { message });
+        return SETUP_FAILED;
+    }
+    report(control, &InitMessage::Ready);
+    for (index, step) in (0u32..).zip(&config.steps) {
+        report(control, &InitMessage::StepStarted { index });
+        let exit_code = run_step(step, &config.env, signals);
+        report(control, &InitMessage::StepExited { index, exit_code });
+        if exit_code != 0 {
+            return exit_code;
+        }
+    }
+    0
+}
+
+fn build(config: &InitConfig) -> Result<(), String> {
+    rootfs::enter(config).map_err(|e| e.to_string())?;
+    nix::unistd::sethostname(&config.hostname)
+        .what(|| format!("set the hostname to {:?}", config.hostname))
+        .map_err(|e| e.to_string())?;
+    network::loopback_up()
+        .what(|| "bring up lo".into())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).
+fn run_step(step: &str, env: &[(String, String)], signals: &SigSet) -> i32 {
+    // std resets the signal mask and dispositions in the child, and every fd of ours is close-on-exec.
+    let spawned = Command::new("/bin/sh")
+        .args(["-e", "-c", step])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/workspace")
+        .stdin(Stdio::null())
+        .spawn();
+    let shell = match spawned {
+        Ok(child) => Pid::from_raw(child.id() as i32),
+        Err(e) => {
+            eprintln!("gantry: cannot start /bin/sh: {e}");
+            return 127;
+        }
+    };
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => {
+                if let Some(status) = reap_all(shell) {
+                    return status;
+                }
+            }
+            // From PID 1, pid -1 means every other process of the namespace.
+            Ok(signal) => {
+                let _ = kill(Pid::from_raw(-1), signal);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reaps every exited child; returns the status of `shell` if it was among them.
+fn reap_all(shell: Pid) -> Option<i32> {
+    let mut found = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == shell => found = Some(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == shell => {
+                found = Some(128 + signal as i32)
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return found,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return found,
+        }
+    }
+}

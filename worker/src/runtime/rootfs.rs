@@ -1,0 +1,264 @@
+//! The container's root file system, built by init (PID 1 of the new PID namespace, in its own mount
+//! namespace) and entered with `pivot_root`. Every mount here lives and dies with that mount namespace: the
+//! host's mount table never changes, and nothing needs unmounting at teardown.
+
+use super::protocol::{InitConfig, Mask};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// A setup step that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub(crate) struct SetupError {
+    what: String,
+    source: std::io::Error,
+}
+
+/// Names what was being done when an error happened.
+pub(crate) trait Context<T> {
+    fn what(self, what: impl FnOnce() -> String) -> Result<T, SetupError>;
+}
+
+impl<T, E: Into<std::io::Error>> Context<T> for Result<T, E> {
+    fn what(self, what: impl FnOnce() -> String) -> Result<T, SetupError> {
+        self.map_err(|e| SetupError {
+            what: what(),
+            source: e.into(),
+        })
+    }
+}
+
+const NONE: Option<&str> = None;
+
+/// Device nodes bound from the host's `/dev`; a job gets nothing else of it.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Kernel files that leak host information or allow host-wide changes (runc's default masked paths).
+const KERNEL_MASKS: &[(&str, bool)] = &[
+    ("/proc/kcore", false),
+    ("/proc/keys", false),
+    ("/proc/latency_stats", false),
+    ("/proc/timer_list", false),
+    ("/proc/sched_debug", false),
+    ("/proc/acpi", true),
+    ("/proc/scsi", true),
+    ("/sys/firmware", true),
+];
+
+/// Kernel paths left visible but read-only (runc's default read-only paths).
+const KERNEL_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
+
+/// Builds the root file system under `config.scratch` and makes it `/`; the cwd ends up in `/workspace`.
+pub(crate) fn enter(config: &InitConfig) -> Result<(), SetupError> {
+    // Before any mount: with shared propagation, our mounts would appear in the host's mount table.
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .what(|| "make / rprivate".into())?;
+    let root = overlay_root(&config.scratch)?;
+    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // A fresh procfs: we are PID 1 of the new PID namespace, so it shows only the container's processes.
+    mount_fs("proc", &inside("/proc"), nosuid_nodev_noexec, None)?;
+    // A fresh sysfs rather than a bind: in the new network namespace it lists only `lo`.
+    mount_fs(
+        "sysfs",
+        &inside("/sys"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    populate_dev(&inside("/dev"))?;
+    mount_fs(
+        "tmpfs",
+        &inside("/tmp"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+
+    let workspace = inside("/workspace");
+    fs::create_dir_all(&workspace).what(|| format!("create {}", workspace.display()))?;
+    mount(
+        Some(&config.workspace),
+        &workspace,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .what(|| {
+        format!(
+            "bind-mount the workspace {} on /workspace",
+            config.workspace.display()
+        )
+    })?;
+
+    add_hostname_to_hosts(&inside("/etc/hosts"), &config.hostname)?;
+    let kernel_masks = KERNEL_MASKS.iter().map(|(path, dir)| Mask {
+        path: PathBuf::from(path),
+        dir: *dir,
+    });
+    for mask in config.masks.iter().cloned().chain(kernel_masks) {
+        apply_mask(&root, &mask)?;
+    }
+    for path in KERNEL_READ_ONLY {
+        bind_read_only(&inside(path))?;
+    }
+    pivot(&root)?;
+    nix::unistd::chdir("/workspace").what(|| "chdir /workspace".into())
+}
+
+/// Mounts a tmpfs on `scratch` and the overlay of the host's `/` on `scratch/root`.
+///
+/// The upper and work dirs must not be on the lower layer's file system: on 6.18 the mount succeeds, but the
+/// upper dir then shows up inside the lower layer and every lookup there fails with ELOOP (overlayfs's trap on
+/// its own layers). On a tmpfs the layers are disjoint, the job's writes are charged to its memory cgroup, and
+/// they vanish with the mount namespace.
+fn overlay_root(scratch: &Path) -> Result<PathBuf, SetupError> {
+    mount_fs(
+        "tmpfs",
+        scratch,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )?;
+    let [upper, work, root] = ["upper", "work", "root"].map(|name| scratch.join(name));
+    for dir in [&upper, &work, &root] {
+        fs::create_dir(dir).what(|| format!("create {}", dir.display()))?;
+    }
+    // The overlay's root directory takes its mode from the upper dir's; make it the usual one of `/`.
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+        .what(|| format!("chmod {}", upper.display()))?;
+    let options = format!(
+        "lowerdir=/,upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .what(|| format!("mount the overlay root ({options}) on {}", root.display()))?;
+    Ok(root)
+}
+
+fn mount_fs(
+    fstype: &str,
+    target: &Path,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), SetupError> {
+    fs::create_dir_all(target).what(|| format!("create {}", target.display()))?;
+    mount(Some(fstype), target, Some(fstype), flags, data)
+        .what(|| format!("mount {fstype} on {}", target.display()))
+}
+
+/// A minimal `/dev`: a few harmless devices, a private devpts, a tmpfs `/dev/shm` and the usual symlinks.
+fn populate_dev(dev: &Path) -> Result<(), SetupError> {
+    mount_fs(
+        "tmpfs",
+        dev,
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        fs::File::create(&target).what(|| format!("create {}", target.display()))?;
+        let source = Path::new("/dev").join(name);
+        mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE)
+            .what(|| format!("bind-mount {} on {}", source.display(), target.display()))?;
+    }
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        pts_flags,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs(
+        "tmpfs",
+        &dev.join("shm"),
+        shm_flags,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        symlink(target, dev.join(name)).what(|| format!("symlink /dev/{name}"))?;
+    }
+    Ok(())
+}
+
+/// Makes the container's hostname resolve, as tools that look up their own host name expect.
+fn add_hostname_to_hosts(hosts: &Path, hostname: &str) -> Result<(), SetupError> {
+    let mut text = fs::read_to_string(hosts).unwrap_or_default();
+    if !text.split_whitespace().any(|word| word == hostname) {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        fs::write(hosts, text).what(|| "write /etc/hosts".into())?;
+    }
+    Ok(())
+}
+
+/// Hides `mask.path` (a path of the container's root) if it exists there.
+fn apply_mask(root: &Path, mask: &Mask) -> Result<(), SetupError> {
+    let target = root.join(mask.path.strip_prefix("/").unwrap_or(&mask.path));
+    let Ok(meta) = fs::symlink_metadata(&target) else {
+        return Ok(());
+    };
+    let what = || format!("mask {}", mask.path.display());
+    if meta.is_dir() {
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            flags,
+            Some("size=4k,nr_inodes=1,mode=0755"),
+        )
+        .what(what)
+    } else {
+        mount(Some("/dev/null"), &target, NONE, MsFlags::MS_BIND, NONE).what(what)
+    }
+}
+
+fn bind_read_only(target: &Path) -> Result<(), SetupError> {
+    if fs::symlink_metadata(target).is_err() {
+        return Ok(());
+    }
+    let what = || format!("make {} read-only", target.display());
+    mount(
+        Some(target),
+        target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .what(what)?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(NONE, target, NONE, flags, NONE).what(what)
+}
+
+/// runc's trick: `pivot_root(".", ".")` stacks the old root on the new one, and a lazy unmount drops it, with
+/// no directory for the old root needed inside the new one.
+fn pivot(root: &Path) -> Result<(), SetupError> {
+    nix::unistd::chdir(root).what(|| format!("chdir {}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").what(|| format!("pivot_root to {}", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).what(|| "unmount the old root".into())?;
+    nix::unistd::chdir("/").what(|| "chdir /".into())
+}
