@@ -1,0 +1,275 @@
+//! The whole path through the real binary: git push → post-receive hook → webhook → queue → worker → container →
+//! live log. Needs root (the worker makes real containers) and git.
+
+mod support;
+
+use base64::Engine;
+use futures::StreamExt;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::farm::Farm;
+use support::git::Repo;
+use support::{run, scratch_dir};
+
+/// A farm with one repository whose bare repo has Gantry's hook installed.
+fn farm_with_repo(name: &str) -> (Farm, Repo) {
+    let farm = Farm::up();
+    let repo = Repo::new(&scratch_dir(name));
+    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
+    let out = farm.gantry(&[
+        "hook",
+        "install",
+        repo.bare.to_str().unwrap(),
+        "--repo",
+        name,
+    ]);
+    assert!(out.contains("installed"), "{out}");
+    (farm, repo)
+}
+
+fn only_job(pipeline: &Value) -> &Value {
+    let jobs = pipeline["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{pipeline:#}");
+    &jobs[0]
+}
+
+#[test]
+fn a_pushed_job_runs_isolated_in_its_own_container() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("isolation");
+        let marker = format!("gantry-e2e-{}", uuid::Uuid::now_v7().simple());
+        let data_dir = farm.data_dir.display().to_string();
+        let pipeline = format!(
+            "jobs:\n  probe:\n    steps:\n      - \"echo host=$(hostname); echo pid=$$; echo uid=$(id -u); echo procs=$(ls /proc | grep -c '^[0-9]')\"\n      - \"echo x > /tmp/{marker} && echo x > /usr/{marker} && echo wrote\"\n      - \"if ls {data_dir} >/dev/null 2>&1 && [ -n \\\"$(ls -A {data_dir})\\\" ]; then echo data=visible; else echo data=hidden; fi\"\n      - \"cat {data_dir}/gantry.db >/dev/null 2>&1 && echo db=readable || echo db=unreadable\"\n"
+        );
+        let (push_output, sha) = repo.push_pipeline(&pipeline);
+        assert!(
+            push_output.contains("pipeline #1"),
+            "the hook did not report a pipeline: {push_output}"
+        );
+
+        let p = farm.finished_pipeline("isolation", 1).await;
+        assert_eq!(p["commit"], sha.as_str());
+        let job = only_job(&p);
+        let log = String::from_utf8(
+            farm.get_bytes(&format!("/jobs/{}/log", job["id"].as_str().unwrap()))
+                .await,
+        )
+        .unwrap();
+        assert_eq!(job["status"], "success", "{p:#}\n{log}");
+        assert_eq!(p["status"], "success");
+
+        let field = |key: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("no {key}= in {log}"))
+                .to_owned()
+        };
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert_ne!(field("host"), host, "the job saw the host's hostname");
+        let pid: u32 = field("pid").parse().unwrap();
+        assert!(
+            pid <= 5,
+            "the step's shell should have a low PID in its own namespace, got {pid}"
+        );
+        assert_eq!(field("uid"), "0");
+        let procs: u32 = field("procs").parse().unwrap();
+        assert!(
+            procs <= 6,
+            "the job should see only its own processes, saw {procs}"
+        );
+        assert!(log.contains("wrote"), "{log}");
+        assert_eq!(
+            field("data"),
+            "hidden",
+            "the farm's data dir was visible to the job"
+        );
+        assert_eq!(
+            field("db"),
+            "unreadable",
+            "the farm's database was readable from the job"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/tmp/{marker}")).exists(),
+            "the job wrote into the host's /tmp"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/usr/{marker}")).exists(),
+            "the job wrote into the host's /usr"
+        );
+    });
+}
+
+#[test]
+fn a_failing_step_fails_the_job_with_its_exit_code_and_stops_the_job() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("failing");
+        repo.push_pipeline("jobs:\n  broken:\n    steps:\n      - echo before\n      - exit 3\n      - echo never-printed\n");
+        let p = farm.finished_pipeline("failing", 1).await;
+        let job = only_job(&p);
+        assert_eq!(p["status"], "failed");
+        assert_eq!(job["status"], "failed");
+        assert_eq!(job["exit_code"], 3);
+        assert_eq!(job["failure_kind"], "exit");
+        let detail = farm
+            .get(&format!("/jobs/{}", job["id"].as_str().unwrap()))
+            .await;
+        let steps = detail["steps"].as_array().unwrap();
+        assert_eq!(
+            steps.len(),
+            2,
+            "the step after the failing one must not run: {detail:#}"
+        );
+        assert_eq!(steps[1]["exit_code"], 3);
+        let log = farm
+            .get_bytes(&format!("/jobs/{}/log", job["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(String::from_utf8(log).unwrap(), "before\n");
+    });
+}
+
+#[test]
+fn a_pipeline_file_with_a_yaml_error_gives_an_error_pipeline_naming_the_line() {
+    run(Duration::from_secs(120), async {
+        let (farm, repo) = farm_with_repo("badyaml");
+        repo.push_pipeline("jobs:\n  build:\n    steps: [make\n  test: {\n");
+        let p = farm.finished_pipeline("badyaml", 1).await;
+        assert_eq!(p["status"], "error");
+        let message = p["message"].as_str().unwrap();
+        assert!(
+            message.contains(".gantry.yml line "),
+            "the error should name the line: {message}"
+        );
+        assert!(
+            p.get("jobs")
+                .is_none_or(|j| j.as_array().unwrap().is_empty())
+        );
+    });
+}
+
+#[test]
+fn a_commit_without_a_pipeline_file_gives_an_error_pipeline_saying_so() {
+    run(Duration::from_secs(120), async {
+        let (farm, repo) = farm_with_repo("nofile");
+        std::fs::write(repo.work.join("README"), "no pipeline here").unwrap();
+        support::git::git(&repo.work, &["add", "README"]);
+        support::git::git(&repo.work, &["commit", "-qm", "no pipeline"]);
+        support::git::git(
+            &repo.work,
+            &["push", "-q", "origin", "HEAD:refs/heads/main"],
+        );
+        let p = farm.finished_pipeline("nofile", 1).await;
+        assert_eq!(p["status"], "error");
+        assert!(
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains(".gantry.yml is missing"),
+            "{p:#}"
+        );
+    });
+}
+
+/// Reads a job's SSE stream to its `end` event; returns the bytes and when the first and last bytes came.
+async fn read_stream(farm: &Farm, job: &str) -> (Vec<u8>, Instant, Instant) {
+    let response = reqwest::get(format!("{}/api/v1/jobs/{job}/log/stream", farm.url))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let (mut buffer, mut log) = (Vec::new(), Vec::new());
+    let mut first = None;
+    let mut expected_offset = 0u64;
+    while let Some(chunk) = stream.next().await {
+        buffer.extend_from_slice(&chunk.unwrap());
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let event = String::from_utf8(buffer.drain(..end + 2).collect()).unwrap();
+            let kind = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(str::trim)
+                .unwrap_or("message");
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            match kind {
+                "message" if !data.is_empty() => {
+                    let e: Value = serde_json::from_str(&data).unwrap();
+                    assert_eq!(
+                        e["offset"].as_u64().unwrap(),
+                        expected_offset,
+                        "events must be contiguous"
+                    );
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(e["data"].as_str().unwrap())
+                        .unwrap();
+                    expected_offset += bytes.len() as u64;
+                    let id: u64 = event
+                        .lines()
+                        .find_map(|l| l.strip_prefix("id:"))
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    assert_eq!(id, expected_offset, "an event's id is the offset after it");
+                    log.extend_from_slice(&bytes);
+                    first.get_or_insert_with(Instant::now);
+                }
+                "end" => {
+                    return (
+                        log,
+                        first.expect("no log bytes before the end"),
+                        Instant::now(),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("the stream closed without an end event");
+}
+
+#[test]
+fn the_log_streams_live_while_the_job_runs_and_matches_the_output_byte_for_byte() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("streaming");
+        repo.push_pipeline("jobs:\n  chatty:\n    steps:\n      - \"for i in $(seq 1 30); do echo line $i; sleep 0.1; done\"\n      - printf 'no newline \\342\\234\\223 at the end'\n");
+        let job = support::eventually("the job to be created", Duration::from_secs(60), || async {
+            let p = farm.get("/repos/streaming/pipelines/1").await;
+            p["jobs"][0]["id"].as_str().map(str::to_owned)
+        })
+        .await;
+        let (log, first, end) = read_stream(&farm, &job).await;
+        let ahead = end - first;
+        // The job prints for 3 s; the first line must arrive long before the end (wide margin for noisy CI).
+        assert!(
+            ahead >= Duration::from_millis(1500),
+            "the first bytes arrived only {ahead:?} before the end"
+        );
+        let mut expected: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        expected.push_str("no newline ✓ at the end");
+        assert_eq!(String::from_utf8(log.clone()).unwrap(), expected);
+        assert_eq!(
+            farm.get_bytes(&format!("/jobs/{job}/log")).await,
+            log,
+            "the stored log differs from the stream"
+        );
+        // A stream opened after the end replays the same bytes.
+        let (replayed, ..) = read_stream(&farm, &job).await;
+        assert_eq!(replayed, log);
+        // The dashboard's job page shows the steps with the output, escaped.
+        let page = reqwest::get(format!("{}/jobs/{job}", farm.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("line 30"), "{page}");
+        assert!(
+            page.contains("printf &#x27;no newline"),
+            "commands must be escaped: {page}"
+        );
+    });
+}

@@ -1,0 +1,175 @@
+//! A farm started the way a user starts one: the real `gantry up` binary on a fresh data dir and port 0.
+
+use super::eventually;
+use serde_json::Value;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `gantry` binary under test.
+pub const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+
+/// A running `gantry up`; stopped with SIGINT (like Ctrl-C) when dropped.
+pub struct Farm {
+    child: Child,
+    /// The server's base URL.
+    pub url: String,
+    /// The admin token it printed on first start.
+    pub admin: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Farm {
+    /// Starts `gantry up` on SQLite.
+    pub fn up() -> Farm {
+        Farm::up_with(&[])
+    }
+
+    /// Starts `gantry up` with more flags (e.g. `--database postgres://…`).
+    pub fn up_with(extra: &[&str]) -> Farm {
+        let data_dir = super::scratch_dir("farm");
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let mut child = Command::new(GANTRY)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("GANTRY_LOG", "info,gantry_server=debug,gantry_worker=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("cannot start gantry up");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut url, mut admin) = (None, None);
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(token) = line.trim().strip_prefix("admin token:") {
+                admin = Some(token.trim().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Gantry is up: dashboard at ") {
+                url = Some(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap()
+                        .trim_end_matches('/')
+                        .to_owned(),
+                );
+                break;
+            }
+        }
+        let url = url.unwrap_or_else(|| {
+            panic!(
+                "gantry up did not start; see {}",
+                data_dir.with_extension("log").display()
+            )
+        });
+        Farm {
+            child,
+            url,
+            admin: admin.expect("gantry up printed no admin token on first start"),
+            data_dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Runs a `gantry` client verb against this farm, as the admin; panics on failure; returns stdout.
+    pub fn gantry(&self, args: &[&str]) -> String {
+        let out = Command::new(GANTRY)
+            .args(args)
+            .env("GANTRY_SERVER", &self.url)
+            .env("GANTRY_TOKEN", &self.admin)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "gantry {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// `GET` a JSON API path (under /api/v1).
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// `GET` raw bytes (under /api/v1).
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.bytes().await.unwrap().to_vec()
+    }
+
+    /// `POST` raw bytes with headers to a path of the server (not under /api/v1).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.url)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Waits until pipeline `number` of `repo` exists and is finished; returns it with its jobs.
+    pub async fn finished_pipeline(&self, repo: &str, number: i64) -> Value {
+        let path = format!("/repos/{repo}/pipelines/{number}");
+        eventually(
+            &format!("{repo} #{number} to finish"),
+            Duration::from_secs(120),
+            || async {
+                let response = self
+                    .http
+                    .get(format!("{}/api/v1{path}", self.url))
+                    .send()
+                    .await
+                    .ok()?;
+                let p: Value = response.json().await.ok()?;
+                (!matches!(p["status"].as_str(), Some("queued" | "running") | None)).then_some(p)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,50 @@
+//! What the end-to-end tests share: a farm started with the real binary, a throwaway PostgreSQL, git helpers.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+pub mod farm;
+pub mod git;
+pub mod postgres;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs an async test body under a timeout, so a hang fails the test with a message instead of stalling CI.
+pub fn run<F: Future<Output = ()>>(limit: Duration, body: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(limit, body)
+            .await
+            .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
+    });
+}
+
+/// A fresh directory under the target dir (on the host's root filesystem, unlike /tmp, which jobs cannot see).
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{tag}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns something, or panics after `limit` saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
