@@ -95,10 +95,14 @@ impl Run {
 /// Runs `test` on another thread and fails if it takes longer than `limit`.
 fn within<T: Send + 'static>(limit: Duration, test: impl FnOnce() -> T + Send + 'static) -> T {
     let (done, result) = mpsc::channel();
-    std::thread::spawn(move || done.send(test()).ok());
-    result
-        .recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
+    let test = std::thread::spawn(move || done.send(test()).ok());
+    match result.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(test.join().unwrap_err())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("the test did not finish within {limit:?}"),
+    }
 }
 
 /// Starts a container, optionally acts on it while it runs, waits, and checks that nothing is left behind.
@@ -182,7 +186,7 @@ fn assert_nothing_left(farm: &Farm, id: &str, mounts_before: &BTreeSet<String>) 
         "cgroup dirs of {id} remain"
     );
     assert!(
-        !farm.state.path().join("containers").join(id).exists(),
+        !farm.state.path().join(id).exists(),
         "the scratch dir of {id} remains"
     );
     assert_eq!(
@@ -518,7 +522,7 @@ fn steps_get_only_the_given_environment_and_no_inherited_file_descriptors() {
             "the worker's environment leaked: {output}"
         );
         // 0-2 and the directory ls itself opens to list /proc/self/fd.
-        assert_eq!(lines_after(&output, "fds="), "0 1 2 3 ");
+        assert_eq!(lines_after(&output, "fds="), "0 1 2 3");
     });
 }
 
@@ -542,7 +546,7 @@ fn a_setup_failure_says_what_failed_and_leaves_nothing_behind() {
             "{message}"
         );
         assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
-        assert!(!farm.state.path().join("containers").join(&id).exists());
+        assert!(!farm.state.path().join(&id).exists());
     });
 }
 
@@ -568,7 +572,7 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
                     std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
                 }
             }
-            std::fs::create_dir_all(farm.state.path().join("containers").join(id)).unwrap();
+            std::fs::create_dir_all(farm.state.path().join(id)).unwrap();
         }
         assert_eq!(farm.runtime.sweep().unwrap(), 1);
         assert!(
@@ -576,13 +580,13 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
             "the left-behind process was killed"
         );
         assert_eq!(cgroup_dirs(&ours), Vec::<PathBuf>::new());
-        assert!(!farm.state.path().join("containers").join(&ours).exists());
+        assert!(!farm.state.path().join(&ours).exists());
         assert_eq!(
             cgroup_dirs(&theirs).len(),
             2,
             "another worker's cgroups are untouched"
         );
-        assert!(farm.state.path().join("containers").join(&theirs).exists());
+        assert!(farm.state.path().join(&theirs).exists());
         for dir in cgroup_dirs(&theirs) {
             std::fs::remove_dir(dir).unwrap();
         }

@@ -6,7 +6,10 @@ mod support;
 use chrono::Utc;
 use gantry_model::wire::{CompleteRequest, StepReport};
 use gantry_model::{FailureKind, JobStatus, Pipeline, PipelineStatus};
-use gantry_server::store::{self, Claim, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, Store, StoreError, TokenRecord};
+use gantry_server::store::{
+    self, Claim, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, Store, StoreError,
+    TokenRecord,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -15,11 +18,15 @@ type Db = Arc<dyn Store>;
 
 async fn sqlite() -> Db {
     let dir = support::scratch_dir("store");
-    store::connect(&format!("sqlite://{}", dir.join("gantry.db").display())).await.unwrap()
+    store::connect(&format!("sqlite://{}", dir.join("gantry.db").display()))
+        .await
+        .unwrap()
 }
 
 async fn postgres() -> Db {
-    store::connect(&support::postgres::fresh_database().await).await.unwrap()
+    store::connect(&support::postgres::fresh_database().await)
+        .await
+        .unwrap()
 }
 
 macro_rules! conformance {
@@ -46,13 +53,25 @@ conformance!(
 );
 
 async fn repo(db: &Db, name: &str) -> i64 {
-    let r = NewRepoRecord { name: name.into(), url: format!("/srv/{name}.git"), forge: "git".into(), forge_full_name: None, secret: "s3cretsecret".into() };
+    let r = NewRepoRecord {
+        name: name.into(),
+        url: format!("/srv/{name}.git"),
+        forge: "git".into(),
+        forge_full_name: None,
+        secret: "s3cretsecret".into(),
+    };
     db.create_repo(&r).await.unwrap().id
 }
 
 fn delivery(repo_id: i64, id: &str) -> NewPipeline {
     NewPipeline {
-        delivery: NewDelivery { repo_id, delivery_id: id.into(), forge: "git".into(), event: "push".into(), body: b"{}".to_vec() },
+        delivery: NewDelivery {
+            repo_id,
+            delivery_id: id.into(),
+            forge: "git".into(),
+            event: "push".into(),
+            body: b"{}".to_vec(),
+        },
         commit: "a".repeat(40),
         git_ref: "refs/heads/main".into(),
         event: "push".into(),
@@ -63,23 +82,47 @@ fn delivery(repo_id: i64, id: &str) -> NewPipeline {
 
 /// A prepared pipeline from pipeline-file text; returns its id and its jobs' ids in file order.
 async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid, Vec<Uuid>) {
-    let created = db.create_pipeline(&delivery(repo_id, delivery_id)).await.unwrap();
-    let jobs: Vec<NewJob> = Pipeline::parse(yaml).unwrap().jobs.into_iter().map(|spec| NewJob { id: Uuid::now_v7(), spec }).collect();
+    let created = db
+        .create_pipeline(&delivery(repo_id, delivery_id))
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = Pipeline::parse(yaml)
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|spec| NewJob {
+            id: Uuid::now_v7(),
+            spec,
+        })
+        .collect();
     let ids = jobs.iter().map(|j| j.id).collect();
     db.add_jobs(created.id, &jobs).await.unwrap();
     (created.id, ids)
 }
 
 fn claim(worker: Uuid) -> Claim {
-    Claim { worker_id: worker, worker_name: "w".into(), lease_id: Uuid::now_v7(), deadline_ms: Utc::now().timestamp_millis() + 10_000 }
+    Claim {
+        worker_id: worker,
+        worker_name: "w".into(),
+        lease_id: Uuid::now_v7(),
+        deadline_ms: Utc::now().timestamp_millis() + 10_000,
+    }
 }
 
 async fn worker(db: &Db, name: &str) -> Uuid {
     if db.list_pools().await.unwrap().is_empty() {
         db.bootstrap("admin-hash", "pool-hash").await.unwrap();
     }
-    let w = NewWorker { name: name.into(), pool: "default".into(), labels: vec!["linux".into()], capacity: 2, protocol_version: 1 };
-    db.register_worker(&w, &format!("token-of-{name}")).await.unwrap()
+    let w = NewWorker {
+        name: name.into(),
+        pool: "default".into(),
+        labels: vec!["linux".into()],
+        capacity: 2,
+        protocol_version: 1,
+    };
+    db.register_worker(&w, &format!("token-of-{name}"))
+        .await
+        .unwrap()
 }
 
 fn report(exit_code: i32) -> CompleteRequest {
@@ -87,7 +130,14 @@ fn report(exit_code: i32) -> CompleteRequest {
         exit_code: Some(exit_code),
         failure_kind: None,
         message: None,
-        steps: vec![StepReport { index: 0, command: "true".into(), log_offset: 0, started_at: Utc::now(), finished_at: Some(Utc::now()), exit_code: Some(exit_code) }],
+        steps: vec![StepReport {
+            index: 0,
+            command: "true".into(),
+            log_offset: 0,
+            started_at: Utc::now(),
+            finished_at: Some(Utc::now()),
+            exit_code: Some(exit_code),
+        }],
         log_length: 0,
         cpu_seconds: Some(0.5),
         peak_memory_bytes: Some(1 << 20),
@@ -96,23 +146,53 @@ fn report(exit_code: i32) -> CompleteRequest {
 
 async fn first_start_tokens_are_made_once(db: Db) {
     assert!(db.bootstrap("admin1", "pool1").await.unwrap());
-    assert!(!db.bootstrap("admin2", "pool2").await.unwrap(), "a second start must not make new tokens");
-    assert_eq!(db.find_token("admin1").await.unwrap(), Some(TokenRecord::Admin));
-    assert_eq!(db.find_token("pool1").await.unwrap(), Some(TokenRecord::Pool("default".into())));
+    assert!(
+        !db.bootstrap("admin2", "pool2").await.unwrap(),
+        "a second start must not make new tokens"
+    );
+    assert_eq!(
+        db.find_token("admin1").await.unwrap(),
+        Some(TokenRecord::Admin)
+    );
+    assert_eq!(
+        db.find_token("pool1").await.unwrap(),
+        Some(TokenRecord::Pool("default".into()))
+    );
     assert_eq!(db.find_token("admin2").await.unwrap(), None);
     db.ensure_admin_token("configured").await.unwrap();
     db.ensure_admin_token("configured").await.unwrap();
-    assert_eq!(db.find_token("configured").await.unwrap(), Some(TokenRecord::Admin));
+    assert_eq!(
+        db.find_token("configured").await.unwrap(),
+        Some(TokenRecord::Admin)
+    );
     db.add_pool_token("pool3", "default").await.unwrap();
-    assert_eq!(db.find_token("pool3").await.unwrap(), Some(TokenRecord::Pool("default".into())));
+    assert_eq!(
+        db.find_token("pool3").await.unwrap(),
+        Some(TokenRecord::Pool("default".into()))
+    );
 }
 
 async fn repositories_have_unique_names(db: Db) {
     repo(&db, "b-repo").await;
     repo(&db, "a-repo").await;
-    let again = NewRepoRecord { name: "a-repo".into(), url: "/x".into(), forge: "git".into(), forge_full_name: None, secret: "s".repeat(10) };
-    assert!(matches!(db.create_repo(&again).await, Err(StoreError::Conflict(_))));
-    let names: Vec<String> = db.list_repos().await.unwrap().into_iter().map(|r| r.name).collect();
+    let again = NewRepoRecord {
+        name: "a-repo".into(),
+        url: "/x".into(),
+        forge: "git".into(),
+        forge_full_name: None,
+        secret: "s".repeat(10),
+    };
+    assert!(matches!(
+        db.create_repo(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = db
+        .list_repos()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["a-repo", "b-repo"]);
     let a = db.get_repo("a-repo").await.unwrap().unwrap();
     assert_eq!(a.url, "/srv/a-repo.git");
@@ -126,32 +206,74 @@ async fn a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing(db: D
     let first = db.create_pipeline(&delivery(r, "d1")).await.unwrap();
     let second = db.create_pipeline(&delivery(r, "d2")).await.unwrap();
     let elsewhere = db.create_pipeline(&delivery(other, "d1")).await.unwrap();
-    assert_eq!((first.number, second.number, elsewhere.number), (1, 2, 1), "pipelines are numbered per repository");
+    assert_eq!(
+        (first.number, second.number, elsewhere.number),
+        (1, 2, 1),
+        "pipelines are numbered per repository"
+    );
     let again = db.create_pipeline(&delivery(r, "d1")).await.unwrap();
     assert!(again.duplicate);
     assert_eq!((again.id, again.number), (first.id, 1));
     let listed = db.list_pipelines("numbered", None, 10).await.unwrap();
-    assert_eq!(listed.iter().map(|p| p.number).collect::<Vec<_>>(), [2, 1], "newest first");
-    assert_eq!(db.list_pipelines("numbered", Some(2), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        listed.iter().map(|p| p.number).collect::<Vec<_>>(),
+        [2, 1],
+        "newest first"
+    );
+    assert_eq!(
+        db.list_pipelines("numbered", Some(2), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let p = db.get_pipeline("numbered", 1).await.unwrap().unwrap();
-    assert_eq!((p.status, p.prepared, p.commit.len()), (PipelineStatus::Queued, false, 40));
+    assert_eq!(
+        (p.status, p.prepared, p.commit.len()),
+        (PipelineStatus::Queued, false, 40)
+    );
     assert_eq!(db.unprepared_pipelines().await.unwrap().len(), 3);
-    db.record_ignored_delivery(&delivery(r, "ping-1").delivery, "ping").await.unwrap();
-    assert_eq!(db.list_pipelines("numbered", None, 10).await.unwrap().len(), 2);
+    db.record_ignored_delivery(&delivery(r, "ping-1").delivery, "ping")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.list_pipelines("numbered", None, 10).await.unwrap().len(),
+        2
+    );
     assert!(db.recent_pipelines(10).await.unwrap().len() >= 3);
 }
 
 async fn preparing_stores_jobs_once_and_failing_records_the_reason(db: Db) {
     let r = repo(&db, "prep").await;
-    let (id, jobs) = pipeline(&db, r, "p1", "jobs:\n  a:\n    steps: [x]\n  b:\n    needs: [a]\n    steps: [y]\n").await;
-    let again: Vec<NewJob> = Pipeline::parse("jobs:\n  z:\n    steps: [x]\n").unwrap().jobs.into_iter().map(|spec| NewJob { id: Uuid::now_v7(), spec }).collect();
+    let (id, jobs) = pipeline(
+        &db,
+        r,
+        "p1",
+        "jobs:\n  a:\n    steps: [x]\n  b:\n    needs: [a]\n    steps: [y]\n",
+    )
+    .await;
+    let again: Vec<NewJob> = Pipeline::parse("jobs:\n  z:\n    steps: [x]\n")
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|spec| NewJob {
+            id: Uuid::now_v7(),
+            spec,
+        })
+        .collect();
     db.add_jobs(id, &again).await.unwrap();
     let stored = db.pipeline_jobs(id).await.unwrap();
-    assert_eq!(stored.iter().map(|j| j.id).collect::<Vec<_>>(), jobs, "a second preparation must add nothing");
+    assert_eq!(
+        stored.iter().map(|j| j.id).collect::<Vec<_>>(),
+        jobs,
+        "a second preparation must add nothing"
+    );
     assert_eq!(stored[1].spec.needs[0].as_str(), "a");
     assert!(db.unprepared_pipelines().await.unwrap().is_empty());
     let bad = db.create_pipeline(&delivery(r, "p2")).await.unwrap();
-    db.fail_pipeline(bad.id, ".gantry.yml line 3: bad").await.unwrap();
+    db.fail_pipeline(bad.id, ".gantry.yml line 3: bad")
+        .await
+        .unwrap();
     let p = db.get_pipeline_by_id(bad.id).await.unwrap().unwrap();
     assert_eq!(p.status, PipelineStatus::Error);
     assert_eq!(p.error.as_deref(), Some(".gantry.yml line 3: bad"));
@@ -164,39 +286,82 @@ async fn only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it(db: Db) {
     let (pid, ids) = pipeline(&db, r, "dag1", "jobs:\n  build:\n    steps: [x]\n  test:\n    needs: [build]\n    steps: [y]\n  report:\n    needs: [test]\n    steps: [z]\n  lint:\n    steps: [l]\n").await;
     let first = db.claim_job(&claim(w)).await.unwrap().unwrap();
     let second = db.claim_job(&claim(w)).await.unwrap().unwrap();
-    assert_eq!([first.job.id, second.job.id], [ids[0], ids[3]], "only jobs without unmet needs, oldest first");
-    assert!(db.claim_job(&claim(w)).await.unwrap().is_none(), "test must wait for build");
+    assert_eq!(
+        [first.job.id, second.job.id],
+        [ids[0], ids[3]],
+        "only jobs without unmet needs, oldest first"
+    );
+    assert!(
+        db.claim_job(&claim(w)).await.unwrap().is_none(),
+        "test must wait for build"
+    );
     assert_eq!(first.job.attempt, 1);
     assert_eq!(first.job.status, JobStatus::Running);
     assert_eq!(first.clone_url, "/srv/dag.git");
-    assert_eq!(db.get_pipeline_by_id(pid).await.unwrap().unwrap().status, PipelineStatus::Running);
+    assert_eq!(
+        db.get_pipeline_by_id(pid).await.unwrap().unwrap().status,
+        PipelineStatus::Running
+    );
 
     let lease = first.job.lease_id.unwrap();
     let (status, pstatus) = db.complete_job(ids[0], lease, &report(0)).await.unwrap();
-    assert_eq!((status, pstatus), (JobStatus::Success, PipelineStatus::Running));
-    let test = db.claim_job(&claim(w)).await.unwrap().expect("test is ready once build succeeded");
+    assert_eq!(
+        (status, pstatus),
+        (JobStatus::Success, PipelineStatus::Running)
+    );
+    let test = db
+        .claim_job(&claim(w))
+        .await
+        .unwrap()
+        .expect("test is ready once build succeeded");
     assert_eq!(test.job.id, ids[1]);
     let mut failed = report(3);
     failed.message = Some("step 1 exited with 3".into());
-    let (status, _) = db.complete_job(ids[1], test.job.lease_id.unwrap(), &failed).await.unwrap();
+    let (status, _) = db
+        .complete_job(ids[1], test.job.lease_id.unwrap(), &failed)
+        .await
+        .unwrap();
     assert_eq!(status, JobStatus::Failed);
     let report_job = db.get_job(ids[2]).await.unwrap().unwrap();
-    assert_eq!(report_job.status, JobStatus::Skipped, "a job whose need failed is skipped, not run");
-    let (_, pstatus) = db.complete_job(ids[3], second.job.lease_id.unwrap(), &report(0)).await.unwrap();
+    assert_eq!(
+        report_job.status,
+        JobStatus::Skipped,
+        "a job whose need failed is skipped, not run"
+    );
+    let (_, pstatus) = db
+        .complete_job(ids[3], second.job.lease_id.unwrap(), &report(0))
+        .await
+        .unwrap();
     assert_eq!(pstatus, PipelineStatus::Failed);
     let done = db.get_job(ids[1]).await.unwrap().unwrap();
-    assert_eq!((done.exit_code, done.failure_kind), (Some(3), Some(FailureKind::Exit)));
+    assert_eq!(
+        (done.exit_code, done.failure_kind),
+        (Some(3), Some(FailureKind::Exit))
+    );
     assert_eq!(done.message.as_deref(), Some("step 1 exited with 3"));
     assert_eq!(done.peak_memory_bytes, Some(1 << 20));
     assert_eq!(db.job_steps(ids[1], 1).await.unwrap()[0].exit_code, Some(3));
-    assert!(db.get_pipeline_by_id(pid).await.unwrap().unwrap().finished_at.is_some());
+    assert!(
+        db.get_pipeline_by_id(pid)
+            .await
+            .unwrap()
+            .unwrap()
+            .finished_at
+            .is_some()
+    );
 }
 
 async fn two_claimers_never_get_the_same_job(db: Db) {
     let w = worker(&db, "racer").await;
     let r = repo(&db, "race").await;
     for round in 0..25 {
-        pipeline(&db, r, &format!("race-{round}"), "jobs:\n  only:\n    steps: [x]\n").await;
+        pipeline(
+            &db,
+            r,
+            &format!("race-{round}"),
+            "jobs:\n  only:\n    steps: [x]\n",
+        )
+        .await;
         let (ca, cb) = (claim(w), claim(w));
         let (a, b) = tokio::join!(db.claim_job(&ca), db.claim_job(&cb));
         let winners = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
@@ -208,41 +373,122 @@ async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {
     let w = worker(&db, "logger").await;
     let r = repo(&db, "logs").await;
     let (_, ids) = pipeline(&db, r, "l1", "jobs:\n  a:\n    steps: [x]\n").await;
-    let lease = db.claim_job(&claim(w)).await.unwrap().unwrap().job.lease_id.unwrap();
+    let lease = db
+        .claim_job(&claim(w))
+        .await
+        .unwrap()
+        .unwrap()
+        .job
+        .lease_id
+        .unwrap();
     let job = ids[0];
     let bytes: Vec<u8> = (0..=255u8).collect();
-    let first = db.append_log(job, lease, 0, &bytes[..100], 1000).await.unwrap();
-    assert_eq!((first.offset, first.length, first.data.len()), (0, 100, 100));
-    let repeat = db.append_log(job, lease, 0, &bytes[..100], 1000).await.unwrap();
-    assert!(repeat.data.is_empty(), "a retried upload must not duplicate bytes");
-    let overlap = db.append_log(job, lease, 50, &bytes[50..200], 1000).await.unwrap();
-    assert_eq!((overlap.offset, overlap.data.len(), overlap.length), (100, 100, 200));
-    assert!(matches!(db.append_log(job, lease, 300, b"gap", 1000).await, Err(StoreError::LogGap { offset: 300, length: 200 })));
-    db.append_log(job, lease, 200, &bytes[200..], 1000).await.unwrap();
-    assert_eq!(db.read_log(job, 1, 0).await.unwrap(), bytes, "the log is the bytes, in order, nothing inserted");
+    let first = db
+        .append_log(job, lease, 0, &bytes[..100], 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.offset, first.length, first.data.len()),
+        (0, 100, 100)
+    );
+    let repeat = db
+        .append_log(job, lease, 0, &bytes[..100], 1000)
+        .await
+        .unwrap();
+    assert!(
+        repeat.data.is_empty(),
+        "a retried upload must not duplicate bytes"
+    );
+    let overlap = db
+        .append_log(job, lease, 50, &bytes[50..200], 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (overlap.offset, overlap.data.len(), overlap.length),
+        (100, 100, 200)
+    );
+    assert!(matches!(
+        db.append_log(job, lease, 300, b"gap", 1000).await,
+        Err(StoreError::LogGap {
+            offset: 300,
+            length: 200
+        })
+    ));
+    db.append_log(job, lease, 200, &bytes[200..], 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.read_log(job, 1, 0).await.unwrap(),
+        bytes,
+        "the log is the bytes, in order, nothing inserted"
+    );
     assert_eq!(db.read_log(job, 1, 150).await.unwrap(), &bytes[150..]);
-    let capped = db.append_log(job, lease, 256, &[b'x'; 1000], 1000).await.unwrap();
+    let capped = db
+        .append_log(job, lease, 256, &[b'x'; 1000], 1000)
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&capped.data).into_owned();
-    assert!(text.contains("reached its cap of 1000 bytes"), "the cap is marked in the log: {text}");
-    let after = db.append_log(job, lease, 1256, b"more", 1000).await.unwrap();
+    assert!(
+        text.contains("reached its cap of 1000 bytes"),
+        "the cap is marked in the log: {text}"
+    );
+    let after = db
+        .append_log(job, lease, 1256, b"more", 1000)
+        .await
+        .unwrap();
     assert!(after.data.is_empty(), "bytes past the cap are dropped");
-    assert_eq!(db.get_job(job).await.unwrap().unwrap().log_length, capped.length);
+    assert_eq!(
+        db.get_job(job).await.unwrap().unwrap().log_length,
+        capped.length
+    );
 }
 
 async fn calls_with_a_stale_lease_change_nothing(db: Db) {
     let w = worker(&db, "stale").await;
     let r = repo(&db, "stale").await;
     let (_, ids) = pipeline(&db, r, "s1", "jobs:\n  a:\n    steps: [x]\n").await;
-    let lease = db.claim_job(&claim(w)).await.unwrap().unwrap().job.lease_id.unwrap();
+    let lease = db
+        .claim_job(&claim(w))
+        .await
+        .unwrap()
+        .unwrap()
+        .job
+        .lease_id
+        .unwrap();
     let wrong = Uuid::now_v7();
-    assert!(matches!(db.heartbeat(ids[0], wrong, 0).await, Err(StoreError::StaleLease(_))));
-    assert!(matches!(db.append_log(ids[0], wrong, 0, b"x", 100).await, Err(StoreError::StaleLease(_))));
-    assert!(matches!(db.complete_job(ids[0], wrong, &report(0)).await, Err(StoreError::StaleLease(_))));
-    assert!(!db.heartbeat(ids[0], lease, Utc::now().timestamp_millis() + 5000).await.unwrap());
+    assert!(matches!(
+        db.heartbeat(ids[0], wrong, 0).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        db.append_log(ids[0], wrong, 0, b"x", 100).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        db.complete_job(ids[0], wrong, &report(0)).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(
+        !db.heartbeat(ids[0], lease, Utc::now().timestamp_millis() + 5000)
+            .await
+            .unwrap()
+    );
     db.complete_job(ids[0], lease, &report(0)).await.unwrap();
-    assert!(matches!(db.complete_job(ids[0], lease, &report(1)).await, Err(StoreError::StaleLease(_))), "a finished job takes no second report");
-    assert!(matches!(db.record_step(ids[0], lease, &report(0).steps[0]).await, Err(StoreError::StaleLease(_))));
-    assert_eq!(db.get_job(ids[0]).await.unwrap().unwrap().status, JobStatus::Success);
+    assert!(
+        matches!(
+            db.complete_job(ids[0], lease, &report(1)).await,
+            Err(StoreError::StaleLease(_))
+        ),
+        "a finished job takes no second report"
+    );
+    assert!(matches!(
+        db.record_step(ids[0], lease, &report(0).steps[0]).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert_eq!(
+        db.get_job(ids[0]).await.unwrap().unwrap().status,
+        JobStatus::Success
+    );
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
@@ -252,7 +498,16 @@ async fn workers_register_by_name_and_get_a_token(db: Db) {
     assert_eq!(first, again, "re-registering keeps the worker's id");
     worker(&db, "host-b").await;
     let workers = db.list_workers().await.unwrap();
-    assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["host-a", "host-b"]);
+    assert_eq!(
+        workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+        ["host-a", "host-b"]
+    );
     assert_eq!(workers[0].labels, ["linux"]);
-    assert_eq!(db.find_token("token-of-host-a").await.unwrap(), Some(TokenRecord::Worker { id: first, name: "host-a".into() }));
+    assert_eq!(
+        db.find_token("token-of-host-a").await.unwrap(),
+        Some(TokenRecord::Worker {
+            id: first,
+            name: "host-a".into()
+        })
+    );
 }

@@ -68,13 +68,14 @@ pub async fn run(cmd: HookCommand) -> Result<()> {
     let hooks = bare_repo.join("hooks");
     std::fs::create_dir_all(&hooks)?;
     let path = hooks.join("post-receive");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.contains(HOOK_MARKER) && !force {
-            bail!(
-                "{} already has a post-receive hook that is not Gantry's (use --force to replace it)",
-                bare_repo.display()
-            );
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.contains(HOOK_MARKER)
+        && !force
+    {
+        bail!(
+            "{} already has a post-receive hook that is not Gantry's (use --force to replace it)",
+            bare_repo.display()
+        );
     }
     let quote = |s: &str| s.replace('\'', r"'\''");
     let exe = std::env::current_exe()?;

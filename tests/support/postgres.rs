@@ -86,13 +86,15 @@ fn start() -> String {
         data = data.display(),
         dir = dir.display(),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &watchdog])
+    // `setsid -f` forks the watchdog off and returns at once, so it outlives this process without being its child.
+    let started = Command::new("setsid")
+        .args(["-f", "sh", "-c", &watchdog])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start the PostgreSQL watchdog");
+        .status()
+        .expect("cannot start the PostgreSQL watchdog (setsid is in util-linux)");
+    assert!(started.success(), "cannot start the PostgreSQL watchdog");
     format!("postgres://postgres@127.0.0.1:{port}")
 }
 

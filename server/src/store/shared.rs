@@ -311,11 +311,11 @@ macro_rules! impl_store {
             }
 
             async fn create_repo(&self, repo: &NewRepoRecord) -> Result<RepoRecord> {
-                let row = sqlx::query(concat!(
+                let row = sqlx::query(
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
-                     RETURNING id, name, url, forge, forge_full_name, secret, created_at"
-                ))
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at",
+                )
                 .bind(&repo.name)
                 .bind(&repo.url)
                 .bind(&repo.forge)

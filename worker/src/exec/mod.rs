@@ -72,10 +72,10 @@ impl JobRunner {
                 Err(message) => (infra(message), Vec::new(), 0),
                 Ok(()) => self.run_container(&lease, workspace.clone(), &lost).await,
             };
-            if let Err(e) = std::fs::remove_dir_all(&workspace) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %workspace.display(), error = %e, "could not remove the workspace");
-                }
+            if let Err(e) = std::fs::remove_dir_all(&workspace)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %workspace.display(), error = %e, "could not remove the workspace");
             }
             if lost.load(Ordering::SeqCst) {
                 tracing::warn!("the lease was lost; the server has given the job to another attempt");

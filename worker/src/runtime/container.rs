@@ -65,7 +65,7 @@ pub(crate) fn start(
     let started = Instant::now();
     let options = &runtime.options;
     sweep::check_id(&options.worker_name, &config.id)?;
-    let scratch = runtime.containers_dir.join(&config.id);
+    let scratch = options.state_dir.join(&config.id);
     std::fs::create_dir(&scratch)
         .map_err(|e| RuntimeError::io("create the scratch dir", &scratch, e))?;
     // From here on, dropping `container` tears down whatever has been made so far.

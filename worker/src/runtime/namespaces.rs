@@ -4,7 +4,6 @@ use super::cgroup::CgroupLayout;
 use super::{
     Container, ContainerConfig, ContainerEvent, ContainerRuntime, RuntimeError, container, sweep,
 };
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 pub struct RuntimeOptions {
     /// The worker's stable, unique name; every container id starts with it and a separator (`-`, `_`, `.`).
     pub worker_name: String,
-    /// A worker-owned scratch dir; containers keep their scratch dirs in `containers/` under it. Hidden from jobs.
+    /// A worker-owned dir for scratch dirs, one per container, named by its id; hidden from jobs.
     pub state_dir: PathBuf,
     /// The `gantry` binary, re-executed as `gantry container-init` for every container.
     pub init_exe: PathBuf,
@@ -29,8 +28,6 @@ pub struct RuntimeOptions {
 pub struct NamespacesRuntime {
     pub(super) options: RuntimeOptions,
     pub(super) layout: CgroupLayout,
-    /// `state_dir/containers`: one scratch dir per running container.
-    pub(super) containers_dir: PathBuf,
 }
 
 impl NamespacesRuntime {
@@ -69,17 +66,7 @@ impl NamespacesRuntime {
             });
         }
         let layout = CgroupLayout::detect()?;
-        let containers_dir = options.state_dir.join("containers");
-        std::fs::create_dir_all(&containers_dir)
-            .and_then(|()| {
-                std::fs::set_permissions(&containers_dir, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|e| RuntimeError::io("create", &containers_dir, e))?;
-        Ok(NamespacesRuntime {
-            options,
-            layout,
-            containers_dir,
-        })
+        Ok(NamespacesRuntime { options, layout })
     }
 
     /// The options in effect (with `state_dir` made canonical).
@@ -101,7 +88,7 @@ impl ContainerRuntime for NamespacesRuntime {
     fn sweep(&self) -> Result<usize, RuntimeError> {
         sweep::sweep(
             &self.layout,
-            &self.containers_dir,
+            &self.options.state_dir,
             &self.options.worker_name,
         )
     }

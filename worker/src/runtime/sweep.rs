@@ -58,15 +58,11 @@ pub(crate) fn owned_by(worker: &str, name: &str) -> bool {
 /// Kills and removes the cgroups and scratch dirs of `worker`'s containers; returns how many containers.
 pub(crate) fn sweep(
     layout: &CgroupLayout,
-    containers_dir: &Path,
+    state_dir: &Path,
     worker: &str,
 ) -> Result<usize, RuntimeError> {
     let mut ids = BTreeSet::new();
-    for dir in layout
-        .parents()
-        .iter()
-        .chain([&containers_dir.to_path_buf()])
-    {
+    for dir in layout.parents().iter().chain([&state_dir.to_path_buf()]) {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -83,7 +79,7 @@ pub(crate) fn sweep(
         let cgroup = layout.cgroup(id);
         cgroup.kill_all()?;
         cgroup.remove()?;
-        remove_scratch(&containers_dir.join(id))?;
+        remove_scratch(&state_dir.join(id))?;
         tracing::info!(container = %id, "removed a container left behind by an earlier run of this worker");
     }
     Ok(ids.len())

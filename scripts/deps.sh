@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Gantry needs: `build` (to compile and run the farm) or `test` (also what the test
+# suite runs against). Installs only what is missing, so it is quick when everything is there.
+set -euo pipefail
+
+build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
+test=("${build[@]}" postgresql util-linux procps)
+
+case "${1:-}" in
+  build) wanted=("${build[@]}") ;;
+  test) wanted=("${test[@]}") ;;
+  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" != 0 ]; then
+  echo "Gantry's worker makes real containers (namespaces, cgroups, overlayfs) and must run as root: run this as root (sudo -i)." >&2
+  exit 1
+fi
+
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # The postgresql package would start a cluster of its own; the tests start throwaway servers instead.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs) first" >&2; exit 1; }
