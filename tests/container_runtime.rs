@@ -592,3 +592,90 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
         }
     });
 }
+
+/// The container's init: our child, running `gantry container-init`, in the container's cgroup.
+fn init_pid(id: &str) -> Option<i32> {
+    let entries = std::fs::read_dir("/proc").unwrap();
+    entries.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        (ppid == std::process::id() && cgroup.contains(&format!("/gantry/{id}\n"))).then_some(pid)
+    })
+}
+
+#[test]
+fn sigterm_to_the_container_init_reaches_the_steps() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        let config =
+            farm.config(&["trap 'echo got TERM; exit 7' TERM; echo ready; sleep 1000 & wait"]);
+        let id = config.id.clone();
+        let run = run_with(&farm, config, |_| {
+            std::thread::sleep(Duration::from_millis(500));
+            let pid = init_pid(&id).expect("the container's init is running");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        });
+        assert_eq!(run.output(), "ready\ngot TERM\n");
+        assert_eq!(run.outcome.exit_code, Some(7));
+        assert_eq!(run.outcome.failure, Some(FailureKind::Exit));
+    });
+}
+
+#[test]
+fn an_init_that_dies_before_the_container_is_ready_is_a_setup_error() {
+    within(Duration::from_secs(120), || {
+        let state = tempfile::tempdir_in("/var/tmp").unwrap();
+        let runtime = NamespacesRuntime::new(RuntimeOptions {
+            worker_name: "ct-not-init".into(),
+            state_dir: state.path().to_path_buf(),
+            init_exe: PathBuf::from("/bin/true"),
+            extra_masks: vec![],
+        })
+        .unwrap();
+        let farm = Farm::new();
+        let mut config = farm.config(&["true"]);
+        config.id = "ct-not-init-1".into();
+        let (events, _receiver) = tokio::sync::mpsc::unbounded_channel();
+        let error = runtime.start(config, events).err().expect("setup fails");
+        let message = error.to_string();
+        assert!(
+            message.contains("exited before the container was ready"),
+            "{message}"
+        );
+        assert_eq!(cgroup_dirs("ct-not-init-1"), Vec::<PathBuf>::new());
+        assert!(!state.path().join("ct-not-init-1").exists());
+    });
+}
+
+#[test]
+fn a_cpu_quota_is_applied_to_the_job_cgroup() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        let mut config = farm.config(&["sleep 0.5"]);
+        config.resources.cpus = Some(0.5);
+        let quota = Path::new("/sys/fs/cgroup/cpu/gantry")
+            .join(&config.id)
+            .join("cpu.cfs_quota_us");
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let run = run_with(&farm, config, move |_| {
+            seen_tx.send(std::fs::read_to_string(&quota).ok()).unwrap();
+        });
+        assert_eq!(run.outcome.failure, None);
+        let seen = seen_rx.recv().unwrap();
+        if Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
+            assert_eq!(seen.as_deref().map(str::trim), Some("50000"));
+        }
+    });
+}

@@ -13,6 +13,7 @@ use gantry_model::Resources;
 use nix::fcntl::OFlag;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -173,6 +174,9 @@ fn spawn_init(
         .stdin(Stdio::piped())
         .stdout(Stdio::from(control_writer))
         .stderr(Stdio::from(output_writer))
+        // Out of the worker's process group: a Ctrl-C in the worker's terminal is for the worker to handle,
+        // not a signal to every job's steps.
+        .process_group(0)
         .spawn()
         .map_err(|e| RuntimeError::io("start container init", init_exe, e))?;
     let payload = serde_json::to_vec(config).unwrap_or_default();
