@@ -273,3 +273,62 @@ fn the_log_streams_live_while_the_job_runs_and_matches_the_output_byte_for_byte(
         );
     });
 }
+
+#[test]
+fn the_farm_runs_the_same_way_on_postgresql() {
+    run(Duration::from_secs(300), async {
+        let database = support::postgres::fresh_database().await;
+        let farm = Farm::up_with(&["--database", &database]);
+        let repo = Repo::new(&scratch_dir("pg-farm"));
+        farm.gantry(&["repo", "add", "onpg", "--url", repo.bare.to_str().unwrap()]);
+        farm.gantry(&[
+            "hook",
+            "install",
+            repo.bare.to_str().unwrap(),
+            "--repo",
+            "onpg",
+        ]);
+        repo.push_pipeline("jobs:\n  a:\n    steps: [echo from-postgres]\n  b:\n    needs: [a]\n    steps: [exit 4]\n  c:\n    needs: [b]\n    steps: [echo never]\n");
+        let p = farm.finished_pipeline("onpg", 1).await;
+        assert_eq!(p["status"], "failed", "{p:#}");
+        let status: Vec<&str> = p["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(status, ["success", "failed", "skipped"]);
+        let log = farm
+            .get_bytes(&format!(
+                "/jobs/{}/log",
+                p["jobs"][0]["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(log, b"from-postgres\n");
+    });
+}
+
+#[test]
+fn ctrl_c_stops_the_server_and_its_local_worker() {
+    let farm = Farm::up();
+    let pid = farm.pid();
+    let worker =
+        support::eventually_blocking("the local worker to start", Duration::from_secs(30), || {
+            let out = std::process::Command::new("pgrep")
+                .args(["-P", &pid.to_string()])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .next()
+                .map(|l| l.trim().parse::<i32>().unwrap())
+        });
+    let status = farm.interrupt();
+    assert!(
+        status.success(),
+        "gantry up should exit cleanly on Ctrl-C, got {status}"
+    );
+    let worker_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), None).is_ok();
+    assert!(!worker_alive, "the local worker outlived gantry up");
+}

@@ -1,7 +1,7 @@
 //! What the benchmarks share: a farm started from the release binary, a bare repository to trigger it, and
 //! percentiles.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::io::BufRead;
@@ -12,7 +12,12 @@ use std::process::{Child, Command, Stdio};
 pub fn gantry_bin() -> PathBuf {
     std::env::var_os("GANTRY_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/gantry")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/release/gantry"
+            ))
+        })
 }
 
 /// A running `gantry up` on a scratch data dir; stopped with SIGINT when dropped.
@@ -31,12 +36,23 @@ impl Farm {
     pub fn up(capacity: u32) -> Result<Farm> {
         let bin = gantry_bin();
         if !bin.exists() {
-            bail!("{} is missing: run `cargo build --release` first (or set GANTRY_BIN)", bin.display());
+            bail!(
+                "{} is missing: run `cargo build --release` first (or set GANTRY_BIN)",
+                bin.display()
+            );
         }
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench")).join(format!("run-{}", std::process::id()));
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))
+            .join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut child = Command::new(bin)
-            .args(["up", "--listen", "127.0.0.1:0", "--capacity", &capacity.to_string(), "--data-dir"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--capacity",
+                &capacity.to_string(),
+                "--data-dir",
+            ])
             .arg(dir.join("data"))
             .env("GANTRY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -49,11 +65,19 @@ impl Farm {
                 admin = Some(t.trim().to_owned());
             }
             if let Some(rest) = line.strip_prefix("Gantry is up: dashboard at ") {
-                url = rest.split_whitespace().next().map(|u| u.trim_end_matches('/').to_owned());
+                url = rest
+                    .split_whitespace()
+                    .next()
+                    .map(|u| u.trim_end_matches('/').to_owned());
                 break;
             }
         }
-        Ok(Farm { child, url: url.context("gantry up did not start")?, admin: admin.context("no admin token")?, dir })
+        Ok(Farm {
+            child,
+            url: url.context("gantry up did not start")?,
+            admin: admin.context("no admin token")?,
+            dir,
+        })
     }
 
     /// Makes a bare repository with one commit holding `pipeline` as `.gantry.yml`, registers it; returns the
@@ -61,12 +85,34 @@ impl Farm {
     pub async fn repo(&self, name: &str, pipeline: &str) -> Result<(String, String)> {
         let bare = self.dir.join(format!("{name}.git"));
         let work = self.dir.join(format!("{name}-work"));
-        git(&self.dir, &["init", "-q", "--bare", bare.to_str().context("path")?])?;
+        git(
+            &self.dir,
+            &["init", "-q", "--bare", bare.to_str().context("path")?],
+        )?;
         git(&self.dir, &["init", "-q", work.to_str().context("path")?])?;
         std::fs::write(work.join(".gantry.yml"), pipeline)?;
         git(&work, &["add", "."])?;
-        git(&work, &["-c", "user.name=bench", "-c", "user.email=b@b", "commit", "-qm", "bench"])?;
-        git(&work, &["push", "-q", bare.to_str().context("path")?, "HEAD:refs/heads/main"])?;
+        git(
+            &work,
+            &[
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=b@b",
+                "commit",
+                "-qm",
+                "bench",
+            ],
+        )?;
+        git(
+            &work,
+            &[
+                "push",
+                "-q",
+                bare.to_str().context("path")?,
+                "HEAD:refs/heads/main",
+            ],
+        )?;
         let sha = git(&work, &["rev-parse", "HEAD"])?.trim().to_owned();
         let body = serde_json::json!({ "name": name, "url": bare, "forge": "git" });
         let repo: serde_json::Value = reqwest::Client::new()
@@ -78,12 +124,24 @@ impl Farm {
             .error_for_status()?
             .json()
             .await?;
-        Ok((sha, repo["secret"].as_str().context("no secret")?.to_owned()))
+        Ok((
+            sha,
+            repo["secret"].as_str().context("no secret")?.to_owned(),
+        ))
     }
 
     /// Sends a signed plain-git webhook for `sha` on branch `branch`; returns the pipeline number.
-    pub async fn trigger(&self, client: &reqwest::Client, repo: &str, secret: &str, sha: &str, branch: &str) -> Result<i64> {
-        let body = serde_json::to_vec(&serde_json::json!({ "ref": format!("refs/heads/{branch}"), "before": "0".repeat(40), "after": sha }))?;
+    pub async fn trigger(
+        &self,
+        client: &reqwest::Client,
+        repo: &str,
+        secret: &str,
+        sha: &str,
+        branch: &str,
+    ) -> Result<i64> {
+        let body = serde_json::to_vec(
+            &serde_json::json!({ "ref": format!("refs/heads/{branch}"), "before": "0".repeat(40), "after": sha }),
+        )?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
         mac.update(&body);
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -102,7 +160,9 @@ impl Farm {
 
 impl Drop for Farm {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

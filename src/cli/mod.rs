@@ -1,5 +1,13 @@
 //! Command-line parsing and wiring: each subcommand lives in its own module.
 
+/// `println!` that does not panic when stdout is gone (a closed pipe must not bring the farm down).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod api;
 mod config;
 mod hook;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 /// Binds, starts the server, prints where it is (and the first tokens), and serves until SIGINT/SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<()> {
     let (server, listener, url, _) = start(&args).await?;
-    println!(
+    say!(
         "Gantry server listening: dashboard at {url}/ (database: {})",
         server.dialect()
     );
@@ -37,13 +37,13 @@ pub async fn start(args: &ServerArgs) -> Result<(Server, TcpListener, String, st
 }
 
 fn print_first_start(first: &FirstStart, url: &str) {
-    println!("First start: these tokens are shown once and stored only as hashes. Keep them.");
+    say!("First start: these tokens are shown once and stored only as hashes. Keep them.");
     if let Some(admin) = &first.admin_token {
-        println!("  admin token:        {admin}");
-        println!("    (for the CLI: export GANTRY_SERVER={url} GANTRY_TOKEN={admin})");
+        say!("  admin token:        {admin}");
+        say!("    (for the CLI: export GANTRY_SERVER={url} GANTRY_TOKEN={admin})");
     }
-    println!("  default pool token: {}", first.pool_token);
-    println!("    (for remote workers: gantry worker --server {url} --pool-token <token>)");
+    say!("  default pool token: {}", first.pool_token);
+    say!("    (for remote workers: gantry worker --server {url} --pool-token <token>)");
 }
 
 /// Serves until SIGINT or SIGTERM.

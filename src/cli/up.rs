@@ -79,7 +79,7 @@ fn spawn_worker(
 pub async fn run(args: UpArgs) -> Result<()> {
     let (server, listener, url, data_dir) = super::serve::start(&args.server).await?;
     let token = local_pool_token(&server, &data_dir).await?;
-    println!(
+    say!(
         "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
         server.dialect()
     );
@@ -99,7 +99,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     };
     let supervisor = tokio::spawn(worker.supervise(stop_rx));
     super::shutdown_signal().await;
-    println!("Stopping: the worker finishes its running jobs, then the server stops.");
+    say!("Stopping: the worker finishes its running jobs, then the server stops.");
     let _ = stop_tx.send(true);
     supervisor.await.context("the worker supervisor failed")??;
     serving.await.context("the server task failed")??;

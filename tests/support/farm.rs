@@ -44,7 +44,8 @@ impl Farm {
             .expect("cannot start gantry up");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let (mut url, mut admin) = (None, None);
-        for line in stdout.lines() {
+        let mut stdout = stdout;
+        for line in (&mut stdout).lines() {
             let line = line.unwrap();
             if let Some(token) = line.trim().strip_prefix("admin token:") {
                 admin = Some(token.trim().to_owned());
@@ -159,17 +160,33 @@ impl Farm {
     }
 }
 
-impl Drop for Farm {
-    fn drop(&mut self) {
+impl Farm {
+    /// The `gantry up` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) and waits up to 20 s for the exit; kills it after that.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

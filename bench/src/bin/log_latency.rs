@@ -6,25 +6,44 @@
 use anyhow::{Context, Result};
 use base64::Engine;
 use futures::StreamExt;
-use gantry_bench::{quantile, Farm};
+use gantry_bench::{Farm, quantile};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let lines: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(100);
+    let lines: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100);
     let farm = Farm::up(1)?;
-    let pipeline = format!("jobs:\n  clock:\n    steps: [\"for i in $(seq 1 {lines}); do date +%s%N; sleep 0.1; done\"]\n");
+    let pipeline = format!(
+        "jobs:\n  clock:\n    steps: [\"for i in $(seq 1 {lines}); do date +%s%N; sleep 0.1; done\"]\n"
+    );
     let (sha, secret) = farm.repo("latency", &pipeline).await?;
     let client = reqwest::Client::new();
-    let number = farm.trigger(&client, "latency", &secret, &sha, "main").await?;
+    let number = farm
+        .trigger(&client, "latency", &secret, &sha, "main")
+        .await?;
     let job = loop {
-        let p: serde_json::Value = client.get(format!("{}/api/v1/repos/latency/pipelines/{number}", farm.url)).send().await?.json().await?;
+        let p: serde_json::Value = client
+            .get(format!(
+                "{}/api/v1/repos/latency/pipelines/{number}",
+                farm.url
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
         if let Some(id) = p["jobs"][0]["id"].as_str() {
             break id.to_owned();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let response = client.get(format!("{}/api/v1/jobs/{job}/log/stream", farm.url)).send().await?;
+    let response = client
+        .get(format!("{}/api/v1/jobs/{job}/log/stream", farm.url))
+        .send()
+        .await?;
     let mut stream = response.bytes_stream();
     let (mut buffer, mut text) = (Vec::new(), String::new());
     let mut latencies_ms = Vec::new();
@@ -36,10 +55,18 @@ async fn main() -> Result<()> {
             if event.contains("event: end") {
                 break 'read;
             }
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(data) else { continue };
-            let Some(b64) = e["data"].as_str() else { continue };
-            text.push_str(&String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64)?)?);
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(data) else {
+                continue;
+            };
+            let Some(b64) = e["data"].as_str() else {
+                continue;
+            };
+            text.push_str(&String::from_utf8(
+                base64::engine::general_purpose::STANDARD.decode(b64)?,
+            )?);
             while let Some(nl) = text.find('\n') {
                 let line: String = text.drain(..=nl).collect();
                 let printed: f64 = line.trim().parse().context("a line that is not a clock")?;
