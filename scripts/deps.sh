@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
-test=("${build[@]}" postgresql util-linux procps)
+test=("${build[@]}" postgresql util-linux procps chromium)
 
 case "${1:-}" in
   build) wanted=("${build[@]}") ;;

@@ -1,0 +1,118 @@
+//! The dashboard in a real browser (headless Chromium): the job page's log grows live over SSE without a
+//! reload, with step boundaries and exit codes, and everything a job prints is shown as text, never as markup.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::farm::Farm;
+use support::git::Repo;
+use support::{eventually, run, scratch_dir};
+
+/// Loads `url` in headless Chromium, lets its scripts run for up to `budget` (virtual time, which follows real
+/// time while the page waits on the network), and returns the DOM as it then is.
+fn browse(url: &str, budget: Duration) -> String {
+    let profile = scratch_dir("chromium-profile");
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ])
+        .args([
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("headless Chromium is needed for the dashboard tests: apt-get install chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_job_page_shows_the_log_growing_live_and_escapes_what_jobs_print() {
+    run(Duration::from_secs(300), async {
+        let farm = Farm::up();
+        let repo = Repo::new(&scratch_dir("dashboard"));
+        farm.gantry(&["repo", "add", "dash", "--url", repo.bare.to_str().unwrap()]);
+        farm.gantry(&[
+            "hook",
+            "install",
+            repo.bare.to_str().unwrap(),
+            "--repo",
+            "dash",
+        ]);
+        repo.push_pipeline(
+            "jobs:\n  live:\n    steps:\n      - sleep 2\n      - \"echo '<script>alert(1)</script>'; for i in $(seq 1 30); do echo tick-$i; sleep 0.1; done\"\n",
+        );
+        let job = eventually("the job to start", Duration::from_secs(60), || async {
+            let p = farm.get("/repos/dash/pipelines/1").await;
+            let job = &p["jobs"][0];
+            (job["status"] == "running").then(|| job["id"].as_str().unwrap().to_owned())
+        })
+        .await;
+        let url = format!("{}/jobs/{job}", farm.url);
+        let dom = tokio::task::spawn_blocking(move || browse(&url, Duration::from_secs(30)))
+            .await
+            .unwrap();
+
+        // The page was loaded while step 1 slept, so every tick came in through the live stream.
+        let positions: Vec<usize> = (1..=30)
+            .map(|i| {
+                dom.find(&format!("tick-{i}\n"))
+                    .unwrap_or_else(|| panic!("tick-{i} missing:\n{dom}"))
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "the lines must appear in order"
+        );
+        assert!(
+            dom.contains(r#"id="job-status" class="status status-success">success"#),
+            "the status must follow the job:\n{dom}"
+        );
+        assert_eq!(
+            dom.matches(r#"class="exit">exit 0"#).count(),
+            2,
+            "both steps end with their exit code:\n{dom}"
+        );
+        let step2 = dom
+            .find("<strong>Step 2</strong>")
+            .expect("a section for step 2");
+        assert!(
+            step2 < positions[0],
+            "step 2's output belongs under its heading"
+        );
+        assert!(
+            dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "printed markup must be shown as text:\n{dom}"
+        );
+        assert!(
+            !dom.contains("<script>alert(1)"),
+            "printed markup must never become an element"
+        );
+
+        let pipeline = browse(
+            &format!("{}/repos/dash/pipelines/1", farm.url),
+            Duration::from_secs(2),
+        );
+        assert!(
+            pipeline.contains("live") && pipeline.contains("status-success"),
+            "{pipeline}"
+        );
+        let index = browse(&format!("{}/", farm.url), Duration::from_secs(2));
+        assert!(index.contains("dash #1"), "{index}");
+    });
+}
