@@ -508,11 +508,13 @@ fn cancel_from_another_thread_kills_the_job_at_once() {
 }
 
 #[test]
-fn steps_get_only_the_given_environment_and_no_inherited_file_descriptors() {
+fn steps_get_only_the_given_environment_no_inherited_fds_and_no_blocked_signals() {
     within(Duration::from_secs(120), || {
         let farm = Farm::new();
-        let mut config =
-            farm.config(&["env | sort; echo fds=$(ls /proc/self/fd | sort -n | tr '\\n' ' ')"]);
+        let mut config = farm.config(&[
+            "env | sort; echo fds=$(ls /proc/self/fd | sort -n | tr '\\n' ' ')",
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status | tr '\\t' =",
+        ]);
         config.env.push(("GREETING".into(), "hello world".into()));
         let run = run(&farm, config);
         let output = run.output();
@@ -523,6 +525,10 @@ fn steps_get_only_the_given_environment_and_no_inherited_file_descriptors() {
         );
         // 0-2 and the directory ls itself opens to list /proc/self/fd.
         assert_eq!(lines_after(&output, "fds="), "0 1 2 3");
+        assert_eq!(lines_after(&output, "SigBlk:="), "0000000000000000");
+        // Only glibc's two internal signals may be left as the worker had them; nothing else is ignored.
+        let ignored = u64::from_str_radix(lines_after(&output, "SigIgn:="), 16).unwrap();
+        assert_eq!(ignored & !(0b11 << 31), 0, "{output}");
     });
 }
 

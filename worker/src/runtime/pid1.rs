@@ -1,6 +1,7 @@
 //! Init's second half: PID 1 of the container's PID namespace. It builds the container from the inside, then
 //! runs the steps one by one, reaps every orphan the job leaves (as any PID 1 must), and forwards SIGTERM and
 //! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
+#![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them
 
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
@@ -11,6 +12,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// Init's exit status when the container could not be built (the control pipe says why).
@@ -52,14 +54,17 @@ fn build(config: &InitConfig) -> Result<(), String> {
 
 /// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).
 fn run_step(step: &str, env: &[(String, String)], signals: &SigSet) -> i32 {
-    // std resets the signal mask and dispositions in the child, and every fd of ours is close-on-exec.
-    let spawned = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command
         .args(["-e", "-c", step])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir("/workspace")
-        .stdin(Stdio::null())
-        .spawn();
+        .stdin(Stdio::null());
+    // SAFETY: the closure only makes async-signal-safe calls (sigprocmask, signal), and this process has a
+    // single thread anyway.
+    unsafe { command.pre_exec(reset_signals) };
+    let spawned = command.spawn();
     let shell = match spawned {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(e) => {
@@ -81,6 +86,23 @@ fn run_step(step: &str, env: &[(String, String)], signals: &SigSet) -> i32 {
             Err(_) => {}
         }
     }
+}
+
+/// Runs in the step's child before exec: blocked signals and ignored ones survive exec, so without this a
+/// step could not be stopped with SIGTERM, and it would inherit what the worker ignores.
+fn reset_signals() -> std::io::Result<()> {
+    for signal in 1..=64 {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: SIG_DFL is always a valid disposition; glibc's own signals are refused, harmlessly.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    )?;
+    Ok(())
 }
 
 /// Reaps every exited child; returns the status of `shell` if it was among them.

@@ -1,9 +1,9 @@
 //! The cgroup v1 part: one directory per hierarchy (co-mounted controllers such as `cpu,cpuacct` share one).
 
-use super::{
-    CgroupManager, CgroupStats, Controller, first_error, kill_until_empty, read_keyed, read_pids,
-    read_u64, remove_dir, sigkill, write_file,
+use super::files::{
+    kill_until_empty, read_keyed, read_pids, read_u64, remove_dir, sigkill, write_file,
 };
+use super::{CgroupManager, CgroupStats, Controller, first_error};
 use crate::runtime::RuntimeError;
 use gantry_model::Resources;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,9 +1,9 @@
 //! The cgroup v2 part: one directory in the unified hierarchy, holding the controllers v1 does not mount.
 
-use super::{
-    CgroupManager, CgroupStats, Controller, PARENT, kill_until_empty, read_keyed, read_pids,
-    remove_dir, sigkill, write_file,
+use super::files::{
+    kill_until_empty, read_keyed, read_pids, read_u64, remove_dir, sigkill, write_file,
 };
+use super::{CgroupManager, CgroupStats, Controller, PARENT};
 use crate::runtime::RuntimeError;
 use gantry_model::Resources;
 use std::collections::BTreeSet;
@@ -122,7 +122,7 @@ impl CgroupManager for V2Cgroup {
                 .map(|us| us as f64 / 1e6),
             peak_memory_bytes: self
                 .holds(Controller::Memory)
-                .then(|| super::read_u64(&self.dir.join("memory.peak")))
+                .then(|| read_u64(&self.dir.join("memory.peak")))
                 .flatten(),
             oom_killed: keyed(Controller::Memory, "memory.events", "oom_kill")
                 .is_some_and(|n| n > 0),
