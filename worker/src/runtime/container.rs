@@ -57,6 +57,15 @@ struct Teardown {
     errors: Vec<RuntimeError>,
 }
 
+/// How setup ended, as far as `start` is concerned.
+#[derive(Debug, PartialEq)]
+enum Built {
+    Ready,
+    Failed(String),
+    /// Init exited without a word (not the `gantry` binary, or it crashed).
+    Died,
+}
+
 /// Creates the container and returns once init reports it built (or its setup failed).
 pub(crate) fn start(
     runtime: &NamespacesRuntime,
@@ -113,31 +122,34 @@ pub(crate) fn start(
 
     let built = container.shared.wait_until(started + SETUP_DEADLINE, |p| {
         if p.ready {
-            Some(None)
+            Some(Built::Ready)
         } else if let Some(message) = &p.setup_failed {
-            Some(Some(message.clone()))
+            Some(Built::Failed(message.clone()))
         } else {
-            p.init_exited.then_some(Some(String::new()))
+            p.init_exited.then_some(Built::Died)
         }
     });
-    let failure = match built {
-        Some(None) => return Ok(Arc::new(container)),
-        Some(Some(message)) => message,
-        None => format!("the container was not ready after {SETUP_DEADLINE:?}"),
-    };
+    let built = built.unwrap_or_else(|| {
+        Built::Failed(format!(
+            "the container was not ready after {SETUP_DEADLINE:?}"
+        ))
+    });
+    if built == Built::Ready {
+        return Ok(Arc::new(container));
+    }
     let teardown = container.teardown();
-    let message = if failure.is_empty() {
-        let early = String::from_utf8_lossy(&container.shared.lock().early_output)
-            .trim()
-            .to_string();
-        let status = teardown
-            .init_status
-            .map_or("killed".to_string(), |s| s.to_string());
-        format!(
-            "container init exited before the container was ready ({status}); its output: {early:?}"
-        )
-    } else {
-        failure
+    let message = match built {
+        Built::Failed(message) => message,
+        _ => {
+            let early = container.shared.lock().early_output.clone();
+            let status = teardown
+                .init_status
+                .map_or("killed".into(), |s| s.to_string());
+            format!(
+                "container init exited before the container was ready ({status}); its output: {:?}",
+                String::from_utf8_lossy(&early).trim()
+            )
+        }
     };
     let error = RuntimeError::Setup(message);
     match teardown
