@@ -332,3 +332,44 @@ fn ctrl_c_stops_the_server_and_its_local_worker() {
     let worker_alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), None).is_ok();
     assert!(!worker_alive, "the local worker outlived gantry up");
 }
+
+#[test]
+fn the_hook_also_works_with_openssl_and_curl_and_every_push_of_an_update_gets_a_pipeline() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("fallback");
+        // Without the gantry binary the hook signs with openssl and sends with curl.
+        let hook = repo.bare.join("hooks/post-receive");
+        let script = std::fs::read_to_string(&hook).unwrap();
+        let script: String = script
+            .lines()
+            .map(|l| {
+                if l.starts_with("GANTRY_BIN=") {
+                    "GANTRY_BIN='/nonexistent/gantry'".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&hook, script).unwrap();
+        let (out, first) = repo.push_pipeline("jobs:\n  a:\n    steps: [echo one]\n");
+        assert!(out.contains("sent to"), "the fallback did not send: {out}");
+        let (_, second) = repo.push_pipeline("jobs:\n  a:\n    steps: [echo two]\n");
+        // Back to the first commit and forward again: the same ref update as before, pushed anew.
+        support::git::git(
+            &repo.work,
+            &["push", "-f", "origin", &format!("{first}:refs/heads/main")],
+        );
+        support::git::git(
+            &repo.work,
+            &["push", "-f", "origin", &format!("{second}:refs/heads/main")],
+        );
+        let p4 = farm.finished_pipeline("fallback", 4).await;
+        assert_eq!(p4["commit"], second.as_str());
+        assert_eq!(p4["status"], "success", "{p4:#}");
+        assert_eq!(
+            farm.finished_pipeline("fallback", 3).await["commit"],
+            first.as_str()
+        );
+    });
+}

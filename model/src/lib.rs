@@ -3,6 +3,7 @@
 
 pub mod names;
 pub mod pipeline;
+pub mod redact;
 pub mod status;
 pub mod units;
 pub mod wire;

@@ -10,6 +10,8 @@ use uuid::Uuid;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Header that carries the lease id on every job call.
 pub const LEASE_HEADER: &str = "x-gantry-lease";
+/// Header of the plain-git and generic webhooks that carries the delivery's id.
+pub const GANTRY_DELIVERY_HEADER: &str = "x-gantry-delivery";
 /// Header of the plain-git and generic webhooks: `sha256=<hex HMAC of the body>`.
 pub const GANTRY_SIGNATURE_HEADER: &str = "x-gantry-signature";
 

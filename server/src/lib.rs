@@ -70,7 +70,7 @@ impl Server {
                 pool_token: pool,
             });
         if let Some(token) = &config.admin_token {
-            store.ensure_admin_token(&auth::hash_token(token)).await?;
+            store.set_admin_token(&auth::hash_token(token)).await?;
         }
         let hub = logs::LogHub::default();
         let queue = queue::Queue::new(
@@ -115,16 +115,35 @@ impl Server {
         self.state.store.dialect()
     }
 
-    /// Serves HTTP on `listener` until `shutdown` resolves, then drains open requests.
+    /// Serves HTTP on `listener` until `shutdown` resolves, then drains open requests for up to 10 s (live log
+    /// streams of running jobs never end by themselves).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartError::Serve)
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = draining.send(());
+        });
+        let deadline = async {
+            if drain_started.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = server => served.map_err(StartError::Serve),
+            _ = deadline => {
+                tracing::warn!("connections still open {DRAIN:?} after the shutdown began; closing them");
+                Ok(())
+            }
+        }
     }
 }
+
+/// How long a stopping server waits for open connections.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

@@ -92,7 +92,7 @@ pub enum RepoCommand {
         /// Clone URL (or path, for a repository on this host).
         #[arg(long)]
         url: String,
-        /// github, gitlab, gitea or git.
+        /// github or git (GitLab and Gitea receivers come later).
         #[arg(long, default_value = "git")]
         forge: String,
         /// Webhook secret [default: generated].
@@ -311,5 +311,5 @@ async fn follow_log(api: &Api, id: &str) -> Result<()> {
             }
         }
     }
-    Ok(())
+    bail!("the connection closed before the job ended; run the command again to resume")
 }

@@ -3,9 +3,10 @@
 use super::api::{Api, ApiArgs};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use gantry_model::wire::{GANTRY_SIGNATURE_HEADER, HookOutcome, RepoView};
+use gantry_model::wire::{GANTRY_DELIVERY_HEADER, GANTRY_SIGNATURE_HEADER, HookOutcome, RepoView};
+use sha2::Digest;
 use std::io::BufRead;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 const HOOK_TEMPLATE: &str = include_str!("../../deploy/git-hooks/post-receive");
@@ -84,9 +85,19 @@ pub async fn run(cmd: HookCommand) -> Result<()> {
         .replace("@GANTRY_REPO@", &quote(&repo))
         .replace("@GANTRY_HOOK_SECRET@", &quote(&secret))
         .replace("@GANTRY_BIN@", &quote(&exe.to_string_lossy()));
-    std::fs::write(&path, script).with_context(|| format!("cannot write {}", path.display()))?;
-    // The hook holds the secret: only its owner may read it.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+    // The hook holds the secret: written under another name with mode 0700 from the start (never readable by
+    // others, even for a moment), then renamed into place.
+    let temp = hooks.join(".post-receive.gantry-new");
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(&temp)
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    std::io::Write::write_all(&mut file, script.as_bytes())?;
+    drop(file);
+    std::fs::rename(&temp, &path).with_context(|| format!("cannot install {}", path.display()))?;
     println!(
         "installed {}: pushes of branches now notify {} for repository {repo}",
         path.display(),
@@ -119,9 +130,15 @@ pub async fn notify(args: NotifyArgs) -> Result<()> {
             &serde_json::json!({ "ref": git_ref, "before": before, "after": after }),
         )?;
         let signature = gantry_server::forge::sign_sha256(&args.secret, &body);
+        let delivery = format!(
+            "{}-{}",
+            std::process::id(),
+            hex::encode(sha2::Sha256::digest(&body))
+        );
         let sent = client
             .post(&url)
             .header(GANTRY_SIGNATURE_HEADER, signature)
+            .header(GANTRY_DELIVERY_HEADER, delivery.as_str())
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -15,9 +15,9 @@ use tokio::process::{Child, Command};
 pub struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Jobs the local worker runs at once.
-    #[arg(long, default_value_t = 1)]
-    capacity: u32,
+    /// Jobs the local worker runs at once [default: the config file's `[worker] capacity`, else 1].
+    #[arg(long)]
+    capacity: Option<u32>,
 }
 
 /// The local worker's pool token, kept in the data dir (0600) because the database keeps only its hash.
@@ -52,13 +52,16 @@ fn spawn_worker(
     url: &str,
     token: &str,
     data_dir: &Path,
-    capacity: u32,
+    capacity: Option<u32>,
     config: Option<&Path>,
 ) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the gantry binary")?;
     let mut command = Command::new(exe);
     if let Some(config) = config {
         command.env("GANTRY_CONFIG", config);
+    }
+    if let Some(capacity) = capacity {
+        command.args(["--capacity", &capacity.to_string()]);
     }
     command
         .arg("worker")
@@ -67,7 +70,6 @@ fn spawn_worker(
         .arg(data_dir.join("worker"))
         .arg("--mask")
         .arg(data_dir)
-        .args(["--capacity", &capacity.to_string()])
         .env("GANTRY_POOL_TOKEN", token)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -75,33 +77,41 @@ fn spawn_worker(
         .context("cannot start the local worker")
 }
 
-/// Runs the farm until Ctrl-C or SIGTERM.
+/// Runs the farm until Ctrl-C or SIGTERM: on either, the worker finishes its running jobs first, then the
+/// server stops (so the worker's last reports still land).
 pub async fn run(args: UpArgs) -> Result<()> {
     let (server, listener, url, data_dir) = super::serve::start(&args.server).await?;
     let token = local_pool_token(&server, &data_dir).await?;
+    // The local worker talks to the server directly, not through the public URL (which may be a proxy).
+    let bound = listener.local_addr()?;
+    let ip = if bound.ip().is_unspecified() {
+        "127.0.0.1".parse()?
+    } else {
+        bound.ip()
+    };
+    let local_url = format!("http://{}", std::net::SocketAddr::new(ip, bound.port()));
     say!(
         "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
         server.dialect()
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(server.serve(listener, {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _stopped = rx.wait_for(|stop| *stop).await.is_ok();
-        }
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async move {
+        let _ = server_stopped.await;
     }));
+    let (worker_stop, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = LocalWorker {
-        url,
+        url: local_url,
         token,
         data_dir,
         capacity: args.capacity,
         config: args.server.config.clone(),
     };
-    let supervisor = tokio::spawn(worker.supervise(stop_rx));
+    let supervisor = tokio::spawn(worker.supervise(worker_stopped));
     super::shutdown_signal().await;
     say!("Stopping: the worker finishes its running jobs, then the server stops.");
-    let _ = stop_tx.send(true);
+    let _ = worker_stop.send(true);
     supervisor.await.context("the worker supervisor failed")??;
+    let _ = server_stop.send(());
     serving.await.context("the server task failed")??;
     Ok(())
 }
@@ -110,26 +120,47 @@ struct LocalWorker {
     url: String,
     token: String,
     data_dir: std::path::PathBuf,
-    capacity: u32,
+    capacity: Option<u32>,
     config: Option<std::path::PathBuf>,
 }
 
 impl LocalWorker {
-    /// Keeps the local worker running; on stop, asks it to finish (SIGTERM) and waits for it.
+    /// Keeps the local worker running (restarting it with a growing pause if it dies); on stop, asks it to
+    /// finish (SIGTERM) and waits for it.
     async fn supervise(self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        let mut pause = Duration::from_secs(1);
         loop {
-            let mut child = spawn_worker(
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let started = tokio::time::Instant::now();
+            let mut child = match spawn_worker(
                 &self.url,
                 &self.token,
                 &self.data_dir,
                 self.capacity,
                 self.config.as_deref(),
-            )?;
+            ) {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot start the local worker; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
             tokio::select! {
                 status = child.wait() => {
                     let status = status?;
-                    tracing::error!(%status, "the local worker exited; restarting it");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if *stop.borrow() {
+                        return Ok(()); // it got the terminal's Ctrl-C too
+                    }
+                    if started.elapsed() > Duration::from_secs(60) {
+                        pause = Duration::from_secs(1);
+                    }
+                    tracing::error!(%status, "the local worker exited; restarting it in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
                 }
                 _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
                     if let Some(pid) = child.id() {

@@ -14,7 +14,8 @@ use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoView}
 use serde::Deserialize;
 use uuid::Uuid;
 
-const FORGES: [&str; 4] = ["github", "gitlab", "gitea", "git"];
+/// Forges whose webhook route exists; GitLab and Gitea/Forgejo come with their receivers.
+const FORGES: [&str; 2] = ["github", "git"];
 
 /// The API's view of a repository; the secret only when asked for by the admin.
 pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView {
@@ -26,7 +27,7 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
     );
     RepoView {
         name: r.name,
-        url: r.url,
+        url: gantry_model::redact::redact_url(&r.url),
         forge: r.forge,
         created_at: r.created_at,
         secret: with_secret.then_some(r.secret),

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use gantry_model::wire::{GANTRY_SIGNATURE_HEADER, HookOutcome};
+use gantry_model::wire::{GANTRY_DELIVERY_HEADER, GANTRY_SIGNATURE_HEADER, HookOutcome};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -116,6 +116,14 @@ pub async fn git(
         header(&headers, GANTRY_SIGNATURE_HEADER),
     )?;
     let parsed = forge::git::parse(&body)?;
-    let d = delivery(&repo, None, "git", "push", &body);
+    // The hook sends a delivery id per ref update, so pushing the same update twice makes two pipelines, while a
+    // retry of one notification stays one.
+    let d = delivery(
+        &repo,
+        header(&headers, GANTRY_DELIVERY_HEADER),
+        "git",
+        "push",
+        &body,
+    );
     Ok(answer(state.intake.accept(&repo, d, parsed).await?))
 }

@@ -135,7 +135,19 @@ impl Feed {
                     self.catch_up().await?;
                     return self.end(status.as_str()).await;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed updates: steps are re-sent whole (clients key them by index), bytes from the store.
+                    for step in self.state.store.job_steps(self.job, self.attempt).await? {
+                        self.send(
+                            Event::default()
+                                .event("step")
+                                .json_data(step)
+                                .expect("steps serialise"),
+                        )
+                        .await?;
+                    }
+                    self.catch_up().await?
+                }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
@@ -154,14 +166,32 @@ impl Feed {
         .await
     }
 
+    /// Sends what the store holds beyond `sent`, in events that never span a step boundary (a client files each
+    /// event's bytes under one step).
     async fn catch_up(&mut self) -> Result<(), FeedEnd> {
         let stored = self
             .state
             .store
             .read_log(self.job, self.attempt, self.sent)
             .await?;
-        for chunk in stored.chunks(EVENT_BYTES) {
-            self.send_bytes(chunk).await?;
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let steps = self.state.store.job_steps(self.job, self.attempt).await?;
+        let start = self.sent;
+        let mut cuts: Vec<usize> = steps
+            .iter()
+            .map(|s| s.log_offset.saturating_sub(start) as usize)
+            .filter(|&cut| cut > 0 && cut < stored.len())
+            .collect();
+        cuts.push(stored.len());
+        cuts.sort_unstable();
+        let mut from = 0;
+        for cut in cuts {
+            for chunk in stored[from..cut].chunks(EVENT_BYTES) {
+                self.send_bytes(chunk).await?;
+            }
+            from = cut;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The server's bare mirrors of repositories (git2): fetch a pushed commit, read `.gantry.yml` at that commit.
 
+use gantry_model::redact::{redact_in, redact_url};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -8,12 +9,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     /// git failed (fetch, open, lookup).
-    #[error("could not fetch {url}: {source}")]
+    #[error("could not fetch {url}: {message}")]
     Fetch {
-        /// The clone URL.
+        /// The clone URL, credentials redacted.
         url: String,
-        /// git's error.
-        source: git2::Error,
+        /// git's error, credentials redacted.
+        message: String,
     },
     /// The commit is not in the repository even after a fetch.
     #[error("commit {0} is not in the repository")]
@@ -81,9 +82,9 @@ fn read_blocking(
     };
     let oid = git2::Oid::from_str(commit).map_err(|_| MirrorError::NoCommit(commit.to_owned()))?;
     if repo.find_commit(oid).is_err() {
-        let fetch_err = |source| MirrorError::Fetch {
-            url: url.to_owned(),
-            source,
+        let fetch_err = |e: git2::Error| MirrorError::Fetch {
+            url: redact_url(url),
+            message: redact_in(e.message(), url),
         };
         let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
         // Branches and tags, so that the next pushes usually need only a small fetch.

@@ -4,8 +4,8 @@
 use crate::logs::{LogHub, LogUpdate};
 use crate::store::{Claim, Store, StoreError};
 use bytes::Bytes;
-use gantry_model::PipelineStatus;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
+use gantry_model::{JobStatus, PipelineStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -149,11 +149,16 @@ impl Queue {
         lease: Uuid,
         report: &CompleteRequest,
     ) -> Result<PipelineStatus, StoreError> {
-        let (status, pipeline_status) = self.store.complete_job(job, lease, report).await?;
+        let done = self.store.complete_job(job, lease, report).await?;
         for step in &report.steps {
             self.hub.publish(job, LogUpdate::Step(step.clone()));
         }
-        self.hub.publish(job, LogUpdate::Finished(status));
+        self.hub.publish(job, LogUpdate::Finished(done.status));
+        for skipped in done.skipped {
+            self.hub
+                .publish(skipped, LogUpdate::Finished(JobStatus::Skipped));
+        }
+        let pipeline_status = done.pipeline_status;
         if !pipeline_status.is_finished() {
             self.jobs_ready();
         }

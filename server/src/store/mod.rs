@@ -13,7 +13,6 @@ pub use records::*;
 
 use async_trait::async_trait;
 use gantry_model::wire::{CompleteRequest, StepReport};
-use gantry_model::{JobStatus, PipelineStatus};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -64,8 +63,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Adds another registration token for `pool`.
     async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()>;
-    /// Adds a token for an admin when a fixed admin token is configured (idempotent).
-    async fn ensure_admin_token(&self, hash: &str) -> Result<()>;
+    /// Makes `hash` the only admin token (a configured admin token replaces earlier ones); idempotent.
+    async fn set_admin_token(&self, hash: &str) -> Result<()>;
 
     /// Adds a repository.
     async fn create_repo(&self, repo: &NewRepoRecord) -> Result<RepoRecord>;
@@ -105,7 +104,7 @@ pub trait Store: Send + Sync + 'static {
     /// The steps of one attempt of a job.
     async fn job_steps(&self, job: Uuid, attempt: u32) -> Result<Vec<StepReport>>;
 
-    /// Registers (or re-registers, by name) a worker and stores its token's hash.
+    /// Registers (or re-registers, by name, within the same pool) a worker and stores its token's hash.
     async fn register_worker(&self, worker: &NewWorker, token_hash: &str) -> Result<Uuid>;
     /// Every worker.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>>;
@@ -130,14 +129,14 @@ pub trait Store: Send + Sync + 'static {
     async fn read_log(&self, job: Uuid, attempt: u32, from: u64) -> Result<Vec<u8>>;
     /// Records a step's start or end.
     async fn record_step(&self, job: Uuid, lease: Uuid, step: &StepReport) -> Result<()>;
-    /// Ends a leased job with the worker's report; skips what can no longer run; returns the job's final status
-    /// and the pipeline's new status.
+    /// Ends a leased job with the worker's report, skips what can no longer run, and settles the pipeline. A
+    /// repeat of the same lease's report (its answer was lost) is answered again and changes nothing.
     async fn complete_job(
         &self,
         job: Uuid,
         lease: Uuid,
         report: &CompleteRequest,
-    ) -> Result<(JobStatus, PipelineStatus)>;
+    ) -> Result<Completed>;
 }
 
 /// Connects to `url` (`sqlite://…` or `postgres://…`) and migrates the schema.

@@ -250,3 +250,14 @@ pub struct Appended {
     /// The log's length afterwards.
     pub length: u64,
 }
+
+/// What completing a job did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed {
+    /// The job's final status.
+    pub status: JobStatus,
+    /// The pipeline's status afterwards.
+    pub pipeline_status: PipelineStatus,
+    /// Jobs skipped because this one did not succeed.
+    pub skipped: Vec<Uuid>,
+}

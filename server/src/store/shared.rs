@@ -159,7 +159,8 @@ macro_rules! impl_store {
             tx: &mut sqlx::Transaction<'static, $db>,
             pipeline: Uuid,
             now: DateTime<Utc>,
-        ) -> Result<PipelineStatus> {
+        ) -> Result<(PipelineStatus, Vec<Uuid>)> {
+            let mut skipped = Vec::new();
             let rows = sqlx::query("SELECT id, name, needs, status FROM jobs WHERE pipeline_id = $1 ORDER BY position")
                 .bind(pipeline)
                 .fetch_all(&mut **tx)
@@ -184,6 +185,7 @@ macro_rules! impl_store {
                         .execute(&mut **tx)
                         .await?;
                         jobs[i].2 = JobStatus::Skipped;
+                        skipped.push(ids[i]);
                     }
                     NeedsVerdict::Ready => {
                         sqlx::query("UPDATE jobs SET ready = TRUE WHERE id = $1 AND NOT ready")
@@ -206,7 +208,25 @@ macro_rules! impl_store {
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            Ok(status)
+            Ok((status, skipped))
+        }
+
+        /// A report for a job this same lease already ended (its answer was lost): answered again, changing nothing.
+        async fn repeated_completion(tx: &mut sqlx::Transaction<'static, $db>, job: Uuid, lease: Uuid) -> Result<Completed> {
+            let row = sqlx::query(
+                "SELECT j.status, p.status AS pipeline_status FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
+                 WHERE j.id = $1 AND j.lease_id = $2 AND j.status NOT IN ('queued', 'running')",
+            )
+            .bind(job)
+            .bind(lease)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::StaleLease(job))?;
+            Ok(Completed {
+                status: parse(row.try_get("status")?)?,
+                pipeline_status: parse(row.try_get("pipeline_status")?)?,
+                skipped: Vec::new(),
+            })
         }
 
         async fn insert_delivery(
@@ -301,12 +321,15 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn ensure_admin_token(&self, hash: &str) -> Result<()> {
+            async fn set_admin_token(&self, hash: &str) -> Result<()> {
+                let mut tx = self.begin().await?;
+                sqlx::query("DELETE FROM tokens WHERE kind = 'admin' AND hash <> $1").bind(hash).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO tokens (hash, kind, created_at) VALUES ($1, 'admin', $2) ON CONFLICT DO NOTHING")
                     .bind(hash)
                     .bind(Utc::now())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -514,9 +537,10 @@ macro_rules! impl_store {
                 let id: Uuid = sqlx::query(
                     "INSERT INTO workers (id, name, pool, labels, capacity, protocol_version, state, registered_at, last_seen)
                      VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7)
-                     ON CONFLICT (name) DO UPDATE SET pool = excluded.pool, labels = excluded.labels,
+                     ON CONFLICT (name) DO UPDATE SET labels = excluded.labels,
                        capacity = excluded.capacity, protocol_version = excluded.protocol_version,
                        state = 'idle', registered_at = excluded.registered_at, last_seen = excluded.last_seen
+                     WHERE workers.pool = excluded.pool
                      RETURNING id",
                 )
                 .bind(Uuid::now_v7())
@@ -526,8 +550,9 @@ macro_rules! impl_store {
                 .bind(w.capacity as i64)
                 .bind(w.protocol_version as i64)
                 .bind(now)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?
+                .ok_or_else(|| StoreError::Conflict(format!("a worker named {:?} in another pool", w.name)))?
                 .try_get("id")?;
                 sqlx::query("DELETE FROM tokens WHERE worker_id = $1").bind(id).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO tokens (hash, kind, worker_id, created_at) VALUES ($1, 'worker', $2, $3)")
@@ -626,8 +651,9 @@ macro_rules! impl_store {
                 let (attempt, _, _, length) = leased(&mut tx, job, lease).await?;
                 let length = length as u64;
                 let unchanged = Appended { attempt, offset: length, data: Vec::new(), length };
-                if length >= cap {
-                    return Ok(unchanged); // capped: the marker is in the log already, the rest is dropped
+                // The marker always takes the log past the cap, so a log longer than the cap is marked already.
+                if length > cap || (length == cap && offset + data.len() as u64 <= length) {
+                    return Ok(unchanged);
                 }
                 if offset > length {
                     return Err(StoreError::LogGap { offset, length });
@@ -654,11 +680,18 @@ macro_rules! impl_store {
                 .bind(Utc::now())
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE jobs SET log_length = $2 WHERE id = $1")
+                // Re-checked in the UPDATE itself: without a row lock on the SELECT (PostgreSQL), a lease could
+                // have changed hands in between.
+                let updated = sqlx::query("UPDATE jobs SET log_length = $2 WHERE id = $1 AND lease_id = $3 AND log_length = $4")
                     .bind(job)
                     .bind(end as i64)
+                    .bind(lease)
+                    .bind(length as i64)
                     .execute(&mut *tx)
                     .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::StaleLease(job));
+                }
                 tx.commit().await?;
                 Ok(Appended { attempt, offset: length, data: new, length: end })
             }
@@ -691,15 +724,14 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn complete_job(
-                &self,
-                job: Uuid,
-                lease: Uuid,
-                report: &CompleteRequest,
-            ) -> Result<(JobStatus, PipelineStatus)> {
+            async fn complete_job(&self, job: Uuid, lease: Uuid, report: &CompleteRequest) -> Result<Completed> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;
-                let (attempt, pipeline, _, _) = leased(&mut tx, job, lease).await?;
+                let (attempt, pipeline) = match leased(&mut tx, job, lease).await {
+                    Ok((attempt, pipeline, _, _)) => (attempt, pipeline),
+                    Err(StoreError::StaleLease(_)) => return repeated_completion(&mut tx, job, lease).await,
+                    Err(e) => return Err(e),
+                };
                 let failure = report.failure_kind.or(match report.exit_code {
                     Some(0) | None => None,
                     Some(_) => Some(FailureKind::Exit),
@@ -708,10 +740,10 @@ macro_rules! impl_store {
                 for step in &report.steps {
                     upsert_step(&mut tx, job, attempt, step).await?;
                 }
-                sqlx::query(
+                let updated = sqlx::query(
                     "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
                        cpu_seconds = $7, peak_memory_bytes = $8, lease_deadline_ms = NULL
-                     WHERE id = $1",
+                     WHERE id = $1 AND lease_id = $9 AND status = 'running'",
                 )
                 .bind(job)
                 .bind(status.as_str())
@@ -721,11 +753,15 @@ macro_rules! impl_store {
                 .bind(now)
                 .bind(report.cpu_seconds)
                 .bind(report.peak_memory_bytes.map(|b| b as i64))
+                .bind(lease)
                 .execute(&mut *tx)
                 .await?;
-                let pipeline_status = settle_pipeline(&mut tx, pipeline, now).await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::StaleLease(job));
+                }
+                let (pipeline_status, skipped) = settle_pipeline(&mut tx, pipeline, now).await?;
                 tx.commit().await?;
-                Ok((status, pipeline_status))
+                Ok(Completed { status, pipeline_status, skipped })
             }
         }
     };

@@ -147,9 +147,14 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult
     let steps = state.store.job_steps(j.id, j.attempt).await?;
     let log = state.store.read_log(j.id, j.attempt, 0).await?;
     // Each step shows the bytes from its offset to the next step's; bytes before the first step are a preamble.
+    // Offsets come from the worker: clamp them into the log and keep them in order, whatever it sent.
+    let mut floor = 0;
     let bounds: Vec<usize> = steps
         .iter()
-        .map(|s| (s.log_offset as usize).min(log.len()))
+        .map(|s| {
+            floor = (s.log_offset as usize).clamp(floor, log.len());
+            floor
+        })
         .collect();
     let preamble =
         String::from_utf8_lossy(&log[..bounds.first().copied().unwrap_or(log.len())]).into_owned();

@@ -121,18 +121,19 @@ impl Client {
         Ok(response.json::<HeartbeatResponse>().await?.cancel)
     }
 
-    /// Appends log bytes at `offset` (idempotent on the server, so retries are safe).
+    /// Appends log bytes at `offset` (idempotent on the server, so retries are safe); returns the log's length
+    /// on the server, which is shorter than `offset + data.len()` once the log reached its cap.
     pub async fn append_log(
         &self,
         lease: &Lease,
         offset: u64,
         data: Vec<u8>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<u64, ClientError> {
         let request = self
             .job_call(lease, &format!("log?offset={offset}"))
             .body(data);
-        check(request.send().await?).await?;
-        Ok(())
+        let answer: serde_json::Value = check(request.send().await?).await?.json().await?;
+        Ok(answer["length"].as_u64().unwrap_or(offset))
     }
 
     /// Reports a step's start or end.

@@ -1,6 +1,7 @@
 //! Source checkout (git2): a bare mirror per repository in the worker's cache, fetched only when the commit is
 //! missing, and the exact commit's tree written into a fresh workspace directory.
 
+use gantry_model::redact::{redact_in, redact_url};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,12 +10,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
     /// Fetching from the clone URL failed.
-    #[error("fetching {url} failed: {source}")]
+    #[error("fetching {url} failed: {message}")]
     Fetch {
-        /// The clone URL.
+        /// The clone URL, credentials redacted.
         url: String,
-        /// git's error.
-        source: git2::Error,
+        /// git's error, credentials redacted.
+        message: String,
     },
     /// The commit is not in the repository even after a fetch.
     #[error("commit {0} is not in the repository")]
@@ -67,9 +68,9 @@ impl MirrorCache {
         let oid =
             git2::Oid::from_str(commit).map_err(|_| CheckoutError::NoCommit(commit.to_owned()))?;
         if git.find_commit(oid).is_err() {
-            let fetch_err = |source| CheckoutError::Fetch {
-                url: url.to_owned(),
-                source,
+            let fetch_err = |e: git2::Error| CheckoutError::Fetch {
+                url: redact_url(url),
+                message: redact_in(e.message(), url),
             };
             let mut remote = git.remote_anonymous(url).map_err(fetch_err)?;
             remote

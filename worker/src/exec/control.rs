@@ -1,0 +1,101 @@
+//! A job's control state, shared by its tasks: whether it was cancelled or its lease lost, and the container to
+//! kill when either happens — which may come before the container exists (during checkout).
+
+use crate::agent::client::{Client, ClientError};
+use crate::runtime::Container;
+use gantry_model::wire::Lease;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Cancellation and lease state of one job.
+#[derive(Default)]
+pub struct JobControl {
+    cancelled: AtomicBool,
+    lost: AtomicBool,
+    container: Mutex<Option<Arc<dyn Container>>>,
+}
+
+impl JobControl {
+    /// Remembers the running container; if the job was already stopped, kills it at once.
+    pub fn attach(&self, container: Arc<dyn Container>) {
+        if self.stopped() {
+            container.cancel();
+        }
+        *self.container.lock().expect("lock poisoned") = Some(container);
+    }
+
+    /// Forgets the container (it has ended).
+    pub fn detach(&self) {
+        self.container.lock().expect("lock poisoned").take();
+    }
+
+    /// The server asked to cancel the job.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.kill();
+    }
+
+    /// The server no longer recognises the lease: stop working on the job and report nothing.
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.kill();
+    }
+
+    /// Whether the job was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Whether the lease was lost.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancelled() || self.lost()
+    }
+
+    fn kill(&self) {
+        if let Some(container) = self.container.lock().expect("lock poisoned").as_ref() {
+            container.cancel();
+        }
+    }
+
+    /// Marks the lease lost when a call says so; other failures are only logged.
+    pub fn check<T>(&self, result: Result<T, ClientError>, what: &str) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(ClientError::StaleLease) => {
+                self.lose();
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed");
+                None
+            }
+        }
+    }
+}
+
+/// Renews the lease from the moment it is given until the job's report is in (the caller aborts this task);
+/// carries cancellation to the container.
+pub async fn heartbeats(client: Client, lease: Lease, control: Arc<JobControl>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(lease.heartbeat_secs.max(1)));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match client.heartbeat(&lease).await {
+            Ok(true) if !control.cancelled() => {
+                tracing::info!("the job was cancelled");
+                control.cancel();
+            }
+            Ok(_) => {}
+            Err(ClientError::StaleLease) => {
+                control.lose();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

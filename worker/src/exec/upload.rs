@@ -1,0 +1,116 @@
+//! Streams a container's events to the server: output flushed every ~100 ms (and before every step event, so
+//! step offsets are exact), step starts and ends. Offsets follow the server's own log length, so a capped log
+//! or a failed upload never leaves the worker and the server disagreeing about where bytes go.
+
+use super::control::JobControl;
+use crate::agent::client::{Client, with_retries};
+use crate::runtime::ContainerEvent;
+use chrono::Utc;
+use gantry_model::wire::{Lease, StepReport};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Output is sent at least this often while a job prints (DESIGN §4: ~100 ms).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// …or as soon as this much is waiting.
+const FLUSH_BYTES: usize = 256 * 1024;
+/// Output kept while the server cannot take it; beyond this the oldest unsent bytes are dropped (and said so).
+const MAX_PENDING: usize = 16 * 1024 * 1024;
+/// How long one call keeps retrying while the server is unreachable.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Sends events until the container's channel closes; returns the steps and the log's length on the server.
+pub async fn upload(
+    client: Client,
+    lease: Lease,
+    mut events: UnboundedReceiver<ContainerEvent>,
+    control: Arc<JobControl>,
+) -> (Vec<StepReport>, u64) {
+    let mut log = LogUpload {
+        client: &client,
+        lease: &lease,
+        control,
+        pending: Vec::new(),
+        sent: 0,
+    };
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(ContainerEvent::Output(bytes)) => {
+                    log.pending.extend_from_slice(&bytes);
+                    if log.pending.len() >= FLUSH_BYTES {
+                        log.flush().await;
+                    }
+                }
+                Some(ContainerEvent::StepStarted { index }) => {
+                    log.flush().await;
+                    let command = lease.spec.steps.get(index as usize).cloned().unwrap_or_default();
+                    let step = StepReport { index, command, log_offset: log.sent, started_at: Utc::now(), finished_at: None, exit_code: None };
+                    log.report_step(&step).await;
+                    steps.push(step);
+                }
+                Some(ContainerEvent::StepExited { index, exit_code }) => {
+                    log.flush().await;
+                    if let Some(step) = steps.iter_mut().find(|s| s.index == index) {
+                        step.finished_at = Some(Utc::now());
+                        step.exit_code = Some(exit_code);
+                        let step = step.clone();
+                        log.report_step(&step).await;
+                    }
+                }
+                None => {
+                    log.flush().await;
+                    return (steps, log.sent);
+                }
+            },
+            _ = ticker.tick() => log.flush().await,
+        }
+    }
+}
+
+struct LogUpload<'a> {
+    client: &'a Client,
+    lease: &'a Lease,
+    control: Arc<JobControl>,
+    pending: Vec<u8>,
+    sent: u64,
+}
+
+impl LogUpload<'_> {
+    async fn flush(&mut self) {
+        if self.pending.is_empty() || self.control.lost() {
+            return;
+        }
+        let data = self.pending.clone();
+        let result = with_retries(PATIENCE, || {
+            self.client.append_log(self.lease, self.sent, data.clone())
+        })
+        .await;
+        match self.control.check(result, "sending the log") {
+            Some(length) => {
+                self.pending.clear();
+                self.sent = length;
+            }
+            None if self.pending.len() > MAX_PENDING => {
+                // The server has been unreachable for long: keep the newest output, say what was dropped.
+                let drop = self.pending.len() - MAX_PENDING / 2;
+                self.pending.drain(..drop);
+                let note = format!(
+                    "\n[gantry: {drop} bytes of output were dropped while the server was unreachable]\n"
+                );
+                self.pending.splice(0..0, note.into_bytes());
+            }
+            None => {} // kept: the next flush tries again at the same offset
+        }
+    }
+
+    async fn report_step(&mut self, step: &StepReport) {
+        if !self.control.lost() {
+            let result = with_retries(PATIENCE, || self.client.step(self.lease, step)).await;
+            self.control.check(result, "reporting a step");
+        }
+    }
+}
