@@ -310,7 +310,7 @@ fn the_farm_runs_the_same_way_on_postgresql() {
 
 #[test]
 fn ctrl_c_stops_the_server_and_its_local_worker() {
-    let farm = Farm::up();
+    let farm = Farm::up_with(&["--capacity", "2"]);
     let pid = farm.pid();
     let worker =
         support::eventually_blocking("the local worker to start", Duration::from_secs(30), || {
@@ -324,6 +324,19 @@ fn ctrl_c_stops_the_server_and_its_local_worker() {
                 .next()
                 .map(|l| l.trim().parse::<i32>().unwrap())
         });
+    let workers =
+        support::eventually_blocking("the worker to register", Duration::from_secs(30), || {
+            let out = std::process::Command::new("curl")
+                .args(["-sf", &format!("{}/api/v1/workers", farm.url)])
+                .output()
+                .unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (!v["workers"].as_array()?.is_empty()).then_some(v)
+        });
+    assert_eq!(
+        workers["workers"][0]["capacity"], 2,
+        "--capacity reaches the local worker"
+    );
     let status = farm.interrupt();
     assert!(
         status.success(),

@@ -60,11 +60,11 @@ fn spawn_worker(
     if let Some(config) = config {
         command.env("GANTRY_CONFIG", config);
     }
+    command.arg("worker");
     if let Some(capacity) = capacity {
         command.args(["--capacity", &capacity.to_string()]);
     }
     command
-        .arg("worker")
         .args(["--server", url])
         .arg("--data-dir")
         .arg(data_dir.join("worker"))
