@@ -1,5 +1,6 @@
-//! Streams a container's events to the server: output flushed every ~100 ms (and before every step event, so
-//! step offsets are exact), step starts and ends. Offsets follow the server's own log length, so a capped log
+//! Streams a container's events to the server: output is sent at once when nothing was sent for 50 ms (a line
+//! printed now and then reaches the dashboard in milliseconds), else batched (a chatty job costs at most twenty
+//! appends a second), and always before a step event, so step offsets are exact. Offsets follow the server's own log length, so a capped log
 //! or a failed upload never leaves the worker and the server disagreeing about where bytes go.
 
 use super::control::JobControl;
@@ -13,6 +14,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Output is sent at least this often while a job prints (DESIGN §4: ~100 ms).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Output that follows this long a pause is sent at once.
+const IDLE: Duration = Duration::from_millis(50);
 /// …or as soon as this much is waiting.
 const FLUSH_BYTES: usize = 256 * 1024;
 /// Output kept while the server cannot take it; beyond this the oldest unsent bytes are dropped (and said so).
@@ -33,6 +36,7 @@ pub async fn upload(
         control,
         pending: Vec::new(),
         sent: 0,
+        last_flush: tokio::time::Instant::now(),
     };
     let mut steps: Vec<StepReport> = Vec::new();
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
@@ -41,7 +45,7 @@ pub async fn upload(
             event = events.recv() => match event {
                 Some(ContainerEvent::Output(bytes)) => {
                     log.pending.extend_from_slice(&bytes);
-                    if log.pending.len() >= FLUSH_BYTES {
+                    if log.pending.len() >= FLUSH_BYTES || log.last_flush.elapsed() >= IDLE {
                         log.flush().await;
                     }
                 }
@@ -77,6 +81,7 @@ struct LogUpload<'a> {
     control: Arc<JobControl>,
     pending: Vec<u8>,
     sent: u64,
+    last_flush: tokio::time::Instant,
 }
 
 impl LogUpload<'_> {
@@ -84,6 +89,7 @@ impl LogUpload<'_> {
         if self.pending.is_empty() || self.control.lost() {
             return;
         }
+        self.last_flush = tokio::time::Instant::now();
         let data = self.pending.clone();
         let result = with_retries(PATIENCE, || {
             self.client.append_log(self.lease, self.sent, data.clone())
