@@ -89,15 +89,7 @@ impl Feed {
             .await?
             .ok_or(FeedEnd::Gone)?;
         self.attempt = job.attempt;
-        for step in self.state.store.job_steps(self.job, self.attempt).await? {
-            self.send(
-                Event::default()
-                    .event("step")
-                    .json_data(step)
-                    .expect("steps serialise"),
-            )
-            .await?;
-        }
+        self.send_stored_steps().await?;
         self.catch_up().await?;
         if job.status.is_finished() {
             return self.end(job.status.as_str()).await;
@@ -122,35 +114,36 @@ impl Feed {
                         self.send_bytes(&data[skip..]).await?;
                     }
                 }
-                Ok(LogUpdate::Step(step)) => {
-                    self.send(
-                        Event::default()
-                            .event("step")
-                            .json_data(step)
-                            .expect("steps serialise"),
-                    )
-                    .await?;
-                }
+                Ok(LogUpdate::Step(step)) => self.send_step(&step).await?,
                 Ok(LogUpdate::Finished(status)) => {
                     self.catch_up().await?;
                     return self.end(status.as_str()).await;
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed updates: steps are re-sent whole (clients key them by index), bytes from the store.
-                    for step in self.state.store.job_steps(self.job, self.attempt).await? {
-                        self.send(
-                            Event::default()
-                                .event("step")
-                                .json_data(step)
-                                .expect("steps serialise"),
-                        )
-                        .await?;
-                    }
+                    self.send_stored_steps().await?;
                     self.catch_up().await?
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
+    }
+
+    async fn send_step(&self, step: &gantry_model::wire::StepReport) -> Result<(), FeedEnd> {
+        self.send(
+            Event::default()
+                .event("step")
+                .json_data(step)
+                .expect("steps serialise"),
+        )
+        .await
+    }
+
+    async fn send_stored_steps(&self) -> Result<(), FeedEnd> {
+        for step in self.state.store.job_steps(self.job, self.attempt).await? {
+            self.send_step(&step).await?;
+        }
+        Ok(())
     }
 
     async fn new_attempt(&mut self, attempt: u32) -> Result<(), FeedEnd> {
