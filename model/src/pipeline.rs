@@ -1,5 +1,6 @@
 //! The pipeline file, `.gantry.yml` (DESIGN §5): parsed with line numbers, validated, expanded into job specs.
 
+use crate::image::ImageRef;
 use crate::names::JobName;
 use crate::units::{parse_duration_secs, parse_size_bytes};
 use indexmap::IndexMap;
@@ -29,7 +30,7 @@ pub struct Pipeline {
 pub struct JobSpec {
     /// The job's name.
     pub name: JobName,
-    /// `host`, for now the only image kind.
+    /// The image as written (grammar: [`ImageRef`]); `host` by default.
     pub image: String,
     /// Shell command lines, run in order with `/bin/sh -e -c`.
     pub steps: Vec<String>,
@@ -178,7 +179,10 @@ impl Pipeline {
         let options = serde_saphyr::options! { strict_booleans: true };
         let raw: RawFile =
             serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
-        let default_image = raw.image.map(check_image).transpose()?;
+        let default_image = raw
+            .image
+            .map(|image| check_image(image, "image".into()))
+            .transpose()?;
         let file_env: IndexMap<String, String> = raw
             .env
             .into_iter()
@@ -218,19 +222,10 @@ fn yaml_error(err: serde_saphyr::Error) -> PipelineError {
     }
 }
 
-fn check_image(image: Spanned<String>) -> Result<String, PipelineError> {
-    if image.value == HOST_IMAGE {
-        Ok(image.value)
-    } else {
-        Err(PipelineError::at(
-            image.referenced,
-            "image",
-            format!(
-                "image {:?} is not supported yet: only `host` can run today",
-                image.value
-            ),
-        ))
-    }
+fn check_image(image: Spanned<String>, key: String) -> Result<String, PipelineError> {
+    ImageRef::parse(&image.value)
+        .map(|_| image.value)
+        .map_err(|message| PipelineError::at(image.referenced, key, message))
 }
 
 fn expand_job(
@@ -270,7 +265,7 @@ fn expand_job(
         ));
     }
     let image = match job.image {
-        Some(image) => check_image(image)?,
+        Some(image) => check_image(image, key("image"))?,
         None => default_image.unwrap_or(HOST_IMAGE).to_owned(),
     };
     let mut env = file_env.clone();

@@ -44,8 +44,31 @@ fn semantic_errors_name_line_and_key() {
     assert_eq!(err.key.as_deref(), Some("jobs.build.timeout"));
     assert_eq!(err.line, Some(4), "{err}");
 
-    let err = Pipeline::parse("image: alpine\njobs:\n  b:\n    steps: [a]\n").unwrap_err();
+    let err = Pipeline::parse("image: Alpine\njobs:\n  b:\n    steps: [a]\n").unwrap_err();
     assert_eq!(err.line, Some(1), "{err}");
+    assert_eq!(err.key.as_deref(), Some("image"), "{err}");
+
+    let err =
+        Pipeline::parse("jobs:\n  b:\n    steps: [a]\n    image: dir:relative\n").unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert_eq!(err.key.as_deref(), Some("jobs.b.image"), "{err}");
+}
+
+#[test]
+fn images_of_every_kind_are_accepted_and_kept_as_written() {
+    let p = Pipeline::parse(
+        "image: 127.0.0.1:5000/test/busybox:latest\njobs:\n  a:\n    steps: [x]\n  b:\n    image: oci:/srv/layout:v1\n    steps: [x]\n  c:\n    image: dir:/srv/root\n    steps: [x]\n",
+    )
+    .unwrap();
+    let images: Vec<&str> = p.jobs.iter().map(|j| j.image.as_str()).collect();
+    assert_eq!(
+        images,
+        [
+            "127.0.0.1:5000/test/busybox:latest",
+            "oci:/srv/layout:v1",
+            "dir:/srv/root"
+        ]
+    );
 }
 
 #[test]

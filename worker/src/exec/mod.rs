@@ -15,6 +15,9 @@ use std::time::Duration;
 use tracing::Instrument;
 use upload::{PATIENCE, upload};
 
+/// The search path steps get unless the pipeline (or the image) sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs leased jobs; shared by the agent's job tasks.
 pub struct JobRunner {
     /// The server.
@@ -137,7 +140,12 @@ impl JobRunner {
             return (outcome, Vec::new(), 0);
         }
         let spec = &lease.spec;
-        let mut env = lease.env.clone();
+        // Nothing of the worker's own environment leaks in; tools still need a PATH and a HOME.
+        let mut env = vec![
+            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ];
+        env.extend(lease.env.iter().cloned());
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let config = ContainerConfig {
             id: format!("{}-{}", self.worker_name, lease.job_id.simple()),

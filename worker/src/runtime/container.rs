@@ -113,6 +113,7 @@ pub(crate) fn start(
         scratch,
         masks,
         cgroup_procs,
+        seccomp: runtime.seccomp.clone(),
     };
     let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
     container.parts().init = Some(init);

@@ -16,6 +16,7 @@ mod outcome;
 mod pid1;
 mod protocol;
 mod rootfs;
+pub mod security;
 mod sweep;
 
 pub use init::init_main;

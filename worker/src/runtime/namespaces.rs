@@ -28,6 +28,8 @@ pub struct RuntimeOptions {
 pub struct NamespacesRuntime {
     pub(super) options: RuntimeOptions,
     pub(super) layout: CgroupLayout,
+    /// Compiled once here, installed by every container's init.
+    pub(super) seccomp: super::security::SeccompProgram,
 }
 
 impl NamespacesRuntime {
@@ -66,7 +68,13 @@ impl NamespacesRuntime {
             });
         }
         let layout = CgroupLayout::detect()?;
-        Ok(NamespacesRuntime { options, layout })
+        let seccomp = super::security::SeccompProgram::compile()
+            .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
+        Ok(NamespacesRuntime {
+            options,
+            layout,
+            seccomp,
+        })
     }
 
     /// The options in effect (with `state_dir` made canonical).

@@ -6,6 +6,7 @@
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
 use super::rootfs::{self, Context};
+use super::security;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -49,7 +50,9 @@ fn build(config: &InitConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     network::loopback_up()
         .what(|| "bring up lo".into())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Last: from here on, nothing this process or the steps do can undo it.
+    security::drop_privileges(&config.seccomp).map_err(|e| e.to_string())
 }
 
 /// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).

@@ -17,6 +17,8 @@ pub(crate) struct InitConfig {
     pub masks: Vec<Mask>,
     /// `cgroup.procs` (or `tasks`) files init writes its own pid to before it unshares anything.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The seccomp filters, compiled by the worker; PID 1 installs them before the first step.
+    pub seccomp: super::security::SeccompProgram,
 }
 
 /// A host path to hide inside the container.

@@ -1,0 +1,260 @@
+//! The content-addressed store under the worker's data dir:
+//!
+//! ```text
+//! layers/sha256/HEX/        one unpacked layer, named by its blob digest; an overlayfs lower dir, never changed
+//! layers/tmp/HEX-UUID/      a layer being unpacked (renamed into place when complete and verified)
+//! layers/locks/HEX          flock files: one writer per digest across the worker processes of a host
+//! images/blobs/sha256/HEX   small blobs kept whole: image configs and manifests
+//! images/refs/SHA256(REF)   the manifest digest a tag last resolved to, for when its registry is down
+//! ```
+//!
+//! A layer is unpacked once: a per-digest async lock makes concurrent jobs of one worker wait for the first
+//! one's download, a file lock does the same across workers sharing the dir, and whoever gets the lock second
+//! finds the finished directory and uses it.
+
+use super::ImageError;
+use super::unpack::{self, Unpacked};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The hex part of a `sha256:` digest, checked before it becomes a path (a registry's manifest could say
+/// anything).
+pub(crate) fn digest_hex(digest: &str) -> Result<&str, ImageError> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex)
+            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(ImageError::Invalid(format!(
+            "unsupported digest {digest:?} (only sha256 is)"
+        ))),
+    }
+}
+
+/// `sha256:HEX` of `data`.
+pub(crate) fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The layer and blob store of one worker data dir.
+#[derive(Debug)]
+pub(crate) struct Store {
+    root: PathBuf,
+    /// One async lock per digest being fetched; entries go when nobody waits on them any more.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_owned();
+    move |source| ImageError::Io { what, path, source }
+}
+
+impl Store {
+    /// Opens (creating) the store under `data_dir` and removes unpacks that a killed worker left half done.
+    pub(crate) fn open(data_dir: &Path) -> Result<Store, ImageError> {
+        let store = Store {
+            root: data_dir.to_owned(),
+            inflight: Mutex::default(),
+        };
+        for dir in [
+            "layers/sha256",
+            "layers/tmp",
+            "layers/locks",
+            "images/blobs/sha256",
+            "images/refs",
+        ] {
+            let path = store.root.join(dir);
+            std::fs::create_dir_all(&path).map_err(io("create", &path))?;
+        }
+        store.sweep_tmp();
+        Ok(store)
+    }
+
+    /// Removes temporary unpacks whose digest nobody holds the lock of (so never another live worker's).
+    fn sweep_tmp(&self) {
+        let tmp = self.root.join("layers/tmp");
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.split('-').next().unwrap_or_default();
+            let lock = self.root.join("layers/locks").join(hex);
+            let held = std::fs::File::open(&lock).ok().map(|file| {
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            });
+            if matches!(held, Some(Err(_))) {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale layer unpack");
+            }
+        }
+    }
+
+    /// Where the layer with blob `digest` lives once unpacked.
+    pub(crate) fn layer_dir(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.root.join("layers/sha256").join(digest_hex(digest)?))
+    }
+
+    /// The unpacked layer `digest`, fetched and unpacked first if missing. `fetch` is given a path to
+    /// download to and returns the path of the blob (that one, or a file that already exists, as in an OCI
+    /// layout); a downloaded file is removed afterwards. The blob must hash to `digest` and, when given, its
+    /// tar to `diff_id`.
+    pub(crate) async fn layer<F, Fut>(
+        &self,
+        digest: &str,
+        diff_id: Option<&str>,
+        fetch: F,
+    ) -> Result<PathBuf, ImageError>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: Future<Output = Result<PathBuf, ImageError>>,
+    {
+        let dir = self.layer_dir(digest)?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let hex = digest_hex(digest)?.to_owned();
+        let _guard = self.exclusive(&hex).await?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let unique = uuid::Uuid::now_v7().simple();
+        let download = self.root.join(format!("layers/tmp/{hex}-{unique}.blob"));
+        let blob = fetch(download.clone()).await;
+        let result = match blob {
+            Ok(blob) => self.unpack_into_place(&blob, &hex, digest, diff_id).await,
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&download);
+        result.map(|()| dir)
+    }
+
+    async fn unpack_into_place(
+        &self,
+        blob: &Path,
+        hex: &str,
+        digest: &str,
+        diff_id: Option<&str>,
+    ) -> Result<(), ImageError> {
+        let unique = uuid::Uuid::now_v7().simple();
+        let tmp = self.root.join(format!("layers/tmp/{hex}-{unique}"));
+        let dir = self.root.join("layers/sha256").join(hex);
+        let (blob, tmp_dir) = (blob.to_owned(), tmp.clone());
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<Unpacked, ImageError> {
+            std::fs::create_dir(&tmp_dir).map_err(io("create", &tmp_dir))?;
+            let file = std::fs::File::open(&blob).map_err(io("open", &blob))?;
+            Ok(unpack::unpack(file, &tmp_dir)?)
+        })
+        .await
+        .map_err(|e| ImageError::Invalid(format!("the unpack task failed: {e}")))
+        .and_then(|r| r);
+        let checked = unpacked.and_then(|u| {
+            if u.blob_digest != digest {
+                return Err(ImageError::Invalid(format!(
+                    "layer {digest} has digest {} (corrupt or tampered with)",
+                    u.blob_digest
+                )));
+            }
+            match diff_id {
+                Some(expected) if expected != u.diff_id => Err(ImageError::Invalid(format!(
+                    "layer {digest} unpacks to {} but the image config says {expected}",
+                    u.diff_id
+                ))),
+                _ => Ok(()),
+            }
+        });
+        let placed = checked.and_then(|()| {
+            std::fs::rename(&tmp, &dir).map_err(io("move into place", &dir))
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        placed
+    }
+
+    /// A small blob (config, manifest) from the store, or fetched, verified and stored.
+    pub(crate) async fn blob<F, Fut>(&self, digest: &str, fetch: F) -> Result<Vec<u8>, ImageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>, ImageError>>,
+    {
+        if let Some(data) = self.cached_blob(digest)? {
+            return Ok(data);
+        }
+        let data = fetch().await?;
+        self.put_blob(digest, &data)?;
+        Ok(data)
+    }
+
+    /// A stored blob, if present and intact.
+    pub(crate) fn cached_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, ImageError> {
+        let path = self.root.join("images/blobs/sha256").join(digest_hex(digest)?);
+        Ok(std::fs::read(&path).ok().filter(|data| sha256(data) == digest))
+    }
+
+    /// Stores `data` under `digest` after checking it (write to a temp name, then rename: never a torn blob).
+    pub(crate) fn put_blob(&self, digest: &str, data: &[u8]) -> Result<(), ImageError> {
+        let actual = sha256(data);
+        if actual != digest {
+            return Err(ImageError::Invalid(format!(
+                "blob {digest} has digest {actual} (corrupt or tampered with)"
+            )));
+        }
+        let path = self.root.join("images/blobs/sha256").join(digest_hex(digest)?);
+        let tmp = path.with_extension(uuid::Uuid::now_v7().simple().to_string());
+        std::fs::write(&tmp, data).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("move into place", &path))
+    }
+
+    /// Remembers which manifest `reference` resolved to.
+    pub(crate) fn put_ref(&self, reference: &str, manifest_digest: &str) {
+        let path = self.root.join("images/refs").join(&sha256(reference.as_bytes())[7..]);
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, manifest_digest).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remember an image reference");
+        }
+    }
+
+    /// The manifest digest `reference` last resolved to.
+    pub(crate) fn get_ref(&self, reference: &str) -> Option<String> {
+        let path = self.root.join("images/refs").join(&sha256(reference.as_bytes())[7..]);
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// Holds the in-process lock and then the file lock of `hex` until dropped.
+    async fn exclusive(&self, hex: &str) -> Result<Exclusive, ImageError> {
+        let lock = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            inflight.entry(hex.to_owned()).or_default().clone()
+        };
+        let local = lock.lock_owned().await;
+        let path = self.root.join("layers/locks").join(hex);
+        let file = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io("open the lock file", &path))?;
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| io("lock", &path)(e.into()))
+        })
+        .await
+        .map_err(|e| ImageError::Invalid(format!("the lock task failed: {e}")))??;
+        Ok(Exclusive {
+            _file: file,
+            _local: local,
+        })
+    }
+}
+
+/// Both locks of one digest, released when dropped. The in-process lock stays in the map afterwards: one
+/// small entry per layer this worker ever fetched, which costs less than the bookkeeping to remove it safely.
+struct Exclusive {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
