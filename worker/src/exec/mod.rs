@@ -140,6 +140,17 @@ impl JobRunner {
             return (outcome, Vec::new(), 0);
         }
         let spec = &lease.spec;
+        // Until images are wired into the runtime, anything but `host` must fail rather than run on the host.
+        if spec.image != gantry_model::pipeline::HOST_IMAGE {
+            return (
+                infra(format!(
+                    "image {:?}: this worker can only run `image: host` jobs so far",
+                    spec.image
+                )),
+                Vec::new(),
+                0,
+            );
+        }
         // Nothing of the worker's own environment leaks in; tools still need a PATH and a HOME.
         let mut env = vec![
             ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
