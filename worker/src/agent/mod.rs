@@ -2,12 +2,16 @@
 //! run each job in its own task; on shutdown stop leasing and let running jobs finish.
 
 pub mod client;
+pub mod journal;
 
 use crate::checkout::MirrorCache;
 use crate::exec::JobRunner;
 use crate::runtime::{ContainerRuntime, NamespacesRuntime, RuntimeError, RuntimeOptions};
 use client::{Client, ClientError};
+use gantry_model::FailureKind;
+use gantry_model::wire::CompleteRequest;
 use gantry_model::wire::{PROTOCOL_VERSION, RegisterRequest};
+use journal::LeaseJournal;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +84,10 @@ pub async fn run(
     let Some(client) = register(&config, &mut shutdown).await? else {
         return Ok(());
     };
+    let journal_dir = config.data_dir.join("leases");
+    let journal =
+        LeaseJournal::open(journal_dir.clone()).map_err(|e| AgentError::DataDir(journal_dir, e))?;
+    report_lost_jobs(&client, &journal).await;
     let runner = Arc::new(JobRunner {
         client: client.clone(),
         runtime: Arc::new(runtime),
@@ -87,6 +95,7 @@ pub async fn run(
         workspaces,
         masked_paths: config.masked_paths.clone(),
         worker_name: config.name.clone(),
+        journal,
     });
     let slots = Arc::new(Semaphore::new(config.capacity.max(1) as usize));
     let mut pause = Duration::from_millis(200);
@@ -148,6 +157,31 @@ async fn register(
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(AgentError::Register(e)),
+        }
+    }
+}
+
+/// Jobs a killed run of this worker was running: their containers are gone (the sweep removed them), so they
+/// are reported lost — the server decides whether to run them again.
+async fn report_lost_jobs(client: &Client, journal: &LeaseJournal) {
+    for lease in journal.take_leftovers() {
+        let report = CompleteRequest {
+            exit_code: None,
+            failure_kind: Some(FailureKind::WorkerLost),
+            message: Some("the worker stopped while running this job (killed or crashed); its container was removed when it restarted".into()),
+            steps: Vec::new(),
+            log_length: 0,
+            cpu_seconds: None,
+            peak_memory_bytes: None,
+        };
+        match client.complete(&lease, &report).await {
+            Ok(()) => {
+                tracing::warn!(job = %lease.job_id, "reported a job lost by a previous run of this worker")
+            }
+            // A stale lease means the server has moved on already.
+            Err(e) => {
+                tracing::info!(job = %lease.job_id, error = %e, "a job lost by a previous run was already settled")
+            }
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct JobRunner {
     pub masked_paths: Vec<PathBuf>,
     /// The worker's name (prefix of every container id).
     pub worker_name: String,
+    /// Leases of running jobs, on disk, for reporting them lost after a crash.
+    pub journal: crate::agent::journal::LeaseJournal,
 }
 
 fn hostname_for(job: &str) -> String {
@@ -65,6 +67,7 @@ impl JobRunner {
         let span = tracing::info_span!("job", job = %lease.job_id, name = %lease.spec.name, attempt = lease.attempt);
         async move {
             let workspace = self.workspaces.join(lease.job_id.simple().to_string());
+            self.journal.record(&lease);
             let control = Arc::new(JobControl::default());
             // Heartbeats run from the lease to the report: a long checkout must not let the lease expire.
             let heartbeat = tokio::spawn(heartbeats(self.client.clone(), lease.clone(), control.clone()));
@@ -83,6 +86,7 @@ impl JobRunner {
                 tracing::warn!("the lease was lost; the server has given the job to another attempt");
             }
             heartbeat.abort();
+            self.journal.forget(lease.job_id);
         }
         .instrument(span)
         .await

@@ -1,0 +1,166 @@
+//! Limits and crashes, through a whole farm: a fork bomb, a memory hog and a step past its timeout each end
+//! with their own failure kind while other jobs carry on; a worker killed mid-job leaves nothing behind once it
+//! restarts, and the job is reported lost.
+
+mod support;
+
+use serde_json::Value;
+use std::time::Duration;
+use support::farm::Farm;
+use support::git::Repo;
+use support::{eventually, run, scratch_dir};
+
+fn farm_with_repo(name: &str, extra: &[&str]) -> (Farm, Repo) {
+    let farm = Farm::up_with(extra);
+    let repo = Repo::new(&scratch_dir(name));
+    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
+    farm.gantry(&[
+        "hook",
+        "install",
+        repo.bare.to_str().unwrap(),
+        "--repo",
+        name,
+    ]);
+    (farm, repo)
+}
+
+fn job<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name}: {p:#}"))
+}
+
+fn seconds(job: &Value) -> f64 {
+    let t = |k: &str| chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap();
+    (t("finished_at") - t("started_at")).num_milliseconds() as f64 / 1000.0
+}
+
+#[test]
+fn fork_bombs_memory_hogs_and_overruns_fail_with_their_own_kind_while_other_jobs_carry_on() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("limits", &["--capacity", "4"]);
+        repo.push_pipeline(concat!(
+            "jobs:\n",
+            "  bomb:\n    resources: { pids: 64 }\n    steps: [\"while :; do sleep 1000 & done\", echo never]\n",
+            "  hog:\n    resources: { memory: 64M }\n    steps: [\"head -c 600M /dev/zero | tail\", echo never]\n",
+            "  overrun:\n    timeout: 2s\n    steps: [\"sleep 1000 & sleep 1000\"]\n",
+            "  bystander:\n    steps: [\"sleep 1; echo still fine\"]\n",
+        ));
+        let p = farm.finished_pipeline("limits", 1).await;
+        let kinds = |name: &str| {
+            (
+                job(&p, name)["status"].clone(),
+                job(&p, name)["failure_kind"].clone(),
+            )
+        };
+        assert_eq!(
+            kinds("bomb"),
+            ("failed".into(), "pids_limit".into()),
+            "{p:#}"
+        );
+        assert_eq!(kinds("hog"), ("failed".into(), "oom".into()), "{p:#}");
+        assert_eq!(
+            kinds("overrun"),
+            ("timed_out".into(), "timeout".into()),
+            "{p:#}"
+        );
+        assert_eq!(job(&p, "bystander")["status"], "success", "{p:#}");
+        let overrun = seconds(job(&p, "overrun"));
+        assert!(
+            overrun < 8.0,
+            "a 2 s timeout should end the job promptly, it took {overrun} s"
+        );
+        assert!(
+            job(&p, "hog")["peak_memory_bytes"].as_i64().unwrap() <= 64 << 20,
+            "{p:#}"
+        );
+    });
+}
+
+fn pids_of(pattern: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_lost() {
+    run(Duration::from_secs(300), async {
+        let (farm, repo) = farm_with_repo("crash", &[]);
+        repo.push_pipeline("jobs:\n  long:\n    steps: [\"sleep 300\"]\n");
+        let job_id = eventually("the job to run", Duration::from_secs(60), || async {
+            let p = farm.get("/repos/crash/pipelines/1").await;
+            (p["jobs"][0]["status"] == "running")
+                .then(|| p["jobs"][0]["id"].as_str().unwrap().to_owned())
+        })
+        .await;
+        let worker_name = farm.get("/workers").await["workers"][0]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let container = format!("{worker_name}-{}", job_id.replace('-', ""));
+        let worker_pid = eventually("the worker's pid", Duration::from_secs(10), || async {
+            let out = std::process::Command::new("pgrep")
+                .args(["-P", &farm.pid().to_string()])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .await;
+        let cgroups = || {
+            let out = std::process::Command::new("find")
+                .args(["/sys/fs/cgroup", "-maxdepth", "3", "-name", &container])
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert!(
+            !cgroups().is_empty(),
+            "the running job should have a cgroup named {container}"
+        );
+        assert!(!pids_of("gantry container-init").is_empty());
+
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &worker_pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // gantry up restarts its worker; the new one sweeps what the old one left and reports the job.
+        let p = farm.finished_pipeline("crash", 1).await;
+        assert_eq!(p["jobs"][0]["status"], "error", "{p:#}");
+        assert_eq!(p["jobs"][0]["failure_kind"], "worker_lost", "{p:#}");
+        assert!(cgroups().is_empty(), "cgroups left behind:\n{}", cgroups());
+        let data = farm.data_dir.join("worker");
+        for dir in ["containers", "workspaces", "leases"] {
+            let left: Vec<_> = std::fs::read_dir(data.join(dir))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(left.is_empty(), "{dir} still holds {left:?}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&container),
+            "a mount of the container is left on the host"
+        );
+        let sleepers = pids_of("sleep 300");
+        assert!(
+            sleepers.is_empty(),
+            "the job's processes survived: {sleepers:?}"
+        );
+    });
+}
