@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
-test=("${build[@]}" postgresql util-linux procps chromium)
+test=("${build[@]}" postgresql util-linux procps chromium docker-registry skopeo umoci busybox-static)
 
 case "${1:-}" in
   build) wanted=("${build[@]}") ;;
@@ -29,5 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
   rm -f /usr/sbin/policy-rc.d
+  # The packaged registry service would listen on every interface at boot; the tests start their own on loopback.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -127,10 +127,10 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
                 .unwrap();
             String::from_utf8(out.stdout).unwrap()
         };
-        assert!(
-            !cgroups().is_empty(),
-            "the running job should have a cgroup named {container}"
-        );
+        // `running` means leased: the checkout may still be under way, so wait for the container itself.
+        support::eventually_blocking("the job's cgroup", Duration::from_secs(60), || {
+            (!cgroups().is_empty()).then_some(())
+        });
         assert!(!pids_of("gantry container-init").is_empty());
 
         let killed = std::process::Command::new("kill")

@@ -33,6 +33,17 @@ labels = ["linux"]
 capacity = 1
 # Host paths hidden from jobs, besides the built-in masks and Gantry's own data dirs.
 mask = []
+# Host dirs under which pipelines may use `image: dir:/path` and `image: oci:/layout[:tag]`; empty: refused.
+image_dirs = []
+
+# Registries (images like `registry.example.com/team/app:1.0`). Loopback registries (127.0.0.1, localhost)
+# get plain HTTP, every other TLS unless `plain_http = true`. A registry without an entry is pulled from
+# anonymously.
+# [[worker.registries]]
+# host = "registry.example.com"        # as image references spell it, with :PORT if any
+# username = "ci"
+# password_file = "/etc/gantry/registry-password"   # or password = "...", or token = "..." (bearer)
+# plain_http = false
 "#;
 
 /// The TOML file's keys.
@@ -63,6 +74,12 @@ pub struct WorkerFileConfig {
     /// Extra masks.
     #[serde(default)]
     pub mask: Vec<PathBuf>,
+    /// Where local (`dir:`, `oci:`) images may be.
+    #[serde(default)]
+    pub image_dirs: Vec<PathBuf>,
+    /// Per-registry credentials and transport.
+    #[serde(default)]
+    pub registries: Vec<gantry_worker::image::RegistryConfig>,
 }
 
 /// Reads the TOML file, if one was given.

@@ -97,6 +97,25 @@ fn init_tracing() {
         .init();
 }
 
+/// Counts the SIGINTs and SIGTERMs the process gets, from now on.
+pub fn signal_count() -> tokio::sync::watch::Receiver<u32> {
+    let (tx, rx) = tokio::sync::watch::channel(0);
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered once, here, so that no signal falls between two waits.
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    rx
+}
+
 /// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

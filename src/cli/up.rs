@@ -72,6 +72,8 @@ fn spawn_worker(
         .arg(data_dir)
         .env("GANTRY_POOL_TOKEN", token)
         .stdin(Stdio::null())
+        // Its own process group: a terminal's Ctrl-C reaches only `gantry up`, which relays it (see supervise).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .context("cannot start the local worker")
@@ -98,7 +100,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = server_stopped.await;
     }));
-    let (worker_stop, worker_stopped) = tokio::sync::watch::channel(false);
+    let mut signals = super::signal_count();
     let worker = LocalWorker {
         url: local_url,
         token,
@@ -106,10 +108,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         capacity: args.capacity,
         config: args.server.config.clone(),
     };
-    let supervisor = tokio::spawn(worker.supervise(worker_stopped));
-    super::shutdown_signal().await;
-    say!("Stopping: the worker finishes its running jobs, then the server stops.");
-    let _ = worker_stop.send(true);
+    let supervisor = tokio::spawn(worker.supervise(signals.clone()));
+    let _ = signals.wait_for(|n| *n >= 1).await;
+    say!(
+        "Stopping: the worker finishes its running jobs, then the server stops (Ctrl-C again stops the jobs now)."
+    );
     supervisor.await.context("the worker supervisor failed")??;
     let _ = server_stop.send(());
     serving.await.context("the server task failed")??;
@@ -125,12 +128,12 @@ struct LocalWorker {
 }
 
 impl LocalWorker {
-    /// Keeps the local worker running (restarting it with a growing pause if it dies); on stop, asks it to
-    /// finish (SIGTERM) and waits for it.
-    async fn supervise(self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    /// Keeps the local worker running (restarting it with a growing pause if it dies). On the first signal it
+    /// asks the worker to finish its jobs (SIGTERM), on the second to stop them now (SIGTERM again), and waits.
+    async fn supervise(self, mut signals: tokio::sync::watch::Receiver<u32>) -> Result<()> {
         let mut pause = Duration::from_secs(1);
         loop {
-            if *stop.borrow() {
+            if *signals.borrow() >= 1 {
                 return Ok(());
             }
             let started = tokio::time::Instant::now();
@@ -149,11 +152,19 @@ impl LocalWorker {
                     continue;
                 }
             };
+            let terminate = |child: &Child| {
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            };
             tokio::select! {
                 status = child.wait() => {
                     let status = status?;
-                    if *stop.borrow() {
-                        return Ok(()); // it got the terminal's Ctrl-C too
+                    if *signals.borrow() >= 1 {
+                        return Ok(());
                     }
                     if started.elapsed() > Duration::from_secs(60) {
                         pause = Duration::from_secs(1);
@@ -162,11 +173,15 @@ impl LocalWorker {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(30));
                 }
-                _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                    if let Some(pid) = child.id() {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                _ = async { signals.wait_for(|n| *n >= 1).await.is_ok() } => {
+                    terminate(&child);
+                    tokio::select! {
+                        status = child.wait() => { status?; }
+                        _ = async { signals.wait_for(|n| *n >= 2).await.is_ok() } => {
+                            terminate(&child);
+                            child.wait().await?;
+                        }
                     }
-                    child.wait().await?;
                     return Ok(());
                 }
             }

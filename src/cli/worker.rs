@@ -75,7 +75,18 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         masked_paths,
         init_exe: std::env::current_exe()
             .context("cannot find the gantry binary to run containers with")?,
+        registries: file.registries,
+        image_dirs: file.image_dirs,
     };
-    agent::run(config, super::shutdown_signal()).await?;
+    // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
+    let signals = super::signal_count();
+    let (mut first, mut second) = (signals.clone(), signals);
+    let shutdown = async move {
+        let _ = first.wait_for(|n| *n >= 1).await;
+    };
+    let abort = async move {
+        let _ = second.wait_for(|n| *n >= 2).await;
+    };
+    agent::run(config, shutdown, abort).await?;
     Ok(())
 }

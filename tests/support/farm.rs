@@ -171,14 +171,19 @@ impl Farm {
         self.stop()
     }
 
+    /// Ctrl-C, like a user: the worker finishes its jobs; if that takes over 5 s (a test failed mid-job), a
+    /// second Ctrl-C stops them; SIGKILL only if even that hangs.
     fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
+        for wait in [Duration::from_secs(5), Duration::from_secs(20)] {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let start = std::time::Instant::now();
+            while start.elapsed() < wait {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return status;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         self.child.wait().unwrap()

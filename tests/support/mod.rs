@@ -3,7 +3,9 @@
 
 pub mod farm;
 pub mod git;
+pub mod oci;
 pub mod postgres;
+pub mod registry;
 
 use std::future::Future;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod checkout;
 pub mod exec;
+pub mod image;
 pub mod runtime;
 
 pub use runtime::init_main;

@@ -6,6 +6,7 @@ pub mod journal;
 
 use crate::checkout::MirrorCache;
 use crate::exec::JobRunner;
+use crate::image::{ImageError, ImageOptions, ImageStore, RegistryConfig};
 use crate::runtime::{ContainerRuntime, NamespacesRuntime, RuntimeError, RuntimeOptions};
 use client::{Client, ClientError};
 use gantry_model::FailureKind;
@@ -40,6 +41,10 @@ pub struct WorkerConfig {
     pub masked_paths: Vec<PathBuf>,
     /// The `gantry` binary, re-executed as each container's init.
     pub init_exe: PathBuf,
+    /// Credentials and transport per registry.
+    pub registries: Vec<RegistryConfig>,
+    /// Host dirs under which `dir:` and `oci:` images may be; none: such images are refused.
+    pub image_dirs: Vec<PathBuf>,
 }
 
 /// Why the worker stopped.
@@ -51,15 +56,20 @@ pub enum AgentError {
     /// The server refused the worker.
     #[error("registration failed: {0}")]
     Register(ClientError),
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Images(#[from] ImageError),
     /// The data dir could not be made.
     #[error("cannot create {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
 }
 
-/// Runs the worker until `shutdown` resolves; running jobs are finished before it returns.
+/// Runs the worker until `shutdown` resolves; running jobs are then finished before it returns, unless `abort`
+/// resolves too, which kills them and hands them back to the server.
 pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()>,
+    abort: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let dirs = ["containers", "mirrors", "workspaces"].map(|d| config.data_dir.join(d));
     for dir in &dirs {
@@ -80,6 +90,11 @@ pub async fn run(
         );
     }
     sweep_workspaces(&workspaces);
+    let images = ImageStore::open(ImageOptions {
+        data_dir: config.data_dir.clone(),
+        registries: config.registries.clone(),
+        local_dirs: config.image_dirs.clone(),
+    })?;
     tokio::pin!(shutdown);
     let Some(client) = register(&config, &mut shutdown).await? else {
         return Ok(());
@@ -92,10 +107,12 @@ pub async fn run(
         client: client.clone(),
         runtime: Arc::new(runtime),
         mirrors: MirrorCache::new(mirrors),
+        images: Arc::new(images),
         workspaces,
         masked_paths: config.masked_paths.clone(),
         worker_name: config.name.clone(),
         journal,
+        running: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(config.capacity.max(1) as usize));
     let mut pause = Duration::from_millis(200);
@@ -125,8 +142,17 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("stopping: no new jobs; waiting for running ones to finish");
-    let _all = slots.acquire_many(config.capacity.max(1)).await;
+    tracing::info!(
+        "stopping: no new jobs; waiting for running ones to finish (signal again to stop them now)"
+    );
+    tokio::select! {
+        _all = slots.acquire_many(config.capacity.max(1)) => {}
+        _ = abort => {
+            tracing::warn!("stopping now: killing running jobs and handing them back to the server");
+            runner.abandon_all();
+            let _all = slots.acquire_many(config.capacity.max(1)).await;
+        }
+    }
     Ok(())
 }
 

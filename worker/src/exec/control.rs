@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct JobControl {
     cancelled: AtomicBool,
     lost: AtomicBool,
+    abandoned: AtomicBool,
     container: Mutex<Option<Arc<dyn Container>>>,
 }
 
@@ -42,6 +43,17 @@ impl JobControl {
         self.kill();
     }
 
+    /// The worker is stopping now and will not finish the job: kill it and hand it back to the server.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.kill();
+    }
+
+    /// Whether the worker gave the job up.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
     /// Whether the job was cancelled.
     pub fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
@@ -53,7 +65,7 @@ impl JobControl {
     }
 
     fn stopped(&self) -> bool {
-        self.cancelled() || self.lost()
+        self.cancelled() || self.lost() || self.abandoned()
     }
 
     fn kill(&self) {

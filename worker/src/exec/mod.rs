@@ -5,7 +5,8 @@ mod upload;
 
 use crate::agent::client::{Client, with_retries};
 use crate::checkout::MirrorCache;
-use crate::runtime::{ContainerConfig, ContainerRuntime, Outcome};
+use crate::image::{ImageStore, ResolvedImage};
+use crate::runtime::{ContainerConfig, ContainerRuntime, ImageRoot, Outcome};
 use control::{JobControl, heartbeats};
 use gantry_model::FailureKind;
 use gantry_model::wire::{CompleteRequest, Lease, StepReport};
@@ -26,6 +27,8 @@ pub struct JobRunner {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// The worker's mirror cache.
     pub mirrors: MirrorCache,
+    /// Resolves and pulls the jobs' images.
+    pub images: Arc<ImageStore>,
     /// Where job workspaces are made (one fresh dir per job, removed afterwards).
     pub workspaces: PathBuf,
     /// Host paths hidden from jobs.
@@ -34,6 +37,8 @@ pub struct JobRunner {
     pub worker_name: String,
     /// Leases of running jobs, on disk, for reporting them lost after a crash.
     pub journal: crate::agent::journal::LeaseJournal,
+    /// The jobs running now, for abandoning them when the worker must stop at once.
+    pub running: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<JobControl>>>,
 }
 
 fn hostname_for(job: &str) -> String {
@@ -53,6 +58,26 @@ fn hostname_for(job: &str) -> String {
         .collect()
 }
 
+/// The steps' environment, later entries winning, each name once in first-seen order: a default `PATH` (and
+/// `HOME` on the host image; in an image, `HOME` comes from its `/etc/passwd` unless set), the image's `Env`,
+/// Gantry's variables, the job's own. Nothing of the worker's own environment leaks in.
+fn merge_env(image: &ResolvedImage, lease: &Lease) -> Vec<(String, String)> {
+    let mut env = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+    if image.layers.is_empty() {
+        env.push(("HOME".to_owned(), "/root".to_owned()));
+    }
+    let from_image = image.config.env.iter().cloned();
+    let builtin = lease.env.iter().cloned();
+    let job = lease.spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
+    for (key, value) in from_image.chain(builtin).chain(job) {
+        match env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => env.push((key, value)),
+        }
+    }
+    env
+}
+
 fn infra(message: String) -> Outcome {
     Outcome {
         failure: Some(FailureKind::Infra),
@@ -62,6 +87,13 @@ fn infra(message: String) -> Outcome {
 }
 
 impl JobRunner {
+    /// Kills every running job and hands each back to the server as lost by this worker.
+    pub fn abandon_all(&self) {
+        for control in self.running.lock().expect("lock poisoned").values() {
+            control.abandon();
+        }
+    }
+
     /// Runs the job to its end and reports it; never panics on the job's account.
     pub async fn run(self: Arc<Self>, lease: Lease) {
         let span = tracing::info_span!("job", job = %lease.job_id, name = %lease.spec.name, attempt = lease.attempt);
@@ -69,6 +101,7 @@ impl JobRunner {
             let workspace = self.workspaces.join(lease.job_id.simple().to_string());
             self.journal.record(&lease);
             let control = Arc::new(JobControl::default());
+            self.running.lock().expect("lock poisoned").insert(lease.job_id, control.clone());
             // Heartbeats run from the lease to the report: a long checkout must not let the lease expire.
             let heartbeat = tokio::spawn(heartbeats(self.client.clone(), lease.clone(), control.clone()));
             let (outcome, steps, log_length) = match self.checkout(&lease, &workspace).await {
@@ -86,6 +119,7 @@ impl JobRunner {
                 tracing::warn!("the lease was lost; the server has given the job to another attempt");
             }
             heartbeat.abort();
+            self.running.lock().expect("lock poisoned").remove(&lease.job_id);
             self.journal.forget(lease.job_id);
         }
         .instrument(span)
@@ -100,6 +134,18 @@ impl JobRunner {
         log_length: u64,
         control: &JobControl,
     ) {
+        let outcome = if control.abandoned() {
+            let message =
+                "the worker was stopped while running this job; its container was removed"
+                    .to_owned();
+            Outcome {
+                failure: Some(FailureKind::WorkerLost),
+                message: Some(message),
+                ..outcome
+            }
+        } else {
+            outcome
+        };
         let report = CompleteRequest {
             exit_code: outcome.exit_code,
             failure_kind: outcome.failure,
@@ -144,24 +190,24 @@ impl JobRunner {
             return (outcome, Vec::new(), 0);
         }
         let spec = &lease.spec;
-        // Until images are wired into the runtime, anything but `host` must fail rather than run on the host.
-        if spec.image != gantry_model::pipeline::HOST_IMAGE {
-            return (
-                infra(format!(
-                    "image {:?}: this worker can only run `image: host` jobs so far",
-                    spec.image
-                )),
-                Vec::new(),
-                0,
+        let started = std::time::Instant::now();
+        let image = match self.images.resolve(&spec.image).await {
+            Ok(image) => image,
+            Err(e) => {
+                let message = format!("image {:?} could not be prepared: {e}", spec.image);
+                return (infra(message), Vec::new(), 0);
+            }
+        };
+        if !image.layers.is_empty() {
+            tracing::info!(
+                image = %spec.image,
+                digest = image.digest.as_deref().unwrap_or("-"),
+                layers = image.layers.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "image ready"
             );
         }
-        // Nothing of the worker's own environment leaks in; tools still need a PATH and a HOME.
-        let mut env = vec![
-            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
-            ("HOME".to_owned(), "/root".to_owned()),
-        ];
-        env.extend(lease.env.iter().cloned());
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let env = merge_env(&image, lease);
         let config = ContainerConfig {
             id: format!("{}-{}", self.worker_name, lease.job_id.simple()),
             hostname: hostname_for(spec.name.as_str()),
@@ -171,6 +217,11 @@ impl JobRunner {
             resources: spec.resources.clone(),
             masked_paths: self.masked_paths.clone(),
             timeout: Duration::from_secs(spec.timeout_secs),
+            image: ImageRoot {
+                layers: image.layers,
+                working_dir: image.config.working_dir,
+                user: image.config.user,
+            },
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let container = match self.runtime.start(config, tx) {

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! layers/sha256/HEX/        one unpacked layer, named by its blob digest; an overlayfs lower dir, never changed
-//! layers/tmp/HEX-UUID/      a layer being unpacked (renamed into place when complete and verified)
+//! layers/tmp/HEX-UUID[.blob] a layer being downloaded or unpacked (renamed into place once verified)
 //! layers/locks/HEX          flock files: one writer per digest across the worker processes of a host
-//! images/blobs/sha256/HEX   small blobs kept whole: image configs and manifests
-//! images/refs/SHA256(REF)   the manifest digest a tag last resolved to, for when its registry is down
+//! images/blobs/sha256/HEX   image configs, kept whole
+//! images/refs/SHA256(REF)   the manifest (and its digest) a reference last resolved to: a pinned digest is
+//!                           not asked again, and a tag still runs while its registry is down
 //! ```
 //!
 //! A layer is unpacked once: a per-digest async lock makes concurrent jobs of one worker wait for the first
@@ -14,6 +15,7 @@
 
 use super::ImageError;
 use super::unpack::{self, Unpacked};
+use oci_client::manifest::OciImageManifest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,7 +76,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Removes temporary unpacks whose digest nobody holds the lock of (so never another live worker's).
+    /// Removes temporary downloads and unpacks whose digest nobody holds the lock of (so never another live
+    /// worker's).
     fn sweep_tmp(&self) {
         let tmp = self.root.join("layers/tmp");
         for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
@@ -87,8 +90,14 @@ impl Store {
             if matches!(held, Some(Err(_))) {
                 continue;
             }
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale layer unpack");
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale layer unpack");
             }
         }
     }
@@ -166,21 +175,24 @@ impl Store {
                 _ => Ok(()),
             }
         });
-        let placed = checked.and_then(|()| {
-            std::fs::rename(&tmp, &dir).map_err(io("move into place", &dir))
-        });
+        let placed =
+            checked.and_then(|()| std::fs::rename(&tmp, &dir).map_err(io("move into place", &dir)));
         if placed.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         placed
     }
 
-    /// A small blob (config, manifest) from the store, or fetched, verified and stored.
+    /// A small blob (an image config) from the store, or fetched (once, like layers), verified and stored.
     pub(crate) async fn blob<F, Fut>(&self, digest: &str, fetch: F) -> Result<Vec<u8>, ImageError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, ImageError>>,
     {
+        if let Some(data) = self.cached_blob(digest)? {
+            return Ok(data);
+        }
+        let _guard = self.exclusive(digest_hex(digest)?).await?;
         if let Some(data) = self.cached_blob(digest)? {
             return Ok(data);
         }
@@ -191,8 +203,13 @@ impl Store {
 
     /// A stored blob, if present and intact.
     pub(crate) fn cached_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, ImageError> {
-        let path = self.root.join("images/blobs/sha256").join(digest_hex(digest)?);
-        Ok(std::fs::read(&path).ok().filter(|data| sha256(data) == digest))
+        let path = self
+            .root
+            .join("images/blobs/sha256")
+            .join(digest_hex(digest)?);
+        Ok(std::fs::read(&path)
+            .ok()
+            .filter(|data| sha256(data) == digest))
     }
 
     /// Stores `data` under `digest` after checking it (write to a temp name, then rename: never a torn blob).
@@ -203,26 +220,36 @@ impl Store {
                 "blob {digest} has digest {actual} (corrupt or tampered with)"
             )));
         }
-        let path = self.root.join("images/blobs/sha256").join(digest_hex(digest)?);
+        let path = self
+            .root
+            .join("images/blobs/sha256")
+            .join(digest_hex(digest)?);
         let tmp = path.with_extension(uuid::Uuid::now_v7().simple().to_string());
         std::fs::write(&tmp, data).map_err(io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("move into place", &path))
     }
 
-    /// Remembers which manifest `reference` resolved to.
-    pub(crate) fn put_ref(&self, reference: &str, manifest_digest: &str) {
-        let path = self.root.join("images/refs").join(&sha256(reference.as_bytes())[7..]);
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, manifest_digest).and_then(|()| std::fs::rename(&tmp, &path));
+    /// Remembers what `reference` resolved to (its manifest and that manifest's digest).
+    pub(crate) fn put_ref(&self, reference: &str, resolved: &(&String, &OciImageManifest)) {
+        let path = self.ref_path(reference);
+        let tmp = path.with_extension(uuid::Uuid::now_v7().simple().to_string());
+        let json = serde_json::to_vec(resolved).unwrap_or_default();
+        let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), error = %e, "cannot remember an image reference");
         }
     }
 
-    /// The manifest digest `reference` last resolved to.
-    pub(crate) fn get_ref(&self, reference: &str) -> Option<String> {
-        let path = self.root.join("images/refs").join(&sha256(reference.as_bytes())[7..]);
-        std::fs::read_to_string(path).ok()
+    /// What `reference` last resolved to: the manifest's digest and the manifest.
+    pub(crate) fn get_ref(&self, reference: &str) -> Option<(String, OciImageManifest)> {
+        let json = std::fs::read(self.ref_path(reference)).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    fn ref_path(&self, reference: &str) -> PathBuf {
+        let name = &sha256(reference.as_bytes())["sha256:".len()..];
+        self.root.join("images/refs").join(name)
     }
 
     /// Holds the in-process lock and then the file lock of `hex` until dropped.
@@ -257,4 +284,70 @@ impl Store {
 struct Exclusive {
     _file: nix::fcntl::Flock<std::fs::File>,
     _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_for_a_layer_fetch_it_once() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(data_dir.path()).unwrap();
+        let blob = tar_with("hello", b"world");
+        let digest = sha256(&blob);
+        let fetches = AtomicUsize::new(0);
+        let fetch = |path: PathBuf| {
+            let (blob, fetches) = (&blob, &fetches);
+            async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                std::fs::write(&path, blob).unwrap();
+                Ok(path)
+            }
+        };
+        let all =
+            futures::future::join_all((0..8).map(|_| store.layer(&digest, None, fetch))).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let dir = store.layer_dir(&digest).unwrap();
+        for result in all {
+            assert_eq!(result.unwrap(), dir);
+        }
+        assert_eq!(std::fs::read(dir.join("hello")).unwrap(), b"world");
+        let tmp = std::fs::read_dir(data_dir.path().join("layers/tmp")).unwrap();
+        assert_eq!(tmp.count(), 0, "temporary files left behind");
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(data_dir.path()).unwrap();
+        let digest = sha256(b"something else");
+        let blob = tar_with("x", b"y");
+        let err = store
+            .layer(&digest, None, |path| async {
+                std::fs::write(&path, &blob).unwrap();
+                Ok(path)
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("tampered"), "{err}");
+        assert!(!store.layer_dir(&digest).unwrap().exists());
+        let tmp = std::fs::read_dir(data_dir.path().join("layers/tmp")).unwrap();
+        assert_eq!(tmp.count(), 0, "temporary files left behind");
+        let err = store
+            .layer("sha256:../../etc", None, |p| async { Ok(p) })
+            .await;
+        assert!(err.is_err(), "a digest that is a path must be refused");
+    }
 }

@@ -78,11 +78,12 @@ pub fn unpack(blob: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
         };
         let mut tar_stream = Hashing::new(decoded);
         let mut unpacker = Unpacker::new(dest);
-        let mut archive = tar::Archive::new(&mut tar_stream);
-        for entry in archive.entries().map_err(format_error)? {
+        for entry in tar::Archive::new(&mut tar_stream)
+            .entries()
+            .map_err(format_error)?
+        {
             unpacker.entry(&mut entry.map_err(format_error)?)?;
         }
-        drop(archive);
         unpacker.finish()?;
         // The digest covers every byte, including the padding after the tar's end-of-archive blocks.
         io::copy(&mut tar_stream, &mut io::sink()).map_err(format_error)?;
@@ -323,6 +324,9 @@ impl<'a> Unpacker<'a> {
                 Ok(_) => return Err(refused(shown, format!("{part:?} is not a directory"))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path).map_err(io_error("create directory", &path))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(refused(shown, format!("{part:?} is not in this layer")));
                 }
                 Err(e) => return Err(io_error("look up", &path)(e)),
             }

@@ -21,7 +21,7 @@ fn hardlink<'a>(name: &'a str, target: &'a str) -> E<'a> {
 fn tar_of(entries: &[E]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for E(kind, name, link, data, mode) in entries {
-        let mut header = tar::Header::new_old();
+        let mut header = tar::Header::new_gnu();
         header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         header.set_entry_type(*kind);
@@ -89,7 +89,11 @@ impl Scratch {
         let mode = fs::metadata(&self.outside).unwrap().mode() & 0o7777;
         assert_eq!(mode, 0o755, "the outside dir's mode changed");
         let parent = self.layer.parent().unwrap();
-        assert_eq!(fs::read_dir(parent).unwrap().count(), 1, "written beside the layer");
+        assert_eq!(
+            fs::read_dir(parent).unwrap().count(),
+            1,
+            "written beside the layer"
+        );
     }
 }
 
@@ -160,7 +164,8 @@ fn nothing_is_written_through_a_symlink() {
     let s = Scratch::new();
     let outside = s.outside.to_str().unwrap();
     // A later entry under a symlinked directory.
-    let reason = refused_reason(s.unpack(&[symlink("escape", outside), file("escape/file", b"pwned")]));
+    let reason =
+        refused_reason(s.unpack(&[symlink("escape", outside), file("escape/file", b"pwned")]));
     assert!(reason.contains("symlink"), "{reason}");
     let reason = refused_reason(s.unpack(&[symlink("up", "../../.."), file("up/x", b"pwned")]));
     assert!(reason.contains("symlink"), "{reason}");
@@ -175,7 +180,8 @@ fn nothing_is_written_through_a_symlink() {
     );
     // A directory replaced by a symlink keeps its deferred chmod away from the symlink's target.
     let s3 = Scratch::new();
-    s3.unpack(&[dir("d/", 0o700), symlink("d", outside)]).unwrap();
+    s3.unpack(&[dir("d/", 0o700), symlink("d", outside)])
+        .unwrap();
     for scratch in [&s, &s2, &s3] {
         scratch.assert_outside_unchanged();
     }
@@ -188,7 +194,10 @@ fn hardlinks_must_stay_inside_the_layer() {
     for entries in [
         vec![hardlink("hl", "../../../outside/file")],
         vec![hardlink("hl", &outside_file)],
-        vec![symlink("d", s.outside.to_str().unwrap()), hardlink("hl", "d/file")],
+        vec![
+            symlink("d", s.outside.to_str().unwrap()),
+            hardlink("hl", "d/file"),
+        ],
     ] {
         refused_reason(s.unpack(&entries));
     }

@@ -96,15 +96,20 @@ pub(crate) fn start(
     let cgroup_procs = cgroup.procs_files();
     container.parts().cgroup = Some(cgroup);
 
-    let mask_patterns = DEFAULT_MASKS
-        .iter()
-        .map(PathBuf::from)
-        .chain([options.state_dir.clone()]);
-    let masks = masks::resolve(
-        mask_patterns
-            .chain(options.extra_masks.iter().cloned())
-            .chain(config.masked_paths),
-    );
+    // Host masks hide host paths, which only the host image shows; an image's own files are all fair game.
+    let masks = if config.image.layers.is_empty() {
+        let mask_patterns = DEFAULT_MASKS
+            .iter()
+            .map(PathBuf::from)
+            .chain([options.state_dir.clone()]);
+        masks::resolve(
+            mask_patterns
+                .chain(options.extra_masks.iter().cloned())
+                .chain(config.masked_paths),
+        )
+    } else {
+        Vec::new()
+    };
     let init_config = InitConfig {
         hostname: config.hostname,
         workspace: config.workspace,
@@ -112,6 +117,9 @@ pub(crate) fn start(
         env: config.env,
         scratch,
         masks,
+        layers: config.image.layers,
+        working_dir: config.image.working_dir,
+        user: config.image.user,
         cgroup_procs,
         seccomp: runtime.seccomp.clone(),
     };

@@ -8,6 +8,7 @@
 pub mod cgroup;
 mod container;
 mod events;
+mod identity;
 pub mod init;
 mod masks;
 mod namespaces;
@@ -46,6 +47,22 @@ pub struct ContainerConfig {
     pub masked_paths: Vec<PathBuf>,
     /// Kill everything when the job runs longer than this.
     pub timeout: Duration,
+    /// The root file system and how the steps run in it; the default is the host's `/`, as root, in
+    /// `/workspace`.
+    pub image: ImageRoot,
+}
+
+/// A container's root file system, from an image (see `crate::image`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageRoot {
+    /// Read-only overlay layers, lowest first. Empty: the host's `/`, with the host's secrets and the
+    /// `masked_paths` hidden; otherwise only these layers, and no host path but the workspace is visible.
+    pub layers: Vec<PathBuf>,
+    /// The steps' working dir in the container (made if missing); none: `/workspace`.
+    pub working_dir: Option<PathBuf>,
+    /// Who the steps run as: `uid[:gid]` or `name[:group]` from the image's `/etc/passwd` and `/etc/group`;
+    /// none: root.
+    pub user: Option<String>,
 }
 
 /// What happens in a container, in the order it happened.

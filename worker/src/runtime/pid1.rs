@@ -3,6 +3,7 @@
 //! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
 #![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them
 
+use super::identity::StepIdentity;
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
 use super::rootfs::{self, Context};
@@ -27,14 +28,17 @@ pub(crate) fn report(control: &File, message: &InitMessage) {
 
 /// Builds the container and runs the steps; returns this process's exit status. `signals` are blocked.
 pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 {
-    if let Err(message) = build(config) {
-        report(control, &InitMessage::SetupFailed { message });
-        return SETUP_FAILED;
-    }
+    let identity = match build(config) {
+        Ok(identity) => identity,
+        Err(message) => {
+            report(control, &InitMessage::SetupFailed { message });
+            return SETUP_FAILED;
+        }
+    };
     report(control, &InitMessage::Ready);
     for (index, step) in (0u32..).zip(&config.steps) {
         report(control, &InitMessage::StepStarted { index });
-        let exit_code = run_step(step, &config.env, signals);
+        let exit_code = run_step(step, &config.env, &identity, signals);
         report(control, &InitMessage::StepExited { index, exit_code });
         if exit_code != 0 {
             return exit_code;
@@ -43,8 +47,8 @@ pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 
     0
 }
 
-fn build(config: &InitConfig) -> Result<(), String> {
-    rootfs::enter(config).map_err(|e| e.to_string())?;
+fn build(config: &InitConfig) -> Result<StepIdentity, String> {
+    let identity = rootfs::enter(config).map_err(|e| e.to_string())?;
     nix::unistd::sethostname(&config.hostname)
         .what(|| format!("set the hostname to {:?}", config.hostname))
         .map_err(|e| e.to_string())?;
@@ -52,18 +56,24 @@ fn build(config: &InitConfig) -> Result<(), String> {
         .what(|| "bring up lo".into())
         .map_err(|e| e.to_string())?;
     // Last: from here on, nothing this process or the steps do can undo it.
-    security::drop_privileges(&config.seccomp).map_err(|e| e.to_string())
+    security::drop_privileges(&config.seccomp).map_err(|e| e.to_string())?;
+    Ok(identity)
 }
 
 /// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).
-fn run_step(step: &str, env: &[(String, String)], signals: &SigSet) -> i32 {
+fn run_step(
+    step: &str,
+    env: &[(String, String)],
+    identity: &StepIdentity,
+    signals: &SigSet,
+) -> i32 {
     let mut command = Command::new("/bin/sh");
     command
         .args(["-e", "-c", step])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/workspace")
         .stdin(Stdio::null());
+    identity.apply(&mut command, env);
     // SAFETY: the closure only makes async-signal-safe calls (sigprocmask, signal), and this process has a
     // single thread anyway.
     unsafe { command.pre_exec(reset_signals) };

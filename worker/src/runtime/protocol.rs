@@ -15,6 +15,15 @@ pub(crate) struct InitConfig {
     /// An empty host directory; init mounts the tmpfs that holds the overlay's upper layer on it.
     pub scratch: PathBuf,
     pub masks: Vec<Mask>,
+    /// The image's read-only layers, lowest first; empty: the host's `/`.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    /// The steps' working dir; none: `/workspace`.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// The image's `User`, resolved inside the container; none: root.
+    #[serde(default)]
+    pub user: Option<String>,
     /// `cgroup.procs` (or `tasks`) files init writes its own pid to before it unshares anything.
     pub cgroup_procs: Vec<PathBuf>,
     /// The seccomp filters, compiled by the worker; PID 1 installs them before the first step.

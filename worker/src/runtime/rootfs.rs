@@ -2,6 +2,7 @@
 //! namespace) and entered with `pivot_root`. Every mount here lives and dies with that mount namespace: the
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
+use super::identity::{self, StepIdentity};
 use super::protocol::{InitConfig, Mask};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
 pub(crate) struct SetupError {
-    what: String,
-    source: std::io::Error,
+    pub what: String,
+    pub source: std::io::Error,
 }
 
 /// Names what was being done when an error happened.
@@ -50,34 +51,38 @@ const KERNEL_MASKS: &[(&str, bool)] = &[
 /// Kernel paths left visible but read-only (runc's default read-only paths).
 const KERNEL_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
 
-/// Builds the root file system under `config.scratch` and makes it `/`; the cwd ends up in `/workspace`.
-pub(crate) fn enter(config: &InitConfig) -> Result<(), SetupError> {
+/// Builds the root file system under `config.scratch` and makes it `/`; the cwd ends up in the steps' working
+/// dir, which it returns with their user.
+pub(crate) fn enter(config: &InitConfig) -> Result<StepIdentity, SetupError> {
     // Before any mount: with shared propagation, our mounts would appear in the host's mount table.
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .what(|| "make / rprivate".into())?;
-    let root = overlay_root(&config.scratch)?;
-    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+    let root = overlay_root(&config.scratch, &config.layers)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A fresh procfs: we are PID 1 of the new PID namespace, so it shows only the container's processes.
-    mount_fs("proc", &inside("/proc"), nosuid_nodev_noexec, None)?;
+    mount_fs(
+        "proc",
+        &mount_point(&root, "proc")?,
+        nosuid_nodev_noexec,
+        None,
+    )?;
     // A fresh sysfs rather than a bind: in the new network namespace it lists only `lo`.
     mount_fs(
         "sysfs",
-        &inside("/sys"),
+        &mount_point(&root, "sys")?,
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
     )?;
-    populate_dev(&inside("/dev"))?;
+    populate_dev(&mount_point(&root, "dev")?)?;
     mount_fs(
         "tmpfs",
-        &inside("/tmp"),
+        &mount_point(&root, "tmp")?,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
 
-    let workspace = inside("/workspace");
-    fs::create_dir_all(&workspace).what(|| format!("create {}", workspace.display()))?;
+    let workspace = mount_point(&root, "workspace")?;
     mount(
         Some(&config.workspace),
         &workspace,
@@ -92,7 +97,7 @@ pub(crate) fn enter(config: &InitConfig) -> Result<(), SetupError> {
         )
     })?;
 
-    add_hostname_to_hosts(&inside("/etc/hosts"), &config.hostname)?;
+    add_hostname_to_hosts(&mount_point(&root, "etc")?, &config.hostname)?;
     let kernel_masks = KERNEL_MASKS.iter().map(|(path, dir)| Mask {
         path: PathBuf::from(path),
         dir: *dir,
@@ -101,19 +106,45 @@ pub(crate) fn enter(config: &InitConfig) -> Result<(), SetupError> {
         apply_mask(&root, &mask)?;
     }
     for path in KERNEL_READ_ONLY {
-        bind_read_only(&inside(path))?;
+        bind_read_only(&root.join(path.trim_start_matches('/')))?;
     }
     pivot(&root)?;
-    nix::unistd::chdir("/workspace").what(|| "chdir /workspace".into())
+    if !config.layers.is_empty() && fs::metadata("/bin/sh").is_err() {
+        return Err(SetupError {
+            what: "the image has no /bin/sh, which runs every step".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let identity = identity::resolve(config)?;
+    nix::unistd::chdir(&identity.cwd).what(|| format!("chdir {}", identity.cwd.display()))?;
+    Ok(identity)
 }
 
-/// Mounts a tmpfs on `scratch` and the overlay of the host's `/` on `scratch/root`.
+/// `root/name` as a real directory to mount on. An image may have put a symlink there (to `/etc`, say): a
+/// mount on it would follow it to a host path, and so would `create_dir_all`. Replacing it changes only the
+/// container's upper layer.
+fn mount_point(root: &Path, name: &str) -> Result<PathBuf, SetupError> {
+    let path = root.join(name);
+    let what = || format!("make /{name} a directory");
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => return Ok(path),
+        Ok(_) => fs::remove_file(&path).what(what)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).what(what),
+    }
+    fs::create_dir(&path).what(what)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).what(what)?;
+    Ok(path)
+}
+
+/// Mounts a tmpfs on `scratch` and on `scratch/root` the overlay of the image's layers (the host's `/` when
+/// there are none).
 ///
 /// The upper and work dirs must not be on the lower layer's file system: on 6.18 the mount succeeds, but the
 /// upper dir then shows up inside the lower layer and every lookup there fails with ELOOP (overlayfs's trap on
 /// its own layers). On a tmpfs the layers are disjoint, the job's writes are charged to its memory cgroup, and
 /// they vanish with the mount namespace.
-fn overlay_root(scratch: &Path) -> Result<PathBuf, SetupError> {
+fn overlay_root(scratch: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupError> {
     mount_fs(
         "tmpfs",
         scratch,
@@ -127,8 +158,25 @@ fn overlay_root(scratch: &Path) -> Result<PathBuf, SetupError> {
     // The overlay's root directory takes its mode from the upper dir's; make it the usual one of `/`.
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .what(|| format!("chmod {}", upper.display()))?;
+    let lower = if layers.is_empty() {
+        "/".to_owned()
+    } else {
+        // Mount options fit in one page: full store paths (~110 bytes each) would stop at a few dozen layers,
+        // and could hold a `:` or `,`. Short relative links, resolved from the cwd at mount time, are what
+        // Docker's overlay2 driver does too.
+        let links = scratch.join("l");
+        fs::create_dir(&links).what(|| format!("create {}", links.display()))?;
+        for (i, layer) in layers.iter().enumerate() {
+            symlink(layer, links.join(i.to_string()))
+                .what(|| format!("link layer {}", layer.display()))?;
+        }
+        nix::unistd::chdir(scratch).what(|| format!("chdir {}", scratch.display()))?;
+        // overlayfs lists the top layer first.
+        let names: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
+        names.join(":")
+    };
     let options = format!(
-        "lowerdir=/,upperdir={},workdir={}",
+        "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
@@ -196,15 +244,29 @@ fn populate_dev(dev: &Path) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Makes the container's hostname resolve, as tools that look up their own host name expect.
-fn add_hostname_to_hosts(hosts: &Path, hostname: &str) -> Result<(), SetupError> {
-    let mut text = fs::read_to_string(hosts).unwrap_or_default();
+/// Makes the container's hostname resolve, as tools that look up their own host name expect. A symlink at
+/// `/etc/hosts` is replaced, not read or written through: it could point at a host file.
+fn add_hostname_to_hosts(etc: &Path, hostname: &str) -> Result<(), SetupError> {
+    let hosts = etc.join("hosts");
+    let mut text = match fs::symlink_metadata(&hosts) {
+        Ok(meta) if meta.is_file() => fs::read_to_string(&hosts).unwrap_or_default(),
+        Ok(meta) => {
+            let what = || "replace /etc/hosts".to_owned();
+            if meta.is_dir() {
+                fs::remove_dir_all(&hosts).what(what)?;
+            } else {
+                fs::remove_file(&hosts).what(what)?;
+            }
+            "127.0.0.1\tlocalhost\n".to_owned()
+        }
+        Err(_) => "127.0.0.1\tlocalhost\n".to_owned(),
+    };
     if !text.split_whitespace().any(|word| word == hostname) {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(&format!("127.0.1.1\t{hostname}\n"));
-        fs::write(hosts, text).what(|| "write /etc/hosts".into())?;
+        fs::write(&hosts, text).what(|| "write /etc/hosts".into())?;
     }
     Ok(())
 }
