@@ -49,6 +49,16 @@ pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 
 
 fn build(config: &InitConfig) -> Result<StepIdentity, String> {
     let identity = rootfs::enter(config).map_err(|e| e.to_string())?;
+    // CVE-2024-21626: a cwd left on a host directory (through a leaked fd) reads as "(unreachable)/…" after
+    // pivot_root; the steps must start inside the container's tree, so check rather than trust.
+    match nix::unistd::getcwd() {
+        Ok(cwd) if cwd.is_absolute() && !cwd.starts_with("(unreachable)") => {}
+        other => {
+            return Err(format!(
+                "the working directory is outside the container after pivot_root: {other:?}"
+            ));
+        }
+    }
     nix::unistd::sethostname(&config.hostname)
         .what(|| format!("set the hostname to {:?}", config.hostname))
         .map_err(|e| e.to_string())?;
