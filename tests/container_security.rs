@@ -6,22 +6,13 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::farm::Farm;
-use support::git::Repo;
-use support::{run, scratch_dir};
+use support::run;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_gantry-probe");
 
 async fn job_log(pipeline: &str, name: &str) -> (serde_json::Value, String) {
     let farm = Farm::up();
-    let repo = Repo::new(&scratch_dir(name));
-    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
-    farm.gantry(&[
-        "hook",
-        "install",
-        repo.bare.to_str().unwrap(),
-        "--repo",
-        name,
-    ]);
+    let repo = farm.hooked_repo(name);
     let port = farm.url.rsplit(':').next().unwrap().to_owned();
     repo.push_pipeline(&pipeline.replace("PORT", &port));
     let p = farm.finished_pipeline(name, 1).await;

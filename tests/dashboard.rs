@@ -6,7 +6,6 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 use support::farm::Farm;
-use support::git::Repo;
 use support::{eventually, run, scratch_dir};
 
 /// Loads `url` in headless Chromium, lets its scripts run for up to `budget` (virtual time, which follows real
@@ -45,15 +44,7 @@ fn browse(url: &str, budget: Duration) -> String {
 fn the_job_page_shows_the_log_growing_live_and_escapes_what_jobs_print() {
     run(Duration::from_secs(300), async {
         let farm = Farm::up();
-        let repo = Repo::new(&scratch_dir("dashboard"));
-        farm.gantry(&["repo", "add", "dash", "--url", repo.bare.to_str().unwrap()]);
-        farm.gantry(&[
-            "hook",
-            "install",
-            repo.bare.to_str().unwrap(),
-            "--repo",
-            "dash",
-        ]);
+        let repo = farm.hooked_repo("dash");
         repo.push_pipeline(
             "jobs:\n  live:\n    steps:\n      - sleep 2\n      - \"echo '<script>alert(1)</script>'; for i in $(seq 1 30); do echo tick-$i; sleep 0.1; done\"\n",
         );

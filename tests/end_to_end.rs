@@ -9,21 +9,12 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::farm::Farm;
 use support::git::Repo;
-use support::{run, scratch_dir};
+use support::run;
 
 /// A farm with one repository whose bare repo has Gantry's hook installed.
 fn farm_with_repo(name: &str) -> (Farm, Repo) {
     let farm = Farm::up();
-    let repo = Repo::new(&scratch_dir(name));
-    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
-    let out = farm.gantry(&[
-        "hook",
-        "install",
-        repo.bare.to_str().unwrap(),
-        "--repo",
-        name,
-    ]);
-    assert!(out.contains("installed"), "{out}");
+    let repo = farm.hooked_repo(name);
     (farm, repo)
 }
 
@@ -279,15 +270,7 @@ fn the_farm_runs_the_same_way_on_postgresql() {
     run(Duration::from_secs(300), async {
         let database = support::postgres::fresh_database().await;
         let farm = Farm::up_with(&["--database", &database]);
-        let repo = Repo::new(&scratch_dir("pg-farm"));
-        farm.gantry(&["repo", "add", "onpg", "--url", repo.bare.to_str().unwrap()]);
-        farm.gantry(&[
-            "hook",
-            "install",
-            repo.bare.to_str().unwrap(),
-            "--repo",
-            "onpg",
-        ]);
+        let repo = farm.hooked_repo("onpg");
         repo.push_pipeline("jobs:\n  a:\n    steps: [echo from-postgres]\n  b:\n    needs: [a]\n    steps: [exit 4]\n  c:\n    needs: [b]\n    steps: [echo never]\n");
         let p = farm.finished_pipeline("onpg", 1).await;
         assert_eq!(p["status"], "failed", "{p:#}");

@@ -31,15 +31,7 @@ fn farm_with_repo(name: &str, image_dirs: &[&Path]) -> (Farm, Repo) {
     )
     .unwrap();
     let farm = Farm::up_with(&["--config", config.to_str().unwrap()]);
-    let repo = Repo::new(&dir);
-    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
-    farm.gantry(&[
-        "hook",
-        "install",
-        repo.bare.to_str().unwrap(),
-        "--repo",
-        name,
-    ]);
+    let repo = farm.hooked_repo_in(name, &dir);
     (farm, repo)
 }
 

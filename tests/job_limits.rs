@@ -8,19 +8,11 @@ use serde_json::Value;
 use std::time::Duration;
 use support::farm::Farm;
 use support::git::Repo;
-use support::{eventually, run, scratch_dir};
+use support::{eventually, run};
 
 fn farm_with_repo(name: &str, extra: &[&str]) -> (Farm, Repo) {
     let farm = Farm::up_with(extra);
-    let repo = Repo::new(&scratch_dir(name));
-    farm.gantry(&["repo", "add", name, "--url", repo.bare.to_str().unwrap()]);
-    farm.gantry(&[
-        "hook",
-        "install",
-        repo.bare.to_str().unwrap(),
-        "--repo",
-        name,
-    ]);
+    let repo = farm.hooked_repo(name);
     (farm, repo)
 }
 

@@ -93,6 +93,22 @@ impl Farm {
         stdout
     }
 
+    /// A bare repository (with a working clone) in `dir`, added to the farm as `name` with Gantry's
+    /// post-receive hook installed: every push of a branch starts a pipeline.
+    pub fn hooked_repo_in(&self, name: &str, dir: &std::path::Path) -> super::git::Repo {
+        let repo = super::git::Repo::new(dir);
+        let bare = repo.bare.to_str().unwrap();
+        self.gantry(&["repo", "add", name, "--url", bare]);
+        let out = self.gantry(&["hook", "install", bare, "--repo", name]);
+        assert!(out.contains("installed"), "{out}");
+        repo
+    }
+
+    /// [`Farm::hooked_repo_in`] a fresh scratch dir.
+    pub fn hooked_repo(&self, name: &str) -> super::git::Repo {
+        self.hooked_repo_in(name, &super::scratch_dir(name))
+    }
+
     /// `GET` a JSON API path (under /api/v1).
     pub async fn get(&self, path: &str) -> Value {
         let response = self
