@@ -124,6 +124,19 @@ async fn worker(db: &Db, name: &str) -> Uuid {
         .unwrap()
 }
 
+/// A repository with a one-job pipeline whose job a worker has leased; returns the job and its lease.
+async fn one_running_job(db: &Db, name: &str) -> (Uuid, Uuid) {
+    let w = worker(db, &format!("{name}-worker")).await;
+    let r = repo(db, name).await;
+    let (_, ids) = pipeline(db, r, &format!("{name}-1"), "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db
+        .claim_job(&claim(w))
+        .await
+        .unwrap()
+        .expect("the job is ready");
+    (ids[0], claimed.job.lease_id.unwrap())
+}
+
 fn report(exit_code: i32) -> CompleteRequest {
     CompleteRequest {
         exit_code: Some(exit_code),
@@ -375,18 +388,7 @@ async fn two_claimers_never_get_the_same_job(db: Db) {
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {
-    let w = worker(&db, "logger").await;
-    let r = repo(&db, "logs").await;
-    let (_, ids) = pipeline(&db, r, "l1", "jobs:\n  a:\n    steps: [x]\n").await;
-    let lease = db
-        .claim_job(&claim(w))
-        .await
-        .unwrap()
-        .unwrap()
-        .job
-        .lease_id
-        .unwrap();
-    let job = ids[0];
+    let (job, lease) = one_running_job(&db, "logs").await;
     let bytes: Vec<u8> = (0..=255u8).collect();
     let first = db
         .append_log(job, lease, 0, &bytes[..100], 1000)
@@ -454,17 +456,8 @@ async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {
 }
 
 async fn calls_with_a_stale_lease_change_nothing(db: Db) {
-    let w = worker(&db, "stale").await;
-    let r = repo(&db, "stale").await;
-    let (_, ids) = pipeline(&db, r, "s1", "jobs:\n  a:\n    steps: [x]\n").await;
-    let lease = db
-        .claim_job(&claim(w))
-        .await
-        .unwrap()
-        .unwrap()
-        .job
-        .lease_id
-        .unwrap();
+    let (job, lease) = one_running_job(&db, "stale").await;
+    let ids = [job];
     let wrong = Uuid::now_v7();
     assert!(matches!(
         db.heartbeat(ids[0], wrong, 0).await,
