@@ -109,8 +109,8 @@ impl Farm {
         self.hooked_repo_in(name, &super::scratch_dir(name))
     }
 
-    /// `GET` a JSON API path (under /api/v1).
-    pub async fn get(&self, path: &str) -> Value {
+    /// `GET` a path under /api/v1, asserting success.
+    async fn get_ok(&self, path: &str) -> reqwest::Response {
         let response = self
             .http
             .get(format!("{}/api/v1{path}", self.url))
@@ -122,23 +122,17 @@ impl Farm {
             "GET {path}: {}",
             response.status()
         );
-        response.json().await.unwrap()
+        response
+    }
+
+    /// `GET` a JSON API path (under /api/v1).
+    pub async fn get(&self, path: &str) -> Value {
+        self.get_ok(path).await.json().await.unwrap()
     }
 
     /// `GET` raw bytes (under /api/v1).
     pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
-        let response = self
-            .http
-            .get(format!("{}/api/v1{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
-        response.bytes().await.unwrap().to_vec()
+        self.get_ok(path).await.bytes().await.unwrap().to_vec()
     }
 
     /// `POST` raw bytes with headers to a path of the server (not under /api/v1).

@@ -40,21 +40,29 @@ struct AnyEvent {
     repository: Option<Repository>,
 }
 
+impl Repository {
+    /// The full name and every URL the forge gives, for finding the Gantry repo.
+    fn identity(repository: Option<Repository>) -> (Option<String>, Vec<String>) {
+        match repository {
+            Some(r) => (
+                r.full_name,
+                [r.clone_url, r.ssh_url, r.html_url]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        }
+    }
+}
+
 /// The repository a delivery names (full name and URLs), read before the signature can be checked.
 pub fn repository_of(body: &[u8]) -> (Option<String>, Vec<String>) {
-    match serde_json::from_slice::<AnyEvent>(body)
-        .ok()
-        .and_then(|e| e.repository)
-    {
-        Some(r) => (
-            r.full_name,
-            [r.clone_url, r.ssh_url, r.html_url]
-                .into_iter()
-                .flatten()
-                .collect(),
-        ),
-        None => (None, Vec::new()),
-    }
+    Repository::identity(
+        serde_json::from_slice::<AnyEvent>(body)
+            .ok()
+            .and_then(|e| e.repository),
+    )
 }
 
 /// Parses a verified delivery of event `event`.
@@ -80,16 +88,7 @@ fn parse_push(body: &[u8]) -> Result<HookEvent, HookError> {
             format!("`after` is not a commit sha: {:?}", push.after),
         ));
     }
-    let (repo_full_name, repo_urls) = match push.repository {
-        Some(r) => (
-            r.full_name,
-            [r.clone_url, r.ssh_url, r.html_url]
-                .into_iter()
-                .flatten()
-                .collect(),
-        ),
-        None => (None, Vec::new()),
-    };
+    let (repo_full_name, repo_urls) = Repository::identity(push.repository);
     let author = push
         .head_commit
         .as_ref()

@@ -169,30 +169,15 @@ impl Reader {
         let Some(fd) = self.output.as_ref() else {
             return;
         };
-        let mut closed = false;
-        loop {
-            match nix::unistd::read(fd, &mut self.buf) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    let chunk = self.buf[..n].to_vec();
-                    if !self.ready && self.early_output.len() < EARLY_OUTPUT_LIMIT {
-                        let room = EARLY_OUTPUT_LIMIT - self.early_output.len();
-                        self.early_output.extend_from_slice(&chunk[..n.min(room)]);
-                    }
-                    // A receiver that went away does not stop the job: keep the pipe drained.
-                    let _ = self.events.send(ContainerEvent::Output(chunk));
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
+        let (ready, early, events) = (self.ready, &mut self.early_output, &self.events);
+        let closed = read_available(fd, &mut self.buf, |chunk| {
+            if !ready && early.len() < EARLY_OUTPUT_LIMIT {
+                let room = EARLY_OUTPUT_LIMIT - early.len();
+                early.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
-        }
+            // A receiver that went away does not stop the job: keep the pipe drained.
+            let _ = events.send(ContainerEvent::Output(chunk.to_vec()));
+        });
         if closed {
             self.output = None;
         }
@@ -202,22 +187,8 @@ impl Reader {
         let Some(fd) = self.control.as_ref() else {
             return;
         };
-        let mut closed = false;
-        loop {
-            match nix::unistd::read(fd, &mut self.buf) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => self.line.extend_from_slice(&self.buf[..n]),
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
+        let line = &mut self.line;
+        let closed = read_available(fd, &mut self.buf, |chunk| line.extend_from_slice(chunk));
         while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.line.drain(..=end).collect();
             self.drain_output();
@@ -262,6 +233,20 @@ impl Reader {
                     p.early_output = early_output;
                 });
             }
+        }
+    }
+}
+
+/// Reads a non-blocking pipe until it would block, handing each chunk to `take`; true once it is closed (EOF or
+/// an error, which for a pipe means the same: nothing more will come).
+fn read_available(fd: &std::os::fd::OwnedFd, buf: &mut [u8], mut take: impl FnMut(&[u8])) -> bool {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return true,
+            Ok(n) => take(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return false,
+            Err(_) => return true,
         }
     }
 }
