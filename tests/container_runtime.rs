@@ -59,6 +59,7 @@ impl Farm {
             masked_paths: vec![],
             timeout: Duration::from_secs(60),
             image: Default::default(),
+            services: Vec::new(),
         }
     }
 }

@@ -5,12 +5,12 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-use support::farm::Farm;
+use support::farm::{Farm, FinishedJob, job};
 use support::git::Repo;
-use support::oci::{Entry, Layout, busybox_layer, layer, skopeo_push, umoci_busybox};
+use support::oci::{Entry, Layout, busybox_layer, layer};
 use support::registry::Registry;
 use support::{run, scratch_dir};
 
@@ -35,41 +35,24 @@ fn farm_with_repo(name: &str, image_dirs: &[&Path]) -> (Farm, Repo) {
     (farm, repo)
 }
 
-/// Each job of a finished pipeline by name, with its log.
-async fn jobs(farm: &Farm, repo: &str, number: i64) -> Vec<(String, Value, String)> {
-    let p = farm.finished_pipeline(repo, number).await;
-    let mut out = Vec::new();
-    for job in p["jobs"].as_array().unwrap() {
-        let id = job["id"].as_str().unwrap();
-        let log = farm.get_bytes(&format!("/jobs/{id}/log")).await;
-        let name = job["name"].as_str().unwrap().to_owned();
-        out.push((
-            name,
-            job.clone(),
-            String::from_utf8_lossy(&log).into_owned(),
-        ));
-    }
-    out
+fn assert_success(jobs: &[FinishedJob], name: &str) -> String {
+    let job = job(jobs, name);
+    assert_eq!(
+        job.json["status"], "success",
+        "{name}: {:#}\n{}",
+        job.json, job.log
+    );
+    job.log.clone()
 }
 
-fn job<'a>(jobs: &'a [(String, Value, String)], name: &str) -> (&'a Value, &'a str) {
-    let (_, job, log) = jobs
-        .iter()
-        .find(|(n, _, _)| n == name)
-        .unwrap_or_else(|| panic!("no job {name}"));
-    (job, log)
-}
-
-fn assert_success(jobs: &[(String, Value, String)], name: &str) -> String {
-    let (job, log) = job(jobs, name);
-    assert_eq!(job["status"], "success", "{name}: {job:#}\n{log}");
-    log.to_owned()
-}
-
-fn assert_infra(jobs: &[(String, Value, String)], name: &str, needles: &[&str]) {
-    let (job, log) = job(jobs, name);
-    assert_eq!(job["failure_kind"], "infra", "{name}: {job:#}\n{log}");
-    let message = job["message"].as_str().unwrap_or_default();
+fn assert_infra(jobs: &[FinishedJob], name: &str, needles: &[&str]) {
+    let job = job(jobs, name);
+    assert_eq!(
+        job.json["failure_kind"], "infra",
+        "{name}: {:#}\n{}",
+        job.json, job.log
+    );
+    let message = job.json["message"].as_str().unwrap_or_default();
     for needle in needles {
         assert!(
             message.contains(needle),
@@ -85,24 +68,10 @@ fn field(log: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// The registry with `test/busybox:latest`, built by umoci with an `Env` and a `WorkingDir`.
-fn registry_with_busybox() -> Registry {
-    let registry = Registry::start();
-    let dir = scratch_dir("busybox");
-    let env = ["PATH=/bin", "IMAGE_VAR=from-image", "JOB_WINS=image"];
-    let layout = umoci_busybox(&dir, &env, "/srv/app");
-    skopeo_push(
-        &layout,
-        "busybox",
-        &format!("{}/test/busybox:latest", registry.addr),
-    );
-    registry
-}
-
 #[test]
 fn a_pulled_image_runs_with_its_config_and_a_second_job_pulls_nothing() {
     run(Duration::from_secs(300), async {
-        let registry = registry_with_busybox();
+        let registry = Registry::with_busybox();
         let (farm, repo) = farm_with_repo("pulled", &[]);
         let addr = &registry.addr;
         let pipeline = format!(
@@ -116,7 +85,7 @@ fn a_pulled_image_runs_with_its_config_and_a_second_job_pulls_nothing() {
         let before = registry.log().len();
         let (pushed, _) = repo.push_pipeline(&pipeline);
         assert!(pushed.contains("pipeline #1"), "{pushed}");
-        let first = jobs(&farm, "pulled", 1).await;
+        let first = farm.finished_jobs("pulled", 1).await;
         let log = assert_success(&first, "probe");
         assert_eq!(field(&log, "cwd"), "/srv/app", "WorkingDir: {log}");
         assert_eq!(field(&log, "var"), "from-image", "{log}");
@@ -141,7 +110,7 @@ fn a_pulled_image_runs_with_its_config_and_a_second_job_pulls_nothing() {
 
         let before = registry.log().len();
         repo.push_pipeline(&pipeline);
-        let second = jobs(&farm, "pulled", 2).await;
+        let second = farm.finished_jobs("pulled", 2).await;
         let log = assert_success(&second, "probe");
         assert_eq!(field(&log, "var"), "from-image", "{log}");
         let downloads = Registry::blob_downloads(&registry.log()[before..]);
@@ -152,7 +121,7 @@ fn a_pulled_image_runs_with_its_config_and_a_second_job_pulls_nothing() {
 #[test]
 fn eight_jobs_at_once_download_each_blob_once() {
     run(Duration::from_secs(300), async {
-        let registry = registry_with_busybox();
+        let registry = Registry::with_busybox();
         let image = format!("{}/test/busybox:latest", registry.addr);
 
         // In one process, eight resolutions started together: the store's per-digest lock in action.
@@ -181,7 +150,7 @@ fn eight_jobs_at_once_download_each_blob_once() {
         }
         let before = registry.log().len();
         repo.push_pipeline(&pipeline);
-        let all = jobs(&farm, "eight", 1).await;
+        let all = farm.finished_jobs("eight", 1).await;
         assert_eq!(all.len(), 8);
         for i in 1..=8 {
             assert_success(&all, &format!("j{i}"));
@@ -278,7 +247,7 @@ fn hostile_layers_are_refused_or_neutralised_and_the_host_is_unchanged() {
             oci("neutral")
         ));
         repo.push_pipeline(&pipeline);
-        let all = jobs(&farm, "hostile", 1).await;
+        let all = farm.finished_jobs("hostile", 1).await;
         for (tag, _, expect) in &images {
             if *expect == "refuse" {
                 assert_infra(&all, tag, &["refused"]);
@@ -336,7 +305,7 @@ fn whiteouts_and_opaque_dirs_across_layers_give_the_right_view() {
              - \"echo cwd=$(pwd)\"\n",
             layout.dir.display()
         ));
-        let all = jobs(&farm, "whiteouts", 1).await;
+        let all = farm.finished_jobs("whiteouts", 1).await;
         let log = assert_success(&all, "view");
         assert_eq!(field(&log, "removed"), "yes", "{log}");
         assert_eq!(field(&log, "old"), "new,", "{log}");
@@ -369,7 +338,7 @@ fn the_image_user_runs_the_steps_and_owns_the_workspace() {
             "jobs:\n  named:\n    image: oci:{0}:named\n{steps}  numeric:\n    image: oci:{0}:numeric\n{steps}",
             layout.dir.display()
         ));
-        let all = jobs(&farm, "user", 1).await;
+        let all = farm.finished_jobs("user", 1).await;
         let log = assert_success(&all, "named");
         assert_eq!(field(&log, "uid"), "1000", "{log}");
         assert_eq!(field(&log, "gid"), "1000", "{log}");

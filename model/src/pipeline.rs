@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
 
+mod service;
+
+pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
+
 /// The file a pipeline is read from, at the repository root.
 pub const PIPELINE_FILE: &str = ".gantry.yml";
 /// Files above this size are refused before parsing.
@@ -42,6 +46,9 @@ pub struct JobSpec {
     pub timeout_secs: u64,
     /// cgroup limits.
     pub resources: Resources,
+    /// Sibling containers started and made ready before the steps.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
 }
 
 /// The limits a job's container gets.
@@ -151,6 +158,8 @@ struct RawJob {
     timeout: Option<Spanned<Scalar>>,
     #[serde(default)]
     resources: Option<RawResources>,
+    #[serde(default)]
+    services: Option<Spanned<IndexMap<Spanned<String>, Spanned<service::RawService>>>>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +300,10 @@ fn expand_job(
             .map_err(|m| PipelineError::at(t.referenced, key("timeout"), m))?,
     };
     let resources = expand_resources(job.resources, &key)?;
+    let services = match job.services {
+        Some(raw) => service::expand(raw, &image, &key)?,
+        None => Vec::new(),
+    };
     let needs = job
         .needs
         .into_iter()
@@ -307,6 +320,7 @@ fn expand_job(
         needs,
         timeout_secs,
         resources,
+        services,
     })
 }
 

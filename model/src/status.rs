@@ -82,6 +82,8 @@ text_enum!(
         PidsLimit = "pids_limit",
         /// The job ran past its timeout.
         Timeout = "timeout",
+        /// A service exited or never got ready, so the steps did not run.
+        Service = "service",
         /// Cancelled.
         Cancelled = "cancelled",
         /// The worker stopped heartbeating.
@@ -102,7 +104,7 @@ impl FailureKind {
     /// The status a job ends in when it fails this way.
     pub fn job_status(self) -> JobStatus {
         match self {
-            Self::Exit | Self::Oom | Self::PidsLimit => JobStatus::Failed,
+            Self::Exit | Self::Oom | Self::PidsLimit | Self::Service => JobStatus::Failed,
             Self::Timeout => JobStatus::TimedOut,
             Self::Cancelled => JobStatus::Cancelled,
             Self::WorkerLost | Self::Infra => JobStatus::Error,

@@ -168,6 +168,39 @@ impl Farm {
         )
         .await
     }
+
+    /// Each job of a finished pipeline: its name, its JSON and its log.
+    pub async fn finished_jobs(&self, repo: &str, number: i64) -> Vec<FinishedJob> {
+        let p = self.finished_pipeline(repo, number).await;
+        let mut out = Vec::new();
+        for job in p["jobs"].as_array().unwrap() {
+            let id = job["id"].as_str().unwrap();
+            let log = self.get_bytes(&format!("/jobs/{id}/log")).await;
+            out.push(FinishedJob {
+                name: job["name"].as_str().unwrap().to_owned(),
+                json: job.clone(),
+                log: String::from_utf8_lossy(&log).into_owned(),
+            });
+        }
+        out
+    }
+}
+
+/// A job of a finished pipeline.
+pub struct FinishedJob {
+    /// Its name.
+    pub name: String,
+    /// As the API shows it.
+    pub json: Value,
+    /// Its whole log.
+    pub log: String,
+}
+
+/// The job called `name`.
+pub fn job<'a>(jobs: &'a [FinishedJob], name: &str) -> &'a FinishedJob {
+    jobs.iter()
+        .find(|j| j.name == name)
+        .unwrap_or_else(|| panic!("no job {name}"))
 }
 
 impl Farm {

@@ -81,6 +81,21 @@ impl Registry {
         registry
     }
 
+    /// Starts one holding `test/busybox:latest`, built offline by umoci from Debian's busybox-static, with an
+    /// `Env` (`PATH=/bin`, `IMAGE_VAR=from-image`, `JOB_WINS=image`) and `WorkingDir` `/srv/app`.
+    pub fn with_busybox() -> Registry {
+        let registry = Registry::start();
+        let dir = super::scratch_dir("busybox");
+        let env = ["PATH=/bin", "IMAGE_VAR=from-image", "JOB_WINS=image"];
+        let layout = super::oci::umoci_busybox(&dir, &env, "/srv/app");
+        super::oci::skopeo_push(
+            &layout,
+            "busybox",
+            &format!("{}/test/busybox:latest", registry.addr),
+        );
+        registry
+    }
+
     /// The access log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

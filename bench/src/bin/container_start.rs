@@ -41,6 +41,7 @@ fn main() -> Result<()> {
         masked_paths: Vec::new(),
         timeout: Duration::from_secs(30),
         image: Default::default(),
+        services: Vec::new(),
     };
     let mut ms = Vec::with_capacity(runs);
     for i in 0..runs + 5 {

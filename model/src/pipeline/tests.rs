@@ -88,3 +88,76 @@ fn bad_job_names_and_empty_files_are_refused() {
     assert!(Pipeline::parse("jobs: {}\n").is_err());
     assert!(Pipeline::parse("").is_err());
 }
+
+#[test]
+fn services_expand_with_the_jobs_image_and_readiness() {
+    let p = Pipeline::parse(
+        "image: 127.0.0.1:5000/busybox\njobs:\n  it:\n    steps: [x]\n    services:\n      db:\n        command: [nc, -ll, -p, \"5432\"]\n        env: { POSTGRES_PASSWORD: test, N: 1 }\n        ready: { tcp: 5432 }\n        ready_timeout: 2m\n      cache:\n        image: host\n        command: redis-server --save ''\n        ready: { command: redis-cli ping }\n      side:\n        image: host\n",
+    )
+    .unwrap();
+    let services = &p.jobs[0].services;
+    assert_eq!(services.len(), 3);
+    let db = &services[0];
+    assert_eq!(
+        (db.name.as_str(), db.image.as_str()),
+        ("db", "127.0.0.1:5000/busybox")
+    );
+    assert_eq!(db.command, ["nc", "-ll", "-p", "5432"]);
+    assert_eq!(db.env.get("N").unwrap(), "1");
+    assert_eq!(db.ready, Readiness::Tcp { port: 5432 });
+    assert_eq!(db.ready_timeout_secs, 120);
+    let cache = &services[1];
+    assert_eq!(cache.command, ["/bin/sh", "-c", "redis-server --save ''"]);
+    assert_eq!(
+        cache.ready,
+        Readiness::Command {
+            command: "redis-cli ping".into()
+        }
+    );
+    assert_eq!(services[2].ready, Readiness::Started);
+    assert!(services[2].command.is_empty());
+    assert_eq!(services[2].ready_timeout_secs, 60);
+}
+
+#[test]
+fn bad_services_name_line_and_key() {
+    let case = |services: &str| {
+        Pipeline::parse(&format!(
+            "jobs:\n  it:\n    steps: [x]\n    services:\n{services}"
+        ))
+        .unwrap_err()
+    };
+    let err = case("      Db_1: {}\n");
+    assert_eq!(err.key.as_deref(), Some("jobs.it.services.Db_1"), "{err}");
+    assert_eq!(err.line, Some(5), "{err}");
+    let err = case("      db: { ready: { tcp: 1, command: x } }\n");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("jobs.it.services.db.ready"),
+        "{err}"
+    );
+    let err = case("      db: { ready: { tcp: 70000 } }\n");
+    assert_eq!(err.line, Some(5), "{err}");
+    let err = case("      db: { command: [] }\n");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("jobs.it.services.db.command"),
+        "{err}"
+    );
+    let err = case("      db: { ready_timeout: 0s }\n");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("jobs.it.services.db.ready_timeout"),
+        "{err}"
+    );
+    let err = case("      db: { image: Bad }\n");
+    assert_eq!(
+        err.key.as_deref(),
+        Some("jobs.it.services.db.image"),
+        "{err}"
+    );
+    let many: String = (0..=MAX_SERVICES)
+        .map(|i| format!("      s{i}: {{}}\n"))
+        .collect();
+    assert!(case(&many).message.contains("at most"));
+}

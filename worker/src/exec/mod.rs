@@ -1,6 +1,7 @@
 //! Running one leased job: checkout, container, live log upload, step reports, heartbeats, final report.
 
 mod control;
+mod services;
 mod upload;
 
 use crate::agent::client::{Client, with_retries};
@@ -69,13 +70,18 @@ fn merge_env(image: &ResolvedImage, lease: &Lease) -> Vec<(String, String)> {
     let from_image = image.config.env.iter().cloned();
     let builtin = lease.env.iter().cloned();
     let job = lease.spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-    for (key, value) in from_image.chain(builtin).chain(job) {
+    set_env(&mut env, from_image.chain(builtin).chain(job));
+    env
+}
+
+/// Sets each variable in turn, a later value replacing an earlier one in place (names keep their first place).
+fn set_env(env: &mut Vec<(String, String)>, vars: impl IntoIterator<Item = (String, String)>) {
+    for (key, value) in vars {
         match env.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => env.push((key, value)),
         }
     }
-    env
 }
 
 fn infra(message: String) -> Outcome {
@@ -207,6 +213,10 @@ impl JobRunner {
                 "image ready"
             );
         }
+        let services = match services::resolve(&self.images, &spec.services).await {
+            Ok(services) => services,
+            Err(message) => return (infra(message), Vec::new(), 0),
+        };
         let env = merge_env(&image, lease);
         let config = ContainerConfig {
             id: format!("{}-{}", self.worker_name, lease.job_id.simple()),
@@ -222,6 +232,7 @@ impl JobRunner {
                 working_dir: image.config.working_dir,
                 user: image.config.user,
             },
+            services,
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let container = match self.runtime.start(config, tx) {

@@ -13,6 +13,8 @@ pub struct ImageConfig {
     pub working_dir: Option<PathBuf>,
     /// `User`: `uid[:gid]` or `name[:group]`, resolved inside the container; none means root.
     pub user: Option<String>,
+    /// `Entrypoint` then `Cmd`: what a service runs when its `command` is not given.
+    pub command: Vec<String>,
 }
 
 /// A config as read from its JSON, with the layer digests it promises.
@@ -44,6 +46,10 @@ struct RawRunConfig {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +86,8 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<ParsedConfig, ImageError> {
         env: None,
         working_dir: None,
         user: None,
+        entrypoint: None,
+        cmd: None,
     });
     let env = run
         .env
@@ -96,11 +104,17 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<ParsedConfig, ImageError> {
         .filter(|dir| !dir.trim().is_empty())
         .map(|dir| PathBuf::from("/").join(dir));
     let user = run.user.filter(|user| !user.trim().is_empty());
+    let command = [run.entrypoint, run.cmd]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
     Ok(ParsedConfig {
         config: ImageConfig {
             env,
             working_dir,
             user,
+            command,
         },
         diff_ids: raw.rootfs.map(|r| r.diff_ids).unwrap_or_default(),
     })
@@ -114,7 +128,7 @@ mod tests {
     fn env_workdir_and_user_are_read_and_foreign_images_refused() {
         let arch = host_architecture();
         let json = format!(
-            r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin","A=b=c","junk"],"WorkingDir":"app","User":"1000:50"}},"rootfs":{{"type":"layers","diff_ids":["sha256:x"]}}}}"#
+            r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["PATH=/bin","A=b=c","junk"],"WorkingDir":"app","User":"1000:50","Entrypoint":["/init"],"Cmd":["serve","-v"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:x"]}}}}"#
         );
         let parsed = parse_config(json.as_bytes()).unwrap();
         assert_eq!(
@@ -123,6 +137,7 @@ mod tests {
         );
         assert_eq!(parsed.config.working_dir, Some(PathBuf::from("/app")));
         assert_eq!(parsed.config.user.as_deref(), Some("1000:50"));
+        assert_eq!(parsed.config.command, ["/init", "serve", "-v"]);
         assert_eq!(parsed.diff_ids, ["sha256:x"]);
         let foreign = r#"{"architecture":"s390x","os":"linux"}"#;
         let err = parse_config(foreign.as_bytes()).unwrap_err();

@@ -97,7 +97,9 @@ pub(crate) fn start(
     container.parts().cgroup = Some(cgroup);
 
     // Host masks hide host paths, which only the host image shows; an image's own files are all fair game.
-    let masks = if config.image.layers.is_empty() {
+    let uses_host =
+        config.image.layers.is_empty() || config.services.iter().any(|s| s.image.layers.is_empty());
+    let masks = if uses_host {
         let mask_patterns = DEFAULT_MASKS
             .iter()
             .map(PathBuf::from)
@@ -122,6 +124,7 @@ pub(crate) fn start(
         user: config.image.user,
         cgroup_procs,
         seccomp: runtime.seccomp.clone(),
+        services: config.services,
     };
     let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
     container.parts().init = Some(init);

@@ -30,6 +30,8 @@ pub(crate) struct Progress {
     pub last_exit: Option<(u32, i32)>,
     /// Init's report of a failed setup.
     pub setup_failed: Option<String>,
+    /// PID 1's report of a service that failed, so that no step ran.
+    pub service_failed: Option<String>,
     /// The first bytes of output written before "ready".
     pub early_output: Vec<u8>,
     /// Somebody called `cancel`.
@@ -225,6 +227,9 @@ impl Reader {
                 let _ = self
                     .events
                     .send(ContainerEvent::StepExited { index, exit_code });
+            }
+            InitMessage::ServiceFailed { message } => {
+                self.shared.update(|p| p.service_failed = Some(message));
             }
             InitMessage::SetupFailed { message } => {
                 let early_output = self.early_output.clone();

@@ -2,7 +2,6 @@
 //! `pivot_root`, so that the image's own `/etc/passwd` and `/etc/group` are read and their symlinks resolve
 //! inside the container, never on the host.
 
-use super::protocol::InitConfig;
 use super::rootfs::{Context, SetupError};
 use nix::unistd::{Gid, Uid};
 use std::fs;
@@ -34,9 +33,14 @@ pub(crate) struct User {
     pub home: Option<String>,
 }
 
-/// Resolves `config.user` and makes `config.working_dir`; call inside the container, after `pivot_root`.
-pub(crate) fn resolve(config: &InitConfig) -> Result<StepIdentity, SetupError> {
-    let user = match &config.user {
+/// Resolves `user` and makes `cwd` (giving `/workspace` to the user when `chown_workspace`); call inside the
+/// container, after `pivot_root`.
+pub(crate) fn resolve(
+    user: Option<&str>,
+    cwd: &Path,
+    chown_workspace: bool,
+) -> Result<StepIdentity, SetupError> {
+    let user = match user {
         None => None,
         Some(spec) => {
             let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -48,10 +52,7 @@ pub(crate) fn resolve(config: &InitConfig) -> Result<StepIdentity, SetupError> {
             Some(user).filter(|u| u.uid != 0 || u.gid != 0 || !u.groups.is_empty())
         }
     };
-    let cwd = config
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(WORKSPACE));
+    let cwd = cwd.to_owned();
     if !cwd.is_dir() {
         fs::create_dir_all(&cwd).what(|| format!("create the working dir {}", cwd.display()))?;
         if let Some(user) = &user {
@@ -59,7 +60,7 @@ pub(crate) fn resolve(config: &InitConfig) -> Result<StepIdentity, SetupError> {
                 .what(|| format!("chown the working dir {}", cwd.display()))?;
         }
     }
-    if let Some(user) = user.as_ref().filter(|u| u.uid != 0) {
+    if let Some(user) = user.as_ref().filter(|u| u.uid != 0 && chown_workspace) {
         // The checkout is written by the worker as root; a build running as the image's user must be able to
         // write in it. It is this job's own copy, removed when the job ends.
         chown_tree(Path::new(WORKSPACE), user.uid, user.gid)

@@ -18,12 +18,15 @@ mod pid1;
 mod protocol;
 mod rootfs;
 pub mod security;
+mod service;
 mod sweep;
 
 pub use init::init_main;
 pub use namespaces::{NamespacesRuntime, RuntimeOptions};
 
+use gantry_model::pipeline::Readiness;
 use gantry_model::{FailureKind, Resources};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,10 +53,31 @@ pub struct ContainerConfig {
     /// The root file system and how the steps run in it; the default is the host's `/`, as root, in
     /// `/workspace`.
     pub image: ImageRoot,
+    /// Containers started beside the steps, in the same network namespace and cgroup, and made ready first.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A service container (DESIGN §5): its own root file system, mount, UTS and IPC namespaces, but the job's
+/// network namespace (so the steps reach it on `localhost`), PID namespace and cgroup (so its processes count
+/// against the job's limits and die with the job).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// Its name: the service's hostname, and a name for `127.0.0.1` in the job's `/etc/hosts`.
+    pub name: String,
+    /// Its root file system, user and working dir (none: `/`).
+    pub image: ImageRoot,
+    /// The program and its arguments (never empty).
+    pub argv: Vec<String>,
+    /// Its whole environment.
+    pub env: Vec<(String, String)>,
+    /// When it counts as ready.
+    pub ready: Readiness,
+    /// How long it may take to get ready.
+    pub ready_timeout: std::time::Duration,
 }
 
 /// A container's root file system, from an image (see `crate::image`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRoot {
     /// Read-only overlay layers, lowest first. Empty: the host's `/`, with the host's secrets and the
     /// `masked_paths` hidden; otherwise only these layers, and no host path but the workspace is visible.

@@ -42,6 +42,8 @@ pub(crate) fn decide(end: &Ending<'_>) -> Outcome {
                 duration(end.timeout)
             ),
         )
+    } else if let Some(message) = &progress.service_failed {
+        (FailureKind::Service, message.clone())
     } else if failed_step.is_none() && steps_done == end.steps.len() {
         return outcome;
     } else if end.stats.oom_killed {

@@ -3,11 +3,11 @@
 //! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
 #![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them
 
-use super::identity::StepIdentity;
+use super::identity::{self, StepIdentity, WORKSPACE};
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
-use super::rootfs::{self, Context};
-use super::security;
+use super::rootfs::{self, Context, RootSpec};
+use super::{security, service};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -19,6 +19,8 @@ use std::process::{Command, Stdio};
 
 /// Init's exit status when the container could not be built (the control pipe says why).
 pub(crate) const SETUP_FAILED: i32 = 125;
+/// PID 1's exit status when a service failed (the control pipe says which and why).
+const SERVICE_FAILED: i32 = 124;
 
 /// Sends one message to the runtime; if the runtime is gone there is nobody left to tell.
 pub(crate) fn report(control: &File, message: &InitMessage) {
@@ -28,14 +30,19 @@ pub(crate) fn report(control: &File, message: &InitMessage) {
 
 /// Builds the container and runs the steps; returns this process's exit status. `signals` are blocked.
 pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 {
-    let identity = match build(config) {
-        Ok(identity) => identity,
+    let (identity, services) = match build(config) {
+        Ok(built) => built,
         Err(message) => {
             report(control, &InitMessage::SetupFailed { message });
             return SETUP_FAILED;
         }
     };
     report(control, &InitMessage::Ready);
+    // Waited for after "ready", so the wait counts against the job's timeout, not the runtime's setup deadline.
+    if let Err(message) = service::wait_ready(services) {
+        report(control, &InitMessage::ServiceFailed { message });
+        return SERVICE_FAILED;
+    }
     for (index, step) in (0u32..).zip(&config.steps) {
         report(control, &InitMessage::StepStarted { index });
         let exit_code = run_step(step, &config.env, &identity, signals);
@@ -47,8 +54,29 @@ pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 
     0
 }
 
-fn build(config: &InitConfig) -> Result<StepIdentity, String> {
-    let identity = rootfs::enter(config).map_err(|e| e.to_string())?;
+fn build(config: &InitConfig) -> Result<(StepIdentity, Vec<service::Started>), String> {
+    rootfs::prepare(&config.scratch).map_err(|e| e.to_string())?;
+    // Forked first, so the services boot while the steps' root is built.
+    let services = service::start_all(config)?;
+    let aliases: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+    rootfs::enter(&RootSpec {
+        base: config.scratch.join("job"),
+        layers: &config.layers,
+        hostname: &config.hostname,
+        aliases: &aliases,
+        masks: &config.masks,
+        workspace: Some(&config.workspace),
+    })
+    .map_err(|e| e.to_string())?;
+    let cwd = config
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| WORKSPACE.into());
+    let identity =
+        identity::resolve(config.user.as_deref(), &cwd, true).map_err(|e| e.to_string())?;
+    nix::unistd::chdir(&identity.cwd)
+        .what(|| format!("chdir {}", identity.cwd.display()))
+        .map_err(|e| e.to_string())?;
     // CVE-2024-21626: a cwd left on a host directory (through a leaked fd) reads as "(unreachable)/…" after
     // pivot_root; the steps must start inside the container's tree, so check rather than trust.
     match nix::unistd::getcwd() {
@@ -67,7 +95,7 @@ fn build(config: &InitConfig) -> Result<StepIdentity, String> {
         .map_err(|e| e.to_string())?;
     // Last: from here on, nothing this process or the steps do can undo it.
     security::drop_privileges(&config.seccomp).map_err(|e| e.to_string())?;
-    Ok(identity)
+    Ok((identity, services))
 }
 
 /// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).
@@ -113,7 +141,7 @@ fn run_step(
 
 /// Runs in the step's child before exec: blocked signals and ignored ones survive exec, so without this a
 /// step could not be stopped with SIGTERM, and it would inherit what the worker ignores.
-fn reset_signals() -> std::io::Result<()> {
+pub(crate) fn reset_signals() -> std::io::Result<()> {
     for signal in 1..=64 {
         if signal != libc::SIGKILL && signal != libc::SIGSTOP {
             // SAFETY: SIG_DFL is always a valid disposition; glibc's own signals are refused, harmlessly.

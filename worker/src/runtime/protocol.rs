@@ -28,6 +28,9 @@ pub(crate) struct InitConfig {
     pub cgroup_procs: Vec<PathBuf>,
     /// The seccomp filters, compiled by the worker; PID 1 installs them before the first step.
     pub seccomp: super::security::SeccompProgram,
+    /// Started by PID 1 before it builds the steps' root, and waited for after.
+    #[serde(default)]
+    pub services: Vec<super::ServiceConfig>,
 }
 
 /// A host path to hide inside the container.
@@ -54,6 +57,10 @@ pub(crate) enum InitMessage {
     SetupFailed {
         message: String,
     },
+    /// A service exited or did not get ready in time; no step ran.
+    ServiceFailed {
+        message: String,
+    },
 }
 
 /// Lines up to `PIPE_BUF` are written atomically, so a message never interleaves with another writer's.
@@ -64,7 +71,8 @@ impl InitMessage {
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         if line.len() >= MAX_LINE
-            && let InitMessage::SetupFailed { message } = self
+            && let InitMessage::SetupFailed { message } | InitMessage::ServiceFailed { message } =
+                self
         {
             // Escapes can make the JSON up to six times longer than the text: halve until it fits.
             let mut cut = message.len();
@@ -73,8 +81,10 @@ impl InitMessage {
                 while !message.is_char_boundary(cut) {
                     cut -= 1;
                 }
-                let short = InitMessage::SetupFailed {
-                    message: format!("{}…", &message[..cut]),
+                let message = format!("{}…", &message[..cut]);
+                let short = match self {
+                    InitMessage::ServiceFailed { .. } => InitMessage::ServiceFailed { message },
+                    _ => InitMessage::SetupFailed { message },
                 };
                 line = serde_json::to_vec(&short).unwrap_or_default();
             }

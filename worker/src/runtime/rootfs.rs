@@ -2,8 +2,7 @@
 //! namespace) and entered with `pivot_root`. Every mount here lives and dies with that mount namespace: the
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
-use super::identity::{self, StepIdentity};
-use super::protocol::{InitConfig, Mask};
+use super::protocol::Mask;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -51,16 +50,42 @@ const KERNEL_MASKS: &[(&str, bool)] = &[
 /// Kernel paths left visible but read-only (runc's default read-only paths).
 const KERNEL_READ_ONLY: &[&str] = &["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"];
 
-/// Builds the root file system under `config.scratch` and makes it `/`; the cwd ends up in the steps' working
-/// dir, which it returns with their user.
-pub(crate) fn enter(config: &InitConfig) -> Result<StepIdentity, SetupError> {
-    // Before any mount: with shared propagation, our mounts would appear in the host's mount table.
+/// What one root file system is made of: the steps' or a service's.
+pub(crate) struct RootSpec<'a> {
+    /// A new dir on the scratch tmpfs (see [`prepare`]) for this root's overlay: upper, work and mount point.
+    pub base: PathBuf,
+    /// Read-only image layers, lowest first; empty: the host's `/`, with `masks` applied.
+    pub layers: &'a [PathBuf],
+    /// Made to resolve in `/etc/hosts`.
+    pub hostname: &'a str,
+    /// More names for `127.0.0.1` in `/etc/hosts` (the job's services, for its steps).
+    pub aliases: &'a [String],
+    /// Host paths to hide, when the root is the host's `/`.
+    pub masks: &'a [Mask],
+    /// Bind-mounted at `/workspace`; none: no workspace (a service's root).
+    pub workspace: Option<&'a Path>,
+}
+
+/// Before any other mount: makes `/` rprivate (with shared propagation our mounts would appear in the host's
+/// mount table), then mounts the tmpfs that holds every overlay's upper layer on `scratch`.
+pub(crate) fn prepare(scratch: &Path) -> Result<(), SetupError> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .what(|| "make / rprivate".into())?;
-    let root = overlay_root(&config.scratch, &config.layers)?;
+    mount_fs(
+        "tmpfs",
+        scratch,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+}
+
+/// Builds the root file system described by `spec` and makes it `/` (the cwd ends up there too). Call it in
+/// a mount namespace of its own, after [`prepare`].
+pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
+    let root = overlay_root(&spec.base, spec.layers)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // A fresh procfs: we are PID 1 of the new PID namespace, so it shows only the container's processes.
+    // A fresh procfs: the PID namespace's own, so it shows only the container's processes.
     mount_fs(
         "proc",
         &mount_point(&root, "proc")?,
@@ -81,43 +106,43 @@ pub(crate) fn enter(config: &InitConfig) -> Result<StepIdentity, SetupError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
-
-    let workspace = mount_point(&root, "workspace")?;
-    mount(
-        Some(&config.workspace),
-        &workspace,
-        NONE,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        NONE,
-    )
-    .what(|| {
-        format!(
-            "bind-mount the workspace {} on /workspace",
-            config.workspace.display()
+    if let Some(source) = spec.workspace {
+        let workspace = mount_point(&root, "workspace")?;
+        mount(
+            Some(source),
+            &workspace,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
         )
-    })?;
+        .what(|| {
+            format!(
+                "bind-mount the workspace {} on /workspace",
+                source.display()
+            )
+        })?;
+    }
 
-    add_hostname_to_hosts(&mount_point(&root, "etc")?, &config.hostname)?;
+    write_hosts(&mount_point(&root, "etc")?, spec.hostname, spec.aliases)?;
+    let host_masks = spec.masks.iter().filter(|_| spec.layers.is_empty());
     let kernel_masks = KERNEL_MASKS.iter().map(|(path, dir)| Mask {
         path: PathBuf::from(path),
         dir: *dir,
     });
-    for mask in config.masks.iter().cloned().chain(kernel_masks) {
+    for mask in host_masks.cloned().chain(kernel_masks) {
         apply_mask(&root, &mask)?;
     }
     for path in KERNEL_READ_ONLY {
         bind_read_only(&root.join(path.trim_start_matches('/')))?;
     }
     pivot(&root)?;
-    if !config.layers.is_empty() && fs::metadata("/bin/sh").is_err() {
+    if !spec.layers.is_empty() && fs::metadata("/bin/sh").is_err() {
         return Err(SetupError {
             what: "the image has no /bin/sh, which runs every step".into(),
             source: std::io::ErrorKind::NotFound.into(),
         });
     }
-    let identity = identity::resolve(config)?;
-    nix::unistd::chdir(&identity.cwd).what(|| format!("chdir {}", identity.cwd.display()))?;
-    Ok(identity)
+    Ok(())
 }
 
 /// `root/name` as a real directory to mount on. An image may have put a symlink there (to `/etc`, say): a
@@ -137,21 +162,16 @@ fn mount_point(root: &Path, name: &str) -> Result<PathBuf, SetupError> {
     Ok(path)
 }
 
-/// Mounts a tmpfs on `scratch` and on `scratch/root` the overlay of the image's layers (the host's `/` when
-/// there are none).
+/// Mounts on `base/root` the overlay of the image's layers (the host's `/` when there are none), with its
+/// upper and work dirs in `base`, which must be on the scratch tmpfs.
 ///
 /// The upper and work dirs must not be on the lower layer's file system: on 6.18 the mount succeeds, but the
 /// upper dir then shows up inside the lower layer and every lookup there fails with ELOOP (overlayfs's trap on
 /// its own layers). On a tmpfs the layers are disjoint, the job's writes are charged to its memory cgroup, and
 /// they vanish with the mount namespace.
-fn overlay_root(scratch: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupError> {
-    mount_fs(
-        "tmpfs",
-        scratch,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0700"),
-    )?;
-    let [upper, work, root] = ["upper", "work", "root"].map(|name| scratch.join(name));
+fn overlay_root(base: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupError> {
+    fs::create_dir_all(base).what(|| format!("create {}", base.display()))?;
+    let [upper, work, root] = ["upper", "work", "root"].map(|name| base.join(name));
     for dir in [&upper, &work, &root] {
         fs::create_dir(dir).what(|| format!("create {}", dir.display()))?;
     }
@@ -164,13 +184,13 @@ fn overlay_root(scratch: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupErro
         // Mount options fit in one page: full store paths (~110 bytes each) would stop at a few dozen layers,
         // and could hold a `:` or `,`. Short relative links, resolved from the cwd at mount time, are what
         // Docker's overlay2 driver does too.
-        let links = scratch.join("l");
+        let links = base.join("l");
         fs::create_dir(&links).what(|| format!("create {}", links.display()))?;
         for (i, layer) in layers.iter().enumerate() {
             symlink(layer, links.join(i.to_string()))
                 .what(|| format!("link layer {}", layer.display()))?;
         }
-        nix::unistd::chdir(scratch).what(|| format!("chdir {}", scratch.display()))?;
+        nix::unistd::chdir(base).what(|| format!("chdir {}", base.display()))?;
         // overlayfs lists the top layer first.
         let names: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
         names.join(":")
@@ -244,9 +264,10 @@ fn populate_dev(dev: &Path) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Makes the container's hostname resolve, as tools that look up their own host name expect. A symlink at
-/// `/etc/hosts` is replaced, not read or written through: it could point at a host file.
-fn add_hostname_to_hosts(etc: &Path, hostname: &str) -> Result<(), SetupError> {
+/// Makes the container's hostname resolve, as tools that look up their own host name expect, and the
+/// services' names too. A symlink at `/etc/hosts` is replaced, not read or written through: it could point at
+/// a host file.
+fn write_hosts(etc: &Path, hostname: &str, aliases: &[String]) -> Result<(), SetupError> {
     let hosts = etc.join("hosts");
     let mut text = match fs::symlink_metadata(&hosts) {
         Ok(meta) if meta.is_file() => fs::read_to_string(&hosts).unwrap_or_default(),
@@ -261,14 +282,21 @@ fn add_hostname_to_hosts(etc: &Path, hostname: &str) -> Result<(), SetupError> {
         }
         Err(_) => "127.0.0.1\tlocalhost\n".to_owned(),
     };
-    if !text.split_whitespace().any(|word| word == hostname) {
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&format!("127.0.1.1\t{hostname}\n"));
-        fs::write(&hosts, text).what(|| "write /etc/hosts".into())?;
+    let known = |text: &str, name: &str| text.split_whitespace().any(|word| word == name);
+    let missing: Vec<&String> = aliases.iter().filter(|name| !known(&text, name)).collect();
+    if known(&text, hostname) && missing.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !known(&text, hostname) {
+        text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    for name in missing {
+        text.push_str(&format!("127.0.0.1\t{name}\n"));
+    }
+    fs::write(&hosts, text).what(|| "write /etc/hosts".into())
 }
 
 /// Hides `mask.path` (a path of the container's root) if it exists there.
