@@ -34,6 +34,7 @@ impl Farm {
             state_dir: state.path().to_path_buf(),
             init_exe: PathBuf::from(env!("CARGO_BIN_EXE_gantry")),
             extra_masks: vec![],
+            user_namespace: true,
         })
         .unwrap();
         Farm {
@@ -650,6 +651,7 @@ fn an_init_that_dies_before_the_container_is_ready_is_a_setup_error() {
             state_dir: state.path().to_path_buf(),
             init_exe: PathBuf::from("/bin/true"),
             extra_masks: vec![],
+            user_namespace: true,
         })
         .unwrap();
         let farm = Farm::new();
@@ -685,5 +687,66 @@ fn a_cpu_quota_is_applied_to_the_job_cgroup() {
         if Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
             assert_eq!(seen.as_deref().map(str::trim), Some("50000"));
         }
+    });
+}
+
+#[test]
+fn root_in_a_job_is_an_unprivileged_uid_on_the_host_yet_owns_its_files() {
+    within(Duration::from_secs(60), || {
+        let farm = Farm::new();
+        let map = farm.runtime.id_map().expect(
+            "this host allows user namespaces and id-mapped mounts (Linux >= 5.19, data dir on ext4, xfs, btrfs \
+             or tmpfs), so the runtime must use them",
+        );
+        std::fs::write(farm.workspace.path().join("from-host"), "x").unwrap();
+        let marker = format!("USERNS_MARK={}", uuid::Uuid::now_v7().simple());
+        let mut config = farm.config(&[
+            "echo uid=$(id -u) map=$(awk '{print $1\":\"$2\":\"$3}' /proc/self/uid_map)",
+            "echo su=$(stat -c %u /usr/bin/su) ws=$(stat -c %u /workspace/from-host)",
+            "touch /workspace/by-job /etc/by-job && echo wrote=yes",
+            "sleep 3",
+        ]);
+        let (key, value) = marker.split_once('=').unwrap();
+        config.env.push((key.into(), value.into()));
+        let host_uids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = host_uids.clone();
+        let run = run_with(&farm, config, move |_| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+                for pid in processes_with(&marker) {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+                    let uid = status.unwrap_or_default().lines().find_map(|l| {
+                        l.strip_prefix("Uid:")
+                            .and_then(|ids| ids.split_whitespace().next()?.parse::<u32>().ok())
+                    });
+                    seen.lock().unwrap().extend(uid);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let output = run.output();
+        assert_eq!(run.outcome.failure, None, "{output}");
+        assert!(output.contains("uid=0 "), "{output}");
+        let expected = format!("map=0:{}:65536", map.host_base);
+        assert!(output.contains(&expected), "{expected} not in {output}");
+        assert!(
+            output.contains("su=0 ws=0"),
+            "owners keep their ids: {output}"
+        );
+        assert!(output.contains("wrote=yes"), "{output}");
+        let uids = host_uids.lock().unwrap().clone();
+        assert!(!uids.is_empty(), "no step process was seen on the host");
+        assert!(
+            uids.iter().all(|&uid| uid == map.host_base),
+            "step processes on the host run as {uids:?}, not {}",
+            map.host_base
+        );
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(farm.workspace.path().join("by-job")).unwrap();
+        assert_eq!(
+            written.uid(),
+            0,
+            "a file root wrote to /workspace belongs to host root"
+        );
     });
 }

@@ -35,6 +35,9 @@ capacity = 1
 mask = []
 # Host dirs under which pipelines may use `image: dir:/path` and `image: oci:/layout[:tag]`; empty: refused.
 image_dirs = []
+# Run each job in a user namespace (root in a job is an unprivileged uid on the host) where the host allows
+# it: user namespaces, id-mapped mounts on the data dir's file system, and a data dir others may traverse.
+user_namespace = true
 
 # Registries (images like `registry.example.com/team/app:1.0`). Loopback registries (127.0.0.1, localhost)
 # get plain HTTP, every other TLS unless `plain_http = true`. A registry without an entry is pulled from
@@ -80,6 +83,8 @@ pub struct WorkerFileConfig {
     /// Per-registry credentials and transport.
     #[serde(default)]
     pub registries: Vec<gantry_worker::image::RegistryConfig>,
+    /// User namespaces where the host allows them (default on).
+    pub user_namespace: Option<bool>,
 }
 
 /// Reads the TOML file, if one was given.

@@ -77,6 +77,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
             .context("cannot find the gantry binary to run containers with")?,
         registries: file.registries,
         image_dirs: file.image_dirs,
+        user_namespace: file.user_namespace.unwrap_or(true),
     };
     // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
     let signals = super::signal_count();

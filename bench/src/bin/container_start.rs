@@ -30,6 +30,7 @@ fn main() -> Result<()> {
         state_dir: dir.join("containers"),
         init_exe: gantry_bin(),
         extra_masks: vec![dir.clone()],
+        user_namespace: true,
     })?;
     let config = |i: usize| ContainerConfig {
         id: format!("{name}-{i}"),

@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub registries: Vec<RegistryConfig>,
     /// Host dirs under which `dir:` and `oci:` images may be; none: such images are refused.
     pub image_dirs: Vec<PathBuf>,
+    /// Run jobs in user namespaces where the host allows it.
+    pub user_namespace: bool,
 }
 
 /// Why the worker stopped.
@@ -81,7 +83,16 @@ pub async fn run(
         state_dir: containers,
         init_exe: config.init_exe.clone(),
         extra_masks: vec![config.data_dir.clone()],
+        user_namespace: config.user_namespace,
     })?;
+    match runtime.id_map() {
+        Some(map) => tracing::info!(
+            host_uid = map.host_base,
+            "jobs run in user namespaces: root in a job is host uid {}",
+            map.host_base
+        ),
+        None => tracing::info!("jobs run without a user namespace"),
+    }
     let swept = runtime.sweep()?;
     if swept > 0 {
         tracing::warn!(

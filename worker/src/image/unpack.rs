@@ -10,7 +10,7 @@
 //! - extended attributes in the tar are ignored, so a layer cannot plant `trusted.overlay.*` redirects.
 //!
 //! Whiteouts become what overlayfs understands in a lower dir: `.wh.NAME` a character device 0:0 named
-//! NAME, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory. Keeping layers separate (rather
+//! NAME, `.wh..wh..opq` the `trusted.overlay.opaque=y` and `user.overlay.opaque=y` xattrs on its directory. Keeping layers separate (rather
 //! than flattening each image into one tree) is what lets images that share base layers share their unpacked
 //! copies, and overlayfs merges them at mount time at no cost.
 //!
@@ -355,8 +355,12 @@ impl<'a> Unpacker<'a> {
     /// contents from below are).
     fn whiteout(&self, parent: &Path, hidden: &str, shown: &str) -> Result<(), UnpackError> {
         if hidden == ".wh..opq" {
-            return xattr::set(parent, "trusted.overlay.opaque", b"y")
-                .map_err(io_error("mark opaque", parent));
+            // trusted.* for overlays mounted in the host's user namespace, user.* for those mounted with
+            // `userxattr` inside a container's own (which cannot read trusted.*).
+            for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+                xattr::set(parent, name, b"y").map_err(io_error("mark opaque", parent))?;
+            }
+            return Ok(());
         }
         if hidden.starts_with(".wh.") {
             // AUFS's own bookkeeping (`.wh..wh.plnk` and the like): nothing for overlayfs.

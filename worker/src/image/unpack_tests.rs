@@ -237,8 +237,10 @@ fn whiteouts_become_overlay_whiteouts() {
     assert!(meta.file_type().is_char_device());
     assert_eq!(meta.rdev(), 0);
     assert!(fs::symlink_metadata(s.layer.join("etc/.wh.gone")).is_err());
-    let opaque = xattr::get(s.layer.join("opaque"), "trusted.overlay.opaque").unwrap();
-    assert_eq!(opaque.as_deref(), Some(&b"y"[..]));
+    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        let opaque = xattr::get(s.layer.join("opaque"), name).unwrap();
+        assert_eq!(opaque.as_deref(), Some(&b"y"[..]), "{name}");
+    }
     assert!(s.layer.join("opaque/kept").exists());
     assert!(fs::symlink_metadata(s.layer.join("opaque/.wh..wh..opq")).is_err());
 }

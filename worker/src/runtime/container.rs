@@ -125,6 +125,7 @@ pub(crate) fn start(
         cgroup_procs,
         seccomp: runtime.seccomp.clone(),
         services: config.services,
+        id_map: runtime.id_map,
     };
     let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
     container.parts().init = Some(init);

@@ -8,6 +8,7 @@
 
 use super::pid1::{self, SETUP_FAILED};
 use super::protocol::{InitConfig, InitMessage};
+use super::userns;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -83,10 +84,15 @@ fn start(control: &File) -> Result<i32, String> {
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWCGROUP;
+    // First, so that every namespace unshared next belongs to it.
+    let mounts = match &config.id_map {
+        Some(map) => userns::enter(&config, map)?,
+        None => userns::Mounts::default(),
+    };
     unshare(namespaces).map_err(|e| format!("unshare the namespaces: {e}"))?;
     // SAFETY: this process has a single thread (checked above), so the child may do anything a process can.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => std::process::exit(pid1::run(&config, control, &signals)),
+        Ok(ForkResult::Child) => std::process::exit(pid1::run(&config, &mounts, control, &signals)),
         Ok(ForkResult::Parent { child }) => Ok(supervise(child, &signals)),
         Err(e) => Err(format!("fork the container's PID 1: {e}")),
     }

@@ -20,9 +20,11 @@ mod rootfs;
 pub mod security;
 mod service;
 mod sweep;
+mod userns;
 
 pub use init::init_main;
 pub use namespaces::{NamespacesRuntime, RuntimeOptions};
+pub use userns::IdMap;
 
 use gantry_model::pipeline::Readiness;
 use gantry_model::{FailureKind, Resources};

@@ -1,6 +1,7 @@
 //! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
 
 use super::cgroup::CgroupLayout;
+use super::userns::{self, IdMap};
 use super::{
     Container, ContainerConfig, ContainerEvent, ContainerRuntime, RuntimeError, container, sweep,
 };
@@ -21,6 +22,8 @@ pub struct RuntimeOptions {
     pub init_exe: PathBuf,
     /// More host paths to hide from every job, e.g. the worker's data dir (`*` matches within a component).
     pub extra_masks: Vec<PathBuf>,
+    /// Run containers in a user namespace where the host allows it (see [`NamespacesRuntime::id_map`]).
+    pub user_namespace: bool,
 }
 
 /// Makes containers from namespaces, a cgroup and an overlay root file system (DESIGN §6).
@@ -30,6 +33,8 @@ pub struct NamespacesRuntime {
     pub(super) layout: CgroupLayout,
     /// Compiled once here, installed by every container's init.
     pub(super) seccomp: super::security::SeccompProgram,
+    /// The user namespace map of every container; none: the host's user namespace.
+    pub(super) id_map: Option<IdMap>,
 }
 
 impl NamespacesRuntime {
@@ -70,11 +75,30 @@ impl NamespacesRuntime {
         let layout = CgroupLayout::detect()?;
         let seccomp = super::security::SeccompProgram::compile()
             .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
+        let id_map = if options.user_namespace {
+            match userns::check(&options.state_dir) {
+                Ok(()) => Some(IdMap::for_worker(&options.worker_name)),
+                Err(reason) => {
+                    tracing::warn!(%reason, "containers run without a user namespace: root in a job is root on the host, held in by capabilities, seccomp and masks");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(NamespacesRuntime {
             options,
             layout,
             seccomp,
+            id_map,
         })
+    }
+
+    /// Where container ids map to on the host: root in a job is `host_base` here. None when the host does
+    /// not allow user namespaces with id-mapped mounts (or they were turned off): root in a job is then root
+    /// on the host, held in by the capabilities, seccomp filter and masks.
+    pub fn id_map(&self) -> Option<IdMap> {
+        self.id_map
     }
 
     /// The options in effect (with `state_dir` made canonical).

@@ -7,6 +7,7 @@ use super::identity::{self, StepIdentity, WORKSPACE};
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
 use super::rootfs::{self, Context, RootSpec};
+use super::userns::Mounts;
 use super::{security, service};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
@@ -29,8 +30,8 @@ pub(crate) fn report(control: &File, message: &InitMessage) {
 }
 
 /// Builds the container and runs the steps; returns this process's exit status. `signals` are blocked.
-pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 {
-    let (identity, services) = match build(config) {
+pub(crate) fn run(config: &InitConfig, mounts: &Mounts, control: &File, signals: &SigSet) -> i32 {
+    let (identity, services) = match build(config, mounts) {
         Ok(built) => built,
         Err(message) => {
             report(control, &InitMessage::SetupFailed { message });
@@ -54,10 +55,13 @@ pub(crate) fn run(config: &InitConfig, control: &File, signals: &SigSet) -> i32 
     0
 }
 
-fn build(config: &InitConfig) -> Result<(StepIdentity, Vec<service::Started>), String> {
+fn build(
+    config: &InitConfig,
+    mounts: &Mounts,
+) -> Result<(StepIdentity, Vec<service::Started>), String> {
     rootfs::prepare(&config.scratch).map_err(|e| e.to_string())?;
     // Forked first, so the services boot while the steps' root is built.
-    let services = service::start_all(config)?;
+    let services = service::start_all(config, mounts)?;
     let aliases: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
     rootfs::enter(&RootSpec {
         base: config.scratch.join("job"),
@@ -66,6 +70,7 @@ fn build(config: &InitConfig) -> Result<(StepIdentity, Vec<service::Started>), S
         aliases: &aliases,
         masks: &config.masks,
         workspace: Some(&config.workspace),
+        mounts: config.id_map.map(|_| &mounts.job),
     })
     .map_err(|e| e.to_string())?;
     let cwd = config

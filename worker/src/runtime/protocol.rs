@@ -31,6 +31,9 @@ pub(crate) struct InitConfig {
     /// Started by PID 1 before it builds the steps' root, and waited for after.
     #[serde(default)]
     pub services: Vec<super::ServiceConfig>,
+    /// The user namespace's map; none: the container runs in the host's user namespace.
+    #[serde(default)]
+    pub id_map: Option<super::IdMap>,
 }
 
 /// A host path to hide inside the container.

@@ -3,8 +3,10 @@
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
 use super::protocol::Mask;
+use super::userns::{self, RootMounts};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -64,6 +66,9 @@ pub(crate) struct RootSpec<'a> {
     pub masks: &'a [Mask],
     /// Bind-mounted at `/workspace`; none: no workspace (a service's root).
     pub workspace: Option<&'a Path>,
+    /// In a user namespace: id-mapped mounts of the layers (or the host's `/`) and of the workspace, used
+    /// instead of the paths above.
+    pub mounts: Option<&'a RootMounts>,
 }
 
 /// Before any other mount: makes `/` rprivate (with shared propagation our mounts would appear in the host's
@@ -82,7 +87,11 @@ pub(crate) fn prepare(scratch: &Path) -> Result<(), SetupError> {
 /// Builds the root file system described by `spec` and makes it `/` (the cwd ends up there too). Call it in
 /// a mount namespace of its own, after [`prepare`].
 pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
-    let root = overlay_root(&spec.base, spec.layers)?;
+    let lower = match spec.mounts {
+        Some(mounts) => Lower::Mounts(&mounts.lower),
+        None => Lower::Paths(spec.layers),
+    };
+    let root = overlay_root(&spec.base, lower)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A fresh procfs: the PID namespace's own, so it shows only the container's processes.
@@ -106,7 +115,12 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
-    if let Some(source) = spec.workspace {
+    let idmapped_workspace = spec.mounts.and_then(|m| m.workspace.as_ref());
+    if let Some(mount) = idmapped_workspace {
+        let workspace = mount_point(&root, "workspace")?;
+        userns::attach(mount.as_fd(), &workspace)
+            .what(|| "attach the id-mapped workspace on /workspace".into())?;
+    } else if let Some(source) = spec.workspace {
         let workspace = mount_point(&root, "workspace")?;
         mount(
             Some(source),
@@ -162,6 +176,15 @@ fn mount_point(root: &Path, name: &str) -> Result<PathBuf, SetupError> {
     Ok(path)
 }
 
+/// An overlay's read-only layers: paths on the host, or id-mapped mounts (of the layers, or of the host's `/`).
+#[derive(Clone, Copy)]
+enum Lower<'a> {
+    /// Lowest first; none: the host's `/`.
+    Paths(&'a [PathBuf]),
+    /// Lowest first; never empty.
+    Mounts(&'a [OwnedFd]),
+}
+
 /// Mounts on `base/root` the overlay of the image's layers (the host's `/` when there are none), with its
 /// upper and work dirs in `base`, which must be on the scratch tmpfs.
 ///
@@ -169,7 +192,7 @@ fn mount_point(root: &Path, name: &str) -> Result<PathBuf, SetupError> {
 /// upper dir then shows up inside the lower layer and every lookup there fails with ELOOP (overlayfs's trap on
 /// its own layers). On a tmpfs the layers are disjoint, the job's writes are charged to its memory cgroup, and
 /// they vanish with the mount namespace.
-fn overlay_root(base: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupError> {
+fn overlay_root(base: &Path, lower: Lower<'_>) -> Result<PathBuf, SetupError> {
     fs::create_dir_all(base).what(|| format!("create {}", base.display()))?;
     let [upper, work, root] = ["upper", "work", "root"].map(|name| base.join(name));
     for dir in [&upper, &work, &root] {
@@ -178,25 +201,42 @@ fn overlay_root(base: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupError> 
     // The overlay's root directory takes its mode from the upper dir's; make it the usual one of `/`.
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .what(|| format!("chmod {}", upper.display()))?;
-    let lower = if layers.is_empty() {
+    let idmapped = matches!(lower, Lower::Mounts(_));
+    let count = match lower {
+        Lower::Paths([]) => 0,
+        Lower::Paths(layers) => layers.len(),
+        Lower::Mounts(mounts) => mounts.len(),
+    };
+    let lower = if count == 0 {
         "/".to_owned()
     } else {
         // Mount options fit in one page: full store paths (~110 bytes each) would stop at a few dozen layers,
-        // and could hold a `:` or `,`. Short relative links, resolved from the cwd at mount time, are what
-        // Docker's overlay2 driver does too.
+        // and could hold a `:` or `,`. Short relative names, resolved from the cwd at mount time, are what
+        // Docker's overlay2 driver does too: links to the layers, or the id-mapped layers themselves.
         let links = base.join("l");
         fs::create_dir(&links).what(|| format!("create {}", links.display()))?;
-        for (i, layer) in layers.iter().enumerate() {
-            symlink(layer, links.join(i.to_string()))
-                .what(|| format!("link layer {}", layer.display()))?;
+        for i in 0..count {
+            let link = links.join(i.to_string());
+            match lower {
+                Lower::Paths(layers) => symlink(&layers[i], &link)
+                    .what(|| format!("link layer {}", layers[i].display()))?,
+                Lower::Mounts(mounts) => {
+                    fs::create_dir(&link).what(|| format!("create {}", link.display()))?;
+                    userns::attach(mounts[i].as_fd(), &link)
+                        .what(|| format!("attach id-mapped layer {i}"))?;
+                }
+            }
         }
         nix::unistd::chdir(base).what(|| format!("chdir {}", base.display()))?;
         // overlayfs lists the top layer first.
-        let names: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
+        let names: Vec<String> = (0..count).rev().map(|i| format!("l/{i}")).collect();
         names.join(":")
     };
+    // Inside a user namespace overlayfs cannot use trusted.* xattrs: `userxattr` makes it read opaque dirs
+    // from user.* (which the layer store writes too) and keep its own bookkeeping there.
+    let userxattr = if idmapped { ",userxattr" } else { "" };
     let options = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
+        "lowerdir={lower},upperdir={},workdir={}{userxattr}",
         upper.display(),
         work.display()
     );

@@ -11,6 +11,7 @@ use super::identity::{self, StepIdentity};
 use super::pid1::reset_signals;
 use super::protocol::InitConfig;
 use super::rootfs::{self, Context, RootSpec};
+use super::userns::{Mounts, RootMounts};
 use super::{ServiceConfig, security};
 use gantry_model::pipeline::Readiness;
 use nix::errno::Errno;
@@ -52,9 +53,10 @@ pub(crate) struct Started {
 }
 
 /// Forks a supervisor for each service; call after `rootfs::prepare`, before building the steps' root.
-pub(crate) fn start_all(config: &InitConfig) -> Result<Vec<Started>, String> {
+pub(crate) fn start_all(config: &InitConfig, mounts: &Mounts) -> Result<Vec<Started>, String> {
     let mut started = Vec::with_capacity(config.services.len());
-    for service in &config.services {
+    for (index, service) in config.services.iter().enumerate() {
+        let root_mounts = config.id_map.and(mounts.services.get(index));
         let pipe = || {
             nix::unistd::pipe2(OFlag::O_CLOEXEC)
                 .map_err(|e| format!("create a pipe for service {}: {e}", service.name))
@@ -68,7 +70,7 @@ pub(crate) fn start_all(config: &InitConfig) -> Result<Vec<Started>, String> {
                 let code = match unshare(SERVICE_NAMESPACES) {
                     Ok(()) => {
                         drop(unshared_writer);
-                        supervise(config, service, File::from(status_writer))
+                        supervise(config, service, root_mounts, File::from(status_writer))
                     }
                     Err(e) => {
                         let mut status = File::from(status_writer);
@@ -163,12 +165,17 @@ fn timeout(left: Duration) -> PollTimeout {
 }
 
 /// The supervisor: returns its exit status. `status` gets exactly one line.
-fn supervise(config: &InitConfig, service: &ServiceConfig, mut status: File) -> i32 {
+fn supervise(
+    config: &InitConfig,
+    service: &ServiceConfig,
+    mounts: Option<&RootMounts>,
+    mut status: File,
+) -> i32 {
     let deadline = Instant::now() + service.ready_timeout;
     let mut tell = |line: String| {
         let _ = status.write_all(format!("{line}\n").as_bytes());
     };
-    let identity = match build_root(config, service) {
+    let identity = match build_root(config, service, mounts) {
         Ok(identity) => identity,
         Err(message) => {
             tell(format!(
@@ -202,7 +209,11 @@ fn supervise(config: &InitConfig, service: &ServiceConfig, mut status: File) -> 
 }
 
 /// The service's own root, hostname and identity; ends with privileges dropped.
-fn build_root(config: &InitConfig, service: &ServiceConfig) -> Result<StepIdentity, String> {
+fn build_root(
+    config: &InitConfig,
+    service: &ServiceConfig,
+    mounts: Option<&RootMounts>,
+) -> Result<StepIdentity, String> {
     rootfs::enter(&RootSpec {
         base: config.scratch.join("services").join(&service.name),
         layers: &service.image.layers,
@@ -210,6 +221,7 @@ fn build_root(config: &InitConfig, service: &ServiceConfig) -> Result<StepIdenti
         aliases: &[],
         masks: &config.masks,
         workspace: None,
+        mounts,
     })
     .map_err(|e| e.to_string())?;
     nix::unistd::sethostname(&service.name)

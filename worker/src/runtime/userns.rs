@@ -1,0 +1,261 @@
+//! User namespaces (DESIGN §6): root in a container is an unprivileged range of host uids, so a process that
+//! escaped every other wall would still own nothing on the host.
+//!
+//! Files keep their owners through id-mapped mounts: the image's layers (or the host's `/`) and the workspace
+//! are cloned as detached mounts whose owners are shifted into the namespace, so a file of host root still
+//! belongs to root in the container, and what a job writes to `/workspace` belongs to host root again. Making
+//! such a mount needs CAP_SYS_ADMIN in the host's namespace, so init makes them before it enters the new one,
+//! and PID 1 attaches them where they belong.
+#![allow(unsafe_code)] // fork() and the mount API calls (open_tree, mount_setattr, move_mount) libc has no wrappers for
+
+use nix::sched::{CloneFlags, unshare};
+use nix::unistd::{ForkResult, Pid, fork};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `struct mount_attr` of `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
+
+/// Container ids `0..size` are host ids `host_base..host_base + size`, for users and groups alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    /// The host id container id 0 maps to.
+    pub host_base: u32,
+    /// How many ids are mapped.
+    pub size: u32,
+}
+
+impl IdMap {
+    /// The usual range for one container: 65,536 ids, as `/etc/subuid` hands them out.
+    pub const SIZE: u32 = 65_536;
+
+    /// A range of its own for each worker name (1,024 of them, from 1,000,000,000 up): far above the ranges
+    /// `/etc/subuid` hands to people, and stable across the worker's restarts.
+    pub fn for_worker(worker_name: &str) -> IdMap {
+        // FNV-1a: tiny, and unlike std's hasher it stays the same across Rust releases.
+        let hash = worker_name.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        IdMap {
+            host_base: 1_000_000_000 + (hash % 1024) * Self::SIZE,
+            size: Self::SIZE,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!("0 {} {}\n", self.host_base, self.size)
+    }
+}
+
+/// Makes a user namespace with `map` and returns a handle on it. A process cannot write a full map for its own
+/// namespace, so a child makes it and we write the maps; the namespace outlives the child through the handle.
+/// Only async-signal-safe calls happen in the child, so a multi-threaded caller is fine.
+pub(crate) fn create(map: &IdMap) -> io::Result<OwnedFd> {
+    let (made, made_writer) = nix::unistd::pipe()?;
+    let (done, done_writer) = nix::unistd::pipe()?;
+    // SAFETY: the child only calls unshare, write, read and _exit.
+    let child = match unsafe { fork() }? {
+        ForkResult::Child => {
+            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = nix::unistd::write(&made_writer, if ok { b"y" } else { b"n" });
+            let _ = nix::unistd::read(&done, &mut [0u8; 1]);
+            // SAFETY: _exit skips the parent's atexit handlers and buffered streams, which are not ours.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((made_writer, done));
+    let result = (|| {
+        let mut answer = [0u8; 1];
+        if nix::unistd::read(&made, &mut answer)? == 0 {
+            return Err(io::Error::other("the helper process died"));
+        }
+        if answer[0] != b'y' {
+            return Err(io::Error::other(
+                "unshare(CLONE_NEWUSER) failed (user namespaces disabled?)",
+            ));
+        }
+        write_maps(child, map)?;
+        Ok(File::open(format!("/proc/{child}/ns/user"))?.into())
+    })();
+    // A byte, not EOF: a thread of a multi-threaded caller may fork meanwhile, and its child would hold a copy
+    // of the write end.
+    let _ = nix::unistd::write(&done_writer, b"x");
+    drop(done_writer);
+    let _ = nix::sys::wait::waitpid(child, None);
+    result
+}
+
+fn write_maps(child: Pid, map: &IdMap) -> io::Result<()> {
+    // Written by a process with CAP_SETGID in the parent namespace, a gid map needs no "deny" in `setgroups`:
+    // the job may keep using setgroups() (su, login shells) on ids of its own range.
+    std::fs::write(format!("/proc/{child}/uid_map"), map.line())?;
+    std::fs::write(format!("/proc/{child}/gid_map"), map.line())
+}
+
+/// A detached clone of the mount at `path` (without its submounts) whose owners appear shifted into `userns`.
+pub(crate) fn idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
+    // SAFETY: a valid NUL-terminated path; the returned fd is checked before it is owned.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` is a valid mount_attr of the size passed; the empty path refers to `tree` itself.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
+/// Attaches a detached mount (from [`idmapped_clone`]) at `target`.
+pub(crate) fn attach(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let c_target = CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: valid fds and NUL-terminated paths.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Checks once, at worker start, that this host allows what containers in user namespaces need: a user
+/// namespace, id-mapped mounts of the file system of `state_dir` (where layers and workspaces live too), and a
+/// path to it that the container's root, an unprivileged uid on the host, may walk (to mount its scratch).
+pub(crate) fn check(state_dir: &Path) -> Result<(), String> {
+    for dir in state_dir.ancestors() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(format!(
+                "{} is not searchable by other users (mode {:o}); chmod o+x it to allow user namespaces",
+                dir.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let userns = create(&IdMap::for_worker("probe"))
+        .map_err(|e| format!("cannot create a user namespace: {e}"))?;
+    idmapped_clone(state_dir, userns.as_fd())
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "the file system of {} has no id-mapped mounts: {e}",
+                state_dir.display()
+            )
+        })
+}
+
+/// The id-mapped mounts one root file system is built from.
+#[derive(Debug, Default)]
+pub(crate) struct RootMounts {
+    /// One per image layer, lowest first; for the host image, one of the host's `/`.
+    pub lower: Vec<OwnedFd>,
+    /// The checkout, for the steps' root; none for a service's.
+    pub workspace: Option<OwnedFd>,
+}
+
+/// Every id-mapped mount a container needs: a detached mount can be attached once, so each root gets its own.
+#[derive(Debug, Default)]
+pub(crate) struct Mounts {
+    /// The steps' root.
+    pub job: RootMounts,
+    /// Each service's root, in the order of `InitConfig::services`.
+    pub services: Vec<RootMounts>,
+}
+
+/// Makes the container's user namespace and its id-mapped mounts, then joins it as its root (uid and gid 0,
+/// no supplementary groups). Namespaces unshared afterwards belong to it. Call in init, single-threaded.
+pub(crate) fn enter(config: &super::protocol::InitConfig, map: &IdMap) -> Result<Mounts, String> {
+    let userns = create(map).map_err(|e| format!("create a user namespace: {e}"))?;
+    let lower = |layers: &[std::path::PathBuf]| -> Result<Vec<OwnedFd>, String> {
+        let host_root = [std::path::PathBuf::from("/")];
+        let dirs = if layers.is_empty() {
+            &host_root[..]
+        } else {
+            layers
+        };
+        dirs.iter()
+            .map(|dir| {
+                idmapped_clone(dir, userns.as_fd())
+                    .map_err(|e| format!("make an id-mapped mount of {}: {e}", dir.display()))
+            })
+            .collect()
+    };
+    let workspace = idmapped_clone(&config.workspace, userns.as_fd()).map_err(|e| {
+        format!(
+            "make an id-mapped mount of the workspace {}: {e}",
+            config.workspace.display()
+        )
+    })?;
+    let mounts = Mounts {
+        job: RootMounts {
+            lower: lower(&config.layers)?,
+            workspace: Some(workspace),
+        },
+        services: config
+            .services
+            .iter()
+            .map(|service| {
+                Ok(RootMounts {
+                    lower: lower(&service.image.layers)?,
+                    workspace: None,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    };
+    nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("join the user namespace: {e}"))?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setgroups(&[]).map_err(|e| format!("drop supplementary groups: {e}"))?;
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| format!("become gid 0 of the user namespace: {e}"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| format!("become uid 0 of the user namespace: {e}"))?;
+    Ok(mounts)
+}
