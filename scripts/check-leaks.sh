@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Fails if a job left anything on the host: a cgroup under any hierarchy's gantry/, a mount made for a container,
 # or a process of a container, a worker or a farm. Run after the test suite.
+#   check-leaks.sh --save FILE   records what exists now (before the suite), without failing;
+#   check-leaks.sh [FILE]        fails on anything not recorded in FILE (everything, without one).
 set -uo pipefail
+snapshot() {
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/gantry/*' -type d 2>/dev/null | sed 's/^/cgroup /'
+  grep -E 'gantry|/containers/' /proc/self/mountinfo | cut -d' ' -f5 | sed 's/^/mount /'
+  pgrep -f 'gantry (up|worker|server|container-init)' | sed 's/^/process /'
+}
+if [ "${1:-}" = "--save" ]; then
+  snapshot | sort >"$2"
+  exit 0
+fi
+before=${1:-/dev/null}
 sleep 2 # farms are stopped as their tests end; give the last ones a moment to exit
-status=0
-cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/gantry/*' -type d 2>/dev/null)
-if [ -n "$cgroups" ]; then
-  echo "leak: cgroups left behind:"; echo "$cgroups"; status=1
+left=$(comm -13 "$before" <(snapshot | sort))
+if [ -z "$left" ]; then
+  echo "no cgroup, mount or process left behind"
+  exit 0
 fi
-mounts=$(grep -E 'gantry|/containers/' /proc/self/mountinfo)
-if [ -n "$mounts" ]; then
-  echo "leak: mounts left behind:"; echo "$mounts"; status=1
-fi
-procs=$(pgrep -af 'gantry (up|worker|server|container-init)' | grep -v pgrep)
-if [ -n "$procs" ]; then
-  echo "leak: processes left behind:"; echo "$procs"; status=1
-fi
-[ $status = 0 ] && echo "no cgroup, mount or process left behind"
-exit $status
+echo "leak: left behind by the tests:"
+while read -r kind what; do
+  case $kind in
+    process) echo "process $(ps -o pid=,args= -p "$what" 2>/dev/null || echo "$what")" ;;
+    *) echo "$kind $what" ;;
+  esac
+done <<<"$left"
+exit 1
