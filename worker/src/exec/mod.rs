@@ -6,7 +6,7 @@ mod upload;
 use crate::agent::client::{Client, with_retries};
 use crate::checkout::MirrorCache;
 use crate::image::{ImageStore, ResolvedImage};
-use crate::runtime::{ContainerConfig, ContainerRuntime, ImageRoot, Outcome};
+use crate::runtime::{ContainerConfig, ContainerRuntime, ImageRoot, Outcome, WorkspaceMount};
 use control::{JobControl, heartbeats};
 use gantry_model::FailureKind;
 use gantry_model::wire::{CompleteRequest, Lease, StepReport};
@@ -212,6 +212,7 @@ impl JobRunner {
             id: format!("{}-{}", self.worker_name, lease.job_id.simple()),
             hostname: hostname_for(spec.name.as_str()),
             workspace,
+            workspace_mount: WorkspaceMount::Bind,
             steps: spec.steps.clone(),
             env,
             resources: spec.resources.clone(),

@@ -113,6 +113,7 @@ pub(crate) fn start(
     let init_config = InitConfig {
         hostname: config.hostname,
         workspace: config.workspace,
+        workspace_mount: config.workspace_mount,
         steps: config.steps,
         env: config.env,
         scratch,

@@ -2,11 +2,12 @@
 //! namespace) and entered with `pivot_root`. Every mount here lives and dies with that mount namespace: the
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
+use super::WorkspaceMount;
 use super::identity::{self, StepIdentity};
 use super::protocol::{InitConfig, Mask};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// A setup step that failed, and why.
@@ -83,19 +84,24 @@ pub(crate) fn enter(config: &InitConfig) -> Result<StepIdentity, SetupError> {
     )?;
 
     let workspace = mount_point(&root, "workspace")?;
-    mount(
-        Some(&config.workspace),
-        &workspace,
-        NONE,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        NONE,
-    )
-    .what(|| {
-        format!(
-            "bind-mount the workspace {} on /workspace",
-            config.workspace.display()
+    match config.workspace_mount {
+        WorkspaceMount::Bind => mount(
+            Some(&config.workspace),
+            &workspace,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
         )
-    })?;
+        .what(|| {
+            format!(
+                "bind-mount the workspace {} on /workspace",
+                config.workspace.display()
+            )
+        })?,
+        WorkspaceMount::ReadOnlyLower => {
+            overlay_workspace(&config.scratch, &config.workspace, &workspace)?
+        }
+    }
 
     add_hostname_to_hosts(&mount_point(&root, "etc")?, &config.hostname)?;
     let kernel_masks = KERNEL_MASKS.iter().map(|(path, dir)| Mask {
@@ -189,6 +195,44 @@ fn overlay_root(scratch: &Path, layers: &[PathBuf]) -> Result<PathBuf, SetupErro
     )
     .what(|| format!("mount the overlay root ({options}) on {}", root.display()))?;
     Ok(root)
+}
+
+/// Mounts on `target` an overlay whose one lower layer is `source` and whose upper and work dirs are in the
+/// scratch tmpfs (next to the root's): the job may change anything in `/workspace`, `source` never changes,
+/// and what the job wrote vanishes with the mount namespace (charged, like every write, to its memory cgroup).
+///
+/// The lower dir is reached through a link in the scratch dir, resolved from the cwd at mount time, so that a
+/// `,` or `:` in the user's path cannot break the mount options. `metacopy=on` makes a `chown` copy up only the
+/// inode, not the data: `identity` gives the whole of `/workspace` to an image's non-root user, which would
+/// otherwise copy every file of the working tree into memory. (The kernel warns against metacopy on untrusted
+/// layers; here the upper dir is fresh, and the `trusted.overlay.*` xattrs a hostile lower dir would need can
+/// only be set by root.)
+fn overlay_workspace(scratch: &Path, source: &Path, target: &Path) -> Result<(), SetupError> {
+    let [lower, upper, work] = ["ws-lower", "ws-upper", "ws-work"].map(|name| scratch.join(name));
+    symlink(source, &lower).what(|| format!("link the workspace {}", source.display()))?;
+    for dir in [&upper, &work] {
+        fs::create_dir(dir).what(|| format!("create {}", dir.display()))?;
+    }
+    // The overlay's root takes its owner and mode from the upper dir: make `/workspace` look like `source`.
+    let meta = fs::metadata(source).what(|| format!("stat the workspace {}", source.display()))?;
+    std::os::unix::fs::lchown(&upper, Some(meta.uid()), Some(meta.gid()))
+        .and_then(|()| fs::set_permissions(&upper, meta.permissions()))
+        .what(|| format!("give {} the workspace's owner and mode", upper.display()))?;
+    nix::unistd::chdir(scratch).what(|| format!("chdir {}", scratch.display()))?;
+    let options = "lowerdir=ws-lower,upperdir=ws-upper,workdir=ws-work,metacopy=on";
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+    .what(|| {
+        format!(
+            "mount an overlay of the workspace {} on /workspace ({options})",
+            source.display()
+        )
+    })
 }
 
 fn mount_fs(
