@@ -17,19 +17,25 @@ use std::time::Instant;
 
 /// What every job of a run shares.
 pub(crate) struct Jobs {
+    /// Makes the containers.
     pub runtime: Arc<dyn ContainerRuntime>,
+    /// Resolves and pulls the jobs' images.
     pub images: ImageStore,
     /// The runtime's worker name, which every container id starts with.
     pub worker_name: String,
     /// The working tree, canonical: every job's `/workspace`.
     pub dir: PathBuf,
+    /// What Gantry's variables say about the tree.
     pub source: TreeSource,
+    /// Host paths hidden from the jobs, besides the runtime's own masks.
     pub masked_paths: Vec<PathBuf>,
 }
 
 /// How a job ended, and whether the run was interrupted while it ran.
 pub(crate) struct Ended {
+    /// How the job ended.
     pub report: JobReport,
+    /// The run was interrupted while the job ran: it is the last one.
     pub interrupted: bool,
 }
 

@@ -117,7 +117,7 @@ pub enum LocalError {
         path: PathBuf,
     },
     /// Containers cannot be made by this user.
-    #[error("gantry run makes containers, which needs root (or CAP_SYS_ADMIN): {0}")]
+    #[error("running jobs in containers needs root (or CAP_SYS_ADMIN): {0}")]
     NotPrivileged(String),
     /// The runtime cannot start or sweep.
     #[error(transparent)]
