@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use support::farm::GANTRY;
 use support::git::git;
@@ -111,6 +111,39 @@ impl Tree {
             .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&name))
             .collect();
         assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    }
+}
+
+impl Drop for Tree {
+    /// A failed test may leave a container running: a run on the same data dir sweeps it.
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.data_dir.exists() {
+            let sweeper = self.dir.with_file_name("sweeper");
+            let _ = std::fs::create_dir_all(&sweeper);
+            let _ = std::fs::write(
+                sweeper.join(".gantry.yml"),
+                "jobs:\n  a: { steps: [true] }\n",
+            );
+            let _ = Command::new(GANTRY)
+                .arg("run")
+                .arg(&sweeper)
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .output();
+        }
+    }
+}
+
+/// A `gantry run` child, interrupted (so that it removes its container) if the test ends before it does.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGINT);
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -310,17 +343,19 @@ fn errors_before_any_job_are_one_line_on_stderr() {
 fn ctrl_c_stops_the_job_and_a_killed_run_is_swept_by_the_next() {
     let marker = format!("marker{}", uuid::Uuid::now_v7().simple());
     let pipeline = format!(
-        "jobs:\n  wait:\n    steps: [\"echo started; sleep 3000 && echo {marker}\"]\n  after: {{ needs: [wait], steps: [echo after] }}\n"
+        "jobs:\n  wait:\n    steps: [\"echo started; sleep 4321 && echo {marker}\"]\n  after: {{ needs: [wait], steps: [echo after] }}\n"
     );
     let tree = Tree::new("run-interrupt", &pipeline);
 
     for signal in [nix::sys::signal::SIGINT, nix::sys::signal::SIGKILL] {
-        let mut child = tree
-            .command(&[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            tree.command(&[])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let child = &mut child.0;
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut seen = String::new();
         while !seen.ends_with("started\n") {
