@@ -50,6 +50,7 @@ impl Farm {
             id: format!("{}-{}", self.worker, uuid::Uuid::now_v7().simple()),
             hostname: "gantry-job".into(),
             workspace: self.workspace.path().to_path_buf(),
+            workspace_mount: Default::default(),
             steps: steps.iter().map(|s| s.to_string()).collect(),
             env: vec![("PATH".into(), PATH.into())],
             resources: Resources {

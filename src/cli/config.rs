@@ -55,7 +55,8 @@ user_namespace = true
 pub struct FileConfig {
     listen: Option<String>,
     public_url: Option<String>,
-    data_dir: Option<PathBuf>,
+    /// Where Gantry keeps its state (`gantry run`: its images and containers).
+    pub data_dir: Option<PathBuf>,
     database_url: Option<String>,
     admin_token: Option<String>,
     log_cap_bytes: Option<u64>,

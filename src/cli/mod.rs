@@ -11,6 +11,7 @@ macro_rules! say {
 mod api;
 mod config;
 mod hook;
+mod run;
 mod serve;
 mod up;
 mod worker;
@@ -34,6 +35,9 @@ enum Command {
     Server(config::ServerArgs),
     /// Run a worker that leases jobs from a server.
     Worker(worker::WorkerArgs),
+    /// Run a working tree's pipeline here, with no server: logs to the terminal, exit 0 only if every job
+    /// succeeded.
+    Run(run::RunArgs),
     /// Manage repositories.
     #[command(subcommand)]
     Repo(api::RepoCommand),
@@ -55,7 +59,11 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `gantry run` talks to a terminal through its own output; only warnings should interleave with it.
+    init_tracing(match cli.command {
+        Command::Run(_) => "warn",
+        _ => "info,sqlx=warn,tower_http=warn",
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -68,6 +76,7 @@ pub fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Server(args) => serve::run(args).await,
             Command::Worker(args) => worker::run(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Repo(cmd) => api::repo(cmd).await,
             Command::Pipeline(cmd) => api::pipeline(cmd).await,
             Command::Job(cmd) => api::job(cmd).await,
@@ -88,9 +97,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -3,6 +3,7 @@
 
 pub mod farm;
 pub mod git;
+pub mod local;
 pub mod oci;
 pub mod postgres;
 pub mod registry;

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod checkout;
 pub mod exec;
 pub mod image;
+pub mod local;
 pub mod runtime;
 
 pub use runtime::init_main;

@@ -36,6 +36,7 @@ fn main() -> Result<()> {
         id: format!("{name}-{i}"),
         hostname: "bench".into(),
         workspace: workspace.clone(),
+        workspace_mount: Default::default(),
         steps: vec!["/bin/true".into()],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         resources: Resources::default(),

@@ -91,7 +91,11 @@ pub async fn run(
             "jobs run in user namespaces: root in a job is host uid {}",
             map.host_base
         ),
-        None => tracing::info!("jobs run without a user namespace"),
+        None => tracing::warn!(
+            reason = runtime.no_user_namespace_because().unwrap_or("?"),
+            "jobs run without a user namespace: root in a job is root on the host, held in by capabilities, \
+             seccomp and masks"
+        ),
     }
     let swept = runtime.sweep()?;
     if swept > 0 {

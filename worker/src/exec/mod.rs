@@ -1,24 +1,23 @@
 //! Running one leased job: checkout, container, live log upload, step reports, heartbeats, final report.
 
+mod config;
 mod control;
 mod services;
 mod upload;
 
+pub use config::{Placement, PreparedImages, container_config, prepare_images};
+
 use crate::agent::client::{Client, with_retries};
 use crate::checkout::MirrorCache;
-use crate::image::{ImageStore, ResolvedImage};
-use crate::runtime::{ContainerConfig, ContainerRuntime, ImageRoot, Outcome};
+use crate::image::ImageStore;
+use crate::runtime::{ContainerRuntime, Outcome, WorkspaceMount};
 use control::{JobControl, heartbeats};
 use gantry_model::FailureKind;
 use gantry_model::wire::{CompleteRequest, Lease, StepReport};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 use upload::{PATIENCE, upload};
-
-/// The search path steps get unless the pipeline (or the image) sets one.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs leased jobs; shared by the agent's job tasks.
 pub struct JobRunner {
@@ -40,48 +39,6 @@ pub struct JobRunner {
     pub journal: crate::agent::journal::LeaseJournal,
     /// The jobs running now, for abandoning them when the worker must stop at once.
     pub running: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<JobControl>>>,
-}
-
-fn hostname_for(job: &str) -> String {
-    let clean: String = job
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("gantry-{}", clean.trim_matches('-'))
-        .chars()
-        .take(63)
-        .collect()
-}
-
-/// The steps' environment, later entries winning, each name once in first-seen order: a default `PATH` (and
-/// `HOME` on the host image; in an image, `HOME` comes from its `/etc/passwd` unless set), the image's `Env`,
-/// Gantry's variables, the job's own. Nothing of the worker's own environment leaks in.
-fn merge_env(image: &ResolvedImage, lease: &Lease) -> Vec<(String, String)> {
-    let mut env = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
-    if image.layers.is_empty() {
-        env.push(("HOME".to_owned(), "/root".to_owned()));
-    }
-    let from_image = image.config.env.iter().cloned();
-    let builtin = lease.env.iter().cloned();
-    let job = lease.spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-    set_env(&mut env, from_image.chain(builtin).chain(job));
-    env
-}
-
-/// Sets each variable in turn, a later value replacing an earlier one in place (names keep their first place).
-fn set_env(env: &mut Vec<(String, String)>, vars: impl IntoIterator<Item = (String, String)>) {
-    for (key, value) in vars {
-        match env.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => env.push((key, value)),
-        }
-    }
 }
 
 fn infra(message: String) -> Outcome {
@@ -195,45 +152,17 @@ impl JobRunner {
             };
             return (outcome, Vec::new(), 0);
         }
-        let spec = &lease.spec;
-        let started = std::time::Instant::now();
-        let image = match self.images.resolve(&spec.image).await {
-            Ok(image) => image,
-            Err(e) => {
-                let message = format!("image {:?} could not be prepared: {e}", spec.image);
-                return (infra(message), Vec::new(), 0);
-            }
-        };
-        if !image.layers.is_empty() {
-            tracing::info!(
-                image = %spec.image,
-                digest = image.digest.as_deref().unwrap_or("-"),
-                layers = image.layers.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "image ready"
-            );
-        }
-        let services = match services::resolve(&self.images, &spec.services).await {
-            Ok(services) => services,
+        let images = match prepare_images(&self.images, &lease.spec).await {
+            Ok(images) => images,
             Err(message) => return (infra(message), Vec::new(), 0),
         };
-        let env = merge_env(&image, lease);
-        let config = ContainerConfig {
+        let placement = Placement {
             id: format!("{}-{}", self.worker_name, lease.job_id.simple()),
-            hostname: hostname_for(spec.name.as_str()),
             workspace,
-            steps: spec.steps.clone(),
-            env,
-            resources: spec.resources.clone(),
+            workspace_mount: WorkspaceMount::Bind,
             masked_paths: self.masked_paths.clone(),
-            timeout: Duration::from_secs(spec.timeout_secs),
-            image: ImageRoot {
-                layers: image.layers,
-                working_dir: image.config.working_dir,
-                user: image.config.user,
-            },
-            services,
         };
+        let config = container_config(&lease.spec, &lease.env, images, placement);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let container = match self.runtime.start(config, tx) {
             Ok(c) => c,

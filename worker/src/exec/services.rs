@@ -1,7 +1,7 @@
 //! A job's services, made ready to start: their images resolved (pulled once, like the job's) and their
 //! command and environment settled.
 
-use super::{DEFAULT_PATH, set_env};
+use super::config::{DEFAULT_PATH, set_env};
 use crate::image::{ImageStore, ResolvedImage};
 use crate::runtime::{ImageRoot, ServiceConfig};
 use gantry_model::pipeline::ServiceSpec;

@@ -115,6 +115,7 @@ pub(crate) fn start(
     let init_config = InitConfig {
         hostname: config.hostname,
         workspace: config.workspace,
+        workspace_mount: config.workspace_mount,
         steps: config.steps,
         env: config.env,
         scratch,
@@ -125,7 +126,7 @@ pub(crate) fn start(
         cgroup_procs,
         seccomp: runtime.seccomp.clone(),
         services: config.services,
-        id_map: runtime.id_map,
+        id_map: runtime.id_map(),
     };
     let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
     container.parts().init = Some(init);

@@ -1,9 +1,12 @@
 //! The reader thread of a container: it turns the output pipe and init's control pipe into [`ContainerEvent`]s
 //! and keeps the [`Progress`] that `start` and `wait` block on.
 //!
-//! Output is forwarded as soon as it is read, never held back for whole lines. Before any control message is
-//! acted on, the output pipe is drained until it would block: init writes "step exited" only after reaping
-//! the step's shell, so every byte the step wrote is already in the pipe and goes out before its event.
+//! Output is forwarded as soon as it is read, never held back for whole lines. Before "step exited" (or "setup
+//! failed") is acted on, the output pipe is drained until it would block: init writes it only after reaping
+//! the step's shell, so every byte the step wrote is already in the pipe and goes out before its event. "Ready"
+//! and "step started" are not: init writes them just before it starts the step, so output waiting in the pipe
+//! is the step's own, which must follow them. A step that starts and writes before the previous step's
+//! "exited" is read can still have its first bytes counted to that step: the two pipes share no clock.
 
 use super::ContainerEvent;
 use super::protocol::InitMessage;
@@ -133,12 +136,14 @@ impl Reader {
             {
                 break;
             }
+            // Control first: "step started" is written before the step exists, so when a step's first output and
+            // its start are both waiting, the start goes out first (every other message drains output itself).
             let (output_ready, control_ready) = self.poll();
-            if output_ready {
-                self.drain_output();
-            }
             if control_ready {
                 self.read_control();
+            }
+            if output_ready {
+                self.drain_output();
             }
         }
         let early_output = std::mem::take(&mut self.early_output);
@@ -193,8 +198,14 @@ impl Reader {
         let closed = read_available(fd, &mut self.buf, |chunk| line.extend_from_slice(chunk));
         while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.line.drain(..=end).collect();
-            self.drain_output();
-            match InitMessage::parse(&line[..end]) {
+            let message = InitMessage::parse(&line[..end]);
+            if matches!(
+                message,
+                Some(InitMessage::StepExited { .. } | InitMessage::SetupFailed { .. })
+            ) {
+                self.drain_output();
+            }
+            match message {
                 Some(message) => self.handle(message),
                 None => {
                     tracing::warn!(line = %String::from_utf8_lossy(&line), "unreadable message from container init")

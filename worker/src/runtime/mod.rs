@@ -40,8 +40,10 @@ pub struct ContainerConfig {
     pub id: String,
     /// The hostname inside the container.
     pub hostname: String,
-    /// Host directory bind-mounted read-write at `/workspace` (the checkout); also the steps' cwd.
+    /// Host directory mounted at `/workspace` (the checkout), as `workspace_mount` says; also the steps' cwd.
     pub workspace: PathBuf,
+    /// How `workspace` becomes `/workspace`.
+    pub workspace_mount: WorkspaceMount,
     /// Shell command lines, each run as `/bin/sh -e -c STEP`, in order, stopping at the first failure.
     pub steps: Vec<String>,
     /// The steps' environment (nothing of the worker's own environment leaks in).
@@ -76,6 +78,18 @@ pub struct ServiceConfig {
     pub ready: Readiness,
     /// How long it may take to get ready.
     pub ready_timeout: std::time::Duration,
+}
+
+/// How a container's workspace directory becomes its `/workspace`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceMount {
+    /// Bound read-write: the job's writes land in the directory (the worker's own throwaway checkout).
+    #[default]
+    Bind,
+    /// The read-only lower layer of an overlay whose upper layer is in the container's scratch tmpfs: the job
+    /// may write in `/workspace`, the directory never changes (`gantry run` on a user's working tree).
+    ReadOnlyLower,
 }
 
 /// A container's root file system, from an image (see `crate::image`).

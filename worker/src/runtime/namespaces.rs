@@ -33,8 +33,8 @@ pub struct NamespacesRuntime {
     pub(super) layout: CgroupLayout,
     /// Compiled once here, installed by every container's init.
     pub(super) seccomp: super::security::SeccompProgram,
-    /// The user namespace map of every container; none: the host's user namespace.
-    pub(super) id_map: Option<IdMap>,
+    /// The user namespace map of every container, or why there is none.
+    pub(super) id_map: Result<IdMap, String>,
 }
 
 impl NamespacesRuntime {
@@ -76,15 +76,9 @@ impl NamespacesRuntime {
         let seccomp = super::security::SeccompProgram::compile()
             .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
         let id_map = if options.user_namespace {
-            match userns::check(&options.state_dir) {
-                Ok(()) => Some(IdMap::for_worker(&options.worker_name)),
-                Err(reason) => {
-                    tracing::warn!(%reason, "containers run without a user namespace: root in a job is root on the host, held in by capabilities, seccomp and masks");
-                    None
-                }
-            }
+            userns::check(&options.state_dir).map(|()| IdMap::for_worker(&options.worker_name))
         } else {
-            None
+            Err("turned off in the configuration".into())
         };
         Ok(NamespacesRuntime {
             options,
@@ -98,7 +92,12 @@ impl NamespacesRuntime {
     /// not allow user namespaces with id-mapped mounts (or they were turned off): root in a job is then root
     /// on the host, held in by the capabilities, seccomp filter and masks.
     pub fn id_map(&self) -> Option<IdMap> {
-        self.id_map
+        self.id_map.as_ref().ok().copied()
+    }
+
+    /// Why containers run without a user namespace, if they do.
+    pub fn no_user_namespace_because(&self) -> Option<&str> {
+        self.id_map.as_ref().err().map(String::as_str)
     }
 
     /// The options in effect (with `state_dir` made canonical).

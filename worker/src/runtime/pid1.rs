@@ -69,7 +69,7 @@ fn build(
         hostname: &config.hostname,
         aliases: &aliases,
         masks: &config.masks,
-        workspace: Some(&config.workspace),
+        workspace: Some((&config.workspace, config.workspace_mount)),
         mounts: config.id_map.map(|_| &mounts.job),
     })
     .map_err(|e| e.to_string())?;

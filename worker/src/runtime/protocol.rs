@@ -10,6 +10,9 @@ use std::path::PathBuf;
 pub(crate) struct InitConfig {
     pub hostname: String,
     pub workspace: PathBuf,
+    /// How `workspace` becomes `/workspace`; absent (an older runtime): bound read-write.
+    #[serde(default)]
+    pub workspace_mount: super::WorkspaceMount,
     pub steps: Vec<String>,
     pub env: Vec<(String, String)>,
     /// An empty host directory; init mounts the tmpfs that holds the overlay's upper layer on it.

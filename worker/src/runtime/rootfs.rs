@@ -2,12 +2,13 @@
 //! namespace) and entered with `pivot_root`. Every mount here lives and dies with that mount namespace: the
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
+use super::WorkspaceMount;
 use super::protocol::Mask;
 use super::userns::{self, RootMounts};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// A setup step that failed, and why.
@@ -64,8 +65,8 @@ pub(crate) struct RootSpec<'a> {
     pub aliases: &'a [String],
     /// Host paths to hide, when the root is the host's `/`.
     pub masks: &'a [Mask],
-    /// Bind-mounted at `/workspace`; none: no workspace (a service's root).
-    pub workspace: Option<&'a Path>,
+    /// The host dir that becomes `/workspace`, and how; none: no workspace (a service's root).
+    pub workspace: Option<(&'a Path, WorkspaceMount)>,
     /// In a user namespace: id-mapped mounts of the layers (or the host's `/`) and of the workspace, used
     /// instead of the paths above.
     pub mounts: Option<&'a RootMounts>,
@@ -115,26 +116,29 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
-    let idmapped_workspace = spec.mounts.and_then(|m| m.workspace.as_ref());
-    if let Some(mount) = idmapped_workspace {
-        let workspace = mount_point(&root, "workspace")?;
-        userns::attach(mount.as_fd(), &workspace)
-            .what(|| "attach the id-mapped workspace on /workspace".into())?;
-    } else if let Some(source) = spec.workspace {
-        let workspace = mount_point(&root, "workspace")?;
-        mount(
-            Some(source),
-            &workspace,
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            NONE,
-        )
-        .what(|| {
-            format!(
-                "bind-mount the workspace {} on /workspace",
-                source.display()
+    if let Some((source, how)) = spec.workspace {
+        let target = mount_point(&root, "workspace")?;
+        let idmapped = spec.mounts.and_then(|m| m.workspace.as_ref());
+        match (how, idmapped) {
+            (WorkspaceMount::Bind, Some(mount)) => userns::attach(mount.as_fd(), &target)
+                .what(|| "attach the id-mapped workspace on /workspace".into())?,
+            (WorkspaceMount::Bind, None) => mount(
+                Some(source),
+                &target,
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                NONE,
             )
-        })?;
+            .what(|| {
+                format!(
+                    "bind-mount the workspace {} on /workspace",
+                    source.display()
+                )
+            })?,
+            (WorkspaceMount::ReadOnlyLower, idmapped) => {
+                overlay_workspace(&spec.base, source, idmapped.map(|m| m.as_fd()), &target)?
+            }
+        }
     }
 
     write_hosts(&mount_point(&root, "etc")?, spec.hostname, spec.aliases)?;
@@ -249,6 +253,62 @@ fn overlay_root(base: &Path, lower: Lower<'_>) -> Result<PathBuf, SetupError> {
     )
     .what(|| format!("mount the overlay root ({options}) on {}", root.display()))?;
     Ok(root)
+}
+
+/// Mounts on `target` an overlay whose one lower layer is `source` and whose upper and work dirs are in the
+/// scratch tmpfs (next to the root's): the job may change anything in `/workspace`, `source` never changes,
+/// and what the job wrote vanishes with the mount namespace (charged, like every write, to its memory cgroup).
+///
+/// The lower dir is reached through a link in the scratch dir (in a user namespace: the id-mapped mount of
+/// `source`, attached there), resolved from the cwd at mount time, so that a `,` or `:` in the user's path
+/// cannot break the mount options. `metacopy=on` makes a `chown` copy up only the inode, not the data:
+/// `identity` gives the whole of `/workspace` to an image's non-root user, which would otherwise copy every
+/// file of the working tree into memory. (The kernel warns against metacopy on untrusted layers; here the upper
+/// dir is fresh, and the `trusted.overlay.*` xattrs a hostile lower dir would need can only be set by root.)
+/// In a user namespace overlayfs allows no metacopy (it needs trusted.* xattrs), so such a chown copies data.
+fn overlay_workspace(
+    base: &Path,
+    source: &Path,
+    idmapped: Option<BorrowedFd<'_>>,
+    target: &Path,
+) -> Result<(), SetupError> {
+    let [lower, upper, work] = ["ws-lower", "ws-upper", "ws-work"].map(|name| base.join(name));
+    match idmapped {
+        Some(mount) => {
+            fs::create_dir(&lower).what(|| format!("create {}", lower.display()))?;
+            userns::attach(mount, &lower).what(|| "attach the id-mapped workspace".into())?;
+        }
+        None => {
+            symlink(source, &lower).what(|| format!("link the workspace {}", source.display()))?
+        }
+    }
+    for dir in [&upper, &work] {
+        fs::create_dir(dir).what(|| format!("create {}", dir.display()))?;
+    }
+    // The overlay's root takes its owner and mode from the upper dir: make `/workspace` look like `source`
+    // (as seen through `lower`, which in a user namespace shows the owner the job sees).
+    let meta = fs::metadata(&lower).what(|| format!("stat the workspace {}", source.display()))?;
+    std::os::unix::fs::lchown(&upper, Some(meta.uid()), Some(meta.gid()))
+        .and_then(|()| fs::set_permissions(&upper, meta.permissions()))
+        .what(|| format!("give {} the workspace's owner and mode", upper.display()))?;
+    nix::unistd::chdir(base).what(|| format!("chdir {}", base.display()))?;
+    let options = match idmapped {
+        Some(_) => "lowerdir=ws-lower,upperdir=ws-upper,workdir=ws-work,userxattr",
+        None => "lowerdir=ws-lower,upperdir=ws-upper,workdir=ws-work,metacopy=on",
+    };
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+    .what(|| {
+        format!(
+            "mount an overlay of the workspace {} on /workspace ({options})",
+            source.display()
+        )
+    })
 }
 
 fn mount_fs(
