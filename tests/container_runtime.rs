@@ -751,3 +751,39 @@ fn root_in_a_job_is_an_unprivileged_uid_on_the_host_yet_owns_its_files() {
         );
     });
 }
+
+#[test]
+fn each_steps_output_arrives_between_its_start_and_its_end() {
+    within(Duration::from_secs(60), || {
+        let farm = Farm::new();
+        let steps: Vec<String> = (0..30).map(|i| format!("echo out-{i}")).collect();
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let run = run(&farm, farm.config(&steps));
+        assert_eq!(run.outcome.failure, None, "{}", run.output());
+        let mut current: Option<u32> = None;
+        let mut seen = String::new();
+        for (_, event) in &run.events {
+            match event {
+                ContainerEvent::StepStarted { index } => {
+                    assert_eq!(current, None, "step {index} started inside another");
+                    current = Some(*index);
+                }
+                ContainerEvent::StepExited { index, .. } => {
+                    assert_eq!(current, Some(*index));
+                    assert!(
+                        seen.contains(&format!("out-{index}\n")),
+                        "step {index}: {seen:?}"
+                    );
+                    current = None;
+                    seen.clear();
+                }
+                ContainerEvent::Output(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    let index = current.unwrap_or_else(|| panic!("{text:?} outside any step"));
+                    assert_eq!(text.trim(), format!("out-{index}"), "in step {index}");
+                    seen.push_str(&text);
+                }
+            }
+        }
+    });
+}

@@ -19,6 +19,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
+/// The most one read round takes from a pipe.
+const ROUND_LIMIT: usize = 1 << 20;
+
 /// How much output before "ready" is kept, to explain an init that died during setup.
 const EARLY_OUTPUT_LIMIT: usize = 4096;
 
@@ -104,6 +107,7 @@ pub(crate) fn spawn(
         line: Vec::new(),
         buf: vec![0; 64 * 1024],
         ready: false,
+        exited_reported: false,
         early_output: Vec::new(),
         events,
         shared,
@@ -120,6 +124,8 @@ struct Reader {
     line: Vec<u8>,
     buf: Vec<u8>,
     ready: bool,
+    /// `init_exited` was set.
+    exited_reported: bool,
     early_output: Vec<u8>,
     events: UnboundedSender<ContainerEvent>,
     shared: Arc<Shared>,
@@ -136,14 +142,13 @@ impl Reader {
             {
                 break;
             }
-            // Control first: "step started" is written before the step exists, so when a step's first output and
-            // its start are both waiting, the start goes out first (every other message drains output itself).
             let (output_ready, control_ready) = self.poll();
             if control_ready {
-                self.read_control();
+                let messages = self.read_control();
+                self.handle_all(messages);
             }
             if output_ready {
-                self.drain_output();
+                self.forward_output();
             }
         }
         let early_output = std::mem::take(&mut self.early_output);
@@ -171,49 +176,97 @@ impl Reader {
         (output, control)
     }
 
+    /// Forwards what the output pipe holds, in its place among the control messages. PID 1 reports a step's
+    /// start before the step runs, and its end only once the output pipe is empty (see `pid1`), so messages
+    /// read after these bytes that are not an end were written before them: they go out first.
+    fn forward_output(&mut self) {
+        let mut bytes = Vec::new();
+        let Some(fd) = self.output.as_ref() else {
+            return;
+        };
+        let closed = read_available(fd, &mut self.buf, |chunk| bytes.extend_from_slice(chunk));
+        let mut messages = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            self.read_control()
+        };
+        let ends = messages
+            .iter()
+            .position(|m| {
+                matches!(
+                    m,
+                    Some(InitMessage::StepExited { .. } | InitMessage::SetupFailed { .. })
+                )
+            })
+            .unwrap_or(messages.len());
+        let after = messages.split_off(ends);
+        self.handle_all(messages);
+        self.send_output(&bytes);
+        if closed {
+            self.output = None;
+        }
+        self.handle_all(after);
+    }
+
+    fn send_output(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.ready && self.early_output.len() < EARLY_OUTPUT_LIMIT {
+            let room = EARLY_OUTPUT_LIMIT - self.early_output.len();
+            self.early_output
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        // A receiver that went away does not stop the job: keep the pipe drained.
+        let _ = self.events.send(ContainerEvent::Output(bytes.to_vec()));
+    }
+
     /// Forwards everything the output pipe holds right now.
     fn drain_output(&mut self) {
         let Some(fd) = self.output.as_ref() else {
             return;
         };
-        let (ready, early, events) = (self.ready, &mut self.early_output, &self.events);
-        let closed = read_available(fd, &mut self.buf, |chunk| {
-            if !ready && early.len() < EARLY_OUTPUT_LIMIT {
-                let room = EARLY_OUTPUT_LIMIT - early.len();
-                early.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            // A receiver that went away does not stop the job: keep the pipe drained.
-            let _ = events.send(ContainerEvent::Output(chunk.to_vec()));
-        });
+        let mut bytes = Vec::new();
+        let closed = read_available(fd, &mut self.buf, |chunk| bytes.extend_from_slice(chunk));
+        self.send_output(&bytes);
         if closed {
             self.output = None;
         }
     }
 
-    fn read_control(&mut self) {
+    /// Reads the complete control lines waiting now (None for a line that is no message).
+    fn read_control(&mut self) -> Vec<Option<InitMessage>> {
         let Some(fd) = self.control.as_ref() else {
-            return;
+            return Vec::new();
         };
         let line = &mut self.line;
         let closed = read_available(fd, &mut self.buf, |chunk| line.extend_from_slice(chunk));
+        let mut messages = Vec::new();
         while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.line.drain(..=end).collect();
             let message = InitMessage::parse(&line[..end]);
-            if matches!(
-                message,
-                Some(InitMessage::StepExited { .. } | InitMessage::SetupFailed { .. })
-            ) {
-                self.drain_output();
+            if message.is_none() {
+                tracing::warn!(line = %String::from_utf8_lossy(&line), "unreadable message from container init");
             }
-            match message {
-                Some(message) => self.handle(message),
-                None => {
-                    tracing::warn!(line = %String::from_utf8_lossy(&line), "unreadable message from container init")
-                }
-            }
+            messages.push(message);
         }
         if closed {
             self.control = None;
+        }
+        messages
+    }
+
+    /// Handles messages in order; once the control pipe is closed, forwards the rest of the output and says so.
+    fn handle_all(&mut self, messages: Vec<Option<InitMessage>>) {
+        for message in messages.into_iter().flatten() {
+            if matches!(message, InitMessage::SetupFailed { .. }) {
+                // Output written during setup explains the failure: keep it in `early_output` first.
+                self.drain_output();
+            }
+            self.handle(message);
+        }
+        if self.control.is_none() && !self.exited_reported {
+            self.exited_reported = true;
             self.drain_output();
             let early_output = self.early_output.clone();
             self.shared.update(|p| {
@@ -253,16 +306,22 @@ impl Reader {
     }
 }
 
-/// Reads a non-blocking pipe until it would block, handing each chunk to `take`; true once it is closed (EOF or
-/// an error, which for a pipe means the same: nothing more will come).
+/// Reads a non-blocking pipe until it would block (or [`ROUND_LIMIT`] bytes were read, so a flood cannot grow
+/// a round without bound), handing each chunk to `take`; true once it is closed (EOF or an error, which for a
+/// pipe means the same: nothing more will come).
 fn read_available(fd: &std::os::fd::OwnedFd, buf: &mut [u8], mut take: impl FnMut(&[u8])) -> bool {
-    loop {
+    let mut total = 0;
+    while total < ROUND_LIMIT {
         match nix::unistd::read(fd, buf) {
             Ok(0) => return true,
-            Ok(n) => take(&buf[..n]),
+            Ok(n) => {
+                total += n;
+                take(&buf[..n]);
+            }
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => return false,
             Err(_) => return true,
         }
     }
+    false
 }

@@ -1,7 +1,7 @@
 //! Init's second half: PID 1 of the container's PID namespace. It builds the container from the inside, then
 //! runs the steps one by one, reaps every orphan the job leaves (as any PID 1 must), and forwards SIGTERM and
 //! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
-#![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them
+#![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them; ioctl
 
 use super::identity::{self, StepIdentity, WORKSPACE};
 use super::network;
@@ -20,6 +20,8 @@ use std::process::{Command, Stdio};
 
 /// Init's exit status when the container could not be built (the control pipe says why).
 pub(crate) const SETUP_FAILED: i32 = 125;
+/// How long a step's end waits for the runtime to read the step's output.
+const OUTPUT_READ_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// PID 1's exit status when a service failed (the control pipe says which and why).
 const SERVICE_FAILED: i32 = 124;
 
@@ -47,6 +49,7 @@ pub(crate) fn run(config: &InitConfig, mounts: &Mounts, control: &File, signals:
     for (index, step) in (0u32..).zip(&config.steps) {
         report(control, &InitMessage::StepStarted { index });
         let exit_code = run_step(step, &config.env, &identity, signals);
+        wait_until_output_read();
         report(control, &InitMessage::StepExited { index, exit_code });
         if exit_code != 0 {
             return exit_code;
@@ -101,6 +104,22 @@ fn build(
     // Last: from here on, nothing this process or the steps do can undo it.
     security::drop_privileges(&config.seccomp).map_err(|e| e.to_string())?;
     Ok((identity, services))
+}
+
+/// Waits (briefly) until the runtime has read everything in the output pipe: the two pipes are read apart, and
+/// a step's end must not overtake its last output, nor the next step's first output its end. Background
+/// processes that keep writing only delay it by the bound.
+fn wait_until_output_read() {
+    let until = std::time::Instant::now() + OUTPUT_READ_WAIT;
+    loop {
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int; fd 1 is the output pipe, which for a pipe answers on either end.
+        let asked = unsafe { libc::ioctl(1, libc::FIONREAD, &mut waiting) };
+        if asked != 0 || waiting == 0 || std::time::Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 /// Runs `/bin/sh -e -c STEP` and returns its status (128+N when killed by signal N).
