@@ -185,3 +185,18 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
 }
+
+/// The count given as the bench's first argument, or `default`.
+pub fn count_arg(default: usize) -> Result<usize> {
+    std::env::args()
+        .nth(1)
+        .map(|a| a.parse().with_context(|| format!("{a:?} is not a count")))
+        .transpose()
+        .map(|n| n.unwrap_or(default))
+}
+
+/// A fresh scratch dir for one bench run, under `target/bench`.
+pub fn scratch(kind: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))
+        .join(format!("{kind}-{}", std::process::id()))
+}

@@ -6,7 +6,7 @@
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin container_start [RUNS]`
 
 use anyhow::{Context, Result};
-use gantry_bench::{gantry_bin, quantile};
+use gantry_bench::{count_arg, gantry_bin, quantile, scratch};
 use gantry_model::Resources;
 use gantry_worker::runtime::{
     ContainerConfig, ContainerRuntime, NamespacesRuntime, RuntimeOptions,
@@ -15,13 +15,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200);
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))
-        .join(format!("start-{}", std::process::id()));
+    let runs = count_arg(200)?;
+    let dir = scratch("start");
     let workspace = dir.join("workspace");
     std::fs::create_dir_all(&workspace)?;
     let name = format!("bench{}", std::process::id());

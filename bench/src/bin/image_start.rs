@@ -8,7 +8,7 @@
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin image_start [RUNS]`
 
 use anyhow::{Context, Result, bail, ensure};
-use gantry_bench::{gantry_bin, quantile};
+use gantry_bench::{count_arg, gantry_bin, quantile, scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -17,13 +17,8 @@ const BUSYBOX: &str = "/bin/busybox";
 const PODMAN_IMAGE: &str = "localhost/gantry-bench-busybox:latest";
 
 fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(30);
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))
-        .join(format!("image-{}", std::process::id()));
+    let runs = count_arg(30)?;
+    let dir = scratch("image");
     std::fs::create_dir_all(&dir)?;
     // Image paths in pipeline files must be clean (no `..`).
     let dir = dir.canonicalize()?;
@@ -138,11 +133,23 @@ fn podman(layout: &Path, runs: usize) -> Result<f64> {
             .stdout(Stdio::null())
             .status()
             .context("apt-get")?;
-        ensure!(status.success(), "podman is not installed and apt-get install podman failed");
+        ensure!(
+            status.success(),
+            "podman is not installed and apt-get install podman failed"
+        );
     }
     let source = format!("oci:{}:busybox", layout.display());
     let destination = format!("containers-storage:{PODMAN_IMAGE}");
-    run("skopeo", &["--insecure-policy", "copy", "--quiet", &source, &destination])?;
+    run(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            &source,
+            &destination,
+        ],
+    )?;
     // Podman 4.3's crun refuses this host's hybrid cgroups (the unified mount lists `hugetlb`), and the
     // sandbox refuses its default rlimits: hide the unified mount in a private mount namespace, as for crun in
     // the container bench, and ask for modest limits. The wrapper's own cost is measured and taken out.
@@ -153,7 +160,10 @@ fn podman(layout: &Path, runs: usize) -> Result<f64> {
     let time = |inner: &str| -> Result<f64> {
         let script = format!("mount -t tmpfs none /sys/fs/cgroup/unified && exec {inner}");
         let started = Instant::now();
-        run("unshare", &["-m", "--propagation", "private", "sh", "-c", &script])?;
+        run(
+            "unshare",
+            &["-m", "--propagation", "private", "sh", "-c", &script],
+        )?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };
     time(&podman_run)?; // warm

@@ -6,16 +6,12 @@
 use anyhow::{Context, Result};
 use base64::Engine;
 use futures::StreamExt;
-use gantry_bench::{Farm, quantile};
+use gantry_bench::{Farm, count_arg, quantile};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let lines: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100);
+    let lines = count_arg(100)?;
     let farm = Farm::up(1)?;
     let pipeline = format!(
         "jobs:\n  clock:\n    steps: [\"for i in $(seq 1 {lines}); do date +%s%N; sleep 0.1; done\"]\n"
