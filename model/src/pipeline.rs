@@ -217,12 +217,14 @@ fn yaml_error(err: serde_saphyr::Error) -> PipelineError {
     let loc = err.location().filter(|l| *l != Location::UNKNOWN);
     // The crate's Display renders a source snippet; the first line is the message itself.
     let rendered = err.to_string();
-    let message = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_owned();
+    let first = rendered.lines().next().unwrap_or("invalid YAML").trim();
+    // It reads `error: line 3 column 5: unknown field …`; the place is ours to say, once.
+    let message = first.strip_prefix("error:").unwrap_or(first).trim_start();
+    let message = match (message.strip_prefix("line "), loc) {
+        (Some(rest), Some(_)) => rest.split_once(": ").map_or(message, |(_, text)| text),
+        _ => message,
+    }
+    .to_owned();
     PipelineError {
         line: loc.map(|l| l.line()),
         column: loc.map(|l| l.column()),

@@ -161,3 +161,15 @@ fn bad_services_name_line_and_key() {
         .collect();
     assert!(case(&many).message.contains("at most"));
 }
+
+#[test]
+fn a_yaml_error_names_its_place_once() {
+    for text in [
+        "jobs:\n  build:\n    stpes: [make]\n",
+        "jobs:\n  build:\n    steps: [make\n  other: {\n",
+    ] {
+        let err = Pipeline::parse(text).unwrap_err().to_string();
+        assert_eq!(err.matches("line").count(), 1, "{err}");
+        assert!(!err.contains("error:"), "{err}");
+    }
+}
