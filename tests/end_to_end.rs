@@ -297,15 +297,7 @@ fn ctrl_c_stops_the_server_and_its_local_worker() {
     let pid = farm.pid();
     let worker =
         support::eventually_blocking("the local worker to start", Duration::from_secs(30), || {
-            let out = std::process::Command::new("pgrep")
-                .args(["-P", &pid.to_string()])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .next()
-                .map(|l| l.trim().parse::<i32>().unwrap())
+            support::first_child(pid).map(|child| child as i32)
         });
     let workers =
         support::eventually_blocking("the worker to register", Duration::from_secs(30), || {

@@ -101,15 +101,7 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
             .to_owned();
         let container = format!("{worker_name}-{}", job_id.replace('-', ""));
         let worker_pid = eventually("the worker's pid", Duration::from_secs(10), || async {
-            let out = std::process::Command::new("pgrep")
-                .args(["-P", &farm.pid().to_string()])
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .next()
-                .map(str::to_owned)
+            support::first_child(farm.pid()).map(|pid| pid.to_string())
         })
         .await;
         let cgroups = || {

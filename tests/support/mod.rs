@@ -70,3 +70,15 @@ pub fn eventually_blocking<T>(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The first child process of `pid` that `pgrep -P` lists, if any.
+pub fn first_child(pid: u32) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .expect("pgrep (apt-get install procps)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse().ok())
+}

@@ -167,6 +167,21 @@ impl Registries {
         }
     }
 
+    /// The registry's client, holding this registry's credentials, and the image's reference: blob pulls take
+    /// no credentials of their own.
+    async fn authorized(
+        &self,
+        image: &RegistryRef,
+    ) -> Result<(Arc<Client>, Reference), ImageError> {
+        let auth = self.auth(image)?;
+        let reference = Self::reference(image);
+        let client = self.client(image);
+        client
+            .store_auth_if_needed(reference.resolve_registry(), &auth)
+            .await;
+        Ok((client, reference))
+    }
+
     /// The image manifest (an index is resolved to this platform's entry) and its digest.
     pub(crate) async fn manifest(
         &self,
@@ -185,12 +200,7 @@ impl Registries {
         image: &RegistryRef,
         descriptor: &OciDescriptor,
     ) -> Result<Vec<u8>, ImageError> {
-        let auth = self.auth(image)?;
-        let reference = Self::reference(image);
-        let client = self.client(image);
-        client
-            .store_auth_if_needed(reference.resolve_registry(), &auth)
-            .await;
+        let (client, reference) = self.authorized(image).await?;
         let mut data = Vec::new();
         client
             .pull_blob(&reference, descriptor, &mut data)
@@ -206,12 +216,7 @@ impl Registries {
         descriptor: &OciDescriptor,
         path: &Path,
     ) -> Result<(), ImageError> {
-        let auth = self.auth(image)?;
-        let reference = Self::reference(image);
-        let client = self.client(image);
-        client
-            .store_auth_if_needed(reference.resolve_registry(), &auth)
-            .await;
+        let (client, reference) = self.authorized(image).await?;
         let file = tokio::fs::File::create(path)
             .await
             .map_err(|source| ImageError::Io {
