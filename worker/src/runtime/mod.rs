@@ -5,6 +5,7 @@
 //! implementation. Containers are started by re-executing the `gantry` binary as `gantry container-init`
 //! (see [`init`]), so that everything between fork and exec happens in a fresh single-threaded process.
 
+mod bpf;
 pub mod cgroup;
 mod container;
 mod events;
