@@ -30,6 +30,14 @@ fn assert_status(jobs: &[FinishedJob], name: &str, status: &str, kind: Option<&s
     job.log.clone()
 }
 
+/// The job failed as `service` with a message holding `expected`; returns its log.
+fn assert_service_failed(jobs: &[FinishedJob], name: &str, expected: &str) -> String {
+    let log = assert_status(jobs, name, "failed", Some("service"));
+    let message = job(jobs, name).json["message"].as_str().unwrap_or_default();
+    assert!(message.contains(expected), "{name}: {message:?}");
+    log
+}
+
 #[test]
 fn services_get_ready_before_the_steps_and_failures_say_which_and_why() {
     run(Duration::from_secs(300), async {
@@ -82,14 +90,10 @@ fn services_get_ready_before_the_steps_and_failures_say_which_and_why() {
             "the check ran in the service's container: {log}"
         );
 
-        let log = assert_status(&jobs, "dies", "failed", Some("service"));
-        let message = job(&jobs, "dies").json["message"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            message.contains("service bad exited with 3 before it was ready"),
-            "{message}"
+        let log = assert_service_failed(
+            &jobs,
+            "dies",
+            "service bad exited with 3 before it was ready",
         );
         assert!(
             log.contains("boom-from-service"),
@@ -100,14 +104,10 @@ fn services_get_ready_before_the_steps_and_failures_say_which_and_why() {
             "no step runs without its services: {log}"
         );
 
-        let log = assert_status(&jobs, "never", "failed", Some("service"));
-        let message = job(&jobs, "never").json["message"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            message.contains("service slow was not ready (tcp port 6000 open) within 2 s"),
-            "{message}"
+        let log = assert_service_failed(
+            &jobs,
+            "never",
+            "service slow was not ready (tcp port 6000 open) within 2 s",
         );
         assert!(!log.contains("step-ran"), "{log}");
         assert!(elapsed < Duration::from_secs(120), "took {elapsed:?}");
