@@ -12,7 +12,7 @@ mounts=$(grep -E 'gantry|/containers/' /proc/self/mountinfo)
 if [ -n "$mounts" ]; then
   echo "leak: mounts left behind:"; echo "$mounts"; status=1
 fi
-procs=$(pgrep -af 'gantry (up|worker|server|container-init)' | grep -v pgrep)
+procs=$(pgrep -af 'gantry (up|worker|server|container-zygote)' | grep -v pgrep)
 if [ -n "$procs" ]; then
   echo "leak: processes left behind:"; echo "$procs"; status=1
 fi

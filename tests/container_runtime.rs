@@ -1,5 +1,5 @@
 //! The namespaces container runtime, for real: these tests run as root on the CI machines and start real
-//! containers through the `gantry` binary's hidden `container-init` subcommand.
+//! containers through the `gantry` binary's hidden `container-zygote` subcommand.
 
 use gantry_model::{FailureKind, Resources};
 use gantry_worker::runtime::{
@@ -600,21 +600,25 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
     });
 }
 
-/// The container's init: our child, running `gantry container-init`, in the container's cgroup.
+/// The container's init (its PID 1): the process in the container's cgroup whose parent, the runtime's zygote,
+/// is not.
 fn init_pid(id: &str) -> Option<i32> {
+    let in_container = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|cgroup| cgroup.contains(&format!("/gantry/{id}\n")))
+    };
     let entries = std::fs::read_dir("/proc").unwrap();
     entries.flatten().find_map(|entry| {
         let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat
+        let ppid: i32 = stat
             .rsplit(')')
             .next()?
             .split_whitespace()
             .nth(1)?
             .parse()
             .ok()?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (ppid == std::process::id() && cgroup.contains(&format!("/gantry/{id}\n"))).then_some(pid)
+        (in_container(pid) && !in_container(ppid)).then_some(pid)
     })
 }
 

@@ -7,4 +7,4 @@ pub mod exec;
 pub mod image;
 pub mod runtime;
 
-pub use runtime::init_main;
+pub use runtime::zygote_main;

@@ -1,6 +1,6 @@
-//! One container's life on the runtime side: start (cgroup, scratch dir, `gantry container-init`, the reader
-//! thread), wait with the timeout, cancel, and a teardown that runs exactly once — from `wait`, from a failed
-//! `start`, or from `Drop` if neither happened.
+//! One container's life on the runtime side: start (scratch dir, an init in the container's cgroup, its
+//! config and pipes, the reader thread), wait with the timeout, cancel, and a teardown that runs exactly once —
+//! from `wait`, from a failed `start`, or from `Drop` if neither happened.
 
 use super::cgroup::{Cgroup, CgroupStats};
 use super::events::{self, Shared};
@@ -8,14 +8,14 @@ use super::masks::{self, DEFAULT_MASKS};
 use super::namespaces::NamespacesRuntime;
 use super::outcome::{self, Ending};
 use super::protocol::InitConfig;
+use super::zygote::Init;
 use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
 use gantry_model::Resources;
 use nix::fcntl::OFlag;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ pub(crate) struct NsContainer {
 /// What must be undone; each is taken out as it is torn down.
 #[derive(Debug, Default)]
 struct Parts {
-    init: Option<Child>,
+    init: Option<Init>,
     cgroup: Option<Cgroup>,
     scratch: Option<PathBuf>,
     reader: Option<JoinHandle<()>>,
@@ -52,6 +52,8 @@ struct Parts {
 struct Teardown {
     stats: CgroupStats,
     init_status: Option<ExitStatus>,
+    /// Why the init failed before it was started, if it said.
+    init_failure: Option<String>,
     /// Processes may have survived: the one teardown error `wait` reports rather than logs.
     kill_error: Option<RuntimeError>,
     errors: Vec<RuntimeError>,
@@ -62,7 +64,7 @@ struct Teardown {
 enum Built {
     Ready,
     Failed(String),
-    /// Init exited without a word (not the `gantry` binary, or it crashed).
+    /// Init exited without a word (the zygote is not the `gantry` binary, or something crashed).
     Died,
 }
 
@@ -91,10 +93,14 @@ pub(crate) fn start(
             ..Parts::default()
         }),
     };
-    let cgroup = runtime.layout.cgroup(&config.id);
-    cgroup.create(&config.resources)?;
-    let cgroup_procs = cgroup.procs_files();
-    container.parts().cgroup = Some(cgroup);
+    let (init, cgroup) = runtime
+        .inits
+        .take(&runtime.layout, &config.id, &config.resources)?;
+    {
+        let mut parts = container.parts();
+        parts.cgroup = Some(cgroup);
+        parts.init = Some(init);
+    }
 
     // Host masks hide host paths, which only the host image shows; an image's own files are all fair game.
     let masks = if config.image.layers.is_empty() {
@@ -120,11 +126,9 @@ pub(crate) fn start(
         layers: config.image.layers,
         working_dir: config.image.working_dir,
         user: config.image.user,
-        cgroup_procs,
         seccomp: runtime.seccomp.clone(),
     };
-    let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
-    container.parts().init = Some(init);
+    let (output, control) = start_init(&container, &init_config)?;
     let reader = events::spawn(output, control, events, container.shared.clone())
         .map_err(|e| RuntimeError::io("start the reader thread for", &options.init_exe, e))?;
     container.parts().reader = Some(reader);
@@ -147,8 +151,11 @@ pub(crate) fn start(
         return Ok(Arc::new(container));
     }
     let teardown = container.teardown();
-    let message = match built {
-        Built::Failed(message) => message,
+    let message = match (built, teardown.init_failure) {
+        (Built::Failed(message), _) => message,
+        (_, Some(failure)) => {
+            format!("container init exited before the container was ready: {failure}")
+        }
         _ => {
             let early = container.shared.lock().early_output.clone();
             let status = teardown
@@ -175,37 +182,28 @@ pub(crate) fn start(
     }
 }
 
-/// Starts `init_exe container-init` with the config on stdin; returns it with the output and control pipes.
-fn spawn_init(
-    init_exe: &Path,
+/// Hands the container's init its config and pipes; returns the read ends of the output and control pipes.
+fn start_init(
+    container: &NsContainer,
     config: &InitConfig,
-) -> Result<(Child, OwnedFd, OwnedFd), RuntimeError> {
+) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| RuntimeError::io("create a pipe for", init_exe, e.into()))
+            .map_err(|e| RuntimeError::io("create a pipe for", &container.id, e.into()))
     };
+    let (config_reader, config_writer) = pipe()?;
     let (output, output_writer) = pipe()?;
     let (control, control_writer) = pipe()?;
-    // The Command is dropped at the end of this statement, and with it our copies of the write ends: from then
-    // on, EOF on a pipe means every process that could write to it is gone.
-    let mut init = Command::new(init_exe)
-        .arg("container-init")
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(control_writer))
-        .stderr(Stdio::from(output_writer))
-        // Out of the worker's process group: a Ctrl-C in the worker's terminal is for the worker to handle,
-        // not a signal to every job's steps.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| RuntimeError::io("start container init", init_exe, e))?;
-    let payload = serde_json::to_vec(config).unwrap_or_default();
-    if let Some(mut stdin) = init.stdin.take() {
-        // If init died already, the control pipe tells why; the broken pipe here adds nothing.
-        let _ = stdin.write_all(&payload);
+    if let Some(init) = &container.parts().init {
+        init.start([&config_reader, &control_writer, &output_writer])?;
     }
-    Ok((init, output, control))
+    // Our copies of the write ends close here: from now on, EOF on a pipe means every process that could write
+    // to it is gone.
+    drop((config_reader, control_writer, output_writer));
+    let payload = serde_json::to_vec(config).unwrap_or_default();
+    // If init died already, the control pipe tells why; the broken pipe here adds nothing.
+    let _ = std::fs::File::from(config_writer).write_all(&payload);
+    Ok((output, control))
 }
 
 impl NsContainer {
@@ -219,7 +217,10 @@ impl NsContainer {
     fn teardown(&self) -> Teardown {
         let mut parts = self.parts();
         let kill_error = parts.kill().err();
-        let init_status = parts.init.take().and_then(|mut init| init.wait().ok());
+        let init = parts.init.take();
+        // Reaped first, so that whatever the zygote said of the init before has arrived.
+        let init_status = init.as_ref().and_then(Init::wait);
+        let init_failure = init.as_ref().and_then(Init::failure);
         let mut errors = Vec::new();
         let stats = parts.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         if let Some(cgroup) = parts.cgroup.take() {
@@ -239,6 +240,7 @@ impl NsContainer {
         Teardown {
             stats,
             init_status,
+            init_failure,
             kill_error,
             errors,
         }
@@ -248,9 +250,9 @@ impl NsContainer {
 impl Parts {
     fn kill(&mut self) -> Result<(), RuntimeError> {
         let killed = self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all);
-        // Init is our child and not yet reaped, so its pid cannot have been reused.
-        if let Some(init) = &mut self.init {
-            let _ = init.kill();
+        // Init may not be in the cgroup yet; the zygote kills it only if it has not reaped it.
+        if let Some(init) = &self.init {
+            init.kill();
         }
         killed
     }

@@ -2,14 +2,14 @@
 //! cgroup with limits, an overlay root filesystem — in which the job's steps run in order.
 //!
 //! The agent only sees [`ContainerRuntime`] and [`Container`]; the namespaces backend below is the first
-//! implementation. Containers are started by re-executing the `gantry` binary as `gantry container-init`
-//! (see [`init`]), so that everything between fork and exec happens in a fresh single-threaded process.
+//! implementation. Every container's init is forked by one `gantry container-zygote` per runtime (see
+//! `zygote`), so that everything between fork and exec happens in a single-threaded process.
 
 pub mod cgroup;
 mod container;
 mod events;
 mod identity;
-pub mod init;
+mod init;
 mod masks;
 mod namespaces;
 mod network;
@@ -18,10 +18,12 @@ mod pid1;
 mod protocol;
 mod rootfs;
 pub mod security;
+mod standby;
 mod sweep;
+mod zygote;
 
-pub use init::init_main;
 pub use namespaces::{NamespacesRuntime, RuntimeOptions};
+pub use zygote::server::zygote_main;
 
 use gantry_model::{FailureKind, Resources};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
 
 use super::cgroup::CgroupLayout;
+use super::standby::Inits;
 use super::{
     Container, ContainerConfig, ContainerEvent, ContainerRuntime, RuntimeError, container, sweep,
 };
@@ -17,7 +18,7 @@ pub struct RuntimeOptions {
     pub worker_name: String,
     /// A worker-owned dir for scratch dirs, one per container, named by its id; hidden from jobs.
     pub state_dir: PathBuf,
-    /// The `gantry` binary, re-executed as `gantry container-init` for every container.
+    /// The `gantry` binary, executed once as `gantry container-zygote`, which forks every container's init.
     pub init_exe: PathBuf,
     /// More host paths to hide from every job, e.g. the worker's data dir (`*` matches within a component).
     pub extra_masks: Vec<PathBuf>,
@@ -30,6 +31,8 @@ pub struct NamespacesRuntime {
     pub(super) layout: CgroupLayout,
     /// Compiled once here, installed by every container's init.
     pub(super) seccomp: super::security::SeccompProgram,
+    /// The zygote that forks the containers' inits.
+    pub(super) inits: Inits,
 }
 
 impl NamespacesRuntime {
@@ -70,10 +73,12 @@ impl NamespacesRuntime {
         let layout = CgroupLayout::detect()?;
         let seccomp = super::security::SeccompProgram::compile()
             .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
+        let inits = Inits::new(&options.init_exe, &options.worker_name);
         Ok(NamespacesRuntime {
             options,
             layout,
             seccomp,
+            inits,
         })
     }
 
