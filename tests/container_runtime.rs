@@ -690,3 +690,54 @@ fn a_cpu_quota_is_applied_to_the_job_cgroup() {
         }
     });
 }
+
+/// After the first start, a container's init is the spare one, which waited in a cgroup of another name: it
+/// must end up in the container's own cgroup, with the container's limits, and no spare may outlive the runtime.
+#[test]
+fn back_to_back_containers_get_their_own_cgroups_and_limits_and_spares_are_not_swept_nor_left() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        for pids in [101, 102, 103] {
+            let mut config = farm.config(&["sleep 0.3"]);
+            config.resources.pids = pids;
+            let id = config.id.clone();
+            let (seen_tx, seen_rx) = mpsc::channel();
+            let run = run_with(&farm, config, move |_| {
+                let max = Path::new("/sys/fs/cgroup/pids/gantry")
+                    .join(&id)
+                    .join("pids.max");
+                let limit = std::fs::read_to_string(max).ok();
+                seen_tx.send((limit, init_pid(&id).is_some())).unwrap();
+            });
+            assert_eq!(run.outcome.failure, None, "{:?}", run.outcome);
+            let (limit, init_inside) = seen_rx.recv().unwrap();
+            assert_eq!(limit.as_deref().map(str::trim), Some(&*pids.to_string()));
+            assert!(init_inside, "the init runs in the container's own cgroup");
+        }
+        assert_eq!(
+            farm.runtime.sweep().unwrap(),
+            0,
+            "the live spare is not swept"
+        );
+        assert_eq!(run(&farm, farm.config(&["true"])).outcome.failure, None);
+        let worker = farm.worker.clone();
+        drop(farm);
+        let left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .filter_map(|h| std::fs::read_dir(h.path().join("gantry")).ok())
+            .flat_map(|dirs| dirs.flatten().map(|d| d.path()))
+            .filter(|dir| {
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&worker)
+            })
+            .collect();
+        assert_eq!(
+            left,
+            Vec::<PathBuf>::new(),
+            "cgroups of the runtime survive it"
+        );
+    });
+}

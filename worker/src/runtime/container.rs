@@ -129,6 +129,7 @@ pub(crate) fn start(
         seccomp: runtime.seccomp.clone(),
     };
     let (output, control) = start_init(&container, &init_config)?;
+    runtime.inits.replenish(&runtime.layout);
     let reader = events::spawn(output, control, events, container.shared.clone())
         .map_err(|e| RuntimeError::io("start the reader thread for", &options.init_exe, e))?;
     container.parts().reader = Some(reader);

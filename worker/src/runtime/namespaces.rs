@@ -31,7 +31,7 @@ pub struct NamespacesRuntime {
     pub(super) layout: CgroupLayout,
     /// Compiled once here, installed by every container's init.
     pub(super) seccomp: super::security::SeccompProgram,
-    /// The zygote that forks the containers' inits.
+    /// The zygote that forks the containers' inits, and the spare init.
     pub(super) inits: Inits,
 }
 
@@ -103,6 +103,7 @@ impl ContainerRuntime for NamespacesRuntime {
             &self.layout,
             &self.options.state_dir,
             &self.options.worker_name,
+            |name| self.inits.is_spare(name),
         )
     }
 }

@@ -74,6 +74,22 @@ pub(crate) struct Init {
 }
 
 impl Init {
+    /// Blocks until the init is in its cgroup and namespaces; Err if it failed, died, or `deadline` passed.
+    pub fn wait_joined(&self, deadline: Instant) -> Result<(), String> {
+        let child = self.child;
+        self.conn.table.wait_until(deadline, |state| {
+            if state.joined.contains(&child) {
+                Some(Ok(()))
+            } else if let Some(message) = state.failed.get(&child) {
+                Some(Err(message.clone()))
+            } else if state.exited.contains_key(&child) || state.gone {
+                Some(Err("it died".into()))
+            } else {
+                None
+            }
+        })?
+    }
+
     /// Why the init failed before it was started, if it said.
     pub fn failure(&self) -> Option<String> {
         self.conn.table.lock().failed.get(&self.child).cloned()
