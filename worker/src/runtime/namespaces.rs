@@ -82,6 +82,14 @@ impl NamespacesRuntime {
         })
     }
 
+    /// Containers of this runtime share the worker's network namespace instead of getting one of their own
+    /// (with only `lo`). This exists for measuring what a network namespace costs (`gantry-bench`'s
+    /// `container_start`); the worker never calls it, and nothing a job says can reach it.
+    pub fn share_host_network_for_measuring(mut self) -> Self {
+        self.inits.network = false;
+        self
+    }
+
     /// The options in effect (with `state_dir` made canonical).
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
