@@ -24,6 +24,9 @@ use tokio::sync::mpsc::UnboundedSender;
 /// How long building a container may take before `start` gives up on it.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long teardown waits for a killed PID 1 to be reaped before it kills the cgroup and reports what survived.
+const REAP_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long the reader may keep reading once every process was killed (the pipes close at once in practice).
 const READER_GRACE: Duration = Duration::from_secs(2);
 
@@ -217,11 +220,20 @@ impl NsContainer {
     /// Kills everything, then removes the cgroup and the scratch dir; what was torn down already is skipped.
     fn teardown(&self) -> Teardown {
         let mut parts = self.parts();
-        let kill_error = parts.kill().err();
         let init = parts.init.take();
+        // PID 1 first: its death takes every other process of its PID namespace along (killing it is a no-op if
+        // it exited already). Only once it is reaped can the cgroup be empty; a cgroup kill before that would
+        // freeze a PID 1 busy exiting, which slows its exit down and still finds it there.
+        if let Some(init) = &init {
+            init.kill();
+        }
+        let init_status = init
+            .as_ref()
+            .and_then(|init| init.wait(Instant::now() + REAP_DEADLINE));
         // Reaped first, so that whatever the zygote said of the init before has arrived.
-        let init_status = init.as_ref().and_then(Init::wait);
         let init_failure = init.as_ref().and_then(Init::failure);
+        // Normally nothing is left; something is if PID 1 could not be reaped in time.
+        let kill_error = parts.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all).err();
         let mut errors = Vec::new();
         let stats = parts.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         if let Some(cgroup) = parts.cgroup.take() {
@@ -249,13 +261,16 @@ impl NsContainer {
 }
 
 impl Parts {
+    /// SIGKILLs PID 1, which takes its whole PID namespace along; the cgroup is killed only where there is no
+    /// init (teardown kills it again once PID 1 is reaped).
     fn kill(&mut self) -> Result<(), RuntimeError> {
-        let killed = self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all);
-        // Init may not be in the cgroup yet; the zygote kills it only if it has not reaped it.
-        if let Some(init) = &self.init {
-            init.kill();
+        match &self.init {
+            Some(init) => {
+                init.kill();
+                Ok(())
+            }
+            None => self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all),
         }
-        killed
     }
 }
 

@@ -68,7 +68,7 @@ impl Inits {
             if let Err(error) = cgroup.limit(resources) {
                 // Dead and reaped first, or the cgroup would still hold it.
                 init.kill();
-                init.wait();
+                init.wait(Instant::now() + JOIN_DEADLINE);
                 return Err(removing(&cgroup, error));
             }
             return Ok((init, cgroup));

@@ -107,13 +107,13 @@ impl Init {
         let _ = self.conn.send(&Request::Kill { child: self.child }, &[]);
     }
 
-    /// Blocks until the zygote reaped the init; None if the zygote went away first.
-    pub fn wait(&self) -> Option<ExitStatus> {
+    /// Blocks until the zygote reaped the init; None if the zygote went away first, or at `deadline`.
+    pub fn wait(&self, deadline: Instant) -> Option<ExitStatus> {
         let child = self.child;
         let status = self
             .conn
             .table
-            .wait_until(far_future(), |state| {
+            .wait_until(deadline, |state| {
                 let status = state.exited.get(&child).copied();
                 (status.is_some() || state.gone).then_some(status)
             })
@@ -130,11 +130,6 @@ impl Drop for Init {
         state.failed.remove(&self.child);
         state.exited.remove(&self.child);
     }
-}
-
-/// No deadline: `Instant` has no maximum, and a century is as good as one.
-fn far_future() -> Instant {
-    Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// A running zygote process and the socket to it.

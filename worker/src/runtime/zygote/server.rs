@@ -39,6 +39,10 @@ struct Kid {
     /// Its cgroup dirs' `procs` files, removed if it dies before it was started (the runtime never saw them).
     procs: Vec<PathBuf>,
     started: bool,
+    /// Its mount namespace, held from its join to its reaping: the last reference to a container's mounts is
+    /// dropped here, after its exit was reported, rather than by PID 1 on its way out, where unmounting them
+    /// (~1 ms) would delay the report.
+    mounts: Option<File>,
 }
 
 struct Zygote {
@@ -192,6 +196,7 @@ impl Zygote {
                     socket: Some(ours),
                     procs,
                     started: false,
+                    mounts: None,
                 };
                 self.kids.insert(child, kid);
                 Ok(())
@@ -205,7 +210,12 @@ impl Zygote {
             return;
         };
         let report = match wire::recv::<InitNote>(socket, &mut self.buf) {
-            Ok(Some((InitNote::Joined, _))) => Report::Joined { child },
+            Ok(Some((InitNote::Joined, _))) => {
+                if let Some(kid) = self.kids.get_mut(&child) {
+                    kid.mounts = File::open(format!("/proc/{}/ns/mnt", kid.pid)).ok();
+                }
+                Report::Joined { child }
+            }
             Ok(Some((InitNote::Failed { message }, _))) => Report::Failed { child, message },
             Ok(None) | Err(_) => {
                 if let Some(kid) = self.kids.get_mut(&child) {
@@ -235,12 +245,12 @@ impl Zygote {
             let Some((&child, _)) = self.kids.iter().find(|(_, kid)| kid.pid == pid) else {
                 continue;
             };
+            self.report(&Report::Exited { child, status });
             if let Some(kid) = self.kids.remove(&child)
                 && !kid.started
             {
                 remove_cgroup(&kid.procs);
             }
-            self.report(&Report::Exited { child, status });
         }
     }
 
