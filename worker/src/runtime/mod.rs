@@ -5,6 +5,7 @@
 //! implementation. Every container's init is forked by one `gantry container-zygote` per runtime (see
 //! `zygote`), so that everything between fork and exec happens in a single-threaded process.
 
+mod bpf;
 pub mod cgroup;
 mod container;
 mod events;

@@ -59,14 +59,14 @@ impl SeccompProgram {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|e| fail("seccomp architecture")(e.to_string()))?;
         let deny: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls()?;
-        let allow: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
+        let allowed: Vec<i64> = allowed_syscalls()
             .into_iter()
             .filter(|nr| !deny.get(nr).is_some_and(|rules| rules.is_empty()))
-            .map(|nr| (nr, Vec::new()))
             .collect();
-        let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
-        let allow = SeccompFilter::new(allow, enosys, SeccompAction::Allow, arch)
-            .map_err(|e| fail("seccomp allowlist")(e.to_string()))?;
+        let audit_arch = super::bpf::audit_arch()
+            .ok_or_else(|| fail("seccomp architecture")(std::env::consts::ARCH.into()))?;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        let allow = super::bpf::allowlist(audit_arch, &allowed, libc::SECCOMP_RET_ALLOW, enosys);
         let deny = SeccompFilter::new(
             deny,
             SeccompAction::Allow,
@@ -81,7 +81,7 @@ impl SeccompProgram {
             Ok(program.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
         };
         Ok(Self {
-            allow: to_bpf(allow)?,
+            allow,
             deny: to_bpf(deny)?,
         })
     }
@@ -509,7 +509,13 @@ mod tests {
     #[test]
     fn the_filters_compile_and_survive_json() {
         let program = SeccompProgram::compile().unwrap();
-        assert!(program.allow.len() > 100 && !program.deny.is_empty());
+        // Short enough to attach quickly (see `bpf`), long enough to hold the list.
+        assert!(
+            program.allow.len() > 100 && program.allow.len() < 400,
+            "{}",
+            program.allow.len()
+        );
+        assert!(!program.deny.is_empty());
         let copy: SeccompProgram =
             serde_json::from_str(&serde_json::to_string(&program).unwrap()).unwrap();
         assert_eq!(copy, program);
