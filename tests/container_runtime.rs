@@ -741,3 +741,18 @@ fn back_to_back_containers_get_their_own_cgroups_and_limits_and_spares_are_not_s
         );
     });
 }
+
+/// The config travels on a pipe, written partly before init has it and partly while it reads.
+#[test]
+fn a_config_larger_than_a_pipe_arrives_whole() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        // Three variables, since one string passed to exec is limited to 128 KiB.
+        let mut config = farm.config(&["test ${#A}${#B}${#C} = 100000100000100000"]);
+        for name in ["A", "B", "C"] {
+            config.env.push((name.into(), "x".repeat(100_000)));
+        }
+        let run = run(&farm, config);
+        assert_eq!(run.outcome.failure, None, "{:?}", run.outcome);
+    });
+}

@@ -11,7 +11,7 @@ use super::protocol::InitConfig;
 use super::zygote::Init;
 use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
 use gantry_model::Resources;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -191,22 +191,32 @@ fn start_init(
     container: &NsContainer,
     config: &InitConfig,
 ) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| RuntimeError::io("create a pipe for", &container.id, e.into()))
-    };
+    let io = |e: nix::Error| RuntimeError::io("create a pipe for", &container.id, e.into());
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io);
     let (config_reader, config_writer) = pipe()?;
     let (output, output_writer) = pipe()?;
     let (control, control_writer) = pipe()?;
+    // As much of the config as the pipe holds goes in before init gets the pipe, so that init need not wait
+    // for it; the rest (a config larger than the pipe) once init reads.
+    let payload = serde_json::to_vec(config).unwrap_or_default();
+    // Our end only: init reads its end blocking.
+    fcntl(&config_writer, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io)?;
+    let mut config_writer = std::fs::File::from(config_writer);
+    let mut sent = 0;
+    while let Ok(n @ 1..) = config_writer.write(&payload[sent..]) {
+        sent += n;
+    }
     if let Some(init) = &container.parts().init {
         init.start([&config_reader, &control_writer, &output_writer])?;
     }
     // Our copies of the write ends close here: from now on, EOF on a pipe means every process that could write
     // to it is gone.
     drop((config_reader, control_writer, output_writer));
-    let payload = serde_json::to_vec(config).unwrap_or_default();
-    // If init died already, the control pipe tells why; the broken pipe here adds nothing.
-    let _ = std::fs::File::from(config_writer).write_all(&payload);
+    if sent < payload.len() {
+        let _ = fcntl(&config_writer, FcntlArg::F_SETFL(OFlag::empty()));
+        // If init died already, the control pipe tells why; the broken pipe here adds nothing.
+        let _ = config_writer.write_all(&payload[sent..]);
+    }
     Ok((output, control))
 }
 
