@@ -55,7 +55,8 @@ pub(crate) fn standby(zygote: OwnedFd, procs: &[PathBuf], network: bool) -> i32 
     }
 }
 
-/// Joins the cgroup, then unshares the rest; the cgroup namespace last, so that it is rooted at our cgroup.
+/// Joins the cgroup, then unshares the rest (the cgroup namespace after the join, so that it is rooted at our
+/// cgroup), and brings up `lo` in a new network namespace.
 fn join(procs: &[PathBuf], network: bool) -> Result<(), String> {
     for procs in procs {
         if let Some(dir) = procs.parent() {
@@ -73,7 +74,11 @@ fn join(procs: &[PathBuf], network: bool) -> Result<(), String> {
     if network {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(namespaces).map_err(|e| format!("unshare the namespaces: {e}"))
+    unshare(namespaces).map_err(|e| format!("unshare the namespaces: {e}"))?;
+    if network {
+        super::network::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Takes the pipes as the runtime sent them: the config to read, the control pipe for messages, and the
