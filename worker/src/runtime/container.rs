@@ -1,5 +1,5 @@
-//! One container's life on the runtime side: start (scratch dir, an init in the container's cgroup, its
-//! config and pipes, the reader thread), wait with the timeout, cancel, and a teardown that runs exactly once —
+//! One container's life on the runtime side: start (an init in the container's cgroup, its config and
+//! pipes, the reader thread), wait with the timeout, cancel, and a teardown that runs exactly once —
 //! from `wait`, from a failed `start`, or from `Drop` if neither happened.
 
 use super::cgroup::{Cgroup, CgroupStats};
@@ -47,7 +47,6 @@ pub(crate) struct NsContainer {
 struct Parts {
     init: Option<Init>,
     cgroup: Option<Cgroup>,
-    scratch: Option<PathBuf>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -80,9 +79,6 @@ pub(crate) fn start(
     let started = Instant::now();
     let options = &runtime.options;
     sweep::check_id(&options.worker_name, &config.id)?;
-    let scratch = options.state_dir.join(&config.id);
-    std::fs::create_dir(&scratch)
-        .map_err(|e| RuntimeError::io("create the scratch dir", &scratch, e))?;
     // From here on, dropping `container` tears down whatever has been made so far.
     let container = NsContainer {
         id: config.id.clone(),
@@ -91,10 +87,7 @@ pub(crate) fn start(
         timeout: config.timeout,
         deadline: started + config.timeout,
         shared: Arc::default(),
-        parts: Mutex::new(Parts {
-            scratch: Some(scratch.clone()),
-            ..Parts::default()
-        }),
+        parts: Mutex::default(),
     };
     let (init, cgroup) = runtime
         .inits
@@ -124,7 +117,10 @@ pub(crate) fn start(
         workspace: config.workspace,
         steps: config.steps,
         env: config.env,
-        scratch,
+        // Init mounts its tmpfs over the state dir in the container's own mount namespace: the host sees no
+        // per-container dir, and makes and removes none (on a file system mounted with `discard`, removing
+        // even an empty dir waits for the disk).
+        scratch: options.state_dir.clone(),
         masks,
         layers: config.image.layers,
         working_dir: config.image.working_dir,
@@ -227,7 +223,7 @@ impl NsContainer {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Kills everything, then removes the cgroup and the scratch dir; what was torn down already is skipped.
+    /// Kills everything, then removes the cgroup; what was torn down already is skipped.
     fn teardown(&self) -> Teardown {
         let mut parts = self.parts();
         let init = parts.init.take();
@@ -253,9 +249,6 @@ impl NsContainer {
             .update(|p| p.stop_reading_at = Some(Instant::now() + READER_GRACE));
         if let Some(reader) = parts.reader.take() {
             let _ = reader.join();
-        }
-        if let Some(scratch) = parts.scratch.take() {
-            errors.extend(sweep::remove_scratch(&scratch).err());
         }
         for error in &errors {
             tracing::error!(container = %self.id, %error, "container teardown incomplete; the next sweep retries");
@@ -317,7 +310,7 @@ impl Container for NsContainer {
 impl Drop for NsContainer {
     fn drop(&mut self) {
         let parts = self.parts();
-        let pending = parts.init.is_some() || parts.cgroup.is_some() || parts.scratch.is_some();
+        let pending = parts.init.is_some() || parts.cgroup.is_some();
         drop(parts);
         if pending && let Some(error) = self.teardown().kill_error {
             tracing::error!(container = %self.id, %error, "killing a dropped container");

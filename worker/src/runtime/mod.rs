@@ -33,7 +33,7 @@ use std::time::Duration;
 /// What a container is made from and what it runs.
 #[derive(Clone, Debug)]
 pub struct ContainerConfig {
-    /// Unique id; it names the cgroup and scratch dirs, and starts with the worker's name so that a restarted
+    /// Unique id; it names the cgroup, and starts with the worker's name so that a restarted
     /// worker can sweep what it left behind (and only that).
     pub id: String,
     /// The hostname inside the container.
@@ -181,6 +181,6 @@ pub trait Container: Send + Sync {
     fn cancel(&self);
 
     /// Blocks until the steps are done, the timeout hit, or it was cancelled; then tears everything down
-    /// (processes, cgroup, scratch dirs) and says how it ended. Call it once.
+    /// (processes, cgroup) and says how it ended. Call it once.
     fn wait(&self) -> Result<Outcome, RuntimeError>;
 }

@@ -16,7 +16,8 @@ const CAP_SYS_ADMIN: u32 = 21;
 pub struct RuntimeOptions {
     /// The worker's stable, unique name; every container id starts with it and a separator (`-`, `_`, `.`).
     pub worker_name: String,
-    /// A worker-owned dir for scratch dirs, one per container, named by its id; hidden from jobs.
+    /// A worker-owned dir, hidden from jobs; each container's init mounts its scratch tmpfs over it, in the
+    /// container's own mount namespace.
     pub state_dir: PathBuf,
     /// The `gantry` binary, executed once as `gantry container-zygote`, which forks every container's init.
     pub init_exe: PathBuf,

@@ -12,7 +12,8 @@ pub(crate) struct InitConfig {
     pub workspace: PathBuf,
     pub steps: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// An empty host directory; init mounts the tmpfs that holds the overlay's upper layer on it.
+    /// A host directory; init mounts the tmpfs that holds the overlay's upper layer on it, in the container's
+    /// own mount namespace.
     pub scratch: PathBuf,
     pub masks: Vec<Mask>,
     /// The image's read-only layers, lowest first; empty: the host's `/`.

@@ -55,8 +55,8 @@ pub(crate) fn owned_by(worker: &str, name: &str) -> bool {
     rest.next().is_some_and(|c| SEPARATORS.contains(&c)) && rest.next().is_some()
 }
 
-/// Kills and removes the cgroups and scratch dirs of `worker`'s containers, except those `live` says are in use;
-/// returns how many containers.
+/// Kills and removes the cgroups of `worker`'s containers (and the per-container scratch dirs earlier versions
+/// made), except those `live` says are in use; returns how many containers.
 pub(crate) fn sweep(
     layout: &CgroupLayout,
     state_dir: &Path,
