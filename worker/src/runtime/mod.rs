@@ -19,6 +19,7 @@ mod pid1;
 mod protocol;
 mod rootfs;
 pub mod security;
+mod spawn;
 mod standby;
 mod sweep;
 mod zygote;
