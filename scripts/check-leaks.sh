@@ -7,7 +7,7 @@ set -uo pipefail
 snapshot() {
   find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/gantry/*' -type d 2>/dev/null | sed 's/^/cgroup /'
   grep -E 'gantry|/containers/' /proc/self/mountinfo | cut -d' ' -f5 | sed 's/^/mount /'
-  pgrep -f 'gantry (up|worker|server|container-init)' | sed 's/^/process /'
+  pgrep -f 'gantry (up|worker|server|container-zygote)' | sed 's/^/process /'
 }
 if [ "${1:-}" = "--save" ]; then
   snapshot | sort >"$2"

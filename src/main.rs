@@ -3,9 +3,10 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
-    // A container's init is exec'd from the worker and must not start a runtime or parse flags first.
-    if std::env::args().nth(1).as_deref() == Some("container-init") {
-        return std::process::ExitCode::from(gantry_worker::init_main() as u8);
+    // The container zygote is exec'd by the worker and forks containers' inits: it must stay single-threaded,
+    // so it starts no runtime and parses no flags first.
+    if std::env::args().nth(1).as_deref() == Some("container-zygote") {
+        return std::process::ExitCode::from(gantry_worker::zygote_main() as u8);
     }
     cli::main()
 }

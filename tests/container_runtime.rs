@@ -1,5 +1,5 @@
 //! The namespaces container runtime, for real: these tests run as root on the CI machines and start real
-//! containers through the `gantry` binary's hidden `container-init` subcommand.
+//! containers through the `gantry` binary's hidden `container-zygote` subcommand.
 
 use gantry_model::{FailureKind, Resources};
 use gantry_worker::runtime::{
@@ -603,21 +603,25 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
     });
 }
 
-/// The container's init: our child, running `gantry container-init`, in the container's cgroup.
+/// The container's init (its PID 1): the process in the container's cgroup whose parent, the runtime's zygote,
+/// is not.
 fn init_pid(id: &str) -> Option<i32> {
+    let in_container = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|cgroup| cgroup.contains(&format!("/gantry/{id}\n")))
+    };
     let entries = std::fs::read_dir("/proc").unwrap();
     entries.flatten().find_map(|entry| {
         let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat
+        let ppid: i32 = stat
             .rsplit(')')
             .next()?
             .split_whitespace()
             .nth(1)?
             .parse()
             .ok()?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (ppid == std::process::id() && cgroup.contains(&format!("/gantry/{id}\n"))).then_some(pid)
+        (in_container(pid) && !in_container(ppid)).then_some(pid)
     })
 }
 
@@ -785,5 +789,71 @@ fn each_steps_output_arrives_between_its_start_and_its_end() {
                 }
             }
         }
+    });
+}
+
+/// After the first start, a container's init is the spare one, which waited in a cgroup of another name: it
+/// must end up in the container's own cgroup, with the container's limits, and no spare may outlive the runtime.
+#[test]
+fn back_to_back_containers_get_their_own_cgroups_and_limits_and_spares_are_not_swept_nor_left() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        for pids in [101, 102, 103] {
+            let mut config = farm.config(&["sleep 0.3"]);
+            config.resources.pids = pids;
+            let id = config.id.clone();
+            let (seen_tx, seen_rx) = mpsc::channel();
+            let run = run_with(&farm, config, move |_| {
+                let max = Path::new("/sys/fs/cgroup/pids/gantry")
+                    .join(&id)
+                    .join("pids.max");
+                let limit = std::fs::read_to_string(max).ok();
+                seen_tx.send((limit, init_pid(&id).is_some())).unwrap();
+            });
+            assert_eq!(run.outcome.failure, None, "{:?}", run.outcome);
+            let (limit, init_inside) = seen_rx.recv().unwrap();
+            assert_eq!(limit.as_deref().map(str::trim), Some(&*pids.to_string()));
+            assert!(init_inside, "the init runs in the container's own cgroup");
+        }
+        assert_eq!(
+            farm.runtime.sweep().unwrap(),
+            0,
+            "the live spare is not swept"
+        );
+        assert_eq!(run(&farm, farm.config(&["true"])).outcome.failure, None);
+        let worker = farm.worker.clone();
+        drop(farm);
+        let left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .filter_map(|h| std::fs::read_dir(h.path().join("gantry")).ok())
+            .flat_map(|dirs| dirs.flatten().map(|d| d.path()))
+            .filter(|dir| {
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&worker)
+            })
+            .collect();
+        assert_eq!(
+            left,
+            Vec::<PathBuf>::new(),
+            "cgroups of the runtime survive it"
+        );
+    });
+}
+
+/// The config travels on a pipe, written partly before init has it and partly while it reads.
+#[test]
+fn a_config_larger_than_a_pipe_arrives_whole() {
+    within(Duration::from_secs(120), || {
+        let farm = Farm::new();
+        // Three variables, since one string passed to exec is limited to 128 KiB.
+        let mut config = farm.config(&["test ${#A}${#B}${#C} = 100000100000100000"]);
+        for name in ["A", "B", "C"] {
+            config.env.push((name.into(), "x".repeat(100_000)));
+        }
+        let run = run(&farm, config);
+        assert_eq!(run.outcome.failure, None, "{:?}", run.outcome);
     });
 }

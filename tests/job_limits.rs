@@ -115,7 +115,7 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
         support::eventually_blocking("the job's cgroup", Duration::from_secs(60), || {
             (!cgroups().is_empty()).then_some(())
         });
-        assert!(!pids_of("gantry container-init").is_empty());
+        assert!(!pids_of("gantry container-zygote").is_empty());
 
         let killed = std::process::Command::new("kill")
             .args(["-KILL", &worker_pid])

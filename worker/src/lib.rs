@@ -8,4 +8,4 @@ pub mod image;
 pub mod local;
 pub mod runtime;
 
-pub use runtime::init_main;
+pub use runtime::zygote_main;

@@ -1,7 +1,8 @@
 //! Container start: create → run `/bin/true` → destroy, with Gantry's runtime (overlay root over the host's `/`,
-//! every namespace including network, a cgroup with memory and pids limits, capabilities dropped, seccomp) and,
-//! in the same run, the peers measured by `../shared/tools/peer-container-bench` (fork/exec, unshare, bwrap, crun,
-//! runc on a busybox rootfs). Prints one JSON line per runtime and the ratios. Root only.
+//! every namespace including network, a cgroup with memory and pids limits, capabilities dropped, seccomp), the
+//! same without a network namespace of its own, and, in the same run, the peers measured by
+//! `../shared/tools/peer-container-bench` (fork/exec, unshare, bwrap, crun, runc on a busybox rootfs). Prints one
+//! JSON line per runtime and the ratios. Root only.
 //!
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin container_start [RUNS]`
 
@@ -11,26 +12,51 @@ use gantry_model::Resources;
 use gantry_worker::runtime::{
     ContainerConfig, ContainerRuntime, NamespacesRuntime, RuntimeOptions,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// How many containers are started before measuring (page cache, the first spare init).
+const WARMUP: usize = 5;
 
 fn main() -> Result<()> {
     let runs = count_arg(200)?;
     let dir = scratch("start");
     let workspace = dir.join("workspace");
     std::fs::create_dir_all(&workspace)?;
-    let name = format!("bench{}", std::process::id());
-    let runtime = NamespacesRuntime::new(RuntimeOptions {
+    let ours = measure(&dir, &workspace, runs, false)?;
+    print("gantry", "all namespaces", runs, &ours);
+    let host_net = measure(&dir, &workspace, runs, true)?;
+    print(
+        "gantry-host-net",
+        "all namespaces but network",
+        runs,
+        &host_net,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    peers(runs.min(100), ours[1], host_net[1])
+}
+
+/// p10, p50 and p99 in ms of `runs` starts of a runtime of its own (with the host's network if `host_net`).
+fn measure(dir: &Path, workspace: &Path, runs: usize, host_net: bool) -> Result<[f64; 3]> {
+    let name = format!(
+        "bench{}{}",
+        std::process::id(),
+        if host_net { "h" } else { "n" }
+    );
+    let mut runtime = NamespacesRuntime::new(RuntimeOptions {
         worker_name: name.clone(),
         state_dir: dir.join("containers"),
         init_exe: gantry_bin(),
-        extra_masks: vec![dir.clone()],
+        extra_masks: vec![dir.to_path_buf()],
         user_namespace: true,
     })?;
+    if host_net {
+        runtime = runtime.share_host_network_for_measuring();
+    }
     let config = |i: usize| ContainerConfig {
         id: format!("{name}-{i}"),
         hostname: "bench".into(),
-        workspace: workspace.clone(),
+        workspace: workspace.to_path_buf(),
         workspace_mount: Default::default(),
         steps: vec!["/bin/true".into()],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
@@ -41,7 +67,7 @@ fn main() -> Result<()> {
         services: Vec::new(),
     };
     let mut ms = Vec::with_capacity(runs);
-    for i in 0..runs + 5 {
+    for i in 0..runs + WARMUP {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let started = Instant::now();
         let container = runtime.start(config(i), tx)?;
@@ -49,22 +75,24 @@ fn main() -> Result<()> {
         let took = started.elapsed().as_secs_f64() * 1000.0;
         while rx.try_recv().is_ok() {}
         anyhow::ensure!(outcome.failure.is_none(), "run {i} failed: {outcome:?}");
-        if i >= 5 {
-            ms.push(took); // the first few warm the page cache
+        if i >= WARMUP {
+            ms.push(took);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let ours = quantile(&mut ms, 0.5);
-    println!(
-        "{}",
-        serde_json::json!({"runtime": "gantry", "what": "create, /bin/sh -c /bin/true, destroy; image host, all namespaces, cgroup, seccomp",
-                            "runs": runs, "p10_ms": quantile(&mut ms, 0.1), "p50_ms": ours, "p99_ms": quantile(&mut ms, 0.99)})
-    );
-    peers(runs.min(100), ours)
+    Ok([0.1, 0.5, 0.99].map(|q| quantile(&mut ms, q)))
 }
 
-/// Runs the peers' bench and prints their figures and our ratio to each.
-fn peers(runs: usize, ours: f64) -> Result<()> {
+fn print(runtime: &str, namespaces: &str, runs: usize, [p10, p50, p99]: &[f64; 3]) {
+    let what =
+        format!("create, /bin/sh -c /bin/true, destroy; image host, {namespaces}, cgroup, seccomp");
+    println!(
+        "{}",
+        serde_json::json!({"runtime": runtime, "what": what, "runs": runs, "p10_ms": p10, "p50_ms": p50, "p99_ms": p99})
+    );
+}
+
+/// Runs the peers' bench and prints their figures and our ratios to each.
+fn peers(runs: usize, ours: f64, host_net: f64) -> Result<()> {
     let tool = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/tools/peer-container-bench"
@@ -99,21 +127,23 @@ fn peers(runs: usize, ours: f64) -> Result<()> {
     for line in &lines {
         println!("{line}");
     }
-    for peer in ["crun", "runc"] {
-        if let Some(m) = median(peer) {
-            let net = m - wrapper; // crun and runc are started through a shell wrapper for unique ids
+    let ratio = |what: String, peer_ms: f64| {
+        for (runtime, value) in [("gantry", ours), ("gantry-host-net", host_net)] {
             println!(
                 "{}",
-                serde_json::json!({"ratio": format!("gantry / {peer} (net of its wrapper)"), "peer_ms": net, "value": ours / net})
+                serde_json::json!({"ratio": format!("{runtime} / {what}"), "peer_ms": peer_ms, "value": value / peer_ms})
             );
+        }
+    };
+    for peer in ["crun", "runc"] {
+        if let Some(m) = median(peer) {
+            // crun and runc are started through a shell wrapper for unique ids.
+            ratio(format!("{peer} (net of its wrapper)"), m - wrapper);
         }
     }
     for peer in ["unshare", "unshare-net", "bwrap", "fork-exec"] {
         if let Some(m) = median(peer) {
-            println!(
-                "{}",
-                serde_json::json!({"ratio": format!("gantry / {peer}"), "peer_ms": m, "value": ours / m})
-            );
+            ratio(peer.to_string(), m);
         }
     }
     Ok(())

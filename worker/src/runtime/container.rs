@@ -1,6 +1,6 @@
-//! One container's life on the runtime side: start (cgroup, scratch dir, `gantry container-init`, the reader
-//! thread), wait with the timeout, cancel, and a teardown that runs exactly once — from `wait`, from a failed
-//! `start`, or from `Drop` if neither happened.
+//! One container's life on the runtime side: start (an init in the container's cgroup, its config and
+//! pipes, the reader thread), wait with the timeout, cancel, and a teardown that runs exactly once —
+//! from `wait`, from a failed `start`, or from `Drop` if neither happened.
 
 use super::cgroup::{Cgroup, CgroupStats};
 use super::events::{self, Shared};
@@ -8,14 +8,14 @@ use super::masks::{self, DEFAULT_MASKS};
 use super::namespaces::NamespacesRuntime;
 use super::outcome::{self, Ending};
 use super::protocol::InitConfig;
+use super::zygote::Init;
 use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
 use gantry_model::Resources;
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +23,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// How long building a container may take before `start` gives up on it.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long teardown waits for a killed PID 1 to be reaped before it kills the cgroup and reports what survived.
+const REAP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long the reader may keep reading once every process was killed (the pipes close at once in practice).
 const READER_GRACE: Duration = Duration::from_secs(2);
@@ -42,9 +45,8 @@ pub(crate) struct NsContainer {
 /// What must be undone; each is taken out as it is torn down.
 #[derive(Debug, Default)]
 struct Parts {
-    init: Option<Child>,
+    init: Option<Init>,
     cgroup: Option<Cgroup>,
-    scratch: Option<PathBuf>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -52,6 +54,8 @@ struct Parts {
 struct Teardown {
     stats: CgroupStats,
     init_status: Option<ExitStatus>,
+    /// Why the init failed before it was started, if it said.
+    init_failure: Option<String>,
     /// Processes may have survived: the one teardown error `wait` reports rather than logs.
     kill_error: Option<RuntimeError>,
     errors: Vec<RuntimeError>,
@@ -62,7 +66,7 @@ struct Teardown {
 enum Built {
     Ready,
     Failed(String),
-    /// Init exited without a word (not the `gantry` binary, or it crashed).
+    /// Init exited without a word (the zygote is not the `gantry` binary, or something crashed).
     Died,
 }
 
@@ -75,9 +79,6 @@ pub(crate) fn start(
     let started = Instant::now();
     let options = &runtime.options;
     sweep::check_id(&options.worker_name, &config.id)?;
-    let scratch = options.state_dir.join(&config.id);
-    std::fs::create_dir(&scratch)
-        .map_err(|e| RuntimeError::io("create the scratch dir", &scratch, e))?;
     // From here on, dropping `container` tears down whatever has been made so far.
     let container = NsContainer {
         id: config.id.clone(),
@@ -86,15 +87,16 @@ pub(crate) fn start(
         timeout: config.timeout,
         deadline: started + config.timeout,
         shared: Arc::default(),
-        parts: Mutex::new(Parts {
-            scratch: Some(scratch.clone()),
-            ..Parts::default()
-        }),
+        parts: Mutex::default(),
     };
-    let cgroup = runtime.layout.cgroup(&config.id);
-    cgroup.create(&config.resources)?;
-    let cgroup_procs = cgroup.procs_files();
-    container.parts().cgroup = Some(cgroup);
+    let (init, cgroup) = runtime
+        .inits
+        .take(&runtime.layout, &config.id, &config.resources)?;
+    {
+        let mut parts = container.parts();
+        parts.cgroup = Some(cgroup);
+        parts.init = Some(init);
+    }
 
     // Host masks hide host paths, which only the host image shows; an image's own files are all fair game.
     let uses_host =
@@ -118,18 +120,20 @@ pub(crate) fn start(
         workspace_mount: config.workspace_mount,
         steps: config.steps,
         env: config.env,
-        scratch,
+        // Init mounts its tmpfs over the state dir in the container's own mount namespace: the host sees no
+        // per-container dir, and makes and removes none (on a file system mounted with `discard`, removing
+        // even an empty dir waits for the disk).
+        scratch: options.state_dir.clone(),
         masks,
         layers: config.image.layers,
         working_dir: config.image.working_dir,
         user: config.image.user,
-        cgroup_procs,
         seccomp: runtime.seccomp.clone(),
         services: config.services,
         id_map: runtime.id_map(),
     };
-    let (init, output, control) = spawn_init(&options.init_exe, &init_config)?;
-    container.parts().init = Some(init);
+    let (output, control) = start_init(&container, &init_config)?;
+    runtime.inits.replenish(&runtime.layout);
     let reader = events::spawn(output, control, events, container.shared.clone())
         .map_err(|e| RuntimeError::io("start the reader thread for", &options.init_exe, e))?;
     container.parts().reader = Some(reader);
@@ -152,8 +156,11 @@ pub(crate) fn start(
         return Ok(Arc::new(container));
     }
     let teardown = container.teardown();
-    let message = match built {
-        Built::Failed(message) => message,
+    let message = match (built, teardown.init_failure) {
+        (Built::Failed(message), _) => message,
+        (_, Some(failure)) => {
+            format!("container init exited before the container was ready: {failure}")
+        }
         _ => {
             let early = container.shared.lock().early_output.clone();
             let status = teardown
@@ -180,37 +187,38 @@ pub(crate) fn start(
     }
 }
 
-/// Starts `init_exe container-init` with the config on stdin; returns it with the output and control pipes.
-fn spawn_init(
-    init_exe: &Path,
+/// Hands the container's init its config and pipes; returns the read ends of the output and control pipes.
+fn start_init(
+    container: &NsContainer,
     config: &InitConfig,
-) -> Result<(Child, OwnedFd, OwnedFd), RuntimeError> {
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| RuntimeError::io("create a pipe for", init_exe, e.into()))
-    };
+) -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let io = |e: nix::Error| RuntimeError::io("create a pipe for", &container.id, e.into());
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io);
+    let (config_reader, config_writer) = pipe()?;
     let (output, output_writer) = pipe()?;
     let (control, control_writer) = pipe()?;
-    // The Command is dropped at the end of this statement, and with it our copies of the write ends: from then
-    // on, EOF on a pipe means every process that could write to it is gone.
-    let mut init = Command::new(init_exe)
-        .arg("container-init")
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(control_writer))
-        .stderr(Stdio::from(output_writer))
-        // Out of the worker's process group: a Ctrl-C in the worker's terminal is for the worker to handle,
-        // not a signal to every job's steps.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| RuntimeError::io("start container init", init_exe, e))?;
+    // As much of the config as the pipe holds goes in before init gets the pipe, so that init need not wait
+    // for it; the rest (a config larger than the pipe) once init reads.
     let payload = serde_json::to_vec(config).unwrap_or_default();
-    if let Some(mut stdin) = init.stdin.take() {
-        // If init died already, the control pipe tells why; the broken pipe here adds nothing.
-        let _ = stdin.write_all(&payload);
+    // Our end only: init reads its end blocking.
+    fcntl(&config_writer, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(io)?;
+    let mut config_writer = std::fs::File::from(config_writer);
+    let mut sent = 0;
+    while let Ok(n @ 1..) = config_writer.write(&payload[sent..]) {
+        sent += n;
     }
-    Ok((init, output, control))
+    if let Some(init) = &container.parts().init {
+        init.start([&config_reader, &control_writer, &output_writer])?;
+    }
+    // Our copies of the write ends close here: from now on, EOF on a pipe means every process that could write
+    // to it is gone.
+    drop((config_reader, control_writer, output_writer));
+    if sent < payload.len() {
+        let _ = fcntl(&config_writer, FcntlArg::F_SETFL(OFlag::empty()));
+        // If init died already, the control pipe tells why; the broken pipe here adds nothing.
+        let _ = config_writer.write_all(&payload[sent..]);
+    }
+    Ok((output, control))
 }
 
 impl NsContainer {
@@ -220,11 +228,23 @@ impl NsContainer {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Kills everything, then removes the cgroup and the scratch dir; what was torn down already is skipped.
+    /// Kills everything, then removes the cgroup; what was torn down already is skipped.
     fn teardown(&self) -> Teardown {
         let mut parts = self.parts();
-        let kill_error = parts.kill().err();
-        let init_status = parts.init.take().and_then(|mut init| init.wait().ok());
+        let init = parts.init.take();
+        // PID 1 first: its death takes every other process of its PID namespace along (killing it is a no-op if
+        // it exited already). Only once it is reaped can the cgroup be empty; a cgroup kill before that would
+        // freeze a PID 1 busy exiting, which slows its exit down and still finds it there.
+        if let Some(init) = &init {
+            init.kill();
+        }
+        let init_status = init
+            .as_ref()
+            .and_then(|init| init.wait(Instant::now() + REAP_DEADLINE));
+        // Reaped first, so that whatever the zygote said of the init before has arrived.
+        let init_failure = init.as_ref().and_then(Init::failure);
+        // Normally nothing is left; something is if PID 1 could not be reaped in time.
+        let kill_error = parts.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all).err();
         let mut errors = Vec::new();
         let stats = parts.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         if let Some(cgroup) = parts.cgroup.take() {
@@ -235,15 +255,13 @@ impl NsContainer {
         if let Some(reader) = parts.reader.take() {
             let _ = reader.join();
         }
-        if let Some(scratch) = parts.scratch.take() {
-            errors.extend(sweep::remove_scratch(&scratch).err());
-        }
         for error in &errors {
             tracing::error!(container = %self.id, %error, "container teardown incomplete; the next sweep retries");
         }
         Teardown {
             stats,
             init_status,
+            init_failure,
             kill_error,
             errors,
         }
@@ -251,13 +269,16 @@ impl NsContainer {
 }
 
 impl Parts {
+    /// SIGKILLs PID 1, which takes its whole PID namespace along; the cgroup is killed only where there is no
+    /// init (teardown kills it again once PID 1 is reaped).
     fn kill(&mut self) -> Result<(), RuntimeError> {
-        let killed = self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all);
-        // Init is our child and not yet reaped, so its pid cannot have been reused.
-        if let Some(init) = &mut self.init {
-            let _ = init.kill();
+        match &self.init {
+            Some(init) => {
+                init.kill();
+                Ok(())
+            }
+            None => self.cgroup.as_ref().map_or(Ok(()), Cgroup::kill_all),
         }
-        killed
     }
 }
 
@@ -294,7 +315,7 @@ impl Container for NsContainer {
 impl Drop for NsContainer {
     fn drop(&mut self) {
         let parts = self.parts();
-        let pending = parts.init.is_some() || parts.cgroup.is_some() || parts.scratch.is_some();
+        let pending = parts.init.is_some() || parts.cgroup.is_some();
         drop(parts);
         if pending && let Some(error) = self.teardown().kill_error {
             tracing::error!(container = %self.id, %error, "killing a dropped container");

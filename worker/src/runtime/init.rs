@@ -1,35 +1,69 @@
-//! `gantry container-init`: the first process of a container, started by the runtime with the config as JSON
-//! on stdin, its control pipe as stdout and the job's output pipe as stderr.
-//!
-//! Being freshly exec'd and single-threaded, it can safely join the cgroup, unshare the namespaces and fork:
-//! the child becomes PID 1 of the new PID namespace (see `pid1`), while this process stays outside it,
-//! forwarding SIGTERM and SIGINT and exiting with PID 1's status.
+//! A container's init: forked by the zygote (see `zygote`), it first does the part of making a container that
+//! is the same for every container and slow — joining a cgroup (an RCU grace period on cgroup v1), making the
+//! user namespace with the worker's id map, and a network namespace owned by it with `lo` up — and waits, so
+//! the runtime can have that done ahead of time. Then the runtime hands it its config and pipes: it makes the
+//! id-mapped mounts, enters the user namespace, unshares the other namespaces, and forks PID 1 of the new PID
+//! namespace (see `pid1`), while it stays outside, forwarding SIGTERM and SIGINT and exiting with PID 1's
+//! status.
 #![allow(unsafe_code)] // fork() and close_range() have no safe wrappers; this process is single-threaded
 
 use super::pid1::{self, SETUP_FAILED};
 use super::protocol::{InitConfig, InitMessage};
-use super::userns;
-use nix::sched::{CloneFlags, unshare};
+use super::userns::{self, IdMap};
+use super::zygote::wire::{self, InitNote, MAX_MESSAGE, Request};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 
-/// Entry point of the hidden `gantry container-init` subcommand; returns the process's exit status. Call it
-/// first thing in `main`, before any thread (a tokio runtime, say) exists.
-pub fn init_main() -> i32 {
-    let control = match take_control_pipe() {
-        Ok(control) => control,
-        Err(e) => {
-            eprintln!(
-                "gantry container-init: cannot set up its pipes ({e}); it is started by the worker only"
-            );
-            return SETUP_FAILED;
-        }
+/// What an init makes before it is started.
+pub(crate) struct Shell {
+    /// The user namespace, when containers get one.
+    userns: Option<(IdMap, OwnedFd)>,
+    /// A network namespace of its own (owned by the user namespace, if any), with `lo` up; none: the host's.
+    network: Option<OwnedFd>,
+}
+
+/// Runs in the zygote's child, whose only fd is `zygote`; returns its exit status.
+pub(crate) fn standby(
+    zygote: OwnedFd,
+    procs: &[PathBuf],
+    network: bool,
+    id_map: Option<IdMap>,
+) -> i32 {
+    // Blocked from the start and for good (PID 1 inherits the mask): it waits for them with sigwait, and none
+    // may slip by before.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(signal);
+    }
+    if signals.thread_block().is_err() {
+        return SETUP_FAILED;
+    }
+    let (note, shell) = match join(procs, network, id_map) {
+        Ok(shell) => (InitNote::Joined, Some(shell)),
+        Err(message) => (InitNote::Failed { message }, None),
     };
-    match start(&control) {
+    // The zygote may have closed its end already, with our pipes waiting in the socket: read them anyway.
+    let _ = wire::send(&zygote, &note, &[]);
+    let Some(shell) = shell else {
+        return SETUP_FAILED;
+    };
+    let mut buf = vec![0; MAX_MESSAGE];
+    let pipes = match wire::recv::<Request>(&zygote, &mut buf) {
+        Ok(Some((Request::Start { .. }, pipes))) => pipes,
+        // Discarded, or the zygote is gone: nobody will ever start us.
+        _ => return SETUP_FAILED,
+    };
+    let Ok::<[OwnedFd; 3], _>([config, control, output]) = pipes.try_into() else {
+        return SETUP_FAILED;
+    };
+    let control = File::from(control);
+    match start(shell, zygote, config, output, &control, &signals) {
         Ok(status) => status,
         Err(message) => {
             pid1::report(&control, &InitMessage::SetupFailed { message });
@@ -38,62 +72,103 @@ pub fn init_main() -> i32 {
     }
 }
 
-/// Moves the control pipe off stdout, so that stdout and stderr both become the job's output pipe.
-fn take_control_pipe() -> io::Result<File> {
-    // CVE-2024-21626: a host fd leaked into a job is a way out of the container, so no fd the worker leaked
-    // to us survives into the steps.
-    // SAFETY: only sets the close-on-exec flag of fds this process owns.
-    if unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // try_clone_to_owned is F_DUPFD_CLOEXEC: the copy is >= 3 and close-on-exec.
-    let control = io::stdout().as_fd().try_clone_to_owned()?;
-    nix::unistd::dup2_stdout(io::stderr())?;
-    Ok(File::from(control))
-}
-
-fn start(control: &File) -> Result<i32, String> {
-    check_single_threaded()?;
-    let mut input = Vec::new();
-    io::stdin()
-        .lock()
-        .read_to_end(&mut input)
-        .map_err(|e| format!("read the config from stdin: {e}"))?;
-    let config: InitConfig =
-        serde_json::from_slice(&input).map_err(|e| format!("parse the config: {e}"))?;
-    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(null).map_err(|e| format!("replace stdin: {e}"))?;
-
-    // Joined before unsharing, so that the new cgroup namespace is rooted at the container's own cgroup.
-    let pid = std::process::id().to_string();
-    for procs in &config.cgroup_procs {
-        std::fs::write(procs, &pid)
+/// Joins the cgroup and makes the user and network namespaces.
+fn join(procs: &[PathBuf], network: bool, id_map: Option<IdMap>) -> Result<Shell, String> {
+    for procs in procs {
+        if let Some(dir) = procs.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("create the cgroup {}: {e}", dir.display()))?;
+        }
+        // "0" is the writer itself, whatever its pid looks like from the cgroup's side.
+        std::fs::write(procs, "0")
             .map_err(|e| format!("join the cgroup {}: {e}", procs.display()))?;
     }
-    // Blocked here and inherited by PID 1, so no SIGCHLD or forwarded signal can slip by before sigwait.
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
-        signals.add(signal);
+    match id_map {
+        Some(map) => {
+            let made = userns::create(&map, network)
+                .map_err(|e| format!("create a user namespace: {e}"))?;
+            Ok(Shell {
+                userns: Some((map, made.userns)),
+                network: made.network,
+            })
+        }
+        None if network => {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare the network namespace: {e}"))?;
+            super::network::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+            // Joined already.
+            Ok(Shell {
+                userns: None,
+                network: None,
+            })
+        }
+        None => Ok(Shell {
+            userns: None,
+            network: None,
+        }),
     }
-    signals
-        .thread_block()
-        .map_err(|e| format!("block signals: {e}"))?;
+}
+
+/// Takes the pipes as the runtime sent them (the config to read, the control pipe for messages, and the output
+/// pipe that becomes stdout and stderr, which the steps inherit), then makes the container's namespaces and
+/// forks its PID 1.
+fn start(
+    shell: Shell,
+    zygote: OwnedFd,
+    config: OwnedFd,
+    output: OwnedFd,
+    control: &File,
+    signals: &SigSet,
+) -> Result<i32, String> {
+    nix::unistd::dup2_stdout(&output).map_err(|e| format!("replace stdout: {e}"))?;
+    nix::unistd::dup2_stderr(&output).map_err(|e| format!("replace stderr: {e}"))?;
+    drop(output);
+    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(null).map_err(|e| format!("replace stdin: {e}"))?;
+    let mut input = Vec::new();
+    File::from(config)
+        .read_to_end(&mut input)
+        .map_err(|e| format!("read the config: {e}"))?;
+    let config: InitConfig =
+        serde_json::from_slice(&input).map_err(|e| format!("parse the config: {e}"))?;
+    set_cloexec_from_3().map_err(|e| format!("mark the fds close-on-exec: {e}"))?;
+
+    if let Some(network) = &shell.network {
+        setns(network.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("join the container's network namespace: {e}"))?;
+    }
+    // First, so that every namespace unshared next belongs to it.
+    let mounts = match (&shell.userns, &config.id_map) {
+        (Some((map, userns)), Some(wanted)) if map == wanted => {
+            userns::enter(userns.as_fd(), &config)?
+        }
+        (None, None) => userns::Mounts::default(),
+        (made, wanted) => {
+            return Err(format!(
+                "the init was made for id map {:?} but the container wants {wanted:?}",
+                made.as_ref().map(|(map, _)| map)
+            ));
+        }
+    };
+    drop(shell);
+    // Unshared after the cgroup join, so that the cgroup namespace is rooted at the container's cgroup.
     let namespaces = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWCGROUP;
-    // First, so that every namespace unshared next belongs to it.
-    let mounts = match &config.id_map {
-        Some(map) => userns::enter(&config, map)?,
-        None => userns::Mounts::default(),
-    };
     unshare(namespaces).map_err(|e| format!("unshare the namespaces: {e}"))?;
-    // SAFETY: this process has a single thread (checked above), so the child may do anything a process can.
+    // The zygote holds the mount namespace from here, so the container's mounts go after its exit is reported.
+    let _ = wire::send(&zygote, &InitNote::Unshared, &[]);
+    drop(zygote);
+    // SAFETY: this process has a single thread (the zygote's fork of its single thread), so the child may do
+    // anything a process can.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => std::process::exit(pid1::run(&config, &mounts, control, &signals)),
-        Ok(ForkResult::Parent { child }) => Ok(supervise(child, &signals)),
+        Ok(ForkResult::Child) => std::process::exit(pid1::run(&config, &mounts, control, signals)),
+        Ok(ForkResult::Parent { child }) => {
+            drop(mounts);
+            Ok(supervise(child, signals))
+        }
         Err(e) => Err(format!("fork the container's PID 1: {e}")),
     }
 }
@@ -119,20 +194,12 @@ fn supervise(pid1: Pid, signals: &SigSet) -> i32 {
     }
 }
 
-/// fork() in a multi-threaded process leaves the child with locks held by threads that no longer exist.
-fn check_single_threaded() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("read /proc/self/status: {e}"))?;
-    let threads = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .map(str::trim);
-    match threads {
-        Some("1") => Ok(()),
-        other => Err(format!(
-            "container-init must run before any thread is started, but it has {} threads (call init_main first \
-             thing in main)",
-            other.unwrap_or("?")
-        )),
+/// CVE-2024-21626: an fd that survives into a step is a way out of the container. The zygote closed all of its
+/// own and the pipes arrived close-on-exec; this makes sure rather than trusts.
+fn set_cloexec_from_3() -> io::Result<()> {
+    // SAFETY: only sets the close-on-exec flag of fds this process owns.
+    if unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
 }

@@ -2,15 +2,15 @@
 //! cgroup with limits, an overlay root filesystem — in which the job's steps run in order.
 //!
 //! The agent only sees [`ContainerRuntime`] and [`Container`]; the namespaces backend below is the first
-//! implementation. Containers are started by re-executing the `gantry` binary as `gantry container-init`
-//! (see [`init`]), so that everything between fork and exec happens in a fresh single-threaded process.
+//! implementation. Every container's init is forked by one `gantry container-zygote` per runtime (see
+//! `zygote`), so that everything between fork and exec happens in a single-threaded process.
 
 mod bpf;
 pub mod cgroup;
 mod container;
 mod events;
 mod identity;
-pub mod init;
+mod init;
 mod masks;
 mod namespaces;
 mod network;
@@ -20,12 +20,15 @@ mod protocol;
 mod rootfs;
 pub mod security;
 mod service;
+mod spawn;
+mod standby;
 mod sweep;
 mod userns;
+mod zygote;
 
-pub use init::init_main;
 pub use namespaces::{NamespacesRuntime, RuntimeOptions};
 pub use userns::IdMap;
+pub use zygote::server::zygote_main;
 
 use gantry_model::pipeline::Readiness;
 use gantry_model::{FailureKind, Resources};
@@ -36,7 +39,7 @@ use std::time::Duration;
 /// What a container is made from and what it runs.
 #[derive(Clone, Debug)]
 pub struct ContainerConfig {
-    /// Unique id; it names the cgroup and scratch dirs, and starts with the worker's name so that a restarted
+    /// Unique id; it names the cgroup, and starts with the worker's name so that a restarted
     /// worker can sweep what it left behind (and only that).
     pub id: String,
     /// The hostname inside the container.
@@ -219,6 +222,6 @@ pub trait Container: Send + Sync {
     fn cancel(&self);
 
     /// Blocks until the steps are done, the timeout hit, or it was cancelled; then tears everything down
-    /// (processes, cgroup, scratch dirs) and says how it ended. Call it once.
+    /// (processes, cgroup) and says how it ended. Call it once.
     fn wait(&self) -> Result<Outcome, RuntimeError>;
 }

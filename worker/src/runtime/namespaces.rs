@@ -1,6 +1,7 @@
 //! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
 
 use super::cgroup::CgroupLayout;
+use super::standby::Inits;
 use super::userns::{self, IdMap};
 use super::{
     Container, ContainerConfig, ContainerEvent, ContainerRuntime, RuntimeError, container, sweep,
@@ -16,9 +17,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 pub struct RuntimeOptions {
     /// The worker's stable, unique name; every container id starts with it and a separator (`-`, `_`, `.`).
     pub worker_name: String,
-    /// A worker-owned dir for scratch dirs, one per container, named by its id; hidden from jobs.
+    /// A worker-owned dir, hidden from jobs; each container's init mounts its scratch tmpfs over it, in the
+    /// container's own mount namespace.
     pub state_dir: PathBuf,
-    /// The `gantry` binary, re-executed as `gantry container-init` for every container.
+    /// The `gantry` binary, executed once as `gantry container-zygote`, which forks every container's init.
     pub init_exe: PathBuf,
     /// More host paths to hide from every job, e.g. the worker's data dir (`*` matches within a component).
     pub extra_masks: Vec<PathBuf>,
@@ -35,6 +37,8 @@ pub struct NamespacesRuntime {
     pub(super) seccomp: super::security::SeccompProgram,
     /// The user namespace map of every container, or why there is none.
     pub(super) id_map: Result<IdMap, String>,
+    /// The zygote that forks the containers' inits, and the spare init.
+    pub(super) inits: Inits,
 }
 
 impl NamespacesRuntime {
@@ -80,11 +84,17 @@ impl NamespacesRuntime {
         } else {
             Err("turned off in the configuration".into())
         };
+        let inits = Inits::new(
+            &options.init_exe,
+            &options.worker_name,
+            id_map.as_ref().ok().copied(),
+        );
         Ok(NamespacesRuntime {
             options,
             layout,
             seccomp,
             id_map,
+            inits,
         })
     }
 
@@ -98,6 +108,14 @@ impl NamespacesRuntime {
     /// Why containers run without a user namespace, if they do.
     pub fn no_user_namespace_because(&self) -> Option<&str> {
         self.id_map.as_ref().err().map(String::as_str)
+    }
+
+    /// Containers of this runtime share the worker's network namespace instead of getting one of their own
+    /// (with only `lo`). This exists for measuring what a network namespace costs (`gantry-bench`'s
+    /// `container_start`); the worker never calls it, and nothing a job says can reach it.
+    pub fn share_host_network_for_measuring(mut self) -> Self {
+        self.inits.network = false;
+        self
     }
 
     /// The options in effect (with `state_dir` made canonical).
@@ -121,6 +139,7 @@ impl ContainerRuntime for NamespacesRuntime {
             &self.layout,
             &self.options.state_dir,
             &self.options.worker_name,
+            |name| self.inits.is_spare(name),
         )
     }
 }

@@ -1,22 +1,20 @@
 //! Init's second half: PID 1 of the container's PID namespace. It builds the container from the inside, then
 //! runs the steps one by one, reaps every orphan the job leaves (as any PID 1 must), and forwards SIGTERM and
 //! SIGINT. When it exits, the kernel kills whatever else is left in the namespace.
-#![allow(unsafe_code)] // pre_exec: a step must not inherit PID 1's blocked signals, and std does not reset them; ioctl
+#![allow(unsafe_code)] // ioctl(FIONREAD) has no safe wrapper
 
 use super::identity::{self, StepIdentity, WORKSPACE};
 use super::network;
 use super::protocol::{InitConfig, InitMessage};
 use super::rootfs::{self, Context, RootSpec};
 use super::userns::Mounts;
-use super::{security, service};
+use super::{security, service, spawn};
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 /// Init's exit status when the container could not be built (the control pipe says why).
 pub(crate) const SETUP_FAILED: i32 = 125;
@@ -129,19 +127,8 @@ fn run_step(
     identity: &StepIdentity,
     signals: &SigSet,
 ) -> i32 {
-    let mut command = Command::new("/bin/sh");
-    command
-        .args(["-e", "-c", step])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    identity.apply(&mut command, env);
-    // SAFETY: the closure only makes async-signal-safe calls (sigprocmask, signal), and this process has a
-    // single thread anyway.
-    unsafe { command.pre_exec(reset_signals) };
-    let spawned = command.spawn();
-    let shell = match spawned {
-        Ok(child) => Pid::from_raw(child.id() as i32),
+    let shell = match spawn::step(step, env, identity) {
+        Ok(pid) => pid,
         Err(e) => {
             eprintln!("gantry: cannot start /bin/sh: {e}");
             return 127;
@@ -161,23 +148,6 @@ fn run_step(
             Err(_) => {}
         }
     }
-}
-
-/// Runs in the step's child before exec: blocked signals and ignored ones survive exec, so without this a
-/// step could not be stopped with SIGTERM, and it would inherit what the worker ignores.
-pub(crate) fn reset_signals() -> std::io::Result<()> {
-    for signal in 1..=64 {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            // SAFETY: SIG_DFL is always a valid disposition; glibc's own signals are refused, harmlessly.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
-        }
-    }
-    nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::empty()),
-        None,
-    )?;
-    Ok(())
 }
 
 /// Reaps every exited child; returns the status of `shell` if it was among them.

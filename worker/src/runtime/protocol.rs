@@ -1,6 +1,6 @@
-//! What the runtime and `gantry container-init` say to each other. The config goes in as one JSON document on
-//! init's stdin; init answers with one JSON object per line on its control pipe (its stdout), while the steps'
-//! output travels on a separate pipe (its stderr), so a job can never forge a control message by printing.
+//! What the runtime and a container's init say to each other. The config goes in as one JSON document on
+//! init's config pipe; init answers with one JSON object per line on its control pipe, while the steps' output
+//! travels on a separate pipe (their stdout and stderr), so a job can never forge a control message by printing.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -15,7 +15,8 @@ pub(crate) struct InitConfig {
     pub workspace_mount: super::WorkspaceMount,
     pub steps: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// An empty host directory; init mounts the tmpfs that holds the overlay's upper layer on it.
+    /// A host directory; init mounts the tmpfs that holds the overlay's upper layer on it, in the container's
+    /// own mount namespace.
     pub scratch: PathBuf,
     pub masks: Vec<Mask>,
     /// The image's read-only layers, lowest first; empty: the host's `/`.
@@ -27,8 +28,6 @@ pub(crate) struct InitConfig {
     /// The image's `User`, resolved inside the container; none: root.
     #[serde(default)]
     pub user: Option<String>,
-    /// `cgroup.procs` (or `tasks`) files init writes its own pid to before it unshares anything.
-    pub cgroup_procs: Vec<PathBuf>,
     /// The seccomp filters, compiled by the worker; PID 1 installs them before the first step.
     pub seccomp: super::security::SeccompProgram,
     /// Started by PID 1 before it builds the steps' root, and waited for after.

@@ -5,12 +5,12 @@
 //!
 //! A service shares the job's network namespace (the steps reach it on `localhost`), its PID namespace and its
 //! cgroup (its processes count against the job's limits, and die with the job).
-#![allow(unsafe_code)] // fork(): PID 1 is single-threaded; pre_exec: see `pid1::reset_signals`
+#![allow(unsafe_code)] // fork(): PID 1 is single-threaded; pre_exec: see `spawn::reset_signals`
 
 use super::identity::{self, StepIdentity};
-use super::pid1::reset_signals;
 use super::protocol::InitConfig;
 use super::rootfs::{self, Context, RootSpec};
+use super::spawn::reset_signals;
 use super::userns::{Mounts, RootMounts};
 use super::{ServiceConfig, security};
 use gantry_model::pipeline::Readiness;

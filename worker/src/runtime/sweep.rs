@@ -55,11 +55,13 @@ pub(crate) fn owned_by(worker: &str, name: &str) -> bool {
     rest.next().is_some_and(|c| SEPARATORS.contains(&c)) && rest.next().is_some()
 }
 
-/// Kills and removes the cgroups and scratch dirs of `worker`'s containers; returns how many containers.
+/// Kills and removes the cgroups of `worker`'s containers (and the per-container scratch dirs earlier versions
+/// made), except those `live` says are in use; returns how many containers.
 pub(crate) fn sweep(
     layout: &CgroupLayout,
     state_dir: &Path,
     worker: &str,
+    live: impl Fn(&str) -> bool,
 ) -> Result<usize, RuntimeError> {
     let mut ids = BTreeSet::new();
     for dir in layout.parents().iter().chain([&state_dir.to_path_buf()]) {
@@ -70,7 +72,10 @@ pub(crate) fn sweep(
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if owned_by(worker, &name) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if owned_by(worker, &name)
+                && !live(&name)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+            {
                 ids.insert(name);
             }
         }

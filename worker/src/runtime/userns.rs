@@ -60,41 +60,70 @@ impl IdMap {
     }
 }
 
-/// Makes a user namespace with `map` and returns a handle on it. A process cannot write a full map for its own
-/// namespace, so a child makes it and we write the maps; the namespace outlives the child through the handle.
-/// Only async-signal-safe calls happen in the child, so a multi-threaded caller is fine.
-pub(crate) fn create(map: &IdMap) -> io::Result<OwnedFd> {
-    let (made, made_writer) = nix::unistd::pipe()?;
-    let (done, done_writer) = nix::unistd::pipe()?;
-    // SAFETY: the child only calls unshare, write, read and _exit.
+/// A user namespace and, if asked for, a network namespace it owns.
+pub(crate) struct Made {
+    /// The user namespace.
+    pub userns: OwnedFd,
+    /// A network namespace owned by it, with `lo` up.
+    pub network: Option<OwnedFd>,
+}
+
+/// Makes a user namespace with `map` (and, with `network`, a network namespace it owns, with `lo` up) and
+/// returns handles on them. A process cannot write a full map for its own namespace, so a child makes them and
+/// we write the maps; the namespaces outlive the child through the handles. Only async-signal-safe calls
+/// happen in the child, so a multi-threaded caller is fine.
+pub(crate) fn create(map: &IdMap, network: bool) -> io::Result<Made> {
+    let (answers, answer_writer) = nix::unistd::pipe()?;
+    let (orders, order_writer) = nix::unistd::pipe()?;
+    // SAFETY: the child only calls unshare, socket, ioctl, write, read and _exit.
     let child = match unsafe { fork() }? {
         ForkResult::Child => {
+            // Our copies of the parent's ends: without them, a parent killed half-way means EOF, not a child
+            // waiting for orders forever.
+            drop((answers, order_writer));
             let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
-            let _ = nix::unistd::write(&made_writer, if ok { b"y" } else { b"n" });
-            let _ = nix::unistd::read(&done, &mut [0u8; 1]);
+            let _ = nix::unistd::write(&answer_writer, if ok { b"y" } else { b"n" });
+            let mut order = [0u8; 1];
+            // 'n': the maps are written, make the network namespace; anything else: done.
+            if matches!(nix::unistd::read(&orders, &mut order), Ok(1)) && order[0] == b'n' {
+                let ok = unshare(CloneFlags::CLONE_NEWNET).is_ok()
+                    && super::network::loopback_up().is_ok();
+                let _ = nix::unistd::write(&answer_writer, if ok { b"y" } else { b"n" });
+                let _ = nix::unistd::read(&orders, &mut order);
+            }
             // SAFETY: _exit skips the parent's atexit handlers and buffered streams, which are not ours.
             unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => child,
     };
-    drop((made_writer, done));
-    let result = (|| {
+    drop((answer_writer, orders));
+    let answer = |what: &str| -> io::Result<()> {
         let mut answer = [0u8; 1];
-        if nix::unistd::read(&made, &mut answer)? == 0 {
+        if nix::unistd::read(&answers, &mut answer)? == 0 {
             return Err(io::Error::other("the helper process died"));
         }
         if answer[0] != b'y' {
-            return Err(io::Error::other(
-                "unshare(CLONE_NEWUSER) failed (user namespaces disabled?)",
-            ));
+            return Err(io::Error::other(what.to_owned()));
         }
+        Ok(())
+    };
+    let result = (|| {
+        answer("unshare(CLONE_NEWUSER) failed (user namespaces disabled?)")?;
         write_maps(child, map)?;
-        Ok(File::open(format!("/proc/{child}/ns/user"))?.into())
+        let userns = File::open(format!("/proc/{child}/ns/user"))?.into();
+        let network = if network {
+            nix::unistd::write(&order_writer, b"n")?;
+            answer("making its network namespace with lo up failed")?;
+            Some(File::open(format!("/proc/{child}/ns/net"))?.into())
+        } else {
+            None
+        };
+        Ok(Made { userns, network })
     })();
     // A byte, not EOF: a thread of a multi-threaded caller may fork meanwhile, and its child would hold a copy
     // of the write end.
-    let _ = nix::unistd::write(&done_writer, b"x");
-    drop(done_writer);
+    let _ = nix::unistd::write(&order_writer, b"x");
+    drop(order_writer);
     let _ = nix::sys::wait::waitpid(child, None);
     result
 }
@@ -178,9 +207,9 @@ pub(crate) fn check(state_dir: &Path) -> Result<(), String> {
             ));
         }
     }
-    let userns = create(&IdMap::for_worker("probe"))
+    let made = create(&IdMap::for_worker("probe"), false)
         .map_err(|e| format!("cannot create a user namespace: {e}"))?;
-    idmapped_clone(state_dir, userns.as_fd())
+    idmapped_clone(state_dir, made.userns.as_fd())
         .map(drop)
         .map_err(|e| {
             format!(
@@ -208,10 +237,12 @@ pub(crate) struct Mounts {
     pub services: Vec<RootMounts>,
 }
 
-/// Makes the container's user namespace and its id-mapped mounts, then joins it as its root (uid and gid 0,
-/// no supplementary groups). Namespaces unshared afterwards belong to it. Call in init, single-threaded.
-pub(crate) fn enter(config: &super::protocol::InitConfig, map: &IdMap) -> Result<Mounts, String> {
-    let userns = create(map).map_err(|e| format!("create a user namespace: {e}"))?;
+/// Makes the container's id-mapped mounts, then joins its user namespace as its root (uid and gid 0, no
+/// supplementary groups). Namespaces unshared afterwards belong to it. Call in init, single-threaded.
+pub(crate) fn enter(
+    userns: BorrowedFd<'_>,
+    config: &super::protocol::InitConfig,
+) -> Result<Mounts, String> {
     let lower = |layers: &[std::path::PathBuf]| -> Result<Vec<OwnedFd>, String> {
         let host_root = [std::path::PathBuf::from("/")];
         let dirs = if layers.is_empty() {
@@ -221,12 +252,12 @@ pub(crate) fn enter(config: &super::protocol::InitConfig, map: &IdMap) -> Result
         };
         dirs.iter()
             .map(|dir| {
-                idmapped_clone(dir, userns.as_fd())
+                idmapped_clone(dir, userns)
                     .map_err(|e| format!("make an id-mapped mount of {}: {e}", dir.display()))
             })
             .collect()
     };
-    let workspace = idmapped_clone(&config.workspace, userns.as_fd()).map_err(|e| {
+    let workspace = idmapped_clone(&config.workspace, userns).map_err(|e| {
         format!(
             "make an id-mapped mount of the workspace {}: {e}",
             config.workspace.display()
@@ -248,7 +279,7 @@ pub(crate) fn enter(config: &super::protocol::InitConfig, map: &IdMap) -> Result
             })
             .collect::<Result<_, String>>()?,
     };
-    nix::sched::setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+    nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
         .map_err(|e| format!("join the user namespace: {e}"))?;
     let root_gid = nix::unistd::Gid::from_raw(0);
     let root_uid = nix::unistd::Uid::from_raw(0);

@@ -181,6 +181,32 @@ impl CgroupLayout {
         set.into_iter().collect()
     }
 
+    /// Whether a container's cgroup can be renamed: cgroup v1 can, cgroup2 cannot.
+    pub fn renames(&self) -> bool {
+        self.v2.is_none()
+    }
+
+    /// Renames cgroup `from` to `to` in every hierarchy, processes and all (cgroup v1 only); on failure, what
+    /// was renamed is renamed back.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), RuntimeError> {
+        if !self.renames() {
+            return Err(RuntimeError::Cgroup(
+                "cgroup2 cannot rename a cgroup".into(),
+            ));
+        }
+        let parents = self.parents();
+        for (done, parent) in parents.iter().enumerate() {
+            let (old, new) = (parent.join(from), parent.join(to));
+            if let Err(e) = std::fs::rename(&old, &new) {
+                for parent in &parents[..done] {
+                    let _ = std::fs::rename(parent.join(to), parent.join(from));
+                }
+                return Err(RuntimeError::io("rename the cgroup", old, e));
+            }
+        }
+        Ok(())
+    }
+
     /// A handle on the cgroup of container `id`; nothing is created until [`Cgroup::create`].
     pub fn cgroup(&self, id: &str) -> Cgroup {
         let mut parts: Vec<Box<dyn CgroupManager>> = Vec::new();
@@ -216,16 +242,7 @@ pub struct Cgroup {
 impl Cgroup {
     /// Creates it with `resources` applied; on failure nothing is left behind.
     pub fn create(&self, resources: &Resources) -> Result<(), RuntimeError> {
-        if resources.cpus.is_some() && !self.cpu {
-            return Err(RuntimeError::Cgroup(
-                "a CPU quota was asked for, but no cpu controller is mounted".into(),
-            ));
-        }
-        let created = self
-            .parts
-            .iter()
-            .try_for_each(|part| part.create(resources));
-        match created {
+        match self.limit(resources) {
             Ok(()) => Ok(()),
             Err(error) => match self.remove() {
                 Ok(()) => Err(error),
@@ -235,6 +252,18 @@ impl Cgroup {
                 }),
             },
         }
+    }
+
+    /// Creates whatever directories are missing and applies `resources`; on failure, what exists stays.
+    pub fn limit(&self, resources: &Resources) -> Result<(), RuntimeError> {
+        if resources.cpus.is_some() && !self.cpu {
+            return Err(RuntimeError::Cgroup(
+                "a CPU quota was asked for, but no cpu controller is mounted".into(),
+            ));
+        }
+        self.parts
+            .iter()
+            .try_for_each(|part| part.create(resources))
     }
 
     /// The files a process writes its pid to, to join every part.

@@ -122,7 +122,8 @@ impl CgroupManager for V1Cgroup {
         let Some(any_dir) = self.dirs.values().next() else {
             return Ok(());
         };
-        if !any_dir.exists() {
+        // Nothing to freeze in the common case: the container's PID 1 exited and took every process with it.
+        if !any_dir.exists() || self.pids().is_empty() {
             return Ok(());
         }
         // v1 has no cgroup.kill: freeze so nothing forks between reading the pids and killing them, send

@@ -131,7 +131,7 @@ impl CgroupManager for V2Cgroup {
     }
 
     fn kill_all(&self) -> Result<(), RuntimeError> {
-        if !self.dir.exists() {
+        if !self.dir.exists() || self.pids().is_empty() {
             return Ok(());
         }
         let kill = self.dir.join("cgroup.kill");
