@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use gantry_bench::{count_arg, gantry_bin, quantile, scratch};
 use gantry_model::Resources;
 use gantry_worker::runtime::{
-    ContainerConfig, ContainerRuntime, NamespacesRuntime, RuntimeOptions,
+    ContainerConfig, ContainerRuntime, ImageRoot, NamespacesRuntime, RuntimeOptions,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,25 +23,64 @@ fn main() -> Result<()> {
     let dir = scratch("start");
     let workspace = dir.join("workspace");
     std::fs::create_dir_all(&workspace)?;
-    let ours = measure(&dir, &workspace, runs, false)?;
-    print("gantry", "all namespaces, user included", runs, &ours);
-    let host_net = measure(&dir, &workspace, runs, true)?;
+    // The peers run /bin/true in a busybox rootfs; ours gets the same one, as an image of one layer.
+    let busybox = busybox_rootfs(&dir.join("busybox"))?;
+    let ours = measure(&dir, &workspace, runs, Some(&busybox), false)?;
+    print(
+        "gantry",
+        "busybox rootfs, all namespaces, user included",
+        runs,
+        &ours,
+    );
+    let host_net = measure(&dir, &workspace, runs, Some(&busybox), true)?;
     print(
         "gantry-host-net",
-        "all namespaces but network and user",
+        "busybox rootfs, all namespaces but network and user",
         runs,
         &host_net,
+    );
+    let host_image = measure(&dir, &workspace, runs, None, false)?;
+    print(
+        "gantry-host-image",
+        "image host (an overlay of the host's /), all namespaces, user included",
+        runs,
+        &host_image,
     );
     let _ = std::fs::remove_dir_all(&dir);
     peers(runs.min(100), ours[1], host_net[1])
 }
 
-/// p10, p50 and p99 in ms of `runs` starts of a runtime of its own (with the host's network if `host_net`).
-fn measure(dir: &Path, workspace: &Path, runs: usize, host_net: bool) -> Result<[f64; 3]> {
+/// A rootfs like the peers' bench makes: a static busybox as `/bin/busybox`, `sh` and `true` links to it.
+fn busybox_rootfs(root: &Path) -> Result<PathBuf> {
+    let busybox = Path::new("/bin/busybox");
+    anyhow::ensure!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static"
+    );
+    for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(sub))?;
+    }
+    std::fs::copy(busybox, root.join("bin/busybox"))?;
+    for link in ["sh", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(link))?;
+    }
+    Ok(root.to_path_buf())
+}
+
+/// p10, p50 and p99 in ms of `runs` starts of a runtime of its own, on `rootfs` as the image's one layer (none:
+/// image `host`), with the host's network if `host_net`.
+fn measure(
+    dir: &Path,
+    workspace: &Path,
+    runs: usize,
+    rootfs: Option<&Path>,
+    host_net: bool,
+) -> Result<[f64; 3]> {
     let name = format!(
-        "bench{}{}",
+        "bench{}{}{}",
         std::process::id(),
-        if host_net { "h" } else { "n" }
+        if host_net { "h" } else { "n" },
+        if rootfs.is_some() { "b" } else { "h" }
     );
     let mut runtime = NamespacesRuntime::new(RuntimeOptions {
         worker_name: name.clone(),
@@ -65,7 +104,10 @@ fn measure(dir: &Path, workspace: &Path, runs: usize, host_net: bool) -> Result<
         resources: Resources::default(),
         masked_paths: Vec::new(),
         timeout: Duration::from_secs(30),
-        image: Default::default(),
+        image: ImageRoot {
+            layers: rootfs.into_iter().map(Path::to_path_buf).collect(),
+            ..Default::default()
+        },
         services: Vec::new(),
     };
     let mut ms = Vec::with_capacity(runs);
@@ -85,8 +127,7 @@ fn measure(dir: &Path, workspace: &Path, runs: usize, host_net: bool) -> Result<
 }
 
 fn print(runtime: &str, namespaces: &str, runs: usize, [p10, p50, p99]: &[f64; 3]) {
-    let what =
-        format!("create, /bin/sh -c /bin/true, destroy; image host, {namespaces}, cgroup, seccomp");
+    let what = format!("create, /bin/sh -c /bin/true, destroy; {namespaces}, cgroup, seccomp");
     println!(
         "{}",
         serde_json::json!({"runtime": runtime, "what": what, "runs": runs, "p10_ms": p10, "p50_ms": p50, "p99_ms": p99})

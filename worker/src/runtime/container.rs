@@ -232,8 +232,8 @@ impl NsContainer {
     fn teardown(&self) -> Teardown {
         let mut parts = self.parts();
         let init = parts.init.take();
-        // PID 1 first: its death takes every other process of its PID namespace along (killing it is a no-op if
-        // it exited already). Only once it is reaped can the cgroup be empty; a cgroup kill before that would
+        // The init first: its death takes PID 1 along (its parent-death signal), and PID 1's every other
+        // process of the PID namespace (killing it is a no-op if it exited already). Only once it is reaped can the cgroup be empty; a cgroup kill before that would
         // freeze a PID 1 busy exiting, which slows its exit down and still finds it there.
         if let Some(init) = &init {
             init.kill();
@@ -269,7 +269,7 @@ impl NsContainer {
 }
 
 impl Parts {
-    /// SIGKILLs PID 1, which takes its whole PID namespace along; the cgroup is killed only where there is no
+    /// SIGKILLs the init, which takes PID 1 and its whole PID namespace along; the cgroup is killed only where there is no
     /// init (teardown kills it again once PID 1 is reaped).
     fn kill(&mut self) -> Result<(), RuntimeError> {
         match &self.init {

@@ -164,7 +164,14 @@ fn start(
     // SAFETY: this process has a single thread (the zygote's fork of its single thread), so the child may do
     // anything a process can.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => std::process::exit(pid1::run(&config, &mounts, control, signals)),
+        Ok(ForkResult::Child) => {
+            // Killing this process (the runtime's cancel and teardown) kills PID 1 and so the whole container.
+            // (Should it die before this line, the teardown's cgroup kill still gets everything.)
+            if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
+                std::process::exit(SETUP_FAILED);
+            }
+            std::process::exit(pid1::run(&config, &mounts, control, signals))
+        }
         Ok(ForkResult::Parent { child }) => {
             drop(mounts);
             Ok(supervise(child, signals))
