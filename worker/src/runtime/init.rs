@@ -189,7 +189,7 @@ fn supervise(pid1: Pid, signals: &SigSet) -> i32 {
                 Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("gantry container-init: waiting for PID 1: {e}");
+                    eprintln!("gantry: container init waiting for PID 1: {e}");
                     return SETUP_FAILED;
                 }
             },
