@@ -45,7 +45,8 @@ conformance!(
     a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing,
     preparing_stores_jobs_once_and_failing_records_the_reason,
     only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it,
-    two_claimers_never_get_the_same_job,
+    two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
+    an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
@@ -369,10 +370,10 @@ async fn only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it(db: Db) {
     );
 }
 
-async fn two_claimers_never_get_the_same_job(db: Db) {
+async fn two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time(db: Db) {
     let w = worker(&db, "racer").await;
     let r = repo(&db, "race").await;
-    for round in 0..25 {
+    for round in 0..1000 {
         pipeline(
             &db,
             r,
@@ -385,6 +386,91 @@ async fn two_claimers_never_get_the_same_job(db: Db) {
         let winners = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
         assert_eq!(winners, 1, "round {round}: exactly one claimer must win");
     }
+}
+
+async fn an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out(db: Db) {
+    let w = worker(&db, "mortal").await;
+    let r = repo(&db, "expiry").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "expiry-1",
+        "jobs:\n  a:\n    steps: [x]\n  b:\n    needs: [a]\n    steps: [y]\n",
+    )
+    .await;
+    let (a, b) = (ids[0], ids[1]);
+    let now = || Utc::now().timestamp_millis();
+    let first = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    let lost_lease = first.job.lease_id.unwrap();
+    db.append_log(a, lost_lease, 0, b"attempt one\n", 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.expire_leases(now(), 1).await.unwrap(),
+        vec![],
+        "a lease within its deadline stays"
+    );
+    let expired = db.expire_leases(now() + 20_000, 1).await.unwrap();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(
+        (expired[0].job, expired[0].attempt, &expired[0].outcome),
+        (a, 1, &store::ExpiredOutcome::Requeued)
+    );
+    let job = db.get_job(a).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert!(
+        job.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopped answering"),
+        "{job:?}"
+    );
+    // The lost worker's late calls change nothing.
+    assert!(matches!(
+        db.heartbeat(a, lost_lease, now() + 10_000).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        db.append_log(a, lost_lease, 12, b"late\n", 1000).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        db.complete_job(a, lost_lease, &report(0)).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert_eq!(
+        db.get_job(a).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+
+    let second = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!((second.job.id, second.job.attempt), (a, 2));
+    let lease = second.job.lease_id.unwrap();
+    db.append_log(a, lease, 0, b"attempt two\n", 1000)
+        .await
+        .unwrap();
+    assert_eq!(db.read_log(a, 2, 0).await.unwrap(), b"attempt two\n");
+    assert_eq!(
+        db.read_log(a, 1, 0).await.unwrap(),
+        b"attempt one\n",
+        "each attempt keeps its own log"
+    );
+    // The one automatic retry is used up: the next loss ends the job, and what needs it is skipped.
+    let expired = db.expire_leases(now() + 20_000, 1).await.unwrap();
+    let store::ExpiredOutcome::Ended(done) = &expired[0].outcome else {
+        panic!("the job must end once its retries are used up: {expired:?}");
+    };
+    assert_eq!(done.status, JobStatus::Error);
+    assert_eq!(done.pipeline_status, PipelineStatus::Error);
+    assert_eq!(done.skipped, vec![b]);
+    let job = db.get_job(a).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.failure_kind, job.attempt),
+        (JobStatus::Error, Some(FailureKind::WorkerLost), 2)
+    );
+    assert!(job.finished_at.is_some());
+    let p = db.get_pipeline_by_id(pipeline_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PipelineStatus::Error);
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

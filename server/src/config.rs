@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// The longest a lease request waits for a job.
     pub long_poll: Duration,
+    /// How often a job whose worker was lost goes back in the queue before it ends in `error` (apart from the
+    /// job's own `retry:`).
+    pub infra_retries: u32,
 }
 
 impl ServerConfig {
@@ -41,6 +44,7 @@ impl ServerConfig {
             lease: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
             long_poll: Duration::from_secs(30),
+            infra_retries: 2,
         }
     }
 }

@@ -73,13 +73,7 @@ impl Server {
             store.set_admin_token(&auth::hash_token(token)).await?;
         }
         let hub = logs::LogHub::default();
-        let queue = queue::Queue::new(
-            store.clone(),
-            hub.clone(),
-            config.lease,
-            config.heartbeat,
-            config.log_cap_bytes,
-        );
+        let queue = queue::Queue::new(store.clone(), hub.clone(), &config);
         let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
         let intake = intake::Intake::new(store.clone(), mirrors, queue.clone());
         let resumed = intake.resume().await?;
@@ -122,6 +116,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        // Aborted when dropped, i.e. when serving ends.
+        let _expiry = AbortOnDrop(tokio::spawn(
+            self.state.queue.clone().expire_leases_forever(),
+        ));
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
         let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -147,3 +145,12 @@ impl Server {
 
 /// How long a stopping server waits for open connections.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -23,8 +23,10 @@ data_dir = "./gantry-data"
 log_cap_bytes = 67108864
 # Webhook bodies larger than this are refused with 413.
 max_webhook_bytes = 26214400
-# Seconds a lease lasts without a heartbeat.
+# Seconds a lease lasts without a heartbeat; then the job goes back in the queue as a new attempt.
 lease_secs = 10
+# Times a job whose worker was lost goes back in the queue before it ends in `error` (apart from `retry:`).
+infra_retries = 2
 
 [worker]
 # Labels jobs can select with `runs-on`.
@@ -62,6 +64,7 @@ pub struct FileConfig {
     log_cap_bytes: Option<u64>,
     max_webhook_bytes: Option<usize>,
     lease_secs: Option<u64>,
+    infra_retries: Option<u32>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -168,6 +171,9 @@ impl ServerArgs {
         }
         if let Some(max) = file.max_webhook_bytes {
             server.max_webhook_bytes = max;
+        }
+        if let Some(retries) = file.infra_retries {
+            server.infra_retries = retries;
         }
         if let Some(secs) = self.lease_secs.or(file.lease_secs) {
             server.lease = Duration::from_secs(secs.max(1));

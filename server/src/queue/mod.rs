@@ -2,7 +2,7 @@
 //! every call about a job afterwards must carry that job's current lease.
 
 use crate::logs::{LogHub, LogUpdate};
-use crate::store::{Claim, Store, StoreError};
+use crate::store::{Claim, Expired, ExpiredOutcome, Store, StoreError};
 use bytes::Bytes;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
 use gantry_model::{JobStatus, PipelineStatus};
@@ -20,6 +20,7 @@ pub struct Queue {
     lease: Duration,
     heartbeat: Duration,
     log_cap: u64,
+    infra_retries: u32,
 }
 
 fn deadline_ms(lease: Duration) -> i64 {
@@ -27,21 +28,17 @@ fn deadline_ms(lease: Duration) -> i64 {
 }
 
 impl Queue {
-    /// A queue over `store`; lease length, heartbeat interval and log cap from the config.
-    pub fn new(
-        store: Arc<dyn Store>,
-        hub: LogHub,
-        lease: Duration,
-        heartbeat: Duration,
-        log_cap: u64,
-    ) -> Self {
+    /// A queue over `store`, with the lease length, heartbeat interval, log cap and automatic retries of
+    /// lost jobs from the config.
+    pub fn new(store: Arc<dyn Store>, hub: LogHub, config: &crate::ServerConfig) -> Self {
         Self {
             store,
             hub,
             wakeup: Arc::new(Notify::new()),
-            lease,
-            heartbeat,
-            log_cap,
+            lease: config.lease,
+            heartbeat: config.heartbeat,
+            log_cap: config.log_cap_bytes,
+            infra_retries: config.infra_retries,
         }
     }
 
@@ -96,6 +93,46 @@ impl Queue {
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Takes back the leases whose workers stopped heartbeating (DESIGN §3): their jobs run again as new
+    /// attempts, or end in `error` once their automatic retries are used up.
+    pub async fn expire_leases(&self) -> Result<Vec<Expired>, StoreError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let expired = self.store.expire_leases(now_ms, self.infra_retries).await?;
+        let mut requeued = false;
+        for lost in &expired {
+            tracing::warn!(job = %lost.job, worker = ?lost.worker_name, attempt = lost.attempt, outcome = ?lost.outcome,
+                "a lease ran out: its worker stopped heartbeating");
+            match &lost.outcome {
+                ExpiredOutcome::Requeued => requeued = true,
+                ExpiredOutcome::Ended(done) => {
+                    self.hub.publish(lost.job, LogUpdate::Finished(done.status));
+                    for skipped in &done.skipped {
+                        self.hub
+                            .publish(*skipped, LogUpdate::Finished(JobStatus::Skipped));
+                    }
+                }
+            }
+        }
+        if requeued {
+            self.jobs_ready();
+        }
+        Ok(expired)
+    }
+
+    /// Runs [`Queue::expire_leases`] for ever, a few times per lease length, so a lost job is back in the queue
+    /// within little more than a lease.
+    pub async fn expire_leases_forever(self) {
+        let every = (self.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = self.expire_leases().await {
+                tracing::error!(%error, "cannot expire leases; trying again");
             }
         }
     }

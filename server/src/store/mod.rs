@@ -115,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>>;
     /// Renews a lease; says whether the job was cancelled.
     async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool>;
+    /// Takes back every lease that ran out before `now_ms`: the job goes back in the queue as a new attempt
+    /// while it has been re-queued fewer than `infra_retries` times, and otherwise ends in `error`
+    /// (`worker_lost`); a job being cancelled ends `cancelled`. The lost lease's calls get `StaleLease` from now.
+    async fn expire_leases(&self, now_ms: i64, infra_retries: u32) -> Result<Vec<Expired>>;
     /// Appends bytes at `offset` of the leased attempt's log (idempotent); returns the new bytes actually stored
     /// (none for a pure repeat) and where they start.
     async fn append_log(

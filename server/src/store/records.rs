@@ -261,3 +261,26 @@ pub struct Completed {
     /// Jobs skipped because this one did not succeed.
     pub skipped: Vec<Uuid>,
 }
+
+/// A job whose lease ran out: its worker stopped heartbeating (DESIGN §3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expired {
+    /// The job.
+    pub job: Uuid,
+    /// The worker that held the lease.
+    pub worker_name: Option<String>,
+    /// The attempt that was lost.
+    pub attempt: u32,
+    /// What became of the job.
+    pub outcome: ExpiredOutcome,
+}
+
+/// What an expired lease does to its job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExpiredOutcome {
+    /// Back in the queue, to run again as the next attempt.
+    Requeued,
+    /// Ended: `error` (`worker_lost`) once the automatic retries are used up, or `cancelled` if it was being
+    /// cancelled; with the pipeline's status afterwards and the jobs skipped because of it.
+    Ended(Completed),
+}

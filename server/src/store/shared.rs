@@ -646,6 +646,72 @@ macro_rules! impl_store {
                 Ok(row.try_get("cancel_requested")?)
             }
 
+            async fn expire_leases(&self, now_ms: i64, infra_retries: u32) -> Result<Vec<Expired>> {
+                let now = Utc::now();
+                let mut tx = self.begin().await?;
+                let rows = sqlx::query(
+                    "SELECT id, pipeline_id, attempt, lease_id, worker_name, infra_retries, cancel_requested FROM jobs
+                     WHERE status = 'running' AND lease_deadline_ms < $1 ORDER BY lease_deadline_ms",
+                )
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut expired = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let job: Uuid = row.try_get("id")?;
+                    let lease: Uuid = row.try_get("lease_id")?;
+                    let attempt = row.try_get::<i64, _>("attempt")? as u32;
+                    let worker_name: Option<String> = row.try_get("worker_name")?;
+                    let retried = row.try_get::<i64, _>("infra_retries")? as u32;
+                    let worker = worker_name.as_deref().unwrap_or("?");
+                    let (status, kind, message) = if row.try_get("cancel_requested")? {
+                        (JobStatus::Cancelled, Some(FailureKind::Cancelled),
+                         format!("cancelled; worker {worker} stopped answering during attempt {attempt}"))
+                    } else if retried < infra_retries {
+                        (JobStatus::Queued, None,
+                         format!("worker {worker} stopped answering during attempt {attempt}; re-queued"))
+                    } else {
+                        (JobStatus::Error, Some(FailureKind::WorkerLost),
+                         format!("worker {worker} stopped answering during attempt {attempt}, and the job was \
+                                  re-queued {retried} time(s) already"))
+                    };
+                    let requeued = status == JobStatus::Queued;
+                    // The lease is checked again here, so a heartbeat or completion that won the race keeps its job
+                    // (and a second server expiring the same lease changes nothing).
+                    let updated = sqlx::query(
+                        "UPDATE jobs SET status = $3, failure_kind = $4, message = $5,
+                           infra_retries = infra_retries + $6, lease_deadline_ms = NULL,
+                           lease_id = CASE WHEN $7 THEN NULL ELSE lease_id END,
+                           finished_at = CASE WHEN $7 THEN NULL ELSE $8 END
+                         WHERE id = $1 AND lease_id = $2 AND status = 'running' AND lease_deadline_ms < $9",
+                    )
+                    .bind(job)
+                    .bind(lease)
+                    .bind(status.as_str())
+                    .bind(kind.map(FailureKind::as_str))
+                    .bind(&message)
+                    .bind(i64::from(requeued))
+                    .bind(requeued)
+                    .bind(now)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() != 1 {
+                        continue;
+                    }
+                    let outcome = if requeued {
+                        ExpiredOutcome::Requeued
+                    } else {
+                        let pipeline: Uuid = row.try_get("pipeline_id")?;
+                        let (pipeline_status, skipped) = settle_pipeline(&mut tx, pipeline, now).await?;
+                        ExpiredOutcome::Ended(Completed { status, pipeline_status, skipped })
+                    };
+                    expired.push(Expired { job, worker_name, attempt, outcome });
+                }
+                tx.commit().await?;
+                Ok(expired)
+            }
+
             async fn append_log(&self, job: Uuid, lease: Uuid, offset: u64, data: &[u8], cap: u64) -> Result<Appended> {
                 let mut tx = self.begin().await?;
                 let (attempt, _, _, length) = leased(&mut tx, job, lease).await?;
