@@ -19,6 +19,8 @@ pub struct Farm {
     pub admin: String,
     /// Its data dir.
     pub data_dir: PathBuf,
+    /// The `default` pool's token, as `gantry server` prints it on first start.
+    pub pool_token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -30,10 +32,19 @@ impl Farm {
 
     /// Starts `gantry up` with more flags (e.g. `--database postgres://…`).
     pub fn up_with(extra: &[&str]) -> Farm {
+        Farm::start("up", extra)
+    }
+
+    /// Starts `gantry server` (a server without a worker; see [`Farm::worker`]) with more flags.
+    pub fn serve_with(extra: &[&str]) -> Farm {
+        Farm::start("server", extra)
+    }
+
+    fn start(command: &str, extra: &[&str]) -> Farm {
         let data_dir = super::scratch_dir("farm");
         let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
         let mut child = Command::new(GANTRY)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(extra)
             .env("GANTRY_LOG", "info,gantry_server=debug,gantry_worker=debug")
@@ -43,14 +54,20 @@ impl Farm {
             .spawn()
             .expect("cannot start gantry up");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let (mut url, mut admin) = (None, None);
+        let (mut url, mut admin, mut pool_token) = (None, None, None);
         let mut stdout = stdout;
         for line in (&mut stdout).lines() {
             let line = line.unwrap();
             if let Some(token) = line.trim().strip_prefix("admin token:") {
                 admin = Some(token.trim().to_owned());
             }
-            if let Some(rest) = line.strip_prefix("Gantry is up: dashboard at ") {
+            if let Some(token) = line.trim().strip_prefix("default pool token:") {
+                pool_token = Some(token.trim().to_owned());
+            }
+            let listening = line
+                .strip_prefix("Gantry is up: dashboard at ")
+                .or_else(|| line.strip_prefix("Gantry server listening: dashboard at "));
+            if let Some(rest) = listening {
                 url = Some(
                     rest.split_whitespace()
                         .next()
@@ -63,15 +80,16 @@ impl Farm {
         }
         let url = url.unwrap_or_else(|| {
             panic!(
-                "gantry up did not start; see {}",
+                "gantry {command} did not start; see {}",
                 data_dir.with_extension("log").display()
             )
         });
         Farm {
             child,
             url,
-            admin: admin.expect("gantry up printed no admin token on first start"),
+            admin: admin.expect("gantry printed no admin token on first start"),
             data_dir,
+            pool_token,
             http: reqwest::Client::new(),
         }
     }
