@@ -33,6 +33,15 @@ on_both_databases!(
     a_worker_presumed_dead_gets_409_for_its_late_calls_and_changes_nothing,
 );
 
+/// A worker name of this test's own: a worker's crash sweep removes whatever carries its name on this host, and
+/// the tests run side by side.
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[24..]
+    )
+}
+
 fn serve(database: Option<&str>) -> Farm {
     let mut flags = vec!["--lease-secs", "2"];
     if let Some(url) = database {
@@ -91,16 +100,17 @@ async fn a_killed_workers_job_runs_again_on_another_worker_as_attempt_two(
 ) {
     let farm = serve(database.as_deref());
     let repo = farm.hooked_repo("killed");
-    let mut first = farm.worker("first");
+    let (first_name, second_name) = (unique("first"), unique("second"));
+    let mut first = farm.worker(&first_name);
     repo.push_pipeline(PIPELINE);
-    let id = running_on(&farm, "killed", "first").await;
+    let id = running_on(&farm, "killed", &first_name).await;
     first.kill();
-    let second = farm.worker("second");
-    assert_second_attempt_won(&farm, "killed", &id, "second").await;
+    let second = farm.worker(&second_name);
+    assert_second_attempt_won(&farm, "killed", &id, &second_name).await;
     drop(second);
     // The killed worker's container outlived it; a restart of the worker sweeps it (and reports the lost job,
     // which the server answers with 409).
-    let restarted = farm.worker("first");
+    let restarted = farm.worker(&first_name);
     eventually(
         "the restarted worker to sweep and register",
         Duration::from_secs(60),
@@ -120,13 +130,14 @@ async fn a_worker_presumed_dead_gets_409_for_its_late_calls_and_changes_nothing(
 ) {
     let farm = serve(database.as_deref());
     let repo = farm.hooked_repo("stopped");
-    let first = farm.worker("first");
+    let (first_name, second_name) = (unique("first"), unique("second"));
+    let first = farm.worker(&first_name);
     repo.push_pipeline(PIPELINE);
-    let id = running_on(&farm, "stopped", "first").await;
+    let id = running_on(&farm, "stopped", &first_name).await;
     // Stopped, not dead: its job's lease runs out, but it wakes up later and carries on where it was.
     first.signal(Signal::SIGSTOP);
-    let second = farm.worker("second");
-    assert_second_attempt_won(&farm, "stopped", &id, "second").await;
+    let second = farm.worker(&second_name);
+    assert_second_attempt_won(&farm, "stopped", &id, &second_name).await;
     first.signal(Signal::SIGCONT);
     eventually(
         "the woken worker to hear that its lease is gone",
@@ -134,6 +145,6 @@ async fn a_worker_presumed_dead_gets_409_for_its_late_calls_and_changes_nothing(
         || async { first.output().contains("the lease was lost").then_some(()) },
     )
     .await;
-    assert_second_attempt_won(&farm, "stopped", &id, "second").await;
+    assert_second_attempt_won(&farm, "stopped", &id, &second_name).await;
     drop(second);
 }

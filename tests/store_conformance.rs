@@ -47,6 +47,7 @@ conformance!(
     only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it,
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
+    cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
@@ -471,6 +472,68 @@ async fn an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_ru
     assert!(job.finished_at.is_some());
     let p = db.get_pipeline_by_id(pipeline_id).await.unwrap().unwrap();
     assert_eq!(p.status, PipelineStatus::Error);
+}
+
+async fn cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop(db: Db) {
+    let w = worker(&db, "canceller").await;
+    let r = repo(&db, "cancels").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "cancel-1",
+        "jobs:\n  a:\n    steps: [x]\n  b:\n    steps: [y]\n  c:\n    needs: [a]\n    steps: [z]\n",
+    )
+    .await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(claimed.job.id, ids[0]);
+    let lease = claimed.job.lease_id.unwrap();
+    let deadline = Utc::now().timestamp_millis() + 10_000;
+    assert!(!db.heartbeat(ids[0], lease, deadline).await.unwrap());
+
+    let done = db.cancel_pipeline(pipeline_id).await.unwrap();
+    assert_eq!(
+        done.ended,
+        vec![(ids[1], JobStatus::Cancelled), (ids[2], JobStatus::Skipped)]
+    );
+    assert_eq!(done.stopping, vec![ids[0]]);
+    assert_eq!(done.pipeline_status, Some(PipelineStatus::Running));
+    assert!(
+        db.heartbeat(ids[0], lease, deadline).await.unwrap(),
+        "the running job's heartbeat says it is cancelled"
+    );
+    assert!(
+        db.claim_job(&claim(w)).await.unwrap().is_none(),
+        "nothing of a cancelled pipeline is leased"
+    );
+    let mut stopped = report(137);
+    stopped.failure_kind = Some(FailureKind::Cancelled);
+    let completed = db.complete_job(ids[0], lease, &stopped).await.unwrap();
+    assert_eq!(
+        (completed.status, completed.pipeline_status),
+        (JobStatus::Cancelled, PipelineStatus::Cancelled)
+    );
+    let again = db.cancel_pipeline(pipeline_id).await.unwrap();
+    assert_eq!(
+        again,
+        Default::default(),
+        "a finished pipeline is left alone"
+    );
+
+    // Cancelled before its file was read: it ends at once, and preparing it later adds nothing.
+    let early = db.create_pipeline(&delivery(r, "cancel-2")).await.unwrap();
+    let done = db.cancel_pipeline(early.id).await.unwrap();
+    assert_eq!(done.pipeline_status, Some(PipelineStatus::Cancelled));
+    let late = NewJob {
+        id: Uuid::now_v7(),
+        spec: Pipeline::parse("jobs:\n  a:\n    steps: [x]\n")
+            .unwrap()
+            .jobs
+            .remove(0),
+    };
+    db.add_jobs(early.id, &[late]).await.unwrap();
+    assert!(db.pipeline_jobs(early.id).await.unwrap().is_empty());
+    let p = db.get_pipeline_by_id(early.id).await.unwrap().unwrap();
+    assert_eq!(p.status, PipelineStatus::Cancelled);
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

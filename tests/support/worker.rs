@@ -26,7 +26,7 @@ impl Farm {
             .as_deref()
             .expect("workers need the pool token gantry server prints on first start");
         let data_dir = self.data_dir.with_extension(name);
-        let log = data_dir.with_extension("log");
+        let log = self.data_dir.with_extension(format!("{name}.log"));
         let child = Command::new(GANTRY)
             .args([
                 "worker",

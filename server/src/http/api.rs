@@ -182,6 +182,29 @@ pub async fn get_pipeline(
     Ok(Json(view))
 }
 
+/// `POST /api/v1/repos/{repo}/pipelines/{number}/cancel` (admin): jobs not started end at once, running ones
+/// are stopped through their workers' heartbeats; answers what it did. Cancelling a finished pipeline does
+/// nothing.
+pub async fn cancel_pipeline(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((repo, number)): Path<(String, i64)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = state
+        .store
+        .get_pipeline(&repo, number)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let done = state.queue.cancel_pipeline(p.id).await?;
+    let status = done.pipeline_status.unwrap_or(p.status);
+    tracing::info!(%repo, number, ended = done.ended.len(), stopping = done.stopping.len(), "pipeline cancelled");
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "cancelled_jobs": done.ended.len(),
+        "stopping_jobs": done.stopping.len(),
+    })))
+}
+
 async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord> {
     let id: Uuid = id
         .parse()

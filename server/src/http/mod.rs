@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/repos/{repo}/secret", get(api::repo_secret))
         .route("/repos/{repo}/pipelines", get(api::list_pipelines))
         .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))
+        .route(
+            "/repos/{repo}/pipelines/{number}/cancel",
+            post(api::cancel_pipeline),
+        )
         .route("/jobs/{id}", get(api::get_job))
         .route(
             "/jobs/{id}/log",

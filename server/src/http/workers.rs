@@ -87,14 +87,24 @@ fn job_id(id: &str) -> ApiResult<Uuid> {
         .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))
 }
 
-/// `POST /api/v1/jobs/{id}/heartbeat`.
+/// How long a heartbeat may wait for news.
+#[derive(Deserialize)]
+pub struct HeartbeatWait {
+    /// Seconds; none: answer at once.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// `POST /api/v1/jobs/{id}/heartbeat[?wait=SECS]`.
 pub async fn heartbeat(
     State(state): State<AppState>,
     _: Worker,
     LeaseId(lease): LeaseId,
     Path(id): Path<String>,
+    Query(q): Query<HeartbeatWait>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    let cancel = state.queue.heartbeat(job_id(&id)?, lease).await?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(0));
+    let cancel = state.queue.heartbeat(job_id(&id)?, lease, wait).await?;
     Ok(Json(HeartbeatResponse { cancel }))
 }
 

@@ -2,7 +2,7 @@
 //! every call about a job afterwards must carry that job's current lease.
 
 use crate::logs::{LogHub, LogUpdate};
-use crate::store::{Claim, Expired, ExpiredOutcome, Store, StoreError};
+use crate::store::{CancelledPipeline, Claim, Expired, ExpiredOutcome, Store, StoreError};
 use bytes::Bytes;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
 use gantry_model::{JobStatus, PipelineStatus};
@@ -17,6 +17,8 @@ pub struct Queue {
     store: Arc<dyn Store>,
     hub: LogHub,
     wakeup: Arc<Notify>,
+    /// Woken when jobs are asked to stop, so heartbeats waiting for news answer at once.
+    cancels: Arc<Notify>,
     lease: Duration,
     heartbeat: Duration,
     log_cap: u64,
@@ -35,6 +37,7 @@ impl Queue {
             store,
             hub,
             wakeup: Arc::new(Notify::new()),
+            cancels: Arc::new(Notify::new()),
             lease: config.lease,
             heartbeat: config.heartbeat,
             log_cap: config.log_cap_bytes,
@@ -137,11 +140,47 @@ impl Queue {
         }
     }
 
-    /// Renews a lease; true when the job was cancelled.
-    pub async fn heartbeat(&self, job: Uuid, lease: Uuid) -> Result<bool, StoreError> {
-        self.store
-            .heartbeat(job, lease, deadline_ms(self.lease))
-            .await
+    /// Renews a lease; true when the job was cancelled. With a `wait`, a heartbeat that has no news waits up to
+    /// that long (at most the heartbeat interval) for the job to be cancelled, renewing the lease again before
+    /// it answers: a worker that heartbeats again at once hears of a cancel the moment it is asked for.
+    pub async fn heartbeat(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = tokio::time::Instant::now() + wait.min(self.heartbeat);
+        loop {
+            let cancelled = self.cancels.notified();
+            tokio::pin!(cancelled);
+            cancelled.as_mut().enable();
+            let cancel = self
+                .store
+                .heartbeat(job, lease, deadline_ms(self.lease))
+                .await?;
+            if cancel || tokio::time::Instant::now() >= until {
+                return Ok(cancel);
+            }
+            if tokio::time::timeout_at(until, cancelled).await.is_err() {
+                // Renewed once more on the way out, so the lease runs a full length from the answer.
+                return self
+                    .store
+                    .heartbeat(job, lease, deadline_ms(self.lease))
+                    .await;
+            }
+        }
+    }
+
+    /// Cancels a pipeline: what has not started ends now, running jobs are told through their heartbeats.
+    pub async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline, StoreError> {
+        let cancelled = self.store.cancel_pipeline(pipeline).await?;
+        for (job, status) in &cancelled.ended {
+            self.hub.publish(*job, LogUpdate::Finished(*status));
+        }
+        if !cancelled.stopping.is_empty() {
+            self.cancels.notify_waiters();
+        }
+        Ok(cancelled)
     }
 
     /// Stores log bytes at `offset` and tells watchers; returns the log's length.

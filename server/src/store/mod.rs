@@ -111,6 +111,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every pool's name.
     async fn list_pools(&self) -> Result<Vec<String>>;
 
+    /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
+    /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.
+    async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline>;
     /// Atomically leases the oldest ready job to a worker, or returns none.
     async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>>;
     /// Renews a lease; says whether the job was cancelled.

@@ -284,3 +284,15 @@ pub enum ExpiredOutcome {
     /// cancelled; with the pipeline's status afterwards and the jobs skipped because of it.
     Ended(Completed),
 }
+
+/// What cancelling a pipeline did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CancelledPipeline {
+    /// Jobs that had not started, with their status now: `cancelled` if they waited for a worker, `skipped` if
+    /// for a job they need.
+    pub ended: Vec<(Uuid, JobStatus)>,
+    /// Running jobs: their workers hear of it with their next heartbeat and report them `cancelled`.
+    pub stopping: Vec<Uuid>,
+    /// The pipeline's status afterwards (`running` while jobs are stopping).
+    pub pipeline_status: Option<PipelineStatus>,
+}

@@ -590,6 +590,53 @@ macro_rules! impl_store {
                 rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
             }
 
+            async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline> {
+                let now = Utc::now();
+                let mut tx = self.begin().await?;
+                // Waiting for a worker: cancelled; waiting for a job it needs: skipped, like any job whose needs
+                // did not succeed.
+                let ended = sqlx::query(
+                    "UPDATE jobs SET status = CASE WHEN ready THEN 'cancelled' ELSE 'skipped' END,
+                       failure_kind = CASE WHEN ready THEN 'cancelled' ELSE NULL END, finished_at = $2,
+                       message = CASE WHEN ready THEN 'cancelled before it started'
+                                      ELSE 'not run: the pipeline was cancelled' END
+                     WHERE pipeline_id = $1 AND status = 'queued' RETURNING id, status",
+                )
+                .bind(pipeline)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let stopping = sqlx::query(
+                    "UPDATE jobs SET cancel_requested = TRUE WHERE pipeline_id = $1 AND status = 'running' RETURNING id",
+                )
+                .bind(pipeline)
+                .fetch_all(&mut *tx)
+                .await?;
+                let ended = ended
+                    .iter()
+                    .map(|r| Ok((r.try_get::<Uuid, _>("id")?, parse::<JobStatus>(r.try_get("status")?)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let stopping = stopping.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>()?;
+                // Not prepared yet: no jobs to cancel, and none may be added later.
+                let unprepared = sqlx::query(
+                    "UPDATE pipelines SET status = 'cancelled', prepared = TRUE, finished_at = $2
+                     WHERE id = $1 AND NOT prepared",
+                )
+                .bind(pipeline)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let pipeline_status = if unprepared.rows_affected() == 1 {
+                    Some(PipelineStatus::Cancelled)
+                } else if ended.is_empty() && stopping.is_empty() {
+                    None
+                } else {
+                    Some(settle_pipeline(&mut tx, pipeline, now).await?.0)
+                };
+                tx.commit().await?;
+                Ok(CancelledPipeline { ended, stopping, pipeline_status })
+            }
+
             async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;

@@ -115,9 +115,13 @@ impl Client {
             .timeout(Duration::from_secs(30))
     }
 
-    /// Renews the lease; true when the job was cancelled.
-    pub async fn heartbeat(&self, lease: &Lease) -> Result<bool, ClientError> {
-        let response = check(self.job_call(lease, "heartbeat").send().await?).await?;
+    /// Renews the lease; true when the job was cancelled. The server may hold the call up to `wait` for a
+    /// cancel, renewing the lease again before it answers.
+    pub async fn heartbeat(&self, lease: &Lease, wait: Duration) -> Result<bool, ClientError> {
+        let request = self
+            .job_call(lease, &format!("heartbeat?wait={}", wait.as_secs()))
+            .timeout(wait + Duration::from_secs(15));
+        let response = check(request.send().await?).await?;
         Ok(response.json::<HeartbeatResponse>().await?.cancel)
     }
 

@@ -39,7 +39,12 @@ impl JobControl {
 
     /// The server no longer recognises the lease: stop working on the job and report nothing.
     pub fn lose(&self) {
-        self.lost.store(true, Ordering::SeqCst);
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "the server answered 409: the lease is no longer valid (the job went to another attempt); \
+                 stopping it"
+            );
+        }
         self.kill();
     }
 
@@ -91,13 +96,14 @@ impl JobControl {
 }
 
 /// Renews the lease from the moment it is given until the job's report is in (the caller aborts this task);
-/// carries cancellation to the container.
+/// carries cancellation to the container. Each heartbeat waits on the server for a cancel for up to the
+/// heartbeat interval, and the next follows at once, so a cancel reaches the container without waiting for a
+/// tick.
 pub async fn heartbeats(client: Client, lease: Lease, control: Arc<JobControl>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(lease.heartbeat_secs.max(1)));
-    ticker.tick().await;
+    let every = Duration::from_secs(lease.heartbeat_secs.max(1));
     loop {
-        ticker.tick().await;
-        match client.heartbeat(&lease).await {
+        let sent = tokio::time::Instant::now();
+        match client.heartbeat(&lease, every).await {
             Ok(true) if !control.cancelled() => {
                 tracing::info!("the job was cancelled");
                 control.cancel();
@@ -108,6 +114,10 @@ pub async fn heartbeats(client: Client, lease: Lease, control: Arc<JobControl>) 
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        // A server that answered early (an error, or news already given) is not asked again at once.
+        if sent.elapsed() < every / 2 {
+            tokio::time::sleep_until(sent + every / 2).await;
         }
     }
 }

@@ -157,7 +157,13 @@ impl JobRunner {
             Err(message) => return (infra(message), Vec::new(), 0),
         };
         let placement = Placement {
-            id: format!("{}-{}", self.worker_name, lease.job_id.simple()),
+            // With the attempt: the container of an attempt this worker lost may still be there.
+            id: format!(
+                "{}-{}-{}",
+                self.worker_name,
+                lease.job_id.simple(),
+                lease.attempt
+            ),
             workspace,
             workspace_mount: WorkspaceMount::Bind,
             masked_paths: self.masked_paths.clone(),

@@ -1,0 +1,95 @@
+//! Cancelling a pipeline (DESIGN §3, §4): a running step's container is gone promptly — the cancel reaches the
+//! worker through the heartbeat it holds open — the job ends `cancelled` and what needs it is skipped. A real
+//! `gantry up`, on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::farm::Farm;
+use support::local::processes_with;
+use support::{eventually, run};
+
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $case() { super::run(std::time::Duration::from_secs(240), super::$case(None)) })*
+        }
+        mod on_postgres {
+            $(#[test] fn $case() {
+                super::run(std::time::Duration::from_secs(240), async {
+                    super::$case(Some(super::support::postgres::fresh_database().await)).await
+                })
+            })*
+        }
+    };
+}
+
+on_both_databases!(cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest);
+
+async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest(
+    database: Option<String>,
+) {
+    let farm = match &database {
+        Some(url) => Farm::up_with(&["--database", url]),
+        None => Farm::up(),
+    };
+    let repo = farm.hooked_repo("cancel");
+    let marker = format!("cancel-me-{}", uuid::Uuid::now_v7().simple());
+    repo.push_pipeline(&format!(
+        "jobs:\n  long:\n    steps:\n      - echo started\n      - \"sleep 120 # {marker}\"\n  after:\n    needs: [long]\n    steps: [echo never]\n"
+    ));
+    eventually("the long step to run", Duration::from_secs(60), || async {
+        (!processes_with(&marker).is_empty()).then_some(())
+    })
+    .await;
+    let unauthenticated = farm
+        .post_raw("/api/v1/repos/cancel/pipelines/1/cancel", &[], Vec::new())
+        .await;
+    assert_eq!(
+        unauthenticated.status(),
+        401,
+        "cancelling needs the admin token"
+    );
+
+    let asked = Instant::now();
+    let answer = farm
+        .post_raw(
+            "/api/v1/repos/cancel/pipelines/1/cancel",
+            &[("Authorization", format!("Bearer {}", farm.admin))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["stopping_jobs"], 1, "{answer}");
+    eventually(
+        "the step's process to be gone",
+        Duration::from_secs(20),
+        || async { processes_with(&marker).is_empty().then_some(()) },
+    )
+    .await;
+    let gone = asked.elapsed();
+    // The target is 2 s (bench/cancel gives the figure); this shared machine gets a wide margin.
+    assert!(
+        gone < Duration::from_secs(10),
+        "the container took {gone:?} to go"
+    );
+
+    let p = farm.finished_pipeline("cancel", 1).await;
+    assert_eq!(p["status"], "cancelled", "{p:#}");
+    let jobs = p["jobs"].as_array().unwrap();
+    assert_eq!(
+        (&jobs[0]["status"], &jobs[0]["failure_kind"]),
+        (&"cancelled".into(), &"cancelled".into()),
+        "{p:#}"
+    );
+    assert_eq!(jobs[1]["status"], "skipped", "{p:#}");
+    let log = farm
+        .get_bytes(&format!("/jobs/{}/log", jobs[0]["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        log.starts_with(b"started\n"),
+        "{}",
+        String::from_utf8_lossy(&log)
+    );
+}
