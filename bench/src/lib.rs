@@ -54,7 +54,10 @@ impl Farm {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
-            .env("GANTRY_LOG", "warn")
+            .env(
+                "GANTRY_LOG",
+                std::env::var("GANTRY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
