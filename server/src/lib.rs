@@ -120,6 +120,9 @@ impl Server {
         let _expiry = AbortOnDrop(tokio::spawn(
             self.state.queue.clone().expire_leases_forever(),
         ));
+        let _listener = AbortOnDrop(tokio::spawn(
+            self.state.queue.clone().listen_to_other_servers(),
+        ));
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
         let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -87,7 +87,12 @@ impl Farm {
         Farm {
             child,
             url,
-            admin: admin.expect("gantry printed no admin token on first start"),
+            admin: admin
+                .or_else(|| {
+                    let at = extra.iter().position(|flag| *flag == "--admin-token")?;
+                    extra.get(at + 1).map(|token| token.to_string())
+                })
+                .expect("gantry printed no admin token (first start) and none was given"),
             data_dir,
             pool_token,
             http: reqwest::Client::new(),

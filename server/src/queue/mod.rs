@@ -2,7 +2,7 @@
 //! every call about a job afterwards must carry that job's current lease.
 
 use crate::logs::{LogHub, LogUpdate};
-use crate::store::{CancelledPipeline, Claim, Expired, ExpiredOutcome, Store, StoreError};
+use crate::store::{CancelledPipeline, Claim, Expired, ExpiredOutcome, News, Store, StoreError};
 use bytes::Bytes;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
 use gantry_model::{JobStatus, PipelineStatus};
@@ -45,9 +45,32 @@ impl Queue {
         }
     }
 
-    /// Wakes every waiting long-poll: jobs became ready.
+    /// Wakes every waiting long-poll, here and on the other servers sharing the database: jobs became ready.
     pub fn jobs_ready(&self) {
         self.wakeup.notify_waiters();
+        self.announce(News::JobsReady);
+    }
+
+    /// Tells the other servers, without making the caller wait for it.
+    fn announce(&self, news: News) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.announce(news).await {
+                tracing::warn!(%error, ?news, "cannot tell the other servers");
+            }
+        });
+    }
+
+    /// Passes what other servers announce to this server's waiting long-polls and heartbeats, for ever.
+    pub async fn listen_to_other_servers(self) {
+        let (wakeup, cancels) = (self.wakeup.clone(), self.cancels.clone());
+        let heard = Box::new(move |news| match news {
+            News::JobsReady => wakeup.notify_waiters(),
+            News::CancelRequested => cancels.notify_waiters(),
+        });
+        if let Err(error) = self.store.listen(heard).await {
+            tracing::error!(%error, "cannot listen to the other servers: their news reaches this server's workers only with their next poll");
+        }
     }
 
     /// Leases the next ready job to the worker, waiting up to `wait` for one.
@@ -179,6 +202,7 @@ impl Queue {
         }
         if !cancelled.stopping.is_empty() {
             self.cancels.notify_waiters();
+            self.announce(News::CancelRequested);
         }
         Ok(cancelled)
     }

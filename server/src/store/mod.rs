@@ -114,6 +114,13 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
     /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.
     async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline>;
+    /// Tells the other servers sharing the database (PostgreSQL's `NOTIFY`); nothing to do on SQLite, which
+    /// one server has to itself.
+    async fn announce(&self, news: News) -> Result<()>;
+    /// Hands every announcement of another server to `heard`, for as long as the future runs (also after the
+    /// connection was lost and made again; `heard` gets both kinds of news then, since some may have been
+    /// missed). Returns at once on SQLite.
+    async fn listen(&self, heard: Box<dyn Fn(News) + Send + Sync>) -> Result<()>;
     /// Atomically leases the oldest ready job to a worker, or returns none.
     async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>>;
     /// Renews a lease; says whether the job was cancelled.

@@ -26,6 +26,43 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// `NOTIFY`, through `pg_notify` so the channel can be a parameter.
+    pub(super) async fn announce_news(&self, news: super::News) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(news.channel())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `LISTEN` on a connection of its own. The listener reconnects by itself when the connection drops;
+    /// what was announced meanwhile is lost, so both kinds of news are passed on then, to make everyone look.
+    pub(super) async fn listen_for_news(
+        &self,
+        heard: Box<dyn Fn(super::News) + Send + Sync>,
+    ) -> Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let news = [super::News::JobsReady, super::News::CancelRequested];
+        listener.listen_all(news.map(super::News::channel)).await?;
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    if let Some(news) = super::News::from_channel(notification.channel()) {
+                        heard(news);
+                    }
+                }
+                // Reconnected (the listener re-listens itself): whatever was announced meanwhile was missed.
+                Ok(None) => news.into_iter().for_each(&heard),
+                Err(error) => {
+                    tracing::warn!(%error, "listening for other servers' news failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
 /// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting.
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,

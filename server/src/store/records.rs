@@ -296,3 +296,30 @@ pub struct CancelledPipeline {
     /// The pipeline's status afterwards (`running` while jobs are stopping).
     pub pipeline_status: Option<PipelineStatus>,
 }
+
+/// What one server tells the others sharing its database (PostgreSQL's `NOTIFY`), so that their waiting
+/// workers hear of it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum News {
+    /// Jobs became ready: long-polls for leases should look again.
+    JobsReady,
+    /// Jobs were asked to stop: heartbeats held open should look again.
+    CancelRequested,
+}
+
+impl News {
+    /// The `NOTIFY` channel.
+    pub fn channel(self) -> &'static str {
+        match self {
+            News::JobsReady => "gantry_jobs_ready",
+            News::CancelRequested => "gantry_cancel_requested",
+        }
+    }
+
+    /// The news a channel carries.
+    pub fn from_channel(channel: &str) -> Option<News> {
+        [News::JobsReady, News::CancelRequested]
+            .into_iter()
+            .find(|news| news.channel() == channel)
+    }
+}

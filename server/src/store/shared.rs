@@ -637,6 +637,14 @@ macro_rules! impl_store {
                 Ok(CancelledPipeline { ended, stopping, pipeline_status })
             }
 
+            async fn announce(&self, news: News) -> Result<()> {
+                self.announce_news(news).await
+            }
+
+            async fn listen(&self, heard: Box<dyn Fn(News) + Send + Sync>) -> Result<()> {
+                self.listen_for_news(heard).await
+            }
+
             async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;

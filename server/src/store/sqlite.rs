@@ -38,6 +38,21 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One server has a SQLite file to itself: there is nobody to tell.
+    pub(super) async fn announce_news(&self, _news: super::News) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nobody else writes to the file: there is nothing to hear.
+    pub(super) async fn listen_for_news(
+        &self,
+        _heard: Box<dyn Fn(super::News) + Send + Sync>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// SQLite serialises writers, so the oldest ready job can simply be taken.
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
