@@ -125,6 +125,13 @@ impl Server {
         ));
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
         let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        // Live logs are many small writes on one connection: without TCP_NODELAY, Nagle's algorithm holds each
+        // one until the client's (delayed, up to 40 ms) ACK of the one before.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = draining.send(());

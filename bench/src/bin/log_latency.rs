@@ -81,7 +81,7 @@ async fn main() -> Result<()> {
         "{}",
         serde_json::json!({ "bench": "log_latency", "what": "step prints a line -> SSE client receives it", "lines": n,
                             "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
-                            "worker_flush": "at once after 50 ms without output, else every 100 ms" })
+                            "worker_flush": "at once when the last send is 50 ms ago, else when it will be" })
     );
     Ok(())
 }

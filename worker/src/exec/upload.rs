@@ -1,6 +1,6 @@
 //! Streams a container's events to the server: output is sent at once when nothing was sent for 50 ms (a line
-//! printed now and then reaches the dashboard in milliseconds), else batched (a chatty job costs at most twenty
-//! appends a second), and always before a step event, so step offsets are exact. Offsets follow the server's own log length, so a capped log
+//! printed now and then reaches the dashboard in milliseconds), else 50 ms after the last send (a chatty job
+//! costs at most twenty appends a second), and always before a step event, so step offsets are exact. Offsets follow the server's own log length, so a capped log
 //! or a failed upload never leaves the worker and the server disagreeing about where bytes go.
 
 use super::control::JobControl;
@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// Output is sent at least this often while a job prints (DESIGN §4: ~100 ms).
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Output that follows this long a pause is sent at once.
+/// Output is sent at once when the last send is this long ago, else when it will be (DESIGN §4: at least every
+/// ~100 ms).
 const IDLE: Duration = Duration::from_millis(50);
 /// …or as soon as this much is waiting.
 const FLUSH_BYTES: usize = 256 * 1024;
@@ -39,18 +38,29 @@ pub async fn upload(
         last_flush: tokio::time::Instant::now(),
     };
     let mut steps: Vec<StepReport> = Vec::new();
-    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    // When the output waiting now must be sent at the latest; none: nothing waits.
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
+        let deadline = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             event = events.recv() => match event {
                 Some(ContainerEvent::Output(bytes)) => {
                     log.pending.extend_from_slice(&bytes);
                     if log.pending.len() >= FLUSH_BYTES || log.last_flush.elapsed() >= IDLE {
                         log.flush().await;
+                        due = None;
+                    } else if due.is_none() {
+                        due = Some(log.last_flush + IDLE);
                     }
                 }
                 Some(ContainerEvent::StepStarted { index }) => {
                     log.flush().await;
+                    due = None;
                     let command = lease.spec.steps.get(index as usize).cloned().unwrap_or_default();
                     let step = StepReport { index, command, log_offset: log.sent, started_at: Utc::now(), finished_at: None, exit_code: None };
                     log.report_step(&step).await;
@@ -58,6 +68,7 @@ pub async fn upload(
                 }
                 Some(ContainerEvent::StepExited { index, exit_code }) => {
                     log.flush().await;
+                    due = None;
                     if let Some(step) = steps.iter_mut().find(|s| s.index == index) {
                         step.finished_at = Some(Utc::now());
                         step.exit_code = Some(exit_code);
@@ -70,7 +81,12 @@ pub async fn upload(
                     return (steps, log.sent);
                 }
             },
-            _ = ticker.tick() => log.flush().await,
+            () = deadline => {
+                log.flush().await;
+                // A failed send keeps its bytes: try again a pause later (never for a lost lease).
+                let retry = !log.pending.is_empty() && !log.control.lost();
+                due = retry.then(|| tokio::time::Instant::now() + IDLE);
+            }
         }
     }
 }

@@ -1,0 +1,102 @@
+//! Pickup latency (issue 4): a signed webhook is sent for a one-job pipeline (`image: host`, step `echo hi`)
+//! while the worker waits idle; measures the time until the first byte of the job's log arrives at an SSE client
+//! on the job's log stream. The client subscribes as soon as the job exists (the stream replays from offset
+//! 0, so nothing is missed). p50 and p99 over RUNS pipelines, one after the other. Target p50 ≤ 50 ms; for
+//! reference, Buildbot 4.3 takes 255 ms here from webhook to its first step running (p50), without a container.
+//!
+//! Run: `cargo build --release && cargo run --release -p gantry-bench --bin pickup [RUNS]`
+
+use anyhow::Result;
+use futures::StreamExt;
+use gantry_bench::{Farm, count_arg, quantile};
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let runs = count_arg(200)?;
+    let farm = Farm::up(1)?;
+    let (sha, secret) = farm
+        .repo("pickup", "jobs:\n  hi:\n    steps: [echo hi]\n")
+        .await?;
+    let client = reqwest::Client::new();
+    let mut ms = Vec::with_capacity(runs);
+    for run in 0..runs {
+        // Idle: the previous job is done and the worker is back in its long-poll.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = Instant::now();
+        // A branch per run: the same delivery twice would be a redelivery, which creates nothing.
+        let number = farm
+            .trigger(&client, "pickup", &secret, &sha, &format!("run-{run}"))
+            .await?;
+        let job = job_id(&client, &farm, number).await?;
+        let t_job = sent.elapsed();
+        let stream = client
+            .get(format!("{}/api/v1/jobs/{job}/log/stream", farm.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        let t_headers = sent.elapsed();
+        let mut body = stream.bytes_stream();
+        let mut buffer = Vec::new();
+        'read: while let Some(chunk) = body.next().await {
+            buffer.extend_from_slice(&chunk?);
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let event = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                buffer.drain(..end + 2);
+                if event
+                    .lines()
+                    .any(|l| l.starts_with("data: ") && l.contains("\"data\""))
+                {
+                    ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    if std::env::var_os("PICKUP_DEBUG").is_some() {
+                        eprintln!(
+                            "sent at {:?}: job {t_job:?} headers {t_headers:?} data {:?}",
+                            std::time::SystemTime::now() - sent.elapsed(),
+                            sent.elapsed()
+                        );
+                    }
+                    break 'read;
+                }
+                anyhow::ensure!(
+                    !event.contains("event: end"),
+                    "job {job} ended without output"
+                );
+            }
+        }
+        anyhow::ensure!(
+            ms.len() == run + 1,
+            "the log stream of job {job} ended early"
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "pickup",
+            "what": "signed webhook sent -> first byte of the job's log at an SSE client (image host, echo hi, idle worker)",
+            "runs": runs,
+            "p50_ms": quantile(&mut ms, 0.5),
+            "p99_ms": quantile(&mut ms, 0.99),
+            "target_p50_ms": 50,
+            "buildbot_p50_ms_for_reference": 255,
+        })
+    );
+    Ok(())
+}
+
+/// Polls the pipeline until its job exists (the server prepares it after answering the webhook).
+async fn job_id(client: &reqwest::Client, farm: &Farm, number: i64) -> Result<String> {
+    let path = format!("{}/api/v1/repos/pickup/pipelines/{number}", farm.url);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p: serde_json::Value = client.get(&path).send().await?.json().await?;
+        if let Some(id) = p["jobs"][0]["id"].as_str() {
+            return Ok(id.to_owned());
+        }
+        anyhow::ensure!(p["status"] != "error", "pipeline {number} failed: {p}");
+        anyhow::ensure!(
+            Instant::now() < until,
+            "pipeline {number} has no job after 30 s: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
