@@ -48,6 +48,7 @@ conformance!(
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
+    jobs_go_only_to_workers_with_all_their_labels,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
@@ -534,6 +535,35 @@ async fn cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop(db: Db) {
     assert!(db.pipeline_jobs(early.id).await.unwrap().is_empty());
     let p = db.get_pipeline_by_id(early.id).await.unwrap().unwrap();
     assert_eq!(p.status, PipelineStatus::Cancelled);
+}
+
+async fn jobs_go_only_to_workers_with_all_their_labels(db: Db) {
+    let plain = worker(&db, "plain").await;
+    let r = repo(&db, "labels").await;
+    let (_, ids) = pipeline(
+        &db,
+        r,
+        "labels-1",
+        "jobs:\n  big:\n    runs-on: [linux, big]\n    steps: [x]\n  any:\n    steps: [y]\n",
+    )
+    .await;
+    let first = db.claim_job(&claim(plain)).await.unwrap().unwrap();
+    assert_eq!(
+        first.job.id, ids[1],
+        "the older job needs a label the worker lacks"
+    );
+    assert!(db.claim_job(&claim(plain)).await.unwrap().is_none());
+    let w = NewWorker {
+        name: "big-one".into(),
+        pool: "default".into(),
+        labels: vec!["gpu".into(), "big".into(), "linux".into()],
+        capacity: 1,
+        protocol_version: 1,
+    };
+    let big = db.register_worker(&w, "token-of-big-one").await.unwrap();
+    let second = db.claim_job(&claim(big)).await.unwrap().unwrap();
+    assert_eq!(second.job.id, ids[0]);
+    assert_eq!(second.job.spec.runs_on, ["linux", "big"]);
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

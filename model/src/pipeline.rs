@@ -49,6 +49,9 @@ pub struct JobSpec {
     /// Sibling containers started and made ready before the steps.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// Labels a worker must all have to run it (`runs-on`).
+    #[serde(default)]
+    pub runs_on: Vec<String>,
 }
 
 /// The limits a job's container gets.
@@ -160,6 +163,8 @@ struct RawJob {
     resources: Option<RawResources>,
     #[serde(default)]
     services: Option<Spanned<IndexMap<Spanned<String>, Spanned<service::RawService>>>>,
+    #[serde(default, rename = "runs-on")]
+    runs_on: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +319,24 @@ fn expand_job(
                 .map_err(|e| PipelineError::at(n.referenced, key("needs"), e.to_string()))
         })
         .collect::<Result<_, _>>()?;
+    let runs_on = job
+        .runs_on
+        .into_iter()
+        .map(|label| {
+            if valid_label(&label.value) {
+                Ok(label.value)
+            } else {
+                Err(PipelineError::at(
+                    label.referenced,
+                    key("runs-on"),
+                    format!(
+                        "{:?} is not a worker label: use 1 to 63 letters, digits, '.', '_' and '-'",
+                        label.value
+                    ),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
     Ok(JobSpec {
         name: job_name,
         image,
@@ -323,7 +346,16 @@ fn expand_job(
         timeout_secs,
         resources,
         services,
+        runs_on,
     })
+}
+
+/// What a worker label may be (also checked when workers register).
+pub fn valid_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn expand_resources(

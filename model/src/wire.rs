@@ -212,6 +212,9 @@ pub struct JobView {
     /// Its steps (only in the single-job answer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepReport>,
+    /// Why a queued job waits (no worker with its labels, all busy, waiting for a job it needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
 }
 
 /// One page of pipelines.

@@ -21,6 +21,11 @@ pub struct Worker {
 impl Farm {
     /// Starts a worker called `name` with its own data dir.
     pub fn worker(&self, name: &str) -> Worker {
+        self.worker_with(name, &[])
+    }
+
+    /// [`Farm::worker`] with more flags (e.g. `--labels linux,big`).
+    pub fn worker_with(&self, name: &str, extra: &[&str]) -> Worker {
         let pool_token = self
             .pool_token
             .as_deref()
@@ -37,6 +42,7 @@ impl Farm {
                 "--data-dir",
             ])
             .arg(&data_dir)
+            .args(extra)
             .env("GANTRY_POOL_TOKEN", pool_token)
             .env("GANTRY_LOG", "info,gantry_worker=debug")
             .stdin(Stdio::null())

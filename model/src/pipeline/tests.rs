@@ -173,3 +173,16 @@ fn a_yaml_error_names_its_place_once() {
         assert!(!err.contains("error:"), "{err}");
     }
 }
+
+#[test]
+fn runs_on_lists_worker_labels_and_a_bad_one_names_its_line() {
+    let p =
+        Pipeline::parse("jobs:\n  big:\n    runs-on: [linux, big-2]\n    steps: [make]\n").unwrap();
+    assert_eq!(p.jobs[0].runs_on, ["linux", "big-2"]);
+    let err =
+        Pipeline::parse("jobs:\n  big:\n    steps: [make]\n    runs-on: [linux, \"has space\"]\n")
+            .unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(err.to_string().contains("runs-on"), "{err}");
+    assert!(err.to_string().contains("has space"), "{err}");
+}

@@ -67,6 +67,7 @@ pub fn job_view(j: JobRecord) -> JobView {
         peak_memory_bytes: j.peak_memory_bytes,
         cpu_seconds: j.cpu_seconds,
         steps: Vec::new(),
+        pending_reason: None,
     }
 }
 
@@ -177,8 +178,20 @@ pub async fn get_pipeline(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
+    let workers = state.store.list_workers().await?;
+    let reasons: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| crate::queue::pending_reason(j, &jobs, &workers))
+        .collect();
     let mut view = pipeline_view(p);
-    view.jobs = jobs.into_iter().map(job_view).collect();
+    view.jobs = jobs
+        .into_iter()
+        .zip(reasons)
+        .map(|(j, reason)| JobView {
+            pending_reason: reason,
+            ..job_view(j)
+        })
+        .collect();
     Ok(Json(view))
 }
 

@@ -42,6 +42,15 @@ pub async fn register(
             req.name
         )));
     }
+    if let Some(bad) = req
+        .labels
+        .iter()
+        .find(|label| !gantry_model::pipeline::valid_label(label))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "invalid worker label {bad:?}: use 1 to 63 letters, digits, '.', '_' and '-'"
+        )));
+    }
     let token = generate_token("worker");
     let worker = NewWorker {
         name: req.name,

@@ -1,6 +1,10 @@
 //! Leases: a worker's long-poll is answered the instant a job it can run is queued (in-process notify), and
 //! every call about a job afterwards must carry that job's current lease.
 
+mod pending;
+
+pub use pending::pending_reason;
+
 use crate::logs::{LogHub, LogUpdate};
 use crate::store::{CancelledPipeline, Claim, Expired, ExpiredOutcome, News, Store, StoreError};
 use bytes::Bytes;

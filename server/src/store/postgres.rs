@@ -63,13 +63,16 @@ impl PgStore {
     }
 }
 
-/// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting.
+/// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
+/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment).
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
        lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
        failure_kind = NULL, message = NULL
-     WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' AND ready
-                                       ORDER BY queued_at, position LIMIT 1 FOR UPDATE SKIP LOCKED)
+     WHERE status = 'queued' AND id = (
+       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
+         AND j.runs_on::jsonb <@ (SELECT w.labels::jsonb FROM workers w WHERE w.id = $2)
+       ORDER BY j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
      RETURNING ",
     job_columns!()
 );

@@ -435,8 +435,8 @@ macro_rules! impl_store {
                 for (position, job) in jobs.iter().enumerate() {
                     let needs: Vec<&str> = job.spec.needs.iter().map(|n| n.as_str()).collect();
                     sqlx::query(
-                        "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)",
+                        "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at, runs_on)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)",
                     )
                     .bind(job.id)
                     .bind(pipeline)
@@ -446,6 +446,7 @@ macro_rules! impl_store {
                     .bind(serde_json::to_string(&job.spec).expect("specs serialise"))
                     .bind(needs.is_empty())
                     .bind(now)
+                    .bind(serde_json::to_string(&job.spec.runs_on).expect("labels serialise"))
                     .execute(&mut *tx)
                     .await?;
                 }

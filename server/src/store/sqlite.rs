@@ -53,13 +53,18 @@ impl SqliteStore {
     }
 }
 
-/// SQLite serialises writers, so the oldest ready job can simply be taken.
+/// SQLite serialises writers, so the oldest ready job whose `runs-on` labels the worker all has can simply be
+/// taken.
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
        lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
        failure_kind = NULL, message = NULL
-     WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' AND ready
-                                       ORDER BY queued_at, position LIMIT 1)
+     WHERE status = 'queued' AND id = (
+       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
+         AND NOT EXISTS (SELECT 1 FROM json_each(j.runs_on) AS wanted
+                         WHERE wanted.value NOT IN (SELECT label.value FROM workers w, json_each(w.labels) AS label
+                                                    WHERE w.id = $2))
+       ORDER BY j.queued_at, j.position LIMIT 1)
      RETURNING ",
     job_columns!()
 );

@@ -122,7 +122,15 @@ async fn pipeline(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
-    let jobs: Vec<_> = jobs.iter().map(job_json).collect();
+    let workers = state.store.list_workers().await?;
+    let jobs: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            let mut view = job_json(j);
+            view["pending_reason"] = json!(crate::queue::pending_reason(j, &jobs, &workers));
+            view
+        })
+        .collect();
     render(
         &state,
         "pipeline.html",

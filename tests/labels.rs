@@ -1,0 +1,71 @@
+//! Worker selection by labels (DESIGN §5 `runs-on`) and pending reasons: a job needing labels no worker has
+//! stays queued and says so, in the API and on the dashboard, then runs when such a worker registers. Real
+//! `gantry server` and `gantry worker` processes, on SQLite and on PostgreSQL.
+
+mod support;
+
+use std::time::Duration;
+use support::farm::Farm;
+use support::{eventually, run};
+
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $case() { super::run(std::time::Duration::from_secs(240), super::$case(None)) })*
+        }
+        mod on_postgres {
+            $(#[test] fn $case() {
+                super::run(std::time::Duration::from_secs(240), async {
+                    super::$case(Some(super::support::postgres::fresh_database().await)).await
+                })
+            })*
+        }
+    };
+}
+
+on_both_databases!(a_job_waits_for_a_worker_with_its_labels_and_says_why);
+
+async fn a_job_waits_for_a_worker_with_its_labels_and_says_why(database: Option<String>) {
+    let farm = match &database {
+        Some(url) => Farm::serve_with(&["--database", url]),
+        None => Farm::serve_with(&[]),
+    };
+    let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    let _plain = farm.worker(&format!("plain-{tag}"));
+    let repo = farm.hooked_repo("labels");
+    repo.push_pipeline(
+        "jobs:\n  anywhere:\n    steps: [echo anywhere]\n  big:\n    runs-on: [linux, big]\n    steps: [echo big]\n",
+    );
+    let waiting = eventually(
+        "the plain job to finish",
+        Duration::from_secs(60),
+        || async {
+            let p = farm.get("/repos/labels/pipelines/1").await;
+            (p["jobs"][0]["status"] == "success").then_some(p)
+        },
+    )
+    .await;
+    let big = &waiting["jobs"][1];
+    assert_eq!(big["status"], "queued", "{waiting:#}");
+    assert_eq!(
+        big["pending_reason"], "no worker has the labels linux, big",
+        "{waiting:#}"
+    );
+    let page = reqwest::get(format!("{}/repos/labels/pipelines/1", farm.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("no worker has the labels linux, big"),
+        "the dashboard says why the job waits: {page}"
+    );
+
+    let able = format!("big-{tag}");
+    let worker = farm.worker_with(&able, &["--labels", "linux,big"]);
+    let p = farm.finished_pipeline("labels", 1).await;
+    assert_eq!(p["status"], "success", "{p:#}\n{}", worker.output());
+    assert_eq!(p["jobs"][1]["worker"], able.as_str());
+    assert!(p["jobs"][1].get("pending_reason").is_none(), "{p:#}");
+}
