@@ -361,3 +361,33 @@ fn the_hook_also_works_with_openssl_and_curl_and_every_push_of_an_update_gets_a_
         );
     });
 }
+
+#[test]
+fn parallel_shards_run_after_their_need_and_before_what_needs_them() {
+    run(Duration::from_secs(300), async {
+        let farm = Farm::up_with(&["--capacity", "2"]);
+        let repo = farm.hooked_repo("shards");
+        repo.push_pipeline(
+            "jobs:\n  build:\n    steps: [echo built]\n  test:\n    needs: [build]\n    parallel: 2\n    steps: [\"echo shard $GANTRY_SHARD_INDEX of $GANTRY_SHARD_TOTAL\"]\n  report:\n    needs: [test]\n    steps: [echo reported]\n",
+        );
+        let jobs = farm.finished_jobs("shards", 1).await;
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["build", "test:1", "test:2", "report"]);
+        for job in &jobs {
+            assert_eq!(job.json["status"], "success", "{}: {}", job.name, job.log);
+        }
+        assert_eq!(support::farm::job(&jobs, "test:1").log, "shard 1 of 2\n");
+        assert_eq!(support::farm::job(&jobs, "test:2").log, "shard 2 of 2\n");
+        let time = |name: &str, field: &str| {
+            let text = support::farm::job(&jobs, name).json[field]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            chrono::DateTime::parse_from_rfc3339(&text).unwrap()
+        };
+        for shard in ["test:1", "test:2"] {
+            assert!(time(shard, "started_at") >= time("build", "finished_at"));
+            assert!(time("report", "started_at") >= time(shard, "finished_at"));
+        }
+    });
+}

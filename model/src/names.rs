@@ -87,8 +87,9 @@ name_type!(
     RepoName, "repository name", 100, &[]
 );
 name_type!(
-    /// A job's name in a pipeline; `:` separates an expanded instance (`test:2`) from its job.
-    JobName, "job name", 100, &[':']
+    /// A job's name in a pipeline; `:` separates an expanded instance (`test:2`, `lint:stable,x86`) from its
+    /// job.
+    JobName, "job name", 100, &[':', ',']
 );
 
 #[cfg(test)]

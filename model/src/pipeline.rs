@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
 
+mod instances;
 mod service;
 
 pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
@@ -165,6 +166,10 @@ struct RawJob {
     services: Option<Spanned<IndexMap<Spanned<String>, Spanned<service::RawService>>>>,
     #[serde(default, rename = "runs-on")]
     runs_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    parallel: Option<Spanned<u32>>,
+    #[serde(default)]
+    matrix: Option<Spanned<IndexMap<String, Vec<Scalar>>>>,
 }
 
 #[derive(Deserialize)]
@@ -210,11 +215,19 @@ impl Pipeline {
             ));
         }
         let mut jobs = Vec::with_capacity(raw.jobs.value.len());
-        for (name, job) in raw.jobs.value {
-            jobs.push(expand_job(name, job, default_image.as_deref(), &file_env)?);
+        for (name, mut job) in raw.jobs.value {
+            let (parallel, matrix) = (job.value.parallel.take(), job.value.matrix.take());
+            let instances = instances::of(&name.value, parallel, matrix)?;
+            jobs.push((
+                expand_job(name, job, default_image.as_deref(), &file_env)?,
+                instances,
+            ));
         }
-        check_needs(&jobs)?;
-        Ok(Pipeline { jobs })
+        let files_jobs: Vec<JobSpec> = jobs.iter().map(|(job, _)| job.clone()).collect();
+        check_needs(&files_jobs)?;
+        Ok(Pipeline {
+            jobs: instances::expand(jobs)?,
+        })
     }
 }
 
@@ -258,11 +271,11 @@ fn expand_job(
             e.to_string(),
         )
     })?;
-    if name.value.contains(':') {
+    if name.value.contains([':', ',']) {
         return Err(PipelineError::at(
             name.referenced,
             key(""),
-            "job names may not contain ':'",
+            "job names may not contain ':' or ',' (they name the instances of parallel and matrix jobs)",
         ));
     }
     let job = job.value;

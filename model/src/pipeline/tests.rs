@@ -186,3 +186,70 @@ fn runs_on_lists_worker_labels_and_a_bad_one_names_its_line() {
     assert!(err.to_string().contains("runs-on"), "{err}");
     assert!(err.to_string().contains("has space"), "{err}");
 }
+
+#[test]
+fn parallel_and_matrix_jobs_expand_into_instances_and_needs_wait_for_all_of_them() {
+    let p = Pipeline::parse(
+        "jobs:\n  build:\n    steps: [make]\n  test:\n    needs: [build]\n    parallel: 3\n    steps: [make test]\n  lint:\n    matrix: { TOOLCHAIN: [stable, beta], ARCH: [x86, arm] }\n    steps: [lint]\n  report:\n    needs: [test, lint]\n    steps: [report]\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "build",
+            "test:1",
+            "test:2",
+            "test:3",
+            "lint:stable,x86",
+            "lint:stable,arm",
+            "lint:beta,x86",
+            "lint:beta,arm",
+            "report"
+        ]
+    );
+    let shard = &p.jobs[2];
+    assert_eq!(shard.env.get("GANTRY_SHARD_INDEX").unwrap(), "2");
+    assert_eq!(shard.env.get("GANTRY_SHARD_TOTAL").unwrap(), "3");
+    assert_eq!(shard.needs, [JobName::new("build").unwrap()]);
+    let lint = &p.jobs[6];
+    assert_eq!(lint.env.get("TOOLCHAIN").unwrap(), "beta");
+    assert_eq!(lint.env.get("ARCH").unwrap(), "x86");
+    let report: Vec<&str> = p.jobs[8].needs.iter().map(|n| n.as_str()).collect();
+    assert_eq!(
+        report,
+        &names[1..8],
+        "a need on an expanded job is a need on each instance"
+    );
+}
+
+#[test]
+fn bad_parallel_and_matrix_name_their_line() {
+    for (yaml, line, words) in [
+        (
+            "jobs:\n  t:\n    steps: [x]\n    parallel: 0\n",
+            4,
+            "between 1 and 100",
+        ),
+        (
+            "jobs:\n  t:\n    steps: [x]\n    matrix: { V: [\"a b\"] }\n",
+            4,
+            "cannot be part of a job name",
+        ),
+        (
+            "jobs:\n  t:\n    steps: [x]\n    parallel: 2\n    matrix: { V: [a] }\n",
+            5,
+            "either parallel or matrix",
+        ),
+        (
+            "jobs:\n  t:\n    steps: [x]\n    matrix: { V: [] }\n",
+            4,
+            "has no values",
+        ),
+        ("jobs:\n  \"a,b\":\n    steps: [x]\n", 2, "may not contain"),
+    ] {
+        let err = Pipeline::parse(yaml).unwrap_err();
+        assert_eq!(err.line, Some(line), "{yaml}: {err}");
+        assert!(err.to_string().contains(words), "{yaml}: {err}");
+    }
+}
