@@ -1,0 +1,142 @@
+//! Dispatch throughput (issue 4): WORKERS in-process workers that do no work lease and complete JOBS one-job
+//! pipelines through the server's own `Queue` and `Store` (no HTTP, no containers): jobs leased and completed
+//! per second, on a SQLite file (WAL, synchronous=NORMAL) and, when `GANTRY_BENCH_POSTGRES` names a database
+//! (with fsync on, as PostgreSQL's default), on PostgreSQL. Targets: ≥ 2,000/s on SQLite, ≥ 1,000/s on
+//! PostgreSQL. Prints one JSON line per database.
+//!
+//! Run: `cargo run --release -p gantry-bench --bin dispatch [JOBS] [WORKERS]`
+
+use anyhow::{Context, Result};
+use gantry_bench::{count_arg, scratch};
+use gantry_model::Pipeline;
+use gantry_model::wire::CompleteRequest;
+use gantry_server::config::ServerConfig;
+use gantry_server::logs::LogHub;
+use gantry_server::queue::Queue;
+use gantry_server::store::{self, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let jobs = count_arg(5000)?;
+    let workers: usize = std::env::args()
+        .nth(2)
+        .map(|a| a.parse())
+        .transpose()
+        .context("WORKERS must be a number")?
+        .unwrap_or(8);
+    let dir = scratch("dispatch");
+    std::fs::create_dir_all(&dir)?;
+    let sqlite = format!("sqlite://{}", dir.join("gantry.db").display());
+    run("sqlite", &sqlite, jobs, workers).await?;
+    match std::env::var("GANTRY_BENCH_POSTGRES") {
+        Ok(url) => run("postgres", &url, jobs, workers).await?,
+        Err(_) => println!(
+            "{}",
+            serde_json::json!({"bench": "dispatch", "database": "postgres", "skipped": "set GANTRY_BENCH_POSTGRES=postgres://… (an empty database) to measure it"})
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()> {
+    let db = store::connect(url).await?;
+    db.bootstrap("bench-admin", "bench-pool").await?;
+    let repo = db
+        .create_repo(&NewRepoRecord {
+            name: format!("dispatch-{}", Uuid::now_v7().simple()),
+            url: "/nowhere.git".into(),
+            forge: "git".into(),
+            forge_full_name: None,
+            secret: "bench-secret".into(),
+        })
+        .await?;
+    let spec = Pipeline::parse("jobs:\n  nothing:\n    steps: [true]\n")?
+        .jobs
+        .remove(0);
+    for i in 0..jobs {
+        let pipeline = db
+            .create_pipeline(&NewPipeline {
+                delivery: NewDelivery {
+                    repo_id: repo.id,
+                    delivery_id: format!("d-{i}"),
+                    forge: "git".into(),
+                    event: "push".into(),
+                    body: Vec::new(),
+                },
+                commit: "0".repeat(40),
+                git_ref: "refs/heads/main".into(),
+                event: "push".into(),
+                author: None,
+                message: None,
+            })
+            .await?;
+        let job = NewJob {
+            id: Uuid::now_v7(),
+            spec: spec.clone(),
+        };
+        db.add_jobs(pipeline.id, &[job]).await?;
+    }
+    let config = ServerConfig::new(std::env::temp_dir(), "http://127.0.0.1".into());
+    let queue = Queue::new(db.clone(), LogHub::default(), &config);
+    let mut ids = Vec::new();
+    for w in 0..workers {
+        let worker = NewWorker {
+            name: format!("bench-{w}-{}", Uuid::now_v7().simple()),
+            pool: "default".into(),
+            labels: vec!["linux".into()],
+            capacity: 1,
+            protocol_version: gantry_model::wire::PROTOCOL_VERSION,
+        };
+        ids.push((
+            db.register_worker(&worker, &format!("t-{}", worker.name))
+                .await?,
+            worker.name,
+        ));
+    }
+    let report = CompleteRequest {
+        exit_code: Some(0),
+        failure_kind: None,
+        message: None,
+        steps: Vec::new(),
+        log_length: 0,
+        cpu_seconds: None,
+        peak_memory_bytes: None,
+    };
+    let started = Instant::now();
+    let tasks = ids.into_iter().map(|(id, name)| {
+        let (queue, report) = (queue.clone(), report.clone());
+        tokio::spawn(async move {
+            let mut done = 0usize;
+            while let Some(lease) = queue.lease(id, &name, Duration::ZERO).await? {
+                queue
+                    .complete(lease.job_id, lease.lease_id, &report)
+                    .await?;
+                done += 1;
+            }
+            anyhow::Ok(done)
+        })
+    });
+    let mut completed = 0;
+    for task in futures::future::join_all(tasks).await {
+        completed += task??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(completed == jobs, "{completed} of {jobs} jobs completed");
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "dispatch",
+            "database": dialect,
+            "what": "jobs leased and completed through Queue + Store by in-process workers doing no work",
+            "jobs": jobs,
+            "workers": workers,
+            "seconds": seconds,
+            "jobs_per_second": jobs as f64 / seconds,
+            "target_per_second": if dialect == "sqlite" { 2000 } else { 1000 },
+        })
+    );
+    Ok(())
+}
