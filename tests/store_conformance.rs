@@ -49,6 +49,7 @@ conformance!(
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     jobs_go_only_to_workers_with_all_their_labels,
+    a_failed_job_runs_again_as_often_as_its_retry_says,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
@@ -491,7 +492,8 @@ async fn cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop(db: Db) {
     let deadline = Utc::now().timestamp_millis() + 10_000;
     assert!(!db.heartbeat(ids[0], lease, deadline).await.unwrap());
 
-    let done = db.cancel_pipeline(pipeline_id).await.unwrap();
+    let mut done = db.cancel_pipeline(pipeline_id).await.unwrap();
+    done.ended.sort_by_key(|(id, _)| *id); // UPDATE … RETURNING has no order; ids are UUIDv7
     assert_eq!(
         done.ended,
         vec![(ids[1], JobStatus::Cancelled), (ids[2], JobStatus::Skipped)]
@@ -564,6 +566,59 @@ async fn jobs_go_only_to_workers_with_all_their_labels(db: Db) {
     let second = db.claim_job(&claim(big)).await.unwrap().unwrap();
     assert_eq!(second.job.id, ids[0]);
     assert_eq!(second.job.spec.runs_on, ["linux", "big"]);
+}
+
+async fn a_failed_job_runs_again_as_often_as_its_retry_says(db: Db) {
+    let w = worker(&db, "retrier").await;
+    let r = repo(&db, "retries").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "retry-1",
+        "jobs:\n  flaky:\n    retry: 2\n    steps: [x]\n  after:\n    needs: [flaky]\n    steps: [y]\n",
+    )
+    .await;
+    for attempt in 1..=2 {
+        let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
+        assert_eq!((claimed.job.id, claimed.job.attempt), (ids[0], attempt));
+        let done = db
+            .complete_job(ids[0], claimed.job.lease_id.unwrap(), &report(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.status, done.pipeline_status),
+            (JobStatus::Queued, PipelineStatus::Running),
+            "attempt {attempt} failed and is retried"
+        );
+        let job = db.get_job(ids[0]).await.unwrap().unwrap();
+        assert!(
+            job.message
+                .unwrap_or_default()
+                .contains(&format!("retry {attempt} of 2")),
+            "the message says which retry"
+        );
+    }
+    let last = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(last.job.attempt, 3);
+    let done = db
+        .complete_job(ids[0], last.job.lease_id.unwrap(), &report(3))
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Failed, "retries are used up");
+    assert_eq!(done.skipped, vec![ids[1]]);
+    assert_eq!(
+        db.get_pipeline_by_id(pipeline_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        PipelineStatus::Failed
+    );
+    assert_eq!(
+        db.job_steps(ids[0], 1).await.unwrap().len(),
+        1,
+        "each attempt keeps its steps"
+    );
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

@@ -53,6 +53,9 @@ pub struct JobSpec {
     /// Labels a worker must all have to run it (`runs-on`).
     #[serde(default)]
     pub runs_on: Vec<String>,
+    /// How often a `failed` or `timed_out` attempt runs again (`retry:`); lost workers are retried apart.
+    #[serde(default)]
+    pub retry: u32,
 }
 
 /// The limits a job's container gets.
@@ -166,6 +169,8 @@ struct RawJob {
     services: Option<Spanned<IndexMap<Spanned<String>, Spanned<service::RawService>>>>,
     #[serde(default, rename = "runs-on")]
     runs_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    retry: Option<Spanned<u32>>,
     #[serde(default)]
     parallel: Option<Spanned<u32>>,
     #[serde(default)]
@@ -350,6 +355,17 @@ fn expand_job(
             }
         })
         .collect::<Result<_, _>>()?;
+    let retry = match job.retry {
+        Some(r) if r.value > MAX_RETRY => {
+            return Err(PipelineError::at(
+                r.referenced,
+                key("retry"),
+                format!("retry is at most {MAX_RETRY}"),
+            ));
+        }
+        Some(r) => r.value,
+        None => 0,
+    };
     Ok(JobSpec {
         name: job_name,
         image,
@@ -360,8 +376,12 @@ fn expand_job(
         resources,
         services,
         runs_on,
+        retry,
     })
 }
+
+/// The most a job's own `retry:` may ask for.
+const MAX_RETRY: u32 = 5;
 
 /// What a worker label may be (also checked when workers register).
 pub fn valid_label(label: &str) -> bool {

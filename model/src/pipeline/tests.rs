@@ -253,3 +253,12 @@ fn bad_parallel_and_matrix_name_their_line() {
         assert!(err.to_string().contains(words), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn retry_is_read_and_bounded() {
+    let p = Pipeline::parse("jobs:\n  t:\n    retry: 2\n    steps: [x]\n").unwrap();
+    assert_eq!(p.jobs[0].retry, 2);
+    let err = Pipeline::parse("jobs:\n  t:\n    steps: [x]\n    retry: 9\n").unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(err.to_string().contains("at most 5"), "{err}");
+}

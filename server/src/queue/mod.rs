@@ -257,6 +257,11 @@ impl Queue {
         for step in &report.steps {
             self.hub.publish(job, LogUpdate::Step(step.clone()));
         }
+        if done.status == JobStatus::Queued {
+            // Retried: the job is not finished, and its next attempt may start right away.
+            self.jobs_ready();
+            return Ok(done.pipeline_status);
+        }
         self.hub.publish(job, LogUpdate::Finished(done.status));
         for skipped in done.skipped {
             self.hub

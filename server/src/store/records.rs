@@ -254,7 +254,7 @@ pub struct Appended {
 /// What completing a job did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completed {
-    /// The job's final status.
+    /// The job's final status; `queued` when it runs again (its own `retry:`).
     pub status: JobStatus,
     /// The pipeline's status afterwards.
     pub pipeline_status: PipelineStatus,

@@ -862,6 +862,38 @@ macro_rules! impl_store {
                 for step in &report.steps {
                     upsert_step(&mut tx, job, attempt, step).await?;
                 }
+                if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
+                    // The job's own `retry:` counts the attempts it ran to an end, not those a lost worker took.
+                    let row = sqlx::query("SELECT spec, infra_retries, cancel_requested FROM jobs WHERE id = $1")
+                        .bind(job)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let spec: String = row.try_get("spec")?;
+                    let spec: gantry_model::JobSpec =
+                        serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let ran = attempt.saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
+                    if ran <= spec.retry && !row.try_get::<bool, _>("cancel_requested")? {
+                        let message = format!(
+                            "attempt {attempt} {}; running it again (retry {ran} of {})",
+                            status.as_str().replace('_', " "),
+                            spec.retry
+                        );
+                        let requeued = sqlx::query(
+                            "UPDATE jobs SET status = 'queued', lease_id = NULL, lease_deadline_ms = NULL, message = $3
+                             WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+                        )
+                        .bind(job)
+                        .bind(lease)
+                        .bind(&message)
+                        .execute(&mut *tx)
+                        .await?;
+                        if requeued.rows_affected() != 1 {
+                            return Err(StoreError::StaleLease(job));
+                        }
+                        tx.commit().await?;
+                        return Ok(Completed { status: JobStatus::Queued, pipeline_status: PipelineStatus::Running, skipped: Vec::new() });
+                    }
+                }
                 let updated = sqlx::query(
                     "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
                        cpu_seconds = $7, peak_memory_bytes = $8, lease_deadline_ms = NULL
