@@ -7,22 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::farm::Farm;
 use support::local::processes_with;
-use support::{eventually, run};
-
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[test] fn $case() { super::run(std::time::Duration::from_secs(240), super::$case(None)) })*
-        }
-        mod on_postgres {
-            $(#[test] fn $case() {
-                super::run(std::time::Duration::from_secs(240), async {
-                    super::$case(Some(super::support::postgres::fresh_database().await)).await
-                })
-            })*
-        }
-    };
-}
+use support::eventually;
 
 on_both_databases!(cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest);
 

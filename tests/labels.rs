@@ -6,22 +6,7 @@ mod support;
 
 use std::time::Duration;
 use support::farm::Farm;
-use support::{eventually, run};
-
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[test] fn $case() { super::run(std::time::Duration::from_secs(240), super::$case(None)) })*
-        }
-        mod on_postgres {
-            $(#[test] fn $case() {
-                super::run(std::time::Duration::from_secs(240), async {
-                    super::$case(Some(super::support::postgres::fresh_database().await)).await
-                })
-            })*
-        }
-    };
-}
+use support::eventually;
 
 on_both_databases!(a_job_waits_for_a_worker_with_its_labels_and_says_why);
 

@@ -8,25 +8,10 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::time::Duration;
 use support::farm::Farm;
-use support::{eventually, run};
+use support::eventually;
 
 /// A slow job and one that needs it.
 const PIPELINE: &str = "jobs:\n  slow:\n    steps:\n      - echo started\n      - sleep 3\n      - echo finished\n  after:\n    needs: [slow]\n    steps: [echo after]\n";
-
-macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[test] fn $case() { super::run(std::time::Duration::from_secs(240), super::$case(None)) })*
-        }
-        mod on_postgres {
-            $(#[test] fn $case() {
-                super::run(std::time::Duration::from_secs(240), async {
-                    super::$case(Some(super::support::postgres::fresh_database().await)).await
-                })
-            })*
-        }
-    };
-}
 
 on_both_databases!(
     a_killed_workers_job_runs_again_on_another_worker_as_attempt_two,

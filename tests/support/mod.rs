@@ -83,3 +83,23 @@ pub fn first_child(pid: u32) -> Option<u32> {
         .next()
         .and_then(|line| line.trim().parse().ok())
 }
+
+/// Makes each `async fn case(database: Option<String>)` two tests: `on_sqlite::case` (None: the farm's own
+/// SQLite file) and `on_postgres::case` (the URL of a fresh database on the throwaway PostgreSQL).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test] fn $case() {
+                $crate::support::run(std::time::Duration::from_secs(240), super::$case(None))
+            })*
+        }
+        mod on_postgres {
+            $(#[test] fn $case() {
+                $crate::support::run(std::time::Duration::from_secs(240), async {
+                    super::$case(Some($crate::support::postgres::fresh_database().await)).await
+                })
+            })*
+        }
+    };
+}
