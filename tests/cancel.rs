@@ -5,9 +5,9 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::eventually;
 use support::farm::Farm;
 use support::local::processes_with;
-use support::eventually;
 
 on_both_databases!(cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest);
 

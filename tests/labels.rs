@@ -5,8 +5,8 @@
 mod support;
 
 use std::time::Duration;
-use support::farm::Farm;
 use support::eventually;
+use support::farm::Farm;
 
 on_both_databases!(a_job_waits_for_a_worker_with_its_labels_and_says_why);
 

@@ -7,8 +7,8 @@ mod support;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::time::Duration;
-use support::farm::Farm;
 use support::eventually;
+use support::farm::Farm;
 
 /// A slow job and one that needs it.
 const PIPELINE: &str = "jobs:\n  slow:\n    steps:\n      - echo started\n      - sleep 3\n      - echo finished\n  after:\n    needs: [slow]\n    steps: [echo after]\n";
