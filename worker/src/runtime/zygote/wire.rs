@@ -156,6 +156,7 @@ mod tests {
             child: 7,
             procs: vec!["/sys/fs/cgroup/pids/gantry/w-1/cgroup.procs".into()],
             network: true,
+            id_map: Some(IdMap::for_worker("w")),
         };
         send(&a, &request, &[writer.as_raw_fd()]).unwrap();
         drop(writer);
