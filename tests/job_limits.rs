@@ -99,7 +99,8 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
             .as_str()
             .unwrap()
             .to_owned();
-        let container = format!("{worker_name}-{}", job_id.replace('-', ""));
+        // The first attempt's container.
+        let container = format!("{worker_name}-{}-1", job_id.replace('-', ""));
         let worker_pid = eventually("the worker's pid", Duration::from_secs(10), || async {
             support::first_child(farm.pid()).map(|pid| pid.to_string())
         })
