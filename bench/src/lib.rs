@@ -191,8 +191,13 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 /// The count given as the bench's first argument, or `default`.
 pub fn count_arg(default: usize) -> Result<usize> {
+    count_arg_at(1, default)
+}
+
+/// The count given as command-line argument `position` (1 is the first), or `default`.
+pub fn count_arg_at(position: usize, default: usize) -> Result<usize> {
     std::env::args()
-        .nth(1)
+        .nth(position)
         .map(|a| a.parse().with_context(|| format!("{a:?} is not a count")))
         .transpose()
         .map(|n| n.unwrap_or(default))

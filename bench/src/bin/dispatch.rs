@@ -6,8 +6,8 @@
 //!
 //! Run: `cargo run --release -p gantry-bench --bin dispatch [JOBS] [WORKERS]`
 
-use anyhow::{Context, Result};
-use gantry_bench::{count_arg, scratch};
+use anyhow::Result;
+use gantry_bench::{count_arg, count_arg_at, scratch};
 use gantry_model::Pipeline;
 use gantry_model::wire::CompleteRequest;
 use gantry_server::config::ServerConfig;
@@ -20,12 +20,7 @@ use uuid::Uuid;
 #[tokio::main]
 async fn main() -> Result<()> {
     let jobs = count_arg(5000)?;
-    let workers: usize = std::env::args()
-        .nth(2)
-        .map(|a| a.parse())
-        .transpose()
-        .context("WORKERS must be a number")?
-        .unwrap_or(8);
+    let workers = count_arg_at(2, 8)?;
     let dir = scratch("dispatch");
     std::fs::create_dir_all(&dir)?;
     let sqlite = format!("sqlite://{}", dir.join("gantry.db").display());

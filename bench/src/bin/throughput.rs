@@ -5,18 +5,13 @@
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin throughput [WEBHOOKS] [SLOTS]`
 
 use anyhow::{Context, Result};
-use gantry_bench::{Farm, count_arg};
+use gantry_bench::{Farm, count_arg, count_arg_at};
 use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let webhooks = count_arg(200)?;
-    let slots: u32 = std::env::args()
-        .nth(2)
-        .map(|a| a.parse())
-        .transpose()
-        .context("SLOTS must be a number")?
-        .unwrap_or(4);
+    let slots = u32::try_from(count_arg_at(2, 4)?).context("too many slots")?;
     let farm = Farm::up(slots)?;
     let (sha, secret) = farm
         .repo("burst", "jobs:\n  hi:\n    steps: [echo hi]\n")

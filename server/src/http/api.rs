@@ -172,17 +172,9 @@ pub async fn get_pipeline(
     State(state): State<AppState>,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<PipelineView>> {
-    let p = state
-        .store
-        .get_pipeline(&repo, number)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let p = find_pipeline(&state, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
-    let workers = state.store.list_workers().await?;
-    let reasons: Vec<Option<String>> = jobs
-        .iter()
-        .map(|j| crate::queue::pending_reason(j, &jobs, &workers))
-        .collect();
+    let reasons = pending_reasons(&state, &jobs).await?;
     let mut view = pipeline_view(p);
     view.jobs = jobs
         .into_iter()
@@ -203,11 +195,7 @@ pub async fn cancel_pipeline(
     _: Admin,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let p = state
-        .store
-        .get_pipeline(&repo, number)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let p = find_pipeline(&state, &repo, number).await?;
     let done = state.queue.cancel_pipeline(p.id).await?;
     let status = done.pipeline_status.unwrap_or(p.status);
     tracing::info!(%repo, number, ended = done.ended.len(), stopping = done.stopping.len(), "pipeline cancelled");
@@ -216,6 +204,31 @@ pub async fn cancel_pipeline(
         "cancelled_jobs": done.ended.len(),
         "stopping_jobs": done.stopping.len(),
     })))
+}
+
+/// Pipeline `repo`#`number`, or 404.
+pub(crate) async fn find_pipeline(
+    state: &AppState,
+    repo: &str,
+    number: i64,
+) -> ApiResult<PipelineRecord> {
+    state
+        .store
+        .get_pipeline(repo, number)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))
+}
+
+/// Why each of a pipeline's `jobs` waits, in order (see [`crate::queue::pending_reason`]).
+pub(crate) async fn pending_reasons(
+    state: &AppState,
+    jobs: &[JobRecord],
+) -> ApiResult<Vec<Option<String>>> {
+    let workers = state.store.list_workers().await?;
+    Ok(jobs
+        .iter()
+        .map(|j| crate::queue::pending_reason(j, jobs, &workers))
+        .collect())
 }
 
 async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord> {

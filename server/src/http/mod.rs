@@ -1,6 +1,6 @@
 //! HTTP: the routes and thin handlers. Handlers extract, call the domain (intake, queue, store), and answer.
 
-mod api;
+pub(crate) mod api;
 mod auth;
 pub mod error;
 mod hooks;

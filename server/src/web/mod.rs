@@ -116,18 +116,15 @@ async fn pipeline(
     State(state): State<AppState>,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Html<String>> {
-    let p = state
-        .store
-        .get_pipeline(&repo, number)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))?;
+    let p = crate::http::api::find_pipeline(&state, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
-    let workers = state.store.list_workers().await?;
+    let reasons = crate::http::api::pending_reasons(&state, &jobs).await?;
     let jobs: Vec<_> = jobs
         .iter()
-        .map(|j| {
+        .zip(reasons)
+        .map(|(j, reason)| {
             let mut view = job_json(j);
-            view["pending_reason"] = json!(crate::queue::pending_reason(j, &jobs, &workers));
+            view["pending_reason"] = json!(reason);
             view
         })
         .collect();
