@@ -4,11 +4,12 @@
 mod support;
 
 use chrono::Utc;
+use gantry_model::junit::{TestCase, TestStatus};
 use gantry_model::wire::{CompleteRequest, StepReport};
 use gantry_model::{FailureKind, JobStatus, Pipeline, PipelineStatus};
 use gantry_server::store::{
-    self, Claim, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, Store, StoreError,
-    TokenRecord,
+    self, Claim, NewArtifact, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, Store,
+    StoreError, TokenRecord,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -50,6 +51,8 @@ conformance!(
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     jobs_go_only_to_workers_with_all_their_labels,
     a_failed_job_runs_again_as_often_as_its_retry_says,
+    artifacts_are_indexed_per_attempt_under_the_lease,
+    test_cases_of_every_shard_add_up_in_the_pipeline,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
@@ -157,6 +160,7 @@ fn report(exit_code: i32) -> CompleteRequest {
         log_length: 0,
         cpu_seconds: Some(0.5),
         peak_memory_bytes: Some(1 << 20),
+        tests: Vec::new(),
     }
 }
 
@@ -619,6 +623,143 @@ async fn a_failed_job_runs_again_as_often_as_its_retry_says(db: Db) {
         1,
         "each attempt keeps its steps"
     );
+}
+
+fn artifact(path: &str, size: u64) -> NewArtifact {
+    NewArtifact {
+        path: path.into(),
+        size,
+        sha256: "ab".repeat(32),
+        mode: 0o755,
+    }
+}
+
+async fn artifacts_are_indexed_per_attempt_under_the_lease(db: Db) {
+    let w = worker(&db, "builder").await;
+    let r = repo(&db, "artifacts").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "art-1",
+        "jobs:\n  build:\n    steps: [x]\n    artifacts: [bin/app]\n  test:\n    needs: [build]\n    steps: [y]\n",
+    )
+    .await;
+    let first = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    let lease = first.job.lease_id.unwrap();
+    assert_eq!(db.artifact_quota(ids[0], lease).await.unwrap(), (1, 0));
+    db.record_artifact(ids[0], lease, &artifact("bin/app", 100))
+        .await
+        .unwrap();
+    db.record_artifact(ids[0], lease, &artifact("bin/app", 120))
+        .await
+        .expect("uploading a path again replaces it");
+    db.record_artifact(ids[0], lease, &artifact("bin/lib.so", 30))
+        .await
+        .unwrap();
+    assert_eq!(db.artifact_quota(ids[0], lease).await.unwrap(), (1, 150));
+    assert!(
+        db.pipeline_artifacts(pipeline_id).await.unwrap().is_empty(),
+        "a running job hands nothing on yet"
+    );
+    // The worker is lost: the next attempt starts with nothing, and the lost attempt's lease writes nothing.
+    db.expire_leases(Utc::now().timestamp_millis() + 60_000, 2)
+        .await
+        .unwrap();
+    let second = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    let lease2 = second.job.lease_id.unwrap();
+    assert!(matches!(
+        db.record_artifact(ids[0], lease, &artifact("late", 1))
+            .await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(matches!(
+        db.artifact_quota(ids[0], lease).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert_eq!(db.artifact_quota(ids[0], lease2).await.unwrap(), (2, 0));
+    db.record_artifact(ids[0], lease2, &artifact("bin/app", 7))
+        .await
+        .unwrap();
+    db.complete_job(ids[0], lease2, &report(0)).await.unwrap();
+    let handed = db.pipeline_artifacts(pipeline_id).await.unwrap();
+    let summary: Vec<_> = handed
+        .iter()
+        .map(|a| (a.job.as_str(), a.job_id, a.path.as_str(), a.size, a.mode))
+        .collect();
+    assert_eq!(summary, [("build", ids[0], "bin/app", 7, 0o755)]);
+    assert_eq!(db.job_artifacts(ids[0], 1).await.unwrap().len(), 2);
+    assert_eq!(db.job_artifacts(ids[0], 2).await.unwrap(), handed);
+}
+
+fn case(suite: &str, name: &str, status: TestStatus) -> TestCase {
+    TestCase {
+        suite: suite.into(),
+        name: name.into(),
+        status,
+        duration_ms: Some(5),
+        message: (status == TestStatus::Failed).then(|| format!("{name} broke")),
+    }
+}
+
+async fn test_cases_of_every_shard_add_up_in_the_pipeline(db: Db) {
+    let w = worker(&db, "tester").await;
+    let r = repo(&db, "reports").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "rep-1",
+        "jobs:\n  test:\n    parallel: 3\n    steps: [x]\n    reports: [junit.xml]\n",
+    )
+    .await;
+    assert_eq!(db.pipeline_tests(pipeline_id).await.unwrap(), None);
+    for shard in 0..3 {
+        let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
+        let mut done = report(0);
+        done.tests = vec![
+            case("unit", &format!("a{shard}"), TestStatus::Passed),
+            case("unit", &format!("b{shard}"), TestStatus::Skipped),
+        ];
+        if shard == 1 {
+            done.tests.push(case("it", "db", TestStatus::Failed));
+            done.tests.push(case("it", "net", TestStatus::Errored));
+        }
+        let lease = claimed.job.lease_id.unwrap();
+        db.complete_job(claimed.job.id, lease, &done).await.unwrap();
+        // A completion retried after a lost answer changes nothing.
+        db.complete_job(claimed.job.id, lease, &done).await.unwrap();
+    }
+    let tests = db.pipeline_tests(pipeline_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            tests.total,
+            tests.passed,
+            tests.failed,
+            tests.errored,
+            tests.skipped
+        ),
+        (8, 3, 1, 1, 3)
+    );
+    let failures: Vec<_> = tests
+        .failures
+        .iter()
+        .map(|f| {
+            (
+                f.job.as_str(),
+                f.suite.as_str(),
+                f.name.as_str(),
+                f.status,
+                f.message.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("test:2", "it", "db", TestStatus::Failed, Some("db broke")),
+            ("test:2", "it", "net", TestStatus::Errored, None),
+        ]
+    );
+    assert_eq!(ids.len(), 3);
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

@@ -1,7 +1,9 @@
 //! What Gantry talks about, with no I/O: the pipeline file (`.gantry.yml`) parsed, validated and expanded into
 //! job specs, the names that can be trusted once built, and the wire types that server and worker exchange.
 
+pub mod artifact;
 pub mod image;
+pub mod junit;
 pub mod names;
 pub mod pipeline;
 pub mod redact;

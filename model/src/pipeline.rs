@@ -56,6 +56,12 @@ pub struct JobSpec {
     /// How often a `failed` or `timed_out` attempt runs again (`retry:`); lost workers are retried apart.
     #[serde(default)]
     pub retry: u32,
+    /// Files it hands to the jobs that need it: normalized relative paths or globs (`artifacts:`).
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// JUnit XML files it writes, as globs (`reports:`), read whether its steps pass or fail.
+    #[serde(default)]
+    pub reports: Vec<String>,
 }
 
 /// The limits a job's container gets.
@@ -175,6 +181,10 @@ struct RawJob {
     parallel: Option<Spanned<u32>>,
     #[serde(default)]
     matrix: Option<Spanned<IndexMap<String, Vec<Scalar>>>>,
+    #[serde(default)]
+    artifacts: Vec<Spanned<String>>,
+    #[serde(default)]
+    reports: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +376,16 @@ fn expand_job(
         Some(r) => r.value,
         None => 0,
     };
+    let patterns = |list: Vec<Spanned<String>>, field: &str| {
+        list.into_iter()
+            .map(|p| {
+                crate::artifact::check_pattern(&p.value)
+                    .map_err(|m| PipelineError::at(p.referenced, key(field), m))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let artifacts = patterns(job.artifacts, "artifacts")?;
+    let reports = patterns(job.reports, "reports")?;
     Ok(JobSpec {
         name: job_name,
         image,
@@ -377,6 +397,8 @@ fn expand_job(
         services,
         runs_on,
         retry,
+        artifacts,
+        reports,
     })
 }
 

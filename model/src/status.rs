@@ -88,8 +88,11 @@ text_enum!(
         Cancelled = "cancelled",
         /// The worker stopped heartbeating.
         WorkerLost = "worker_lost",
-        /// Gantry's own machinery failed (checkout, container, image).
+        /// Gantry's own machinery failed (checkout, container, image, moving artifacts).
         Infra = "infra",
+        /// The job's `artifacts:` or `reports:` could not be collected (nothing matched, too big, unreadable),
+        /// or the jobs it needs uploaded the same path.
+        Artifacts = "artifacts",
     }
 );
 
@@ -104,7 +107,9 @@ impl FailureKind {
     /// The status a job ends in when it fails this way.
     pub fn job_status(self) -> JobStatus {
         match self {
-            Self::Exit | Self::Oom | Self::PidsLimit | Self::Service => JobStatus::Failed,
+            Self::Exit | Self::Oom | Self::PidsLimit | Self::Service | Self::Artifacts => {
+                JobStatus::Failed
+            }
             Self::Timeout => JobStatus::TimedOut,
             Self::Cancelled => JobStatus::Cancelled,
             Self::WorkerLost | Self::Infra => JobStatus::Error,

@@ -1,5 +1,6 @@
 //! The worker protocol (DESIGN §4) and the JSON API's bodies (§4b): what crosses the wire, shared by both ends.
 
+use crate::junit::{TestCase, TestStatus};
 use crate::pipeline::JobSpec;
 use crate::status::{FailureKind, JobStatus, PipelineStatus};
 use chrono::{DateTime, Utc};
@@ -10,6 +11,10 @@ use uuid::Uuid;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Header that carries the lease id on every job call.
 pub const LEASE_HEADER: &str = "x-gantry-lease";
+/// Header of an artifact upload and download: the hex SHA-256 of its bytes.
+pub const SHA256_HEADER: &str = "x-gantry-sha256";
+/// Header of an artifact upload and download: its permission bits, in octal (`755`).
+pub const MODE_HEADER: &str = "x-gantry-mode";
 /// Header of the plain-git and generic webhooks that carries the delivery's id.
 pub const GANTRY_DELIVERY_HEADER: &str = "x-gantry-delivery";
 /// Header of the plain-git and generic webhooks: `sha256=<hex HMAC of the body>`.
@@ -63,6 +68,29 @@ pub struct Lease {
     pub source: Source,
     /// The variables every job gets (`CI`, `GANTRY_*`), before the spec's own env.
     pub env: Vec<(String, String)>,
+    /// The artifacts of the jobs it needs, to place in its workspace before the steps.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRef>,
+    /// The most bytes of artifacts the job may upload (the server refuses more).
+    #[serde(default)]
+    pub artifact_limit_bytes: u64,
+}
+
+/// A file a job uploaded, as its dependents and the API see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// The job that uploaded it.
+    pub job: String,
+    /// That job's id (`GET /api/v1/jobs/{job_id}/artifacts/{path}`).
+    pub job_id: Uuid,
+    /// Relative path in the workspace, the same in every job.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 /// Where to fetch the job's source from.
@@ -119,6 +147,9 @@ pub struct CompleteRequest {
     pub cpu_seconds: Option<f64>,
     /// Peak memory of the container.
     pub peak_memory_bytes: Option<u64>,
+    /// The test cases of its `reports:`.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
 }
 
 /// `POST /api/v1/repos`.
@@ -180,6 +211,44 @@ pub struct PipelineView {
     /// Its jobs (only in the single-pipeline answer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobView>,
+    /// Its jobs' test reports, all shards together (only in the single-pipeline answer, when there are any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSummary>,
+}
+
+/// The test cases of a pipeline's jobs, counted, with the ones that did not pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestSummary {
+    /// Every case.
+    pub total: u64,
+    /// Cases that passed.
+    pub passed: u64,
+    /// Cases with a `<failure>`.
+    pub failed: u64,
+    /// Cases with an `<error>`.
+    pub errored: u64,
+    /// Cases skipped.
+    pub skipped: u64,
+    /// The failed and errored cases (the first [`MAX_LISTED_FAILURES`]).
+    pub failures: Vec<TestFailure>,
+}
+
+/// How many failed cases a [`TestSummary`] lists.
+pub const MAX_LISTED_FAILURES: usize = 200;
+
+/// A case that failed or errored, and where.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestFailure {
+    /// The job whose report it is in.
+    pub job: String,
+    /// Its suite.
+    pub suite: String,
+    /// Its name.
+    pub name: String,
+    /// `failed` or `errored`.
+    pub status: TestStatus,
+    /// What the report said.
+    pub message: Option<String>,
 }
 
 /// A job as the API shows it.
@@ -215,6 +284,9 @@ pub struct JobView {
     /// Why a queued job waits (no worker with its labels, all busy, waiting for a job it needs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// The files its latest attempt uploaded (only in the single-job answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactRef>,
 }
 
 /// One page of pipelines.

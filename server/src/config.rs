@@ -28,6 +28,8 @@ pub struct ServerConfig {
     /// How often a job whose worker was lost goes back in the queue before it ends in `error` (apart from the
     /// job's own `retry:`).
     pub infra_retries: u32,
+    /// Bytes of artifacts one attempt of a job may upload, all files together.
+    pub artifact_limit_bytes: u64,
 }
 
 impl ServerConfig {
@@ -45,6 +47,7 @@ impl ServerConfig {
             heartbeat: Duration::from_secs(3),
             long_poll: Duration::from_secs(30),
             infra_retries: 2,
+            artifact_limit_bytes: 1 << 30,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! dashboard and JSON API out. The binary layers the configuration and calls [`Server::start`] then
 //! [`Server::serve`]; tests do the same on port 0.
 
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod forge;
@@ -27,6 +28,9 @@ pub enum StartError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The artifact store could not be opened.
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::ArtifactError),
     /// A dashboard template does not compile.
     #[error("dashboard templates: {0}")]
     Templates(#[from] tera::Error),
@@ -73,6 +77,11 @@ impl Server {
             store.set_admin_token(&auth::hash_token(token)).await?;
         }
         let hub = logs::LogHub::default();
+        let artifacts = artifacts::Artifacts::local(
+            &config.data_dir.join("artifacts"),
+            store.clone(),
+            config.artifact_limit_bytes,
+        )?;
         let queue = queue::Queue::new(store.clone(), hub.clone(), &config);
         let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
         let intake = intake::Intake::new(store.clone(), mirrors, queue.clone());
@@ -88,6 +97,7 @@ impl Server {
             queue,
             intake,
             hub,
+            artifacts,
             config: Arc::new(config),
             templates: Arc::new(web::templates()?),
         };

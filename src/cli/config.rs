@@ -27,6 +27,8 @@ max_webhook_bytes = 26214400
 lease_secs = 10
 # Times a job whose worker was lost goes back in the queue before it ends in `error` (apart from `retry:`).
 infra_retries = 2
+# Bytes of artifacts one attempt of a job may upload (all its files together); more is refused.
+artifact_limit_bytes = 1073741824
 
 [worker]
 # Labels jobs can select with `runs-on`.
@@ -65,6 +67,7 @@ pub struct FileConfig {
     max_webhook_bytes: Option<usize>,
     lease_secs: Option<u64>,
     infra_retries: Option<u32>,
+    artifact_limit_bytes: Option<u64>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -174,6 +177,9 @@ impl ServerArgs {
         }
         if let Some(retries) = file.infra_retries {
             server.infra_retries = retries;
+        }
+        if let Some(limit) = file.artifact_limit_bytes {
+            server.artifact_limit_bytes = limit;
         }
         if let Some(secs) = self.lease_secs.or(file.lease_secs) {
             server.lease = Duration::from_secs(secs.max(1));

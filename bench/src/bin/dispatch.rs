@@ -99,6 +99,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
         log_length: 0,
         cpu_seconds: None,
         peak_memory_bytes: None,
+        tests: Vec::new(),
     };
     let started = Instant::now();
     let tasks = ids.into_iter().map(|(id, name)| {

@@ -262,3 +262,27 @@ fn retry_is_read_and_bounded() {
     assert_eq!(err.line, Some(4), "{err}");
     assert!(err.to_string().contains("at most 5"), "{err}");
 }
+
+#[test]
+fn artifacts_and_reports_are_normalized_and_checked() {
+    let p = Pipeline::parse(
+        "jobs:\n  b:\n    steps: [x]\n    artifacts: [./bin/app, dist/]\n    reports: [\"junit/*.xml\"]\n",
+    )
+    .unwrap();
+    assert_eq!(p.jobs[0].artifacts, ["bin/app", "dist"]);
+    assert_eq!(p.jobs[0].reports, ["junit/*.xml"]);
+    for (yaml, words) in [
+        (
+            "jobs:\n  b:\n    steps: [x]\n    artifacts: [/etc/passwd]\n",
+            "absolute",
+        ),
+        (
+            "jobs:\n  b:\n    steps: [x]\n    reports: [../x.xml]\n",
+            "\"..\"",
+        ),
+    ] {
+        let err = Pipeline::parse(yaml).unwrap_err();
+        assert_eq!(err.line, Some(4), "{yaml}: {err}");
+        assert!(err.to_string().contains(words), "{yaml}: {err}");
+    }
+}

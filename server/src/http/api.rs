@@ -48,6 +48,7 @@ pub fn pipeline_view(p: PipelineRecord) -> PipelineView {
         created_at: p.created_at,
         finished_at: p.finished_at,
         jobs: Vec::new(),
+        tests: None,
     }
 }
 
@@ -68,6 +69,7 @@ pub fn job_view(j: JobRecord) -> JobView {
         cpu_seconds: j.cpu_seconds,
         steps: Vec::new(),
         pending_reason: None,
+        artifacts: Vec::new(),
     }
 }
 
@@ -175,7 +177,9 @@ pub async fn get_pipeline(
     let p = find_pipeline(&state, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
     let reasons = pending_reasons(&state, &jobs).await?;
+    let tests = state.store.pipeline_tests(p.id).await?;
     let mut view = pipeline_view(p);
+    view.tests = tests;
     view.jobs = jobs
         .into_iter()
         .zip(reasons)
@@ -231,7 +235,8 @@ pub(crate) async fn pending_reasons(
         .collect())
 }
 
-async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord> {
+/// Job `id`, or 404.
+pub(crate) async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord> {
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
@@ -249,8 +254,10 @@ pub async fn get_job(
 ) -> ApiResult<Json<JobView>> {
     let job = find_job(&state, &id).await?;
     let steps = state.store.job_steps(job.id, job.attempt).await?;
+    let artifacts = state.store.job_artifacts(job.id, job.attempt).await?;
     let mut view = job_view(job);
     view.steps = steps;
+    view.artifacts = artifacts;
     Ok(Json(view))
 }
 

@@ -1,5 +1,6 @@
 //! The one place where errors become HTTP status codes. 5xx bodies say nothing internal; the details go to the log.
 
+use crate::artifacts::ArtifactError;
 use crate::forge::HookError;
 use crate::store::StoreError;
 use axum::Json;
@@ -24,11 +25,32 @@ pub enum ApiError {
     /// Storage failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An artifact could not be stored or found.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
+        let status = match self {
+            ApiError::Artifact(ArtifactError::Store(e)) => {
+                return ApiError::Store(e).into_response();
+            }
+            _ => self.status(),
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+            "internal error (see the server's log)".to_owned()
+        } else {
+            self.to_string()
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -40,14 +62,16 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::LogGap { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-            "internal error (see the server's log)".to_owned()
-        } else {
-            self.to_string()
-        };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+            ApiError::Artifact(e) => match e {
+                ArtifactError::BadPath(_) | ArtifactError::Body(_) => StatusCode::BAD_REQUEST,
+                ArtifactError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ArtifactError::Checksum { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ArtifactError::NotFound { .. } => StatusCode::NOT_FOUND,
+                ArtifactError::Objects(_) | ArtifactError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
     }
 }
 

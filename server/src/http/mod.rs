@@ -1,6 +1,7 @@
 //! HTTP: the routes and thin handlers. Handlers extract, call the domain (intake, queue, store), and answer.
 
 pub(crate) mod api;
+mod artifacts;
 mod auth;
 pub mod error;
 mod hooks;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub intake: Intake,
     /// Live log fan-out.
     pub hub: LogHub,
+    /// Artifact bytes and their index.
+    pub artifacts: crate::artifacts::Artifacts,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Dashboard templates.
@@ -65,9 +68,17 @@ pub fn router(state: AppState) -> Router {
         .route("/pools", get(api::list_pools))
         // Log uploads are flushed every ~100 ms; this bounds one request, not the log.
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024));
+    // Artifacts stream with their own limit (per job attempt, in `Artifacts`), not the API's body limit.
+    let artifacts = Router::new()
+        .route("/jobs/{id}/artifacts", get(artifacts::list))
+        .route(
+            "/jobs/{id}/artifacts/{*path}",
+            get(artifacts::download).put(artifacts::upload),
+        )
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .merge(hooks)
-        .nest("/api/v1", api)
+        .nest("/api/v1", api.merge(artifacts))
         .merge(crate::web::routes())
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)

@@ -27,6 +27,7 @@ pub struct Queue {
     heartbeat: Duration,
     log_cap: u64,
     infra_retries: u32,
+    artifact_limit: u64,
 }
 
 fn deadline_ms(lease: Duration) -> i64 {
@@ -46,6 +47,7 @@ impl Queue {
             heartbeat: config.heartbeat,
             log_cap: config.log_cap_bytes,
             infra_retries: config.infra_retries,
+            artifact_limit: config.artifact_limit_bytes,
         }
     }
 
@@ -106,6 +108,14 @@ impl Queue {
                     pipeline.number,
                     &job.name,
                 );
+                // Only a job with needs has artifacts to receive: the common lease costs no extra query.
+                let artifacts = if job.spec.needs.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut all = self.store.pipeline_artifacts(job.pipeline_id).await?;
+                    all.retain(|a| job.spec.needs.iter().any(|need| need.as_str() == a.job));
+                    all
+                };
                 return Ok(Some(Lease {
                     job_id: job.id,
                     lease_id: claim.lease_id,
@@ -119,6 +129,8 @@ impl Queue {
                         git_ref: pipeline.git_ref,
                     },
                     env,
+                    artifacts,
+                    artifact_limit_bytes: self.artifact_limit,
                 }));
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {

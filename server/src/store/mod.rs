@@ -4,6 +4,8 @@
 //! connecting, migrating, how a transaction starts, and how a job is claimed.
 
 #[macro_use]
+mod artifacts;
+#[macro_use]
 mod shared;
 mod postgres;
 mod records;
@@ -12,7 +14,7 @@ mod sqlite;
 pub use records::*;
 
 use async_trait::async_trait;
-use gantry_model::wire::{CompleteRequest, StepReport};
+use gantry_model::wire::{ArtifactRef, CompleteRequest, StepReport, TestSummary};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -151,6 +153,17 @@ pub trait Store: Send + Sync + 'static {
         lease: Uuid,
         report: &CompleteRequest,
     ) -> Result<Completed>;
+
+    /// Checks that `lease` is the running job's lease; says its attempt and the bytes of artifacts it uploaded.
+    async fn artifact_quota(&self, job: Uuid, lease: Uuid) -> Result<(u32, u64)>;
+    /// Records an artifact whose bytes are stored, while `lease` is still the job's lease.
+    async fn record_artifact(&self, job: Uuid, lease: Uuid, artifact: &NewArtifact) -> Result<()>;
+    /// The artifacts an attempt of a job uploaded, by path.
+    async fn job_artifacts(&self, job: Uuid, attempt: u32) -> Result<Vec<ArtifactRef>>;
+    /// The artifacts of the latest attempts of a pipeline's succeeded jobs, in job order.
+    async fn pipeline_artifacts(&self, pipeline: Uuid) -> Result<Vec<ArtifactRef>>;
+    /// A pipeline's test cases (latest attempts) counted, with the failed ones; none without reports.
+    async fn pipeline_tests(&self, pipeline: Uuid) -> Result<Option<TestSummary>>;
 }
 
 /// Connects to `url` (`sqlite://…` or `postgres://…`) and migrates the schema.

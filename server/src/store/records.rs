@@ -323,3 +323,16 @@ impl News {
             .find(|news| news.channel() == channel)
     }
 }
+
+/// An artifact whose bytes the artifact store holds, to index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewArtifact {
+    /// Relative path (checked by `gantry_model::artifact::check_path`).
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Permission bits.
+    pub mode: u32,
+}

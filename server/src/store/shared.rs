@@ -35,6 +35,8 @@ macro_rules! impl_store {
 
         type DbRow = <$db as sqlx::Database>::Row;
 
+        artifact_sql!($db);
+
         fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
             text.parse().map_err(StoreError::Corrupt)
         }
@@ -846,6 +848,26 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn artifact_quota(&self, job: Uuid, lease: Uuid) -> Result<(u32, u64)> {
+                artifact_quota(&self.pool, job, lease).await
+            }
+
+            async fn record_artifact(&self, job: Uuid, lease: Uuid, artifact: &NewArtifact) -> Result<()> {
+                record_artifact(&self.pool, job, lease, artifact).await
+            }
+
+            async fn job_artifacts(&self, job: Uuid, attempt: u32) -> Result<Vec<gantry_model::wire::ArtifactRef>> {
+                job_artifacts(&self.pool, job, attempt).await
+            }
+
+            async fn pipeline_artifacts(&self, pipeline: Uuid) -> Result<Vec<gantry_model::wire::ArtifactRef>> {
+                pipeline_artifacts(&self.pool, pipeline).await
+            }
+
+            async fn pipeline_tests(&self, pipeline: Uuid) -> Result<Option<gantry_model::wire::TestSummary>> {
+                pipeline_tests(&self.pool, pipeline).await
+            }
+
             async fn complete_job(&self, job: Uuid, lease: Uuid, report: &CompleteRequest) -> Result<Completed> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;
@@ -862,6 +884,7 @@ macro_rules! impl_store {
                 for step in &report.steps {
                     upsert_step(&mut tx, job, attempt, step).await?;
                 }
+                insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
                 if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
                     // The job's own `retry:` counts the attempts it ran to an end, not those a lost worker took.
                     let row = sqlx::query("SELECT spec, infra_retries, cancel_requested FROM jobs WHERE id = $1")

@@ -1,8 +1,8 @@
 //! The worker's side of the protocol (DESIGN §4): all it knows of the server.
 
 use gantry_model::wire::{
-    CompleteRequest, HeartbeatResponse, LEASE_HEADER, Lease, LeaseRequest, RegisterRequest,
-    RegisterResponse, StepReport,
+    ArtifactRef, CompleteRequest, HeartbeatResponse, LEASE_HEADER, Lease, LeaseRequest,
+    MODE_HEADER, RegisterRequest, RegisterResponse, SHA256_HEADER, StepReport,
 };
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -25,6 +25,9 @@ pub enum ClientError {
         /// The server's `error` message.
         message: String,
     },
+    /// Something on the worker's side of the call failed (a file to send could not be read).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ClientError {
@@ -33,7 +36,7 @@ impl ClientError {
         match self {
             ClientError::Network(_) => true,
             ClientError::Refused { status, .. } => status.is_server_error(),
-            ClientError::StaleLease => false,
+            ClientError::StaleLease | ClientError::Local(_) => false,
         }
     }
 }
@@ -146,6 +149,46 @@ impl Client {
         Ok(())
     }
 
+    /// Streams a file to the job's artifacts at `path`; the server checks `sha256` against what arrives.
+    pub async fn upload_artifact(
+        &self,
+        lease: &Lease,
+        path: &str,
+        file: tokio::fs::File,
+        sha256: &str,
+        mode: u32,
+    ) -> Result<ArtifactRef, ClientError> {
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let request = self
+            .http
+            .put(format!(
+                "{}/jobs/{}/artifacts/{}",
+                self.base,
+                lease.job_id,
+                escape_path(path)
+            ))
+            .bearer_auth(&self.token)
+            .header(LEASE_HEADER, lease.lease_id.to_string())
+            .header(SHA256_HEADER, sha256)
+            .header(MODE_HEADER, format!("{mode:o}"))
+            .body(body);
+        Ok(check(request.send().await?).await?.json().await?)
+    }
+
+    /// Starts the download of another job's artifact; the caller streams the body.
+    pub async fn download_artifact(
+        &self,
+        artifact: &ArtifactRef,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!(
+            "{}/jobs/{}/artifacts/{}",
+            self.base,
+            artifact.job_id,
+            escape_path(&artifact.path)
+        );
+        check(self.http.get(url).bearer_auth(&self.token).send().await?).await
+    }
+
     /// Reports the job's end.
     pub async fn complete(
         &self,
@@ -155,6 +198,21 @@ impl Client {
         check(self.job_call(lease, "complete").json(report).send().await?).await?;
         Ok(())
     }
+}
+
+/// Unreserved URL characters (RFC 3986) stay as they are; everything else in a path component is escaped.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes each component of an artifact path for a URL, keeping the `/` between them.
+fn escape_path(path: &str) -> String {
+    path.split('/')
+        .map(|part| percent_encoding::utf8_percent_encode(part, COMPONENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Runs `call` until it succeeds or fails for a reason retrying cannot fix, backing off up to 5 s between tries

@@ -214,6 +214,7 @@ async fn report_lost_jobs(client: &Client, journal: &LeaseJournal) {
             log_length: 0,
             cpu_seconds: None,
             peak_memory_bytes: None,
+            tests: Vec::new(),
         };
         match client.complete(&lease, &report).await {
             Ok(()) => {

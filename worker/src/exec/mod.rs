@@ -1,7 +1,9 @@
 //! Running one leased job: checkout, container, live log upload, step reports, heartbeats, final report.
 
+mod artifacts;
 mod config;
 mod control;
+mod outputs;
 mod services;
 mod upload;
 
@@ -13,6 +15,7 @@ use crate::image::ImageStore;
 use crate::runtime::{ContainerRuntime, Outcome, WorkspaceMount};
 use control::{JobControl, heartbeats};
 use gantry_model::FailureKind;
+use gantry_model::junit::TestCase;
 use gantry_model::wire::{CompleteRequest, Lease, StepReport};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +52,30 @@ fn infra(message: String) -> Outcome {
     }
 }
 
+fn failed_with(failed: artifacts::TransferFailure) -> Outcome {
+    Outcome {
+        failure: Some(failed.kind),
+        message: Some(failed.message),
+        ..Outcome::default()
+    }
+}
+
+/// A collection problem fails a job that had succeeded; a job that had failed keeps its failure, and the
+/// problem is added to its message.
+fn add_failure(outcome: &mut Outcome, failed: artifacts::TransferFailure) {
+    match (&outcome.failure, &mut outcome.message) {
+        (None, _) => {
+            outcome.failure = Some(failed.kind);
+            outcome.message = Some(failed.message);
+        }
+        (Some(_), Some(message)) => {
+            message.push_str("; ");
+            message.push_str(&failed.message);
+        }
+        (Some(_), None) => outcome.message = Some(failed.message),
+    }
+}
+
 impl JobRunner {
     /// Kills every running job and hands each back to the server as lost by this worker.
     pub fn abandon_all(&self) {
@@ -69,15 +96,19 @@ impl JobRunner {
             let heartbeat = tokio::spawn(heartbeats(self.client.clone(), lease.clone(), control.clone()));
             let (outcome, steps, log_length) = match self.checkout(&lease, &workspace).await {
                 Err(message) => (infra(message), Vec::new(), 0),
-                Ok(()) => self.run_container(&lease, workspace.clone(), &control).await,
+                Ok(()) => match artifacts::fetch(&self.client, &lease, &workspace).await {
+                    Err(failed) => (failed_with(failed), Vec::new(), 0),
+                    Ok(()) => self.run_container(&lease, workspace.clone(), &control).await,
+                },
             };
+            let (outcome, tests) = self.collect(&lease, &workspace, outcome, &control).await;
             if let Err(e) = std::fs::remove_dir_all(&workspace)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %workspace.display(), error = %e, "could not remove the workspace");
             }
             if !control.lost() {
-                self.report(&lease, outcome, steps, log_length, &control).await;
+                self.report(&lease, outcome, steps, log_length, tests, &control).await;
             } else {
                 tracing::warn!("the lease was lost; the server has given the job to another attempt");
             }
@@ -95,6 +126,7 @@ impl JobRunner {
         outcome: Outcome,
         steps: Vec<StepReport>,
         log_length: u64,
+        tests: Vec<TestCase>,
         control: &JobControl,
     ) {
         let outcome = if control.abandoned() {
@@ -117,11 +149,50 @@ impl JobRunner {
             log_length,
             cpu_seconds: outcome.cpu_seconds,
             peak_memory_bytes: outcome.peak_memory_bytes,
+            tests,
         };
         let result = with_retries(PATIENCE, || self.client.complete(lease, &report)).await;
         if control.check(result, "reporting the job's end").is_some() {
             tracing::info!(failure = ?report.failure_kind, exit_code = ?report.exit_code, "job done");
         }
+    }
+
+    /// After the container: the job's test reports are read whatever its outcome, its artifacts uploaded only
+    /// when it succeeded. A job that succeeded fails when its outputs cannot be collected; one that failed
+    /// keeps its own failure, with the collection's problem added to its message.
+    async fn collect(
+        &self,
+        lease: &Lease,
+        workspace: &std::path::Path,
+        mut outcome: Outcome,
+        control: &JobControl,
+    ) -> (Outcome, Vec<TestCase>) {
+        let ran = !matches!(
+            outcome.failure,
+            Some(FailureKind::Cancelled | FailureKind::Infra | FailureKind::WorkerLost)
+        );
+        if control.lost() || control.cancelled() || !ran {
+            return (outcome, Vec::new());
+        }
+        let mut tests = Vec::new();
+        if !lease.spec.reports.is_empty() {
+            match artifacts::reports(lease, workspace.to_owned()).await {
+                Ok((cases, note)) => {
+                    tests = cases;
+                    if outcome.failure.is_none() {
+                        outcome.message = note;
+                    }
+                }
+                Err(failed) => add_failure(&mut outcome, failed),
+            }
+        }
+        if outcome.failure.is_none() && !lease.spec.artifacts.is_empty() {
+            match artifacts::upload(&self.client, lease, workspace.to_owned()).await {
+                Ok(count) => tracing::info!(count, "artifacts uploaded"),
+                Err(failed) => add_failure(&mut outcome, failed),
+            }
+        }
+        (outcome, tests)
     }
 
     async fn checkout(&self, lease: &Lease, workspace: &std::path::Path) -> Result<(), String> {
