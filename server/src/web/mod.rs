@@ -128,10 +128,11 @@ async fn pipeline(
             view
         })
         .collect();
+    let tests = state.store.pipeline_tests(p.id).await?;
     render(
         &state,
         "pipeline.html",
-        json!({ "p": pipeline_json(&p), "jobs": jobs }),
+        json!({ "p": pipeline_json(&p), "jobs": jobs, "tests": tests }),
     )
 }
 
@@ -150,6 +151,7 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult
         .await?
         .ok_or_else(|| ApiError::NotFound("no pipeline".into()))?;
     let steps = state.store.job_steps(j.id, j.attempt).await?;
+    let artifacts = state.store.job_artifacts(j.id, j.attempt).await?;
     let log = state.store.read_log(j.id, j.attempt, 0).await?;
     // Each step shows the bytes from its offset to the next step's; bytes before the first step are a preamble.
     // Offsets come from the worker: clamp them into the log and keep them in order, whatever it sent.
@@ -177,7 +179,7 @@ async fn job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult
         .collect();
     let context = json!({
         "p": pipeline_json(&p), "job": job_json(&j), "steps": steps_json, "preamble": preamble,
-        "log_length": log.len(), "live": !j.status.is_finished(),
+        "log_length": log.len(), "live": !j.status.is_finished(), "artifacts": artifacts,
     });
     render(&state, "job.html", context)
 }
