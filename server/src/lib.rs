@@ -85,6 +85,13 @@ impl Server {
         let queue = queue::Queue::new(store.clone(), hub.clone(), &config);
         let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
         let intake = intake::Intake::new(store.clone(), mirrors, queue.clone());
+        let extended = queue.grant_restart_grace().await?;
+        if extended > 0 {
+            tracing::info!(
+                extended,
+                "running jobs get a full lease to reach this server again"
+            );
+        }
         let resumed = intake.resume().await?;
         if resumed > 0 {
             tracing::info!(

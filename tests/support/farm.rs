@@ -22,6 +22,8 @@ pub struct Farm {
     /// The `default` pool's token, as `gantry server` prints it on first start.
     pub pool_token: Option<String>,
     http: reqwest::Client,
+    /// How it was started (`up` or `server`, and the flags), to start it again.
+    command: (String, Vec<String>),
 }
 
 impl Farm {
@@ -41,10 +43,24 @@ impl Farm {
     }
 
     fn start(command: &str, extra: &[&str]) -> Farm {
-        let data_dir = super::scratch_dir("farm");
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        Farm::start_in(command, extra, super::scratch_dir("farm"))
+    }
+
+    fn start_in(command: &str, extra: &[&str], data_dir: PathBuf) -> Farm {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(GANTRY)
-            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(command)
+            .args(listen)
+            .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
             .env("GANTRY_LOG", "info,gantry_server=debug,gantry_worker=debug")
@@ -96,7 +112,25 @@ impl Farm {
             data_dir,
             pool_token,
             http: reqwest::Client::new(),
+            command: (
+                command.to_owned(),
+                extra.iter().map(|s| s.to_string()).collect(),
+            ),
         }
+    }
+
+    /// SIGKILLs the server process and starts it again on the same data dir and flags (give it a fixed
+    /// `--listen` address to keep its URL); the tokens of the first start are kept.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (command, extra) = self.command.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut again = Farm::start_in(&command, &extra, self.data_dir.clone());
+        // Swap the new process in; the returned husk holds nothing to stop.
+        std::mem::swap(&mut self.child, &mut again.child);
+        assert_eq!(again.url, self.url, "restarted on another address");
+        std::mem::forget(again);
     }
 
     /// Runs a `gantry` client verb against this farm, as the admin; panics on failure; returns stdout.

@@ -165,6 +165,12 @@ impl Queue {
         Ok(expired)
     }
 
+    /// Gives every running job a full lease from now: while this server was down its workers could not
+    /// heartbeat, and that is no sign they are lost (DESIGN §3 promises nothing acknowledged is lost to a kill).
+    pub async fn grant_restart_grace(&self) -> Result<u64, StoreError> {
+        self.store.extend_leases(deadline_ms(self.lease)).await
+    }
+
     /// Runs [`Queue::expire_leases`] for ever, a few times per lease length, so a lost job is back in the queue
     /// within little more than a lease.
     pub async fn expire_leases_forever(self) {

@@ -131,6 +131,8 @@ pub trait Store: Send + Sync + 'static {
     /// while it has been re-queued fewer than `infra_retries` times, and otherwise ends in `error`
     /// (`worker_lost`); a job being cancelled ends `cancelled`. The lost lease's calls get `StaleLease` from now.
     async fn expire_leases(&self, now_ms: i64, infra_retries: u32) -> Result<Vec<Expired>>;
+    /// Moves every running job's lease deadline to at least `deadline_ms`; says how many it moved.
+    async fn extend_leases(&self, deadline_ms: i64) -> Result<u64>;
     /// Appends bytes at `offset` of the leased attempt's log (idempotent); returns the new bytes actually stored
     /// (none for a pure repeat) and where they start.
     async fn append_log(

@@ -704,6 +704,16 @@ macro_rules! impl_store {
                 Ok(row.try_get("cancel_requested")?)
             }
 
+            async fn extend_leases(&self, deadline_ms: i64) -> Result<u64> {
+                let moved = sqlx::query(
+                    "UPDATE jobs SET lease_deadline_ms = $1 WHERE status = 'running' AND lease_deadline_ms < $1",
+                )
+                .bind(deadline_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(moved.rows_affected())
+            }
+
             async fn expire_leases(&self, now_ms: i64, infra_retries: u32) -> Result<Vec<Expired>> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;
