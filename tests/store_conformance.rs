@@ -52,6 +52,7 @@ conformance!(
     jobs_go_only_to_workers_with_all_their_labels,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     artifacts_are_indexed_per_attempt_under_the_lease,
+    jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_dropped,
     test_cases_of_every_shard_add_up_in_the_pipeline,
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
@@ -99,6 +100,7 @@ async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid
         .map(|spec| NewJob {
             id: Uuid::now_v7(),
             spec,
+            skipped: None,
         })
         .collect();
     let ids = jobs.iter().map(|j| j.id).collect();
@@ -284,6 +286,7 @@ async fn preparing_stores_jobs_once_and_failing_records_the_reason(db: Db) {
         .map(|spec| NewJob {
             id: Uuid::now_v7(),
             spec,
+            skipped: None,
         })
         .collect();
     db.add_jobs(id, &again).await.unwrap();
@@ -532,6 +535,7 @@ async fn cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop(db: Db) {
     assert_eq!(done.pipeline_status, Some(PipelineStatus::Cancelled));
     let late = NewJob {
         id: Uuid::now_v7(),
+        skipped: None,
         spec: Pipeline::parse("jobs:\n  a:\n    steps: [x]\n")
             .unwrap()
             .jobs
@@ -623,6 +627,63 @@ async fn a_failed_job_runs_again_as_often_as_its_retry_says(db: Db) {
         1,
         "each attempt keeps its steps"
     );
+}
+
+async fn jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_dropped(db: Db) {
+    let r = repo(&db, "filters").await;
+    let created = db.create_pipeline(&delivery(r, "when-1")).await.unwrap();
+    let specs = Pipeline::parse(
+        "jobs:\n  build:\n    steps: [x]\n  deploy:\n    steps: [y]\n  notify:\n    needs: [deploy]\n    steps: [z]\n",
+    )
+    .unwrap()
+    .jobs;
+    let jobs: Vec<NewJob> = specs
+        .into_iter()
+        .map(|spec| NewJob {
+            id: Uuid::now_v7(),
+            skipped: (spec.name.as_str() == "deploy")
+                .then(|| "not run: its when filters it out".to_owned()),
+            spec,
+        })
+        .collect();
+    db.add_jobs(created.id, &jobs).await.unwrap();
+    let stored = db.pipeline_jobs(created.id).await.unwrap();
+    let statuses: Vec<_> = stored.iter().map(|j| (j.name.as_str(), j.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("build", JobStatus::Queued),
+            ("deploy", JobStatus::Skipped),
+            ("notify", JobStatus::Skipped)
+        ]
+    );
+    assert_eq!(
+        stored[1].message.as_deref(),
+        Some("not run: its when filters it out")
+    );
+    let w = worker(&db, "filtered").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(claimed.job.name, "build");
+    assert!(
+        db.claim_job(&claim(w)).await.unwrap().is_none(),
+        "skipped jobs are never leased"
+    );
+    let done = db
+        .complete_job(claimed.job.id, claimed.job.lease_id.unwrap(), &report(0))
+        .await
+        .unwrap();
+    assert_eq!(done.pipeline_status, PipelineStatus::Success);
+
+    // A pipeline whose file filters it out is removed; its delivery stays, so a redelivery creates nothing.
+    let dropped = db.create_pipeline(&delivery(r, "when-2")).await.unwrap();
+    db.drop_pipeline(dropped.id, "the branch is feature")
+        .await
+        .unwrap();
+    assert!(db.get_pipeline_by_id(dropped.id).await.unwrap().is_none());
+    assert!(matches!(
+        db.create_pipeline(&delivery(r, "when-2")).await,
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 fn artifact(path: &str, size: u64) -> NewArtifact {

@@ -10,8 +10,10 @@ use std::fmt;
 
 mod instances;
 mod service;
+mod when;
 
 pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
+pub use when::{EVENTS, When};
 
 /// The file a pipeline is read from, at the repository root.
 pub const PIPELINE_FILE: &str = ".gantry.yml";
@@ -28,6 +30,9 @@ const DEFAULT_PIDS: u64 = 4096;
 pub struct Pipeline {
     /// The jobs, in the order the file lists them.
     pub jobs: Vec<JobSpec>,
+    /// The file's `when:`: the refs and events it runs for.
+    #[serde(default)]
+    pub when: Option<When>,
 }
 
 /// Everything a worker needs to know to run one job (DESIGN §5, expanded).
@@ -62,6 +67,9 @@ pub struct JobSpec {
     /// JUnit XML files it writes, as globs (`reports:`), read whether its steps pass or fail.
     #[serde(default)]
     pub reports: Vec<String>,
+    /// The job's own `when:`; a job it filters out is `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
 }
 
 /// The limits a job's container gets.
@@ -154,6 +162,8 @@ struct RawFile {
     image: Option<Spanned<String>>,
     #[serde(default)]
     env: IndexMap<String, Scalar>,
+    #[serde(default)]
+    when: Option<when::RawWhen>,
     jobs: Spanned<IndexMap<Spanned<String>, Spanned<RawJob>>>,
 }
 
@@ -185,6 +195,8 @@ struct RawJob {
     artifacts: Vec<Spanned<String>>,
     #[serde(default)]
     reports: Vec<Spanned<String>>,
+    #[serde(default)]
+    when: Option<when::RawWhen>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +229,7 @@ impl Pipeline {
             .image
             .map(|image| check_image(image, "image".into()))
             .transpose()?;
+        let file_when = raw.when.map(|w| when::check(w, "when")).transpose()?;
         let file_env: IndexMap<String, String> = raw
             .env
             .into_iter()
@@ -242,6 +255,7 @@ impl Pipeline {
         check_needs(&files_jobs)?;
         Ok(Pipeline {
             jobs: instances::expand(jobs)?,
+            when: file_when,
         })
     }
 }
@@ -384,6 +398,7 @@ fn expand_job(
             })
             .collect::<Result<Vec<_>, _>>()
     };
+    let when = job.when.map(|w| when::check(w, &key("when"))).transpose()?;
     let artifacts = patterns(job.artifacts, "artifacts")?;
     let reports = patterns(job.reports, "reports")?;
     Ok(JobSpec {
@@ -399,6 +414,7 @@ fn expand_job(
         retry,
         artifacts,
         reports,
+        when,
     })
 }
 

@@ -14,6 +14,16 @@ use gantry_model::wire::HookOutcome;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// A pipeline to prepare: where its file is, and what it was created for (its `when:` filters on that).
+struct Preparation {
+    pipeline: Uuid,
+    repo: String,
+    url: String,
+    commit: String,
+    git_ref: String,
+    event: String,
+}
+
 /// Turns deliveries into pipelines.
 #[derive(Clone)]
 pub struct Intake {
@@ -79,7 +89,14 @@ impl Intake {
             });
         }
         tracing::info!(repo = %repo.name, number = created.number, commit = %push.commit, "pipeline queued");
-        self.spawn_prepare(created.id, repo.name.clone(), repo.url.clone(), push.commit);
+        self.spawn_prepare(Preparation {
+            pipeline: created.id,
+            repo: repo.name.clone(),
+            url: repo.url.clone(),
+            commit: new.commit,
+            git_ref: new.git_ref,
+            event: new.event,
+        });
         Ok(HookOutcome {
             outcome: "created".into(),
             pipeline: Some(created.number),
@@ -92,28 +109,39 @@ impl Intake {
         let pending: Vec<PipelineRecord> = self.store.unprepared_pipelines().await?;
         for p in &pending {
             if let Some(repo) = self.store.get_repo(&p.repo).await? {
-                self.spawn_prepare(p.id, repo.name, repo.url, p.commit.clone());
+                self.spawn_prepare(Preparation {
+                    pipeline: p.id,
+                    repo: repo.name,
+                    url: repo.url,
+                    commit: p.commit.clone(),
+                    git_ref: p.git_ref.clone(),
+                    event: p.event.clone(),
+                });
             }
         }
         Ok(pending.len())
     }
 
-    fn spawn_prepare(&self, pipeline: Uuid, repo: String, url: String, commit: String) {
+    fn spawn_prepare(&self, job: Preparation) {
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.prepare(pipeline, &repo, &url, &commit).await {
+            let pipeline = job.pipeline;
+            if let Err(e) = this.prepare(job).await {
                 tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it resumes at the next start");
             }
         });
     }
 
-    async fn prepare(
-        &self,
-        pipeline: Uuid,
-        repo: &str,
-        url: &str,
-        commit: &str,
-    ) -> Result<(), StoreError> {
+    async fn prepare(&self, job: Preparation) -> Result<(), StoreError> {
+        let Preparation {
+            pipeline,
+            repo,
+            url,
+            commit,
+            git_ref,
+            event,
+        } = job;
+        let (repo, url, commit) = (repo.as_str(), url.as_str(), commit.as_str());
         let text = match self
             .mirrors
             .read_file_at(repo, url, commit, PIPELINE_FILE)
@@ -131,11 +159,21 @@ impl Intake {
             .and_then(|t| Pipeline::parse(&t).map_err(|e| e.to_string()));
         match parsed {
             Ok(p) => {
+                if let Some(reason) = p.when.as_ref().and_then(|w| w.excludes(&git_ref, &event)) {
+                    let reason = format!("the pipeline's when filters it out: {reason}");
+                    tracing::info!(%pipeline, %reason, "pipeline dropped");
+                    return self.store.drop_pipeline(pipeline, &reason).await;
+                }
                 let jobs: Vec<NewJob> = p
                     .jobs
                     .into_iter()
                     .map(|spec| NewJob {
                         id: Uuid::now_v7(),
+                        skipped: spec
+                            .when
+                            .as_ref()
+                            .and_then(|w| w.excludes(&git_ref, &event))
+                            .map(|reason| format!("not run: its when filters it out ({reason})")),
                         spec,
                     })
                     .collect();

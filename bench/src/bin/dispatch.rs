@@ -71,6 +71,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
         let job = NewJob {
             id: Uuid::now_v7(),
             spec: spec.clone(),
+            skipped: None,
         };
         db.add_jobs(pipeline.id, &[job]).await?;
     }

@@ -286,3 +286,27 @@ fn artifacts_and_reports_are_normalized_and_checked() {
         assert!(err.to_string().contains(words), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn when_is_read_for_the_file_and_for_jobs() {
+    let p = Pipeline::parse(
+        "when: { branch: [main, \"release/*\"] }\njobs:\n  deploy:\n    when: { event: [push], tag: [\"v*\"] }\n    steps: [x]\n",
+    )
+    .unwrap();
+    assert_eq!(p.when.unwrap().branch, ["main", "release/*"]);
+    let job = p.jobs[0].when.as_ref().unwrap();
+    assert_eq!(
+        (job.event.as_slice(), job.tag.as_slice()),
+        (&["push".to_owned()][..], &["v*".to_owned()][..])
+    );
+    let err = Pipeline::parse("jobs:\n  a:\n    steps: [x]\n    when: { event: [pushed] }\n")
+        .unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(
+        err.to_string().contains("\"pushed\" is not an event"),
+        "{err}"
+    );
+    let err =
+        Pipeline::parse("when: { branch: [\"a[\"] }\njobs:\n  a:\n    steps: [x]\n").unwrap_err();
+    assert!(err.to_string().contains("when.branch"), "{err}");
+}

@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     async fn add_jobs(&self, pipeline: Uuid, jobs: &[NewJob]) -> Result<()>;
     /// Puts a pipeline in `error` with the reason (file missing, invalid, fetch failed).
     async fn fail_pipeline(&self, pipeline: Uuid, message: &str) -> Result<()>;
+    /// Removes a pipeline not yet prepared that its file's `when:` filters out; its delivery keeps the reason
+    /// (outcome `ignored`), so a redelivery stays a duplicate.
+    async fn drop_pipeline(&self, pipeline: Uuid, reason: &str) -> Result<()>;
 
     /// A repository's pipelines, newest first, numbered below `before` when given.
     async fn list_pipelines(

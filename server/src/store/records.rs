@@ -139,6 +139,8 @@ pub struct NewJob {
     pub id: Uuid,
     /// Its expanded spec.
     pub spec: JobSpec,
+    /// Why it is stored `skipped` instead of `queued` (its `when:` filtered it out).
+    pub skipped: Option<String>,
 }
 
 /// A stored job.

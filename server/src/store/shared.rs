@@ -436,9 +436,11 @@ macro_rules! impl_store {
                 let now = Utc::now();
                 for (position, job) in jobs.iter().enumerate() {
                     let needs: Vec<&str> = job.spec.needs.iter().map(|n| n.as_str()).collect();
+                    let status = if job.skipped.is_some() { JobStatus::Skipped } else { JobStatus::Queued };
                     sqlx::query(
-                        "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at, runs_on)
-                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9)",
+                        "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at, runs_on,
+                                           message, finished_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(job.id)
                     .bind(pipeline)
@@ -446,12 +448,34 @@ macro_rules! impl_store {
                     .bind(job.spec.name.as_str())
                     .bind(serde_json::to_string(&needs).expect("names serialise"))
                     .bind(serde_json::to_string(&job.spec).expect("specs serialise"))
+                    .bind(status.as_str())
                     .bind(needs.is_empty())
                     .bind(now)
                     .bind(serde_json::to_string(&job.spec.runs_on).expect("labels serialise"))
+                    .bind(&job.skipped)
+                    .bind(job.skipped.as_ref().map(|_| now))
                     .execute(&mut *tx)
                     .await?;
                 }
+                if jobs.iter().any(|j| j.skipped.is_some()) {
+                    // What needs a filtered-out job is skipped too, and a pipeline of skipped jobs is over.
+                    settle_pipeline(&mut tx, pipeline, now).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn drop_pipeline(&self, pipeline: Uuid, reason: &str) -> Result<()> {
+                let mut tx = self.begin().await?;
+                sqlx::query("UPDATE webhook_deliveries SET outcome = 'ignored', reason = $2, pipeline_id = NULL WHERE pipeline_id = $1")
+                    .bind(pipeline)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM pipelines WHERE id = $1 AND NOT prepared")
+                    .bind(pipeline)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
