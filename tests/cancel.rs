@@ -9,7 +9,10 @@ use support::eventually;
 use support::farm::Farm;
 use support::local::processes_with;
 
-on_both_databases!(cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest);
+on_both_databases!(
+    cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest,
+    a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_again,
+);
 
 async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest(
     database: Option<String>,
@@ -77,4 +80,60 @@ async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_th
         "{}",
         String::from_utf8_lossy(&log)
     );
+}
+
+async fn a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_again(
+    database: Option<String>,
+) {
+    let farm = match &database {
+        Some(url) => Farm::up_with(&["--database", url]),
+        None => Farm::up(),
+    };
+    let repo = farm.hooked_repo("retry");
+    repo.push_pipeline(
+        "jobs:\n  fine:\n    steps: [echo fine]\n  flaky:\n    steps: [\"echo try; exit 4\"]\n  after:\n    needs: [flaky]\n    steps: [echo after]\n",
+    );
+    let first = farm.finished_pipeline("retry", 1).await;
+    assert_eq!(first["status"], "failed", "{first:#}");
+    let path = "/api/v1/repos/retry/pipelines/1/retry";
+    assert_eq!(farm.post_raw(path, &[], Vec::new()).await.status(), 401);
+    let answer = farm
+        .post_raw(
+            path,
+            &[("Authorization", format!("Bearer {}", farm.admin))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["requeued_jobs"], 2, "{answer}");
+    let again = farm.finished_pipeline("retry", 1).await;
+    assert_eq!(again["status"], "failed", "{again:#}");
+    let attempts: Vec<_> = again["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap(),
+                j["attempt"].as_u64().unwrap(),
+                j["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            ("fine", 1, "success"),
+            ("flaky", 2, "failed"),
+            ("after", 0, "skipped")
+        ]
+    );
+    let flaky = again["jobs"][1]["id"].as_str().unwrap();
+    for attempt in [1, 2] {
+        let log = farm
+            .get_bytes(&format!("/jobs/{flaky}/log?attempt={attempt}"))
+            .await;
+        assert_eq!(log, b"try\n", "attempt {attempt} keeps its own log");
+    }
 }

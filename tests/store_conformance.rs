@@ -51,6 +51,7 @@ conformance!(
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     jobs_go_only_to_workers_with_all_their_labels,
     a_failed_job_runs_again_as_often_as_its_retry_says,
+    a_finished_pipeline_retried_runs_what_did_not_succeed_again,
     artifacts_are_indexed_per_attempt_under_the_lease,
     jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_dropped,
     test_cases_of_every_shard_add_up_in_the_pipeline,
@@ -821,6 +822,73 @@ async fn test_cases_of_every_shard_add_up_in_the_pipeline(db: Db) {
         ]
     );
     assert_eq!(ids.len(), 3);
+}
+
+async fn a_finished_pipeline_retried_runs_what_did_not_succeed_again(db: Db) {
+    let w = worker(&db, "retried-by-hand").await;
+    let r = repo(&db, "manual-retry").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "manual-1",
+        "jobs:\n  lint:\n    steps: [x]\n  test:\n    retry: 1\n    steps: [y]\n  ship:\n    needs: [test]\n    steps: [z]\n",
+    )
+    .await;
+    let mut finish = async |expect: Uuid, code: i32| {
+        let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
+        assert_eq!(claimed.job.id, expect);
+        db.complete_job(expect, claimed.job.lease_id.unwrap(), &report(code))
+            .await
+            .unwrap()
+    };
+    finish(ids[0], 0).await;
+    assert_eq!(
+        finish(ids[1], 1).await.status,
+        JobStatus::Queued,
+        "its own retry"
+    );
+    let done = finish(ids[1], 1).await;
+    assert_eq!(
+        (done.status, done.pipeline_status),
+        (JobStatus::Failed, PipelineStatus::Failed)
+    );
+    assert_eq!(done.skipped, vec![ids[2]]);
+
+    let retried = db.retry_pipeline(pipeline_id).await.unwrap();
+    assert_eq!(
+        retried.requeued,
+        vec![ids[1], ids[2]],
+        "what succeeded stays"
+    );
+    assert!(!retried.reprepare);
+    let p = db.get_pipeline_by_id(pipeline_id).await.unwrap().unwrap();
+    assert_eq!((p.status, p.finished_at), (PipelineStatus::Queued, None));
+    assert!(
+        matches!(
+            db.retry_pipeline(pipeline_id).await,
+            Err(StoreError::Busy(_))
+        ),
+        "an unfinished pipeline cannot be retried"
+    );
+    // Attempt 3 fails and its own `retry: 1` counts afresh: attempt 4 runs, then the dependent.
+    assert_eq!(finish(ids[1], 1).await.status, JobStatus::Queued);
+    let job = db.get_job(ids[1]).await.unwrap().unwrap();
+    assert_eq!(job.attempt, 3);
+    assert_eq!(finish(ids[1], 0).await.status, JobStatus::Success);
+    let done = finish(ids[2], 0).await;
+    assert_eq!(done.pipeline_status, PipelineStatus::Success);
+    assert_eq!(db.get_job(ids[2]).await.unwrap().unwrap().attempt, 1);
+
+    // A pipeline whose file could not be read has no jobs: it is to be prepared again.
+    let broken = db.create_pipeline(&delivery(r, "manual-2")).await.unwrap();
+    db.fail_pipeline(broken.id, "cannot fetch").await.unwrap();
+    let retried = db.retry_pipeline(broken.id).await.unwrap();
+    assert!(retried.reprepare && retried.requeued.is_empty());
+    let p = db.get_pipeline_by_id(broken.id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.error, p.prepared),
+        (PipelineStatus::Queued, None, false)
+    );
 }
 
 async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {

@@ -104,6 +104,24 @@ impl Intake {
         })
     }
 
+    /// Prepares a pipeline again (retried after its file could not be read).
+    pub async fn prepare_again(&self, p: &PipelineRecord) -> Result<(), StoreError> {
+        let repo = self
+            .store
+            .get_repo(&p.repo)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("repository {}", p.repo)))?;
+        self.spawn_prepare(Preparation {
+            pipeline: p.id,
+            repo: repo.name,
+            url: repo.url,
+            commit: p.commit.clone(),
+            git_ref: p.git_ref.clone(),
+            event: p.event.clone(),
+        });
+        Ok(())
+    }
+
     /// Restarts the preparation of pipelines a previous run accepted but did not finish preparing.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         let pending: Vec<PipelineRecord> = self.store.unprepared_pipelines().await?;

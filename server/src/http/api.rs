@@ -210,6 +210,27 @@ pub async fn cancel_pipeline(
     })))
 }
 
+/// `POST /api/v1/repos/{repo}/pipelines/{number}/retry` (admin): every job of a finished pipeline that did not
+/// succeed runs again as its next attempt (a pipeline whose file could not be read is read again); 409 while it
+/// runs.
+pub async fn retry_pipeline(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((repo, number)): Path<(String, i64)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = find_pipeline(&state, &repo, number).await?;
+    let retried = state.queue.retry_pipeline(p.id).await?;
+    if retried.reprepare {
+        state.intake.prepare_again(&p).await?;
+    }
+    tracing::info!(%repo, number, jobs = retried.requeued.len(), "pipeline retried");
+    let status = find_pipeline(&state, &repo, number).await?.status;
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "requeued_jobs": retried.requeued.len(),
+    })))
+}
+
 /// Pipeline `repo`#`number`, or 404.
 pub(crate) async fn find_pipeline(
     state: &AppState,

@@ -56,9 +56,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
             ApiError::Hook(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Store(StoreError::Conflict(_) | StoreError::StaleLease(_)) => {
-                StatusCode::CONFLICT
-            }
+            ApiError::Store(
+                StoreError::Conflict(_) | StoreError::StaleLease(_) | StoreError::Busy(_),
+            ) => StatusCode::CONFLICT,
             ApiError::Store(StoreError::LogGap { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
             "/repos/{repo}/pipelines/{number}/cancel",
             post(api::cancel_pipeline),
         )
+        .route(
+            "/repos/{repo}/pipelines/{number}/retry",
+            post(api::retry_pipeline),
+        )
         .route("/jobs/{id}", get(api::get_job))
         .route(
             "/jobs/{id}/log",

@@ -6,7 +6,9 @@ mod pending;
 pub use pending::pending_reason;
 
 use crate::logs::{LogHub, LogUpdate};
-use crate::store::{CancelledPipeline, Claim, Expired, ExpiredOutcome, News, Store, StoreError};
+use crate::store::{
+    CancelledPipeline, Claim, Expired, ExpiredOutcome, News, RetriedPipeline, Store, StoreError,
+};
 use bytes::Bytes;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
 use gantry_model::{JobStatus, PipelineStatus};
@@ -227,6 +229,15 @@ impl Queue {
             self.announce(News::CancelRequested);
         }
         Ok(cancelled)
+    }
+
+    /// Runs a finished pipeline's unsuccessful jobs again; wakes the workers.
+    pub async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline, StoreError> {
+        let retried = self.store.retry_pipeline(pipeline).await?;
+        if !retried.requeued.is_empty() {
+            self.jobs_ready();
+        }
+        Ok(retried)
     }
 
     /// Stores log bytes at `offset` and tells watchers; returns the log's length.

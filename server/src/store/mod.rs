@@ -6,6 +6,8 @@
 #[macro_use]
 mod artifacts;
 #[macro_use]
+mod retry;
+#[macro_use]
 mod shared;
 mod postgres;
 mod records;
@@ -33,6 +35,9 @@ pub enum StoreError {
     /// The thing asked for does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The thing cannot change in its present state (a pipeline still running cannot be retried).
+    #[error("{0}")]
+    Busy(String),
     /// The caller's lease on the job is no longer the job's lease (DESIGN §3): it must stop.
     #[error("the lease on job {0} is no longer valid")]
     StaleLease(Uuid),
@@ -119,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
     /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.
     async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline>;
+    /// Runs again every job of a finished pipeline that did not succeed, each as its next attempt; a pipeline
+    /// that never got jobs (its file could not be read) is to be prepared again.
+    async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline>;
     /// Tells the other servers sharing the database (PostgreSQL's `NOTIFY`); nothing to do on SQLite, which
     /// one server has to itself.
     async fn announce(&self, news: News) -> Result<()>;

@@ -338,3 +338,12 @@ pub struct NewArtifact {
     /// Permission bits.
     pub mode: u32,
 }
+
+/// What retrying a pipeline did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetriedPipeline {
+    /// The jobs queued again.
+    pub requeued: Vec<Uuid>,
+    /// The pipeline has no jobs: its file must be read again.
+    pub reprepare: bool,
+}

@@ -36,6 +36,7 @@ macro_rules! impl_store {
         type DbRow = <$db as sqlx::Database>::Row;
 
         artifact_sql!($db);
+        retry_sql!($db);
 
         fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
             text.parse().map_err(StoreError::Corrupt)
@@ -664,6 +665,13 @@ macro_rules! impl_store {
                 Ok(CancelledPipeline { ended, stopping, pipeline_status })
             }
 
+            async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline> {
+                let mut tx = self.begin().await?;
+                let retried = retry_pipeline(&mut tx, pipeline).await?;
+                tx.commit().await?;
+                Ok(retried)
+            }
+
             async fn announce(&self, news: News) -> Result<()> {
                 self.announce_news(news).await
             }
@@ -921,14 +929,16 @@ macro_rules! impl_store {
                 insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
                 if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
                     // The job's own `retry:` counts the attempts it ran to an end, not those a lost worker took.
-                    let row = sqlx::query("SELECT spec, infra_retries, cancel_requested FROM jobs WHERE id = $1")
+                    let row = sqlx::query("SELECT spec, infra_retries, attempt_base, cancel_requested FROM jobs WHERE id = $1")
                         .bind(job)
                         .fetch_one(&mut *tx)
                         .await?;
                     let spec: String = row.try_get("spec")?;
                     let spec: gantry_model::JobSpec =
                         serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let ran = attempt.saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
+                    let ran = attempt
+                        .saturating_sub(row.try_get::<i64, _>("attempt_base")? as u32)
+                        .saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
                     if ran <= spec.retry && !row.try_get::<bool, _>("cancel_requested")? {
                         let message = format!(
                             "attempt {attempt} {}; running it again (retry {ran} of {})",

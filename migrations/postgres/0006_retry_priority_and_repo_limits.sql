@@ -1,0 +1,9 @@
+-- Keep in step with the SQLite twin.
+-- A pipeline retried by hand runs its unfinished jobs again; the automatic retries of each count from there.
+ALTER TABLE jobs ADD COLUMN attempt_base BIGINT NOT NULL DEFAULT 0;
+-- `priority:` of the job (higher first).
+ALTER TABLE jobs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+-- Per repository: a new push to a branch cancels that branch's unfinished pipelines; at most this many of its
+-- jobs run at once (NULL: no limit).
+ALTER TABLE repos ADD COLUMN cancel_previous BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE repos ADD COLUMN max_running_jobs BIGINT;

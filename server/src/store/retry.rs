@@ -1,0 +1,55 @@
+//! The SQL of retrying a finished pipeline by hand (`POST …/retry`), shared by both dialects like `shared.rs`:
+//! `retry_sql!` expands to a free function inside `impl_store!`, whose `Store` method calls it.
+
+macro_rules! retry_sql {
+    ($db:ty) => {
+        async fn retry_pipeline(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            pipeline: Uuid,
+        ) -> Result<RetriedPipeline> {
+            let now = Utc::now();
+            let status: String = sqlx::query("SELECT status FROM pipelines WHERE id = $1")
+                .bind(pipeline)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline}")))?
+                .try_get("status")?;
+            if !parse::<PipelineStatus>(status)?.is_finished() {
+                return Err(StoreError::Busy("the pipeline is still running; cancel it first or wait for its end".into()));
+            }
+            // Every job that did not succeed runs again as its next attempt; its own `retry:` and the automatic
+            // retries of lost workers count afresh from here (`attempt_base`).
+            let requeued = sqlx::query(
+                "UPDATE jobs SET status = 'queued', ready = FALSE, lease_id = NULL, lease_deadline_ms = NULL,
+                   cancel_requested = FALSE, exit_code = NULL, failure_kind = NULL, message = NULL,
+                   finished_at = NULL, infra_retries = 0, attempt_base = attempt, queued_at = $2
+                 WHERE pipeline_id = $1 AND status <> 'success' RETURNING id",
+            )
+            .bind(pipeline)
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut requeued = requeued.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>()?;
+            // UUIDv7s of one pipeline's jobs sort in file order; RETURNING promises no order.
+            requeued.sort();
+            let any_jobs: bool = sqlx::query("SELECT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = $1) AS any")
+                .bind(pipeline)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("any")?;
+            if !any_jobs {
+                // Its file could not be fetched or read: prepare it again (the fetch may have failed for a while).
+                sqlx::query(
+                    "UPDATE pipelines SET status = 'queued', error = NULL, prepared = FALSE, finished_at = NULL
+                     WHERE id = $1",
+                )
+                .bind(pipeline)
+                .execute(&mut **tx)
+                .await?;
+                return Ok(RetriedPipeline { requeued, reprepare: true });
+            }
+            settle_pipeline(tx, pipeline, now).await?;
+            Ok(RetriedPipeline { requeued, reprepare: false })
+        }
+    };
+}
