@@ -834,7 +834,7 @@ async fn a_finished_pipeline_retried_runs_what_did_not_succeed_again(db: Db) {
         "jobs:\n  lint:\n    steps: [x]\n  test:\n    retry: 1\n    steps: [y]\n  ship:\n    needs: [test]\n    steps: [z]\n",
     )
     .await;
-    let mut finish = async |expect: Uuid, code: i32| {
+    let finish = async |expect: Uuid, code: i32| {
         let claimed = db.claim_job(&claim(w)).await.unwrap().unwrap();
         assert_eq!(claimed.job.id, expect);
         db.complete_job(expect, claimed.job.lease_id.unwrap(), &report(code))
