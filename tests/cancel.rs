@@ -12,6 +12,7 @@ use support::local::processes_with;
 on_both_databases!(
     cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest,
     a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_again,
+    a_newer_push_cancels_the_running_pipeline_of_its_branch_when_the_repo_asks,
 );
 
 async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest(
@@ -136,4 +137,42 @@ async fn a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_
             .await;
         assert_eq!(log, b"try\n", "attempt {attempt} keeps its own log");
     }
+}
+
+async fn a_newer_push_cancels_the_running_pipeline_of_its_branch_when_the_repo_asks(
+    database: Option<String>,
+) {
+    let farm = match &database {
+        Some(url) => Farm::up_with(&["--database", url]),
+        None => Farm::up(),
+    };
+    let repo = farm.hooked_repo("supersede");
+    let out = farm.gantry(&["repo", "set", "supersede", "--cancel-previous", "true"]);
+    assert!(out.contains("cancel_previous true"), "{out}");
+    let marker = format!("superseded-{}", uuid::Uuid::now_v7().simple());
+    repo.push_pipeline(&format!(
+        "jobs:\n  long:\n    steps: [\"sleep 120 # {marker}\"]\n"
+    ));
+    eventually("the long step to run", Duration::from_secs(60), || async {
+        (!processes_with(&marker).is_empty()).then_some(())
+    })
+    .await;
+    repo.push_pipeline("jobs:\n  quick:\n    steps: [echo quick]\n");
+    let old = farm.finished_pipeline("supersede", 1).await;
+    assert_eq!(old["status"], "cancelled", "{old:#}");
+    assert!(
+        old["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("superseded by #2"),
+        "{old:#}"
+    );
+    let new = farm.finished_pipeline("supersede", 2).await;
+    assert_eq!(new["status"], "success", "{new:#}");
+    eventually(
+        "the old step's process to be gone",
+        Duration::from_secs(20),
+        || async { processes_with(&marker).is_empty().then_some(()) },
+    )
+    .await;
 }

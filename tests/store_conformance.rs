@@ -49,6 +49,7 @@ conformance!(
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
+    a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch,
     jobs_go_only_to_workers_with_all_their_labels,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     a_finished_pipeline_retried_runs_what_did_not_succeed_again,
@@ -685,6 +686,61 @@ async fn jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_droppe
         db.create_pipeline(&delivery(r, "when-2")).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) {
+    let r = repo(&db, "superseded").await;
+    let settings = gantry_model::wire::RepoSettings {
+        cancel_previous: Some(true),
+        max_running_jobs: Some(3),
+    };
+    let updated = db
+        .update_repo_settings("superseded", &settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.cancel_previous, updated.max_running_jobs),
+        (true, Some(3))
+    );
+    let lifted = gantry_model::wire::RepoSettings {
+        cancel_previous: None,
+        max_running_jobs: Some(0),
+    };
+    let updated = db
+        .update_repo_settings("superseded", &lifted)
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.cancel_previous, updated.max_running_jobs),
+        (true, None)
+    );
+    assert!(matches!(
+        db.update_repo_settings("nope", &lifted).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let yaml = "jobs:\n  a:\n    steps: [x]\n";
+    let (first, _) = pipeline(&db, r, "sup-1", yaml).await;
+    let mut other_branch = delivery(r, "sup-2");
+    other_branch.git_ref = "refs/heads/feature".into();
+    let other = db.create_pipeline(&other_branch).await.unwrap();
+    let (newest, _) = pipeline(&db, r, "sup-3", yaml).await;
+    let newer = db.get_pipeline_by_id(newest).await.unwrap().unwrap();
+    let cancelled = db.supersede_pipelines(&newer).await.unwrap();
+    assert_eq!(cancelled.iter().map(|c| c.0).collect::<Vec<_>>(), [first]);
+    let old = db.get_pipeline_by_id(first).await.unwrap().unwrap();
+    assert_eq!(old.status, PipelineStatus::Cancelled);
+    assert!(old.error.unwrap().contains("superseded by #3"));
+    let untouched = db.get_pipeline_by_id(other.id).await.unwrap().unwrap();
+    assert_eq!(
+        untouched.status,
+        PipelineStatus::Queued,
+        "another branch's pipeline stays"
+    );
+    assert_eq!(
+        db.get_pipeline_by_id(newest).await.unwrap().unwrap().status,
+        PipelineStatus::Queued
+    );
 }
 
 fn artifact(path: &str, size: u64) -> NewArtifact {

@@ -184,6 +184,23 @@ pub struct RepoView {
     /// The webhook URL to paste into the forge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// A new push to a branch cancels that branch's unfinished pipelines.
+    #[serde(default)]
+    pub cancel_previous: bool,
+    /// At most this many of its jobs run at once; none: no limit.
+    #[serde(default)]
+    pub max_running_jobs: Option<u32>,
+}
+
+/// `PATCH /api/v1/repos/{repo}` (admin): the settings to change; absent ones stay.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RepoSettings {
+    /// A new push to a branch cancels that branch's unfinished pipelines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_previous: Option<bool>,
+    /// At most this many of its jobs run at once; 0 lifts the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_jobs: Option<u32>,
 }
 
 /// A pipeline as the API shows it.

@@ -89,6 +89,9 @@ impl Intake {
             });
         }
         tracing::info!(repo = %repo.name, number = created.number, commit = %push.commit, "pipeline queued");
+        if repo.cancel_previous && new.git_ref.starts_with("refs/heads/") {
+            self.supersede(created.id).await?;
+        }
         self.spawn_prepare(Preparation {
             pipeline: created.id,
             repo: repo.name.clone(),
@@ -102,6 +105,18 @@ impl Intake {
             pipeline: Some(created.number),
             reason: None,
         })
+    }
+
+    /// Cancels what a newer push to the same branch makes moot (the repository's `cancel_previous`).
+    async fn supersede(&self, newer: Uuid) -> Result<(), StoreError> {
+        let Some(newer) = self.store.get_pipeline_by_id(newer).await? else {
+            return Ok(());
+        };
+        for (older, cancelled) in self.store.supersede_pipelines(&newer).await? {
+            tracing::info!(%older, newer = newer.number, "pipeline superseded by a newer push");
+            self.queue.cancelled(&cancelled);
+        }
+        Ok(())
     }
 
     /// Prepares a pipeline again (retried after its file could not be read).

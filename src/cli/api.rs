@@ -4,7 +4,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use gantry_model::wire::{JobView, LogEvent, NewRepo, PipelinePage, PipelineView, RepoView};
+use gantry_model::wire::{
+    JobView, LogEvent, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView,
+};
 use serde::de::DeserializeOwned;
 use std::io::Write;
 
@@ -72,8 +74,26 @@ impl Api {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<T> {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// `PATCH` JSON, get JSON.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
+        self.send(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T> {
         let response = self
-            .request(reqwest::Method::POST, path)
+            .request(method, path)
             .json(body)
             .send()
             .await
@@ -103,6 +123,19 @@ pub enum RepoCommand {
     },
     /// List repositories.
     List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change a repository's settings.
+    Set {
+        /// Gantry's name for it.
+        name: String,
+        /// A new push to a branch cancels that branch's unfinished pipelines.
+        #[arg(long)]
+        cancel_previous: Option<bool>,
+        /// At most this many of its jobs run at once (0: no limit).
+        #[arg(long)]
+        max_running_jobs: Option<u32>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -175,6 +208,27 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             println!("added repository {} ({})", repo.name, repo.url);
             println!("  webhook URL:    {}", repo.webhook_url.unwrap_or_default());
             println!("  webhook secret: {}", repo.secret.unwrap_or_default());
+        }
+        RepoCommand::Set {
+            name,
+            cancel_previous,
+            max_running_jobs,
+            api,
+        } => {
+            let settings = RepoSettings {
+                cancel_previous,
+                max_running_jobs,
+            };
+            let repo: RepoView = Api::new(&api)
+                .patch(&format!("/repos/{name}"), &settings)
+                .await?;
+            let limit = repo
+                .max_running_jobs
+                .map_or("no limit".to_owned(), |n| n.to_string());
+            println!(
+                "{}: cancel_previous {}, max_running_jobs {limit}",
+                repo.name, repo.cancel_previous
+            );
         }
         RepoCommand::List { api } => {
             let repos: Vec<RepoView> = Api::new(&api).get("/repos").await?;

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use gantry_model::RepoName;
-use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoView};
+use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -32,6 +32,8 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
         created_at: r.created_at,
         secret: with_secret.then_some(r.secret),
         webhook_url: Some(webhook_url),
+        cancel_previous: r.cancel_previous,
+        max_running_jobs: r.max_running_jobs,
     }
 }
 
@@ -142,6 +144,18 @@ pub async fn repo_secret(
 pub struct Page {
     before: Option<i64>,
     limit: Option<i64>,
+}
+
+/// `PATCH /api/v1/repos/{repo}` (admin): changes the settings given, answers the repository.
+pub async fn update_repo(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(repo): Path<String>,
+    Json(settings): Json<RepoSettings>,
+) -> ApiResult<Json<RepoView>> {
+    let updated = state.store.update_repo_settings(&repo, &settings).await?;
+    tracing::info!(%repo, ?settings, "repository settings changed");
+    Ok(Json(repo_view(&state, updated, false)))
 }
 
 /// `GET /api/v1/repos/{repo}/pipelines`.

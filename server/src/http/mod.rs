@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .layer(hook_limit);
     let api = Router::new()
         .route("/repos", get(api::list_repos).post(api::create_repo))
+        .route("/repos/{repo}", axum::routing::patch(api::update_repo))
         .route("/repos/{repo}/secret", get(api::repo_secret))
         .route("/repos/{repo}/pipelines", get(api::list_pipelines))
         .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))

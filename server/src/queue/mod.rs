@@ -221,6 +221,12 @@ impl Queue {
     /// Cancels a pipeline: what has not started ends now, running jobs are told through their heartbeats.
     pub async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline, StoreError> {
         let cancelled = self.store.cancel_pipeline(pipeline).await?;
+        self.cancelled(&cancelled);
+        Ok(cancelled)
+    }
+
+    /// Tells watchers of the jobs a cancel ended, and the heartbeats of those it asks to stop.
+    pub fn cancelled(&self, cancelled: &CancelledPipeline) {
         for (job, status) in &cancelled.ended {
             self.hub.publish(*job, LogUpdate::Finished(*status));
         }
@@ -228,7 +234,6 @@ impl Queue {
             self.cancels.notify_waiters();
             self.announce(News::CancelRequested);
         }
-        Ok(cancelled)
     }
 
     /// Runs a finished pipeline's unsuccessful jobs again; wakes the workers.

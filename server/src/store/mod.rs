@@ -16,7 +16,7 @@ mod sqlite;
 pub use records::*;
 
 use async_trait::async_trait;
-use gantry_model::wire::{ArtifactRef, CompleteRequest, StepReport, TestSummary};
+use gantry_model::wire::{ArtifactRef, CompleteRequest, RepoSettings, StepReport, TestSummary};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -124,6 +124,14 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
     /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.
     async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline>;
+    /// Cancels the repository's unfinished pipelines of `newer`'s ref that came before it, saying so in each.
+    async fn supersede_pipelines(
+        &self,
+        newer: &PipelineRecord,
+    ) -> Result<Vec<(Uuid, CancelledPipeline)>>;
+    /// Changes a repository's settings; returns it as it is now.
+    async fn update_repo_settings(&self, name: &str, settings: &RepoSettings)
+    -> Result<RepoRecord>;
     /// Runs again every job of a finished pipeline that did not succeed, each as its next attempt; a pipeline
     /// that never got jobs (its file could not be read) is to be prepared again.
     async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline>;

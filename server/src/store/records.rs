@@ -52,6 +52,10 @@ pub struct RepoRecord {
     pub secret: String,
     /// When it was added.
     pub created_at: DateTime<Utc>,
+    /// A new push to a branch cancels that branch's unfinished pipelines.
+    pub cancel_previous: bool,
+    /// At most this many of its jobs run at once.
+    pub max_running_jobs: Option<u32>,
 }
 
 /// A webhook delivery as received.

@@ -19,7 +19,7 @@ macro_rules! pipeline_select {
 
 macro_rules! repo_select {
     () => {
-        "SELECT id, name, url, forge, forge_full_name, secret, created_at FROM repos "
+        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs FROM repos "
     };
 }
 
@@ -28,7 +28,7 @@ macro_rules! impl_store {
         use $crate::store::{records::*, Store, StoreError};
         use chrono::{DateTime, Utc};
         use gantry_model::status::{resolve_needs, NeedsVerdict};
-        use gantry_model::wire::{CompleteRequest, StepReport};
+        use gantry_model::wire::{CompleteRequest, RepoSettings, StepReport};
         use gantry_model::{FailureKind, JobStatus, PipelineStatus};
         use sqlx::Row;
         use uuid::Uuid;
@@ -51,6 +51,8 @@ macro_rules! impl_store {
                 forge_full_name: row.try_get("forge_full_name")?,
                 secret: row.try_get("secret")?,
                 created_at: row.try_get("created_at")?,
+                cancel_previous: row.try_get("cancel_previous")?,
+                max_running_jobs: row.try_get::<Option<i64>, _>("max_running_jobs")?.map(|n| n as u32),
             })
         }
 
@@ -214,6 +216,55 @@ macro_rules! impl_store {
             Ok((status, skipped))
         }
 
+        /// Cancels a pipeline in `tx`: what has not started ends now, running jobs are asked to stop.
+        async fn cancel_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            pipeline: Uuid,
+            now: DateTime<Utc>,
+        ) -> Result<CancelledPipeline> {
+            // Waiting for a worker: cancelled; waiting for a job it needs: skipped, like any job whose needs
+            // did not succeed.
+            let ended = sqlx::query(
+                "UPDATE jobs SET status = CASE WHEN ready THEN 'cancelled' ELSE 'skipped' END,
+                   failure_kind = CASE WHEN ready THEN 'cancelled' ELSE NULL END, finished_at = $2,
+                   message = CASE WHEN ready THEN 'cancelled before it started'
+                                  ELSE 'not run: the pipeline was cancelled' END
+                 WHERE pipeline_id = $1 AND status = 'queued' RETURNING id, status",
+            )
+            .bind(pipeline)
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await?;
+            let stopping = sqlx::query(
+                "UPDATE jobs SET cancel_requested = TRUE WHERE pipeline_id = $1 AND status = 'running' RETURNING id",
+            )
+            .bind(pipeline)
+            .fetch_all(&mut **tx)
+            .await?;
+            let ended = ended
+                .iter()
+                .map(|r| Ok((r.try_get::<Uuid, _>("id")?, parse::<JobStatus>(r.try_get("status")?)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let stopping = stopping.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>()?;
+            // Not prepared yet: no jobs to cancel, and none may be added later.
+            let unprepared = sqlx::query(
+                "UPDATE pipelines SET status = 'cancelled', prepared = TRUE, finished_at = $2
+                 WHERE id = $1 AND NOT prepared",
+            )
+            .bind(pipeline)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            let pipeline_status = if unprepared.rows_affected() == 1 {
+                Some(PipelineStatus::Cancelled)
+            } else if ended.is_empty() && stopping.is_empty() {
+                None
+            } else {
+                Some(settle_pipeline(tx, pipeline, now).await?.0)
+            };
+            Ok(CancelledPipeline { ended, stopping, pipeline_status })
+        }
+
         /// A report for a job this same lease already ended (its answer was lost): answered again, changing nothing.
         async fn repeated_completion(tx: &mut sqlx::Transaction<'static, $db>, job: Uuid, lease: Uuid) -> Result<Completed> {
             let row = sqlx::query(
@@ -340,7 +391,7 @@ macro_rules! impl_store {
                 let row = sqlx::query(
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
-                     RETURNING id, name, url, forge, forge_full_name, secret, created_at",
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs",
                 )
                 .bind(&repo.name)
                 .bind(&repo.url)
@@ -619,50 +670,58 @@ macro_rules! impl_store {
             }
 
             async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline> {
+                let mut tx = self.begin().await?;
+                let cancelled = cancel_in(&mut tx, pipeline, Utc::now()).await?;
+                tx.commit().await?;
+                Ok(cancelled)
+            }
+
+            async fn update_repo_settings(&self, name: &str, settings: &RepoSettings) -> Result<RepoRecord> {
+                let mut tx = self.begin().await?;
+                if let Some(cancel) = settings.cancel_previous {
+                    sqlx::query("UPDATE repos SET cancel_previous = $2 WHERE name = $1")
+                        .bind(name)
+                        .bind(cancel)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(max) = settings.max_running_jobs {
+                    sqlx::query("UPDATE repos SET max_running_jobs = $2 WHERE name = $1")
+                        .bind(name)
+                        .bind((max > 0).then_some(i64::from(max)))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let row = sqlx::query(concat!(repo_select!(), "WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("repository {name:?}")))?;
+                tx.commit().await?;
+                repo_from(&row)
+            }
+
+            async fn supersede_pipelines(&self, newer: &PipelineRecord) -> Result<Vec<(Uuid, CancelledPipeline)>> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;
-                // Waiting for a worker: cancelled; waiting for a job it needs: skipped, like any job whose needs
-                // did not succeed.
-                let ended = sqlx::query(
-                    "UPDATE jobs SET status = CASE WHEN ready THEN 'cancelled' ELSE 'skipped' END,
-                       failure_kind = CASE WHEN ready THEN 'cancelled' ELSE NULL END, finished_at = $2,
-                       message = CASE WHEN ready THEN 'cancelled before it started'
-                                      ELSE 'not run: the pipeline was cancelled' END
-                     WHERE pipeline_id = $1 AND status = 'queued' RETURNING id, status",
+                let reason = format!("cancelled: superseded by #{}, a newer push to {}", newer.number, newer.git_ref);
+                let older = sqlx::query(
+                    "UPDATE pipelines SET error = $4 WHERE repo_id = $1 AND git_ref = $2 AND number < $3
+                       AND status IN ('queued', 'running') RETURNING id",
                 )
-                .bind(pipeline)
-                .bind(now)
+                .bind(newer.repo_id)
+                .bind(&newer.git_ref)
+                .bind(newer.number)
+                .bind(&reason)
                 .fetch_all(&mut *tx)
                 .await?;
-                let stopping = sqlx::query(
-                    "UPDATE jobs SET cancel_requested = TRUE WHERE pipeline_id = $1 AND status = 'running' RETURNING id",
-                )
-                .bind(pipeline)
-                .fetch_all(&mut *tx)
-                .await?;
-                let ended = ended
-                    .iter()
-                    .map(|r| Ok((r.try_get::<Uuid, _>("id")?, parse::<JobStatus>(r.try_get("status")?)?)))
-                    .collect::<Result<Vec<_>>>()?;
-                let stopping = stopping.iter().map(|r| r.try_get::<Uuid, _>("id")).collect::<Result<Vec<_>, _>>()?;
-                // Not prepared yet: no jobs to cancel, and none may be added later.
-                let unprepared = sqlx::query(
-                    "UPDATE pipelines SET status = 'cancelled', prepared = TRUE, finished_at = $2
-                     WHERE id = $1 AND NOT prepared",
-                )
-                .bind(pipeline)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let pipeline_status = if unprepared.rows_affected() == 1 {
-                    Some(PipelineStatus::Cancelled)
-                } else if ended.is_empty() && stopping.is_empty() {
-                    None
-                } else {
-                    Some(settle_pipeline(&mut tx, pipeline, now).await?.0)
-                };
+                let mut cancelled = Vec::with_capacity(older.len());
+                for row in &older {
+                    let id: Uuid = row.try_get("id")?;
+                    cancelled.push((id, cancel_in(&mut tx, id, now).await?));
+                }
                 tx.commit().await?;
-                Ok(CancelledPipeline { ended, stopping, pipeline_status })
+                Ok(cancelled)
             }
 
             async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline> {
