@@ -564,9 +564,10 @@ fn a_setup_failure_says_what_failed_and_leaves_nothing_behind() {
 fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
     within(Duration::from_secs(120), || {
         let farm = Farm::new();
-        let ours = format!("{}-left-behind", farm.worker);
-        // Same prefix, different worker: `ct…0` is not `ct…`.
-        let theirs = format!("{}0-job", farm.worker);
+        let job = uuid::Uuid::now_v7().simple();
+        let ours = format!("{}-{job}-1", farm.worker);
+        // A worker whose name starts with this one's (`first-2` and `first`): its containers are not ours.
+        let theirs = format!("{}-2-{job}-1", farm.worker);
         let mut sleeper = std::process::Command::new("sleep")
             .arg("1000")
             .spawn()

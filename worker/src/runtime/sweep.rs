@@ -55,6 +55,28 @@ pub(crate) fn owned_by(worker: &str, name: &str) -> bool {
     rest.next().is_some_and(|c| SEPARATORS.contains(&c)) && rest.next().is_some()
 }
 
+/// Whether `name` is one of the names `worker` itself gives containers — `WORKER-JOBID-ATTEMPT` on a farm,
+/// `WORKER-RUNID` for `gantry run`, `WORKER.spare-…` for spare inits — so that the sweep of worker `first` never
+/// takes the containers of a running worker `first-2` (whose names [`owned_by`] `first` too).
+pub(crate) fn made_by(worker: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(worker) else {
+        return false;
+    };
+    if let Some(spare) = rest.strip_prefix(".spare-") {
+        return !spare.is_empty();
+    }
+    let Some(rest) = rest.strip_prefix('-') else {
+        return false;
+    };
+    let (id, attempt) = match rest.split_once('-') {
+        Some((id, attempt)) => (id, Some(attempt)),
+        None => (rest, None),
+    };
+    id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && attempt.is_none_or(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Kills and removes the cgroups of `worker`'s containers (and the per-container scratch dirs earlier versions
 /// made), except those `live` says are in use; returns how many containers.
 pub(crate) fn sweep(
@@ -72,7 +94,7 @@ pub(crate) fn sweep(
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if owned_by(worker, &name)
+            if made_by(worker, &name)
                 && !live(&name)
                 && entry.file_type().is_ok_and(|t| t.is_dir())
             {
@@ -127,6 +149,19 @@ mod tests {
         assert!(!owned_by("w1", "w1-"));
         assert!(!owned_by("w1", "w1"));
         assert!(!owned_by("w1", "xw1-a"));
+    }
+
+    #[test]
+    fn the_sweep_takes_only_the_names_the_worker_makes() {
+        let job = "0198a6b4c1d27e3f8a9b0c1d2e3f4a5b";
+        assert!(made_by("first", &format!("first-{job}-2")));
+        assert!(made_by("first", &format!("first-{job}")));
+        assert!(made_by("first", "first.spare-1a2b3c4d-7"));
+        assert!(!made_by("first", &format!("first-2-{job}-1")), "worker first-2's container");
+        assert!(!made_by("first", "first.spare-"));
+        assert!(!made_by("first", &format!("first-{job}-")));
+        assert!(!made_by("first", &format!("first-{job}-x")));
+        assert!(!made_by("first", "first-job-3"));
     }
 
     #[test]
