@@ -120,6 +120,11 @@ fn signed_github_pushes_are_accepted_and_anything_else_is_refused_and_creates_no
             )
             .await;
         assert_eq!(too_big.status(), 413);
+        let said: serde_json::Value = too_big.json().await.unwrap();
+        assert!(
+            said["error"].as_str().unwrap().contains("at most 26214400"),
+            "{said}"
+        );
 
         let ping = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),

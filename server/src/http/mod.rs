@@ -5,6 +5,7 @@ mod artifacts;
 mod auth;
 pub mod error;
 mod hooks;
+mod limits;
 mod stream;
 mod workers;
 
@@ -39,11 +40,14 @@ pub struct AppState {
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
-    let hook_limit = DefaultBodyLimit::max(state.config.max_webhook_bytes);
+    let max_hook = state.config.max_webhook_bytes;
     let hooks = Router::new()
         .route("/hooks/github", post(hooks::github))
         .route("/hooks/git", post(hooks::git))
-        .layer(hook_limit);
+        .layer(DefaultBodyLimit::max(max_hook))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limits::refuse_oversized(max_hook, request, next)
+        }));
     let api = Router::new()
         .route("/repos", get(api::list_repos).post(api::create_repo))
         .route("/repos/{repo}", axum::routing::patch(api::update_repo))

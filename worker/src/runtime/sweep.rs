@@ -94,9 +94,7 @@ pub(crate) fn sweep(
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if made_by(worker, &name)
-                && !live(&name)
-                && entry.file_type().is_ok_and(|t| t.is_dir())
+            if made_by(worker, &name) && !live(&name) && entry.file_type().is_ok_and(|t| t.is_dir())
             {
                 ids.insert(name);
             }
@@ -157,7 +155,10 @@ mod tests {
         assert!(made_by("first", &format!("first-{job}-2")));
         assert!(made_by("first", &format!("first-{job}")));
         assert!(made_by("first", "first.spare-1a2b3c4d-7"));
-        assert!(!made_by("first", &format!("first-2-{job}-1")), "worker first-2's container");
+        assert!(
+            !made_by("first", &format!("first-2-{job}-1")),
+            "worker first-2's container"
+        );
         assert!(!made_by("first", "first.spare-"));
         assert!(!made_by("first", &format!("first-{job}-")));
         assert!(!made_by("first", &format!("first-{job}-x")));
