@@ -67,6 +67,9 @@ pub struct JobSpec {
     /// JUnit XML files it writes, as globs (`reports:`), read whether its steps pass or fail.
     #[serde(default)]
     pub reports: Vec<String>,
+    /// Higher runs first among ready jobs (`priority:`, -100 to 100, default 0).
+    #[serde(default)]
+    pub priority: i32,
     /// The job's own `when:`; a job it filters out is `skipped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<When>,
@@ -197,6 +200,8 @@ struct RawJob {
     reports: Vec<Spanned<String>>,
     #[serde(default)]
     when: Option<when::RawWhen>,
+    #[serde(default)]
+    priority: Option<Spanned<i32>>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +404,17 @@ fn expand_job(
             .collect::<Result<Vec<_>, _>>()
     };
     let when = job.when.map(|w| when::check(w, &key("when"))).transpose()?;
+    let priority = match job.priority {
+        Some(p) if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&p.value) => {
+            return Err(PipelineError::at(
+                p.referenced,
+                key("priority"),
+                format!("priority is between -{MAX_PRIORITY} and {MAX_PRIORITY}"),
+            ));
+        }
+        Some(p) => p.value,
+        None => 0,
+    };
     let artifacts = patterns(job.artifacts, "artifacts")?;
     let reports = patterns(job.reports, "reports")?;
     Ok(JobSpec {
@@ -414,9 +430,13 @@ fn expand_job(
         retry,
         artifacts,
         reports,
+        priority,
         when,
     })
 }
+
+/// The largest `priority:` either way.
+const MAX_PRIORITY: i32 = 100;
 
 /// The most a job's own `retry:` may ask for.
 const MAX_RETRY: u32 = 5;

@@ -310,3 +310,14 @@ fn when_is_read_for_the_file_and_for_jobs() {
         Pipeline::parse("when: { branch: [\"a[\"] }\njobs:\n  a:\n    steps: [x]\n").unwrap_err();
     assert!(err.to_string().contains("when.branch"), "{err}");
 }
+
+#[test]
+fn priority_is_read_and_bounded() {
+    let p =
+        Pipeline::parse("jobs:\n  t:\n    priority: -5\n    steps: [x]\n  u:\n    steps: [y]\n")
+            .unwrap();
+    assert_eq!((p.jobs[0].priority, p.jobs[1].priority), (-5, 0));
+    let err = Pipeline::parse("jobs:\n  t:\n    steps: [x]\n    priority: 500\n").unwrap_err();
+    assert_eq!(err.line, Some(4), "{err}");
+    assert!(err.to_string().contains("between -100 and 100"), "{err}");
+}

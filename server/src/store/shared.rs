@@ -491,8 +491,8 @@ macro_rules! impl_store {
                     let status = if job.skipped.is_some() { JobStatus::Skipped } else { JobStatus::Queued };
                     sqlx::query(
                         "INSERT INTO jobs (id, pipeline_id, position, name, needs, spec, status, ready, queued_at, runs_on,
-                                           message, finished_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                           message, finished_at, priority)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     )
                     .bind(job.id)
                     .bind(pipeline)
@@ -506,6 +506,7 @@ macro_rules! impl_store {
                     .bind(serde_json::to_string(&job.spec.runs_on).expect("labels serialise"))
                     .bind(&job.skipped)
                     .bind(job.skipped.as_ref().map(|_| now))
+                    .bind(i64::from(job.spec.priority))
                     .execute(&mut *tx)
                     .await?;
                 }
