@@ -54,13 +54,14 @@ impl SqliteStore {
 }
 
 /// SQLite serialises writers, so the oldest ready job whose `runs-on` labels the worker all has can simply be
-/// taken.
+/// taken. `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk `jobs_claim` in order
+/// and stop at the first match; bare, it picked another index on `status` and sorted every queued job per claim.
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
        lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
        failure_kind = NULL, message = NULL
      WHERE status = 'queued' AND id = (
-       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
+       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready = TRUE
          AND NOT EXISTS (SELECT 1 FROM json_each(j.runs_on) AS wanted
                          WHERE wanted.value NOT IN (SELECT label.value FROM workers w, json_each(w.labels) AS label
                                                     WHERE w.id = $2))
