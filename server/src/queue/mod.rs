@@ -97,13 +97,13 @@ impl Queue {
                 deadline_ms: deadline_ms(self.lease),
             };
             if let Some(claimed) = self.store.claim_job(&claim).await? {
-                let (job, pipeline) = (claimed.job, claimed.pipeline);
+                let job = claimed.job;
                 let env = builtin_env(
-                    &pipeline.repo,
-                    &pipeline.commit,
-                    &pipeline.git_ref,
-                    &pipeline.event,
-                    pipeline.number,
+                    &claimed.repo,
+                    &claimed.commit,
+                    &claimed.git_ref,
+                    &claimed.event,
+                    claimed.number,
                     &job.name,
                 );
                 return Ok(Some(Lease {
@@ -113,10 +113,10 @@ impl Queue {
                     heartbeat_secs: self.heartbeat.as_secs().max(1),
                     spec: job.spec,
                     source: Source {
-                        repo: pipeline.repo,
+                        repo: claimed.repo,
                         clone_url: claimed.clone_url,
-                        commit: pipeline.commit,
-                        git_ref: pipeline.git_ref,
+                        commit: claimed.commit,
+                        git_ref: claimed.git_ref,
                     },
                     env,
                 }));
