@@ -51,6 +51,7 @@ conformance!(
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch,
     jobs_go_only_to_workers_with_all_their_labels,
+    the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     a_finished_pipeline_retried_runs_what_did_not_succeed_again,
     artifacts_are_indexed_per_attempt_under_the_lease,
@@ -740,6 +741,45 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
     assert_eq!(
         db.get_pipeline_by_id(newest).await.unwrap().unwrap().status,
         PipelineStatus::Queued
+    );
+}
+
+async fn the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit(db: Db) {
+    let w = worker(&db, "prioritised").await;
+    let limited = repo(&db, "limited").await;
+    let free = repo(&db, "free").await;
+    let limit = gantry_model::wire::RepoSettings {
+        cancel_previous: None,
+        max_running_jobs: Some(1),
+    };
+    db.update_repo_settings("limited", &limit).await.unwrap();
+    let (_, ids) = pipeline(
+        &db,
+        limited,
+        "prio-1",
+        "jobs:\n  low:\n    steps: [x]\n  high:\n    priority: 10\n    steps: [y]\n",
+    )
+    .await;
+    let (_, other) = pipeline(&db, free, "prio-2", "jobs:\n  any:\n    steps: [z]\n").await;
+    let first = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(first.job.id, ids[1], "the higher priority goes first");
+    assert_eq!(db.running_jobs(limited).await.unwrap(), 1);
+    let second = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(
+        second.job.id, other[0],
+        "the limited repository waits; another goes ahead"
+    );
+    assert!(
+        db.claim_job(&claim(w)).await.unwrap().is_none(),
+        "the limit holds"
+    );
+    db.complete_job(ids[1], first.job.lease_id.unwrap(), &report(0))
+        .await
+        .unwrap();
+    let third = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(
+        third.job.id, ids[0],
+        "a slot of the repository is free again"
     );
 }
 

@@ -7,3 +7,6 @@ ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 -- jobs run at once (NULL: no limit).
 ALTER TABLE repos ADD COLUMN cancel_previous BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE repos ADD COLUMN max_running_jobs INTEGER;
+-- The claim takes the highest priority first, then the oldest: its index leads with the priority.
+DROP INDEX jobs_claim;
+CREATE INDEX jobs_claim ON jobs (priority DESC, queued_at, position) WHERE status = 'queued' AND ready = TRUE;

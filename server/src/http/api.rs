@@ -190,7 +190,7 @@ pub async fn get_pipeline(
 ) -> ApiResult<Json<PipelineView>> {
     let p = find_pipeline(&state, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
-    let reasons = pending_reasons(&state, &jobs).await?;
+    let reasons = pending_reasons(&state, &p, &jobs).await?;
     let tests = state.store.pipeline_tests(p.id).await?;
     let mut view = pipeline_view(p);
     view.tests = tests;
@@ -261,12 +261,27 @@ pub(crate) async fn find_pipeline(
 /// Why each of a pipeline's `jobs` waits, in order (see [`crate::queue::pending_reason`]).
 pub(crate) async fn pending_reasons(
     state: &AppState,
+    pipeline: &PipelineRecord,
     jobs: &[JobRecord],
 ) -> ApiResult<Vec<Option<String>>> {
+    if !jobs
+        .iter()
+        .any(|j| j.status == gantry_model::JobStatus::Queued)
+    {
+        return Ok(vec![None; jobs.len()]);
+    }
     let workers = state.store.list_workers().await?;
+    let repo = state.store.get_repo(&pipeline.repo).await?;
+    let limit = match repo.and_then(|r| r.max_running_jobs.map(|max| (r.id, max))) {
+        Some((id, max)) => Some(crate::queue::RepoLimit {
+            max,
+            running: state.store.running_jobs(id).await?,
+        }),
+        None => None,
+    };
     Ok(jobs
         .iter()
-        .map(|j| crate::queue::pending_reason(j, jobs, &workers))
+        .map(|j| crate::queue::pending_reason(j, jobs, &workers, limit))
         .collect())
 }
 

@@ -3,7 +3,7 @@
 
 mod pending;
 
-pub use pending::pending_reason;
+pub use pending::{RepoLimit, pending_reason};
 
 use crate::logs::{LogHub, LogUpdate};
 use crate::store::{
@@ -101,13 +101,13 @@ impl Queue {
                 deadline_ms: deadline_ms(self.lease),
             };
             if let Some(claimed) = self.store.claim_job(&claim).await? {
-                let (job, pipeline) = (claimed.job, claimed.pipeline);
+                let job = claimed.job;
                 let env = builtin_env(
-                    &pipeline.repo,
-                    &pipeline.commit,
-                    &pipeline.git_ref,
-                    &pipeline.event,
-                    pipeline.number,
+                    &claimed.repo,
+                    &claimed.commit,
+                    &claimed.git_ref,
+                    &claimed.event,
+                    claimed.number,
                     &job.name,
                 );
                 // Only a job with needs has artifacts to receive: the common lease costs no extra query.
@@ -125,10 +125,10 @@ impl Queue {
                     heartbeat_secs: self.heartbeat.as_secs().max(1),
                     spec: job.spec,
                     source: Source {
-                        repo: pipeline.repo,
+                        repo: claimed.repo,
                         clone_url: claimed.clone_url,
-                        commit: pipeline.commit,
-                        git_ref: pipeline.git_ref,
+                        commit: claimed.commit,
+                        git_ref: claimed.git_ref,
                     },
                     env,
                     artifacts,

@@ -3,12 +3,22 @@
 use crate::store::{JobRecord, WorkerRecord};
 use gantry_model::JobStatus;
 
-/// Why `job` is still queued, judged from its pipeline's jobs and the registered workers; none for a job that
-/// is not queued.
+/// How many jobs a repository may run at once, and how many it runs now.
+#[derive(Clone, Copy, Debug)]
+pub struct RepoLimit {
+    /// Its `max_running_jobs`.
+    pub max: u32,
+    /// Its jobs running now.
+    pub running: u64,
+}
+
+/// Why `job` is still queued, judged from its pipeline's jobs, the registered workers and its repository's
+/// limit; none for a job that is not queued.
 pub fn pending_reason(
     job: &JobRecord,
     pipeline_jobs: &[JobRecord],
     workers: &[WorkerRecord],
+    limit: Option<RepoLimit>,
 ) -> Option<String> {
     if job.status != JobStatus::Queued {
         return None;
@@ -26,6 +36,12 @@ pub fn pending_reason(
         .collect();
     if !waiting_for.is_empty() {
         return Some(format!("waiting for {}", waiting_for.join(", ")));
+    }
+    if let Some(limit) = limit.filter(|l| l.running >= u64::from(l.max)) {
+        return Some(format!(
+            "the repository's limit of {} running jobs is reached",
+            limit.max
+        ));
     }
     let wanted = &job.spec.runs_on;
     let able = workers

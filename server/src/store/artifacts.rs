@@ -85,7 +85,7 @@ macro_rules! artifact_sql {
 
         /// Stores an attempt's test cases, in the transaction that completes it.
         async fn insert_test_cases(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             job: Uuid,
             attempt: u32,
             cases: &[TestCase],

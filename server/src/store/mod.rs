@@ -129,6 +129,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         newer: &PipelineRecord,
     ) -> Result<Vec<(Uuid, CancelledPipeline)>>;
+    /// How many of a repository's jobs are running.
+    async fn running_jobs(&self, repo_id: i64) -> Result<u64>;
     /// Changes a repository's settings; returns it as it is now.
     async fn update_repo_settings(&self, name: &str, settings: &RepoSettings)
     -> Result<RepoRecord>;

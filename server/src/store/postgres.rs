@@ -9,11 +9,17 @@ pub struct PgStore {
     pub(super) pool: PgPool,
 }
 
+/// What the shared code's transactions are here.
+pub(super) type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
 impl PgStore {
     /// Connects and migrates.
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // The pool pings each connection given back to it already; a ping before handing one out as well
+            // made every claim and completion a round trip longer. A connection that died idle fails one query.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
@@ -21,8 +27,13 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pub(super) async fn begin(&self) -> Result<Tx> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A connection for a single statement, which is a transaction of its own.
+    pub(super) async fn writer(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
     }
 }
 
@@ -64,17 +75,28 @@ impl PgStore {
 }
 
 /// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
-/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment).
+/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment) and its
+/// repository runs fewer jobs than its `max_running_jobs`; claims committing at the same instant each count
+/// the others' jobs as queued, so the limit can be passed by the number of claimers racing (it holds once they
+/// settle). The source comes back with the job, so a claim is one statement.
 pub(super) const CLAIM_SQL: &str = concat!(
-    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
-       lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
-       failure_kind = NULL, message = NULL
-     WHERE status = 'queued' AND id = (
-       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
-         AND j.runs_on::jsonb <@ (SELECT w.labels::jsonb FROM workers w WHERE w.id = $2)
-       ORDER BY j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
-     RETURNING ",
-    job_columns!()
+    "WITH claimed AS (
+       UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
+         lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
+         failure_kind = NULL, message = NULL
+       WHERE status = 'queued' AND id = (
+         SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
+           AND j.runs_on::jsonb <@ (SELECT w.labels::jsonb FROM workers w WHERE w.id = $2)
+           AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
+                           WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
+                             AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k JOIN pipelines q ON q.id = k.pipeline_id
+                                                        WHERE q.repo_id = r.id AND k.status = 'running'))
+         ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
+       RETURNING ",
+    job_columns!(),
+    ")
+     SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event
+     FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id"
 );
 
 impl_store!(PgStore, sqlx::Postgres, "postgres");

@@ -233,15 +233,23 @@ pub struct Claim {
     pub deadline_ms: i64,
 }
 
-/// A job just leased, with what the worker needs to run it.
+/// A job just leased, with what the worker needs to run it: the job and where its source comes from.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
     /// The job, now `running` with the new lease and attempt.
     pub job: JobRecord,
-    /// Its pipeline.
-    pub pipeline: PipelineRecord,
+    /// Its repository's name.
+    pub repo: String,
     /// Its repository's clone URL.
     pub clone_url: String,
+    /// Its pipeline's number in the repository.
+    pub number: i64,
+    /// The commit its pipeline runs.
+    pub commit: String,
+    /// The ref that commit was pushed to.
+    pub git_ref: String,
+    /// The forge event that started the pipeline.
+    pub event: String,
 }
 
 /// What a log append stored.

@@ -4,7 +4,7 @@
 macro_rules! retry_sql {
     ($db:ty) => {
         async fn retry_pipeline(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             pipeline: Uuid,
         ) -> Result<RetriedPipeline> {
             let now = Utc::now();

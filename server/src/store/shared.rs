@@ -1,5 +1,6 @@
 //! The SQL both dialects share. `impl_store!` instantiates the one implementation of [`super::Store`] for each
-//! backend's driver types; each backend supplies `begin()` (how a write transaction starts) and `CLAIM_SQL`.
+//! backend's driver types; each backend supplies `begin()` (how a write transaction starts, and its type `Tx`),
+//! `writer()` (a connection for a single write) and `CLAIM_SQL`.
 //! Queries use `$N` placeholders, which SQLite accepts too.
 
 macro_rules! job_columns {
@@ -113,7 +114,7 @@ macro_rules! impl_store {
 
         /// Checks that `lease` is the running job's lease; returns (attempt, pipeline id, cancel requested).
         async fn leased(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             job: Uuid,
             lease: Uuid,
         ) -> Result<(u32, Uuid, bool, i64)> {
@@ -135,7 +136,7 @@ macro_rules! impl_store {
         }
 
         async fn upsert_step(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             job: Uuid,
             attempt: u32,
             step: &StepReport,
@@ -161,15 +162,19 @@ macro_rules! impl_store {
 
         /// Skips jobs whose needs failed, readies jobs whose needs succeeded, and sets the pipeline's status.
         async fn settle_pipeline(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             pipeline: Uuid,
             now: DateTime<Utc>,
         ) -> Result<(PipelineStatus, Vec<Uuid>)> {
             let mut skipped = Vec::new();
-            let rows = sqlx::query("SELECT id, name, needs, status FROM jobs WHERE pipeline_id = $1 ORDER BY position")
-                .bind(pipeline)
-                .fetch_all(&mut **tx)
-                .await?;
+            let rows = sqlx::query(
+                "SELECT j.id, j.name, j.needs, j.status, p.status AS pipeline_status
+                 FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 ORDER BY j.position",
+            )
+            .bind(pipeline)
+            .fetch_all(&mut **tx)
+            .await?;
+            let was = rows.first().map(|row| row.try_get::<String, _>("pipeline_status")).transpose()?;
             let mut jobs = Vec::with_capacity(rows.len());
             let mut ids = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -202,6 +207,10 @@ macro_rules! impl_store {
                 }
             }
             let status = PipelineStatus::from_jobs(jobs.iter().map(|j| j.2));
+            // Unchanged, so is its `finished_at`: every write of a status writes that too.
+            if was.as_deref() == Some(status.as_str()) {
+                return Ok((status, skipped));
+            }
             sqlx::query(
                 "UPDATE pipelines SET status = $2,
                    finished_at = CASE WHEN $3 THEN COALESCE(finished_at, $4) ELSE NULL END
@@ -218,7 +227,7 @@ macro_rules! impl_store {
 
         /// Cancels a pipeline in `tx`: what has not started ends now, running jobs are asked to stop.
         async fn cancel_in(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             pipeline: Uuid,
             now: DateTime<Utc>,
         ) -> Result<CancelledPipeline> {
@@ -265,8 +274,57 @@ macro_rules! impl_store {
             Ok(CancelledPipeline { ended, stopping, pipeline_status })
         }
 
+        /// Puts a failed or timed-out attempt back in the queue, with its steps, while the job's own `retry:` allows
+        /// it; `None` leaves the report to end the job (also when the lease is not the job's: the ending finds out).
+        async fn retry(tx: &mut Tx, job: Uuid, lease: Uuid, status: JobStatus, report: &CompleteRequest) -> Result<Option<Completed>> {
+            let Some(row) = sqlx::query(
+                "SELECT attempt, spec, infra_retries, attempt_base, cancel_requested FROM jobs
+                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+            )
+            .bind(job)
+            .bind(lease)
+            .fetch_optional(&mut **tx)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let attempt = row.try_get::<i64, _>("attempt")? as u32;
+            let spec: String = row.try_get("spec")?;
+            let spec: gantry_model::JobSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // The job's own `retry:` counts the attempts it ran to an end since the pipeline was last retried by
+            // hand, not those a lost worker took.
+            let ran = attempt
+                .saturating_sub(row.try_get::<i64, _>("attempt_base")? as u32)
+                .saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
+            if ran > spec.retry || row.try_get::<bool, _>("cancel_requested")? {
+                return Ok(None);
+            }
+            for step in &report.steps {
+                upsert_step(tx, job, attempt, step).await?;
+            }
+            insert_test_cases(tx, job, attempt, &report.tests).await?;
+            let message = format!(
+                "attempt {attempt} {}; running it again (retry {ran} of {})",
+                status.as_str().replace('_', " "),
+                spec.retry
+            );
+            let requeued = sqlx::query(
+                "UPDATE jobs SET status = 'queued', lease_id = NULL, lease_deadline_ms = NULL, message = $3
+                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+            )
+            .bind(job)
+            .bind(lease)
+            .bind(&message)
+            .execute(&mut **tx)
+            .await?;
+            if requeued.rows_affected() != 1 {
+                return Err(StoreError::StaleLease(job));
+            }
+            Ok(Some(Completed { status: JobStatus::Queued, pipeline_status: PipelineStatus::Running, skipped: Vec::new() }))
+        }
+
         /// A report for a job this same lease already ended (its answer was lost): answered again, changing nothing.
-        async fn repeated_completion(tx: &mut sqlx::Transaction<'static, $db>, job: Uuid, lease: Uuid) -> Result<Completed> {
+        async fn repeated_completion(tx: &mut Tx, job: Uuid, lease: Uuid) -> Result<Completed> {
             let row = sqlx::query(
                 "SELECT j.status, p.status AS pipeline_status FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
                  WHERE j.id = $1 AND j.lease_id = $2 AND j.status NOT IN ('queued', 'running')",
@@ -284,7 +342,7 @@ macro_rules! impl_store {
         }
 
         async fn insert_delivery(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut Tx,
             d: &NewDelivery,
             outcome: &str,
             reason: Option<&str>,
@@ -677,6 +735,17 @@ macro_rules! impl_store {
                 Ok(cancelled)
             }
 
+            async fn running_jobs(&self, repo_id: i64) -> Result<u64> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
+                     WHERE p.repo_id = $1 AND j.status = 'running'",
+                )
+                .bind(repo_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get::<i64, _>("n")? as u64)
+            }
+
             async fn update_repo_settings(&self, name: &str, settings: &RepoSettings) -> Result<RepoRecord> {
                 let mut tx = self.begin().await?;
                 if let Some(cancel) = settings.cancel_previous {
@@ -741,45 +810,29 @@ macro_rules! impl_store {
             }
 
             async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
-                let now = Utc::now();
-                let mut tx = self.begin().await?;
+                // One statement, no transaction: the `jobs_claimed` trigger (migration 0005) starts the pipeline
+                // and marks the worker busy within it.
+                let mut writer = self.writer().await?;
                 let Some(row) = sqlx::query(CLAIM_SQL)
                     .bind(claim.lease_id)
                     .bind(claim.worker_id)
                     .bind(&claim.worker_name)
                     .bind(claim.deadline_ms)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
+                    .bind(Utc::now())
+                    .fetch_optional(&mut *writer)
                     .await?
                 else {
                     return Ok(None);
                 };
-                let job = job_from(&row)?;
-                sqlx::query(
-                    "UPDATE pipelines SET status = 'running', started_at = COALESCE(started_at, $2)
-                     WHERE id = $1 AND status = 'queued'",
-                )
-                .bind(job.pipeline_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE workers SET last_seen = $2, state = 'busy' WHERE id = $1")
-                    .bind(claim.worker_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                let prow = sqlx::query(concat!(pipeline_select!(), "WHERE p.id = $1"))
-                    .bind(job.pipeline_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let pipeline = pipeline_from(&prow)?;
-                let clone_url: String = sqlx::query("SELECT url FROM repos WHERE id = $1")
-                    .bind(pipeline.repo_id)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("url")?;
-                tx.commit().await?;
-                Ok(Some(ClaimedJob { job, pipeline, clone_url }))
+                Ok(Some(ClaimedJob {
+                    job: job_from(&row)?,
+                    repo: row.try_get("repo")?,
+                    clone_url: row.try_get("clone_url")?,
+                    number: row.try_get("number")?,
+                    commit: row.try_get("commit_sha")?,
+                    git_ref: row.try_get("git_ref")?,
+                    event: row.try_get("event")?,
+                }))
             }
 
             async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool> {
@@ -972,59 +1025,23 @@ macro_rules! impl_store {
 
             async fn complete_job(&self, job: Uuid, lease: Uuid, report: &CompleteRequest) -> Result<Completed> {
                 let now = Utc::now();
-                let mut tx = self.begin().await?;
-                let (attempt, pipeline) = match leased(&mut tx, job, lease).await {
-                    Ok((attempt, pipeline, _, _)) => (attempt, pipeline),
-                    Err(StoreError::StaleLease(_)) => return repeated_completion(&mut tx, job, lease).await,
-                    Err(e) => return Err(e),
-                };
                 let failure = report.failure_kind.or(match report.exit_code {
                     Some(0) | None => None,
                     Some(_) => Some(FailureKind::Exit),
                 });
                 let status = failure.map(FailureKind::job_status).unwrap_or(JobStatus::Success);
-                for step in &report.steps {
-                    upsert_step(&mut tx, job, attempt, step).await?;
-                }
-                insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
+                let mut tx = self.begin().await?;
                 if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
-                    // The job's own `retry:` counts the attempts it ran to an end, not those a lost worker took.
-                    let row = sqlx::query("SELECT spec, infra_retries, attempt_base, cancel_requested FROM jobs WHERE id = $1")
-                        .bind(job)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let spec: String = row.try_get("spec")?;
-                    let spec: gantry_model::JobSpec =
-                        serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let ran = attempt
-                        .saturating_sub(row.try_get::<i64, _>("attempt_base")? as u32)
-                        .saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
-                    if ran <= spec.retry && !row.try_get::<bool, _>("cancel_requested")? {
-                        let message = format!(
-                            "attempt {attempt} {}; running it again (retry {ran} of {})",
-                            status.as_str().replace('_', " "),
-                            spec.retry
-                        );
-                        let requeued = sqlx::query(
-                            "UPDATE jobs SET status = 'queued', lease_id = NULL, lease_deadline_ms = NULL, message = $3
-                             WHERE id = $1 AND lease_id = $2 AND status = 'running'",
-                        )
-                        .bind(job)
-                        .bind(lease)
-                        .bind(&message)
-                        .execute(&mut *tx)
-                        .await?;
-                        if requeued.rows_affected() != 1 {
-                            return Err(StoreError::StaleLease(job));
-                        }
+                    if let Some(retried) = retry(&mut tx, job, lease, status, report).await? {
                         tx.commit().await?;
-                        return Ok(Completed { status: JobStatus::Queued, pipeline_status: PipelineStatus::Running, skipped: Vec::new() });
+                        return Ok(retried);
                     }
                 }
-                let updated = sqlx::query(
+                // The UPDATE checks the lease itself: no row, and it is not (or no longer) this lease's job.
+                let Some(row) = sqlx::query(
                     "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
                        cpu_seconds = $7, peak_memory_bytes = $8, lease_deadline_ms = NULL
-                     WHERE id = $1 AND lease_id = $9 AND status = 'running'",
+                     WHERE id = $1 AND lease_id = $9 AND status = 'running' RETURNING attempt, pipeline_id",
                 )
                 .bind(job)
                 .bind(status.as_str())
@@ -1035,12 +1052,17 @@ macro_rules! impl_store {
                 .bind(report.cpu_seconds)
                 .bind(report.peak_memory_bytes.map(|b| b as i64))
                 .bind(lease)
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() != 1 {
-                    return Err(StoreError::StaleLease(job));
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    return repeated_completion(&mut tx, job, lease).await;
+                };
+                let attempt = row.try_get::<i64, _>("attempt")? as u32;
+                for step in &report.steps {
+                    upsert_step(&mut tx, job, attempt, step).await?;
                 }
-                let (pipeline_status, skipped) = settle_pipeline(&mut tx, pipeline, now).await?;
+                insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
+                let (pipeline_status, skipped) = settle_pipeline(&mut tx, row.try_get("pipeline_id")?, now).await?;
                 tx.commit().await?;
                 Ok(Completed { status, pipeline_status, skipped })
             }

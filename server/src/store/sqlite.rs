@@ -1,16 +1,29 @@
 //! The SQLite store: one file in WAL mode, the default for `gantry up`.
 
 use super::Result;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// [`super::Store`] on a SQLite file.
 pub struct SqliteStore {
+    /// For reads, and the odd single-statement write.
     pub(super) pool: SqlitePool,
+    /// Every transaction and claim writes through this one connection, taking turns here. SQLite has one writer
+    /// at a time anyway, and a writer that finds the file locked sleeps a millisecond or more in SQLite's busy
+    /// handler; a connection of its own also skips the pool's ping of each connection it takes back.
+    writer: Arc<Mutex<SqliteConnection>>,
 }
+
+/// What the shared code's transactions are here.
+pub(super) type Tx = WriteTx;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
@@ -25,16 +38,71 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            // A ping is a round trip to the connection's thread, and a local file does not hang up.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = Arc::new(Mutex::new(options.connect().await?));
+        Ok(Self { pool, writer })
     }
 
-    /// Write transactions take the write lock up front, so that two of them never deadlock upgrading a read lock
-    /// (SQLite answers that with SQLITE_BUSY at once, without waiting).
-    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// The writer connection, for a single statement (which is a transaction of its own).
+    pub(super) async fn writer(&self) -> Result<OwnedMutexGuard<SqliteConnection>> {
+        Ok(self.writer.clone().lock_owned().await)
+    }
+
+    /// A transaction on the writer connection. `IMMEDIATE` takes the write lock up front, so that it never has to
+    /// upgrade a read lock against a write through the pool (SQLite answers that with SQLITE_BUSY at once).
+    pub(super) async fn begin(&self) -> Result<WriteTx> {
+        let mut conn = self.writer().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        Ok(WriteTx { conn: Some(conn) })
+    }
+}
+
+/// A transaction on the writer connection, rolled back when dropped before [`WriteTx::commit`].
+pub(super) struct WriteTx {
+    conn: Option<OwnedMutexGuard<SqliteConnection>>,
+}
+
+impl WriteTx {
+    /// Commits, and lets the next writer have the connection.
+    pub(super) async fn commit(mut self) -> Result<()> {
+        sqlx::query("COMMIT").execute(&mut *self).await?;
+        self.conn = None;
+        Ok(())
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.conn
+            .as_ref()
+            .expect("a transaction has its connection until it ends")
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_mut()
+            .expect("a transaction has its connection until it ends")
+    }
+}
+
+impl Drop for WriteTx {
+    /// The connection stays locked until the rollback is done, so the next writer never inherits the transaction.
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            tokio::spawn(async move {
+                if let Err(error) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    tracing::error!(%error, "cannot roll back a write transaction");
+                }
+            });
+        }
     }
 }
 
@@ -53,20 +121,34 @@ impl SqliteStore {
     }
 }
 
-/// SQLite serialises writers, so the oldest ready job whose `runs-on` labels the worker all has can simply be
-/// taken.
+/// SQLite serialises writers, so the ready job of highest priority, then oldest, whose `runs-on` labels the
+/// worker all has and whose repository is under its `max_running_jobs`, can simply be taken (the count is exact:
+/// no other claim runs meanwhile). `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk `jobs_claim` in order
+/// and stop at the first match; bare, it picked another index on `status` and sorted every queued job per claim.
+/// The source comes back with the job (the subqueries see the claimed row), so a claim is one statement.
 pub(super) const CLAIM_SQL: &str = concat!(
     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
        lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
        failure_kind = NULL, message = NULL
      WHERE status = 'queued' AND id = (
-       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
+       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready = TRUE
          AND NOT EXISTS (SELECT 1 FROM json_each(j.runs_on) AS wanted
                          WHERE wanted.value NOT IN (SELECT label.value FROM workers w, json_each(w.labels) AS label
                                                     WHERE w.id = $2))
-       ORDER BY j.queued_at, j.position LIMIT 1)
+         AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
+                         WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
+                           AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k JOIN pipelines q ON q.id = k.pipeline_id
+                                                      WHERE q.repo_id = r.id AND k.status = 'running'))
+       ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1)
      RETURNING ",
-    job_columns!()
+    job_columns!(),
+    ",
+       (SELECT r.name FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id) AS repo,
+       (SELECT r.url FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id) AS clone_url,
+       (SELECT p.number FROM pipelines p WHERE p.id = jobs.pipeline_id) AS number,
+       (SELECT p.commit_sha FROM pipelines p WHERE p.id = jobs.pipeline_id) AS commit_sha,
+       (SELECT p.git_ref FROM pipelines p WHERE p.id = jobs.pipeline_id) AS git_ref,
+       (SELECT p.event FROM pipelines p WHERE p.id = jobs.pipeline_id) AS event"
 );
 
 impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -118,7 +118,7 @@ async fn pipeline(
 ) -> ApiResult<Html<String>> {
     let p = crate::http::api::find_pipeline(&state, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
-    let reasons = crate::http::api::pending_reasons(&state, &jobs).await?;
+    let reasons = crate::http::api::pending_reasons(&state, &p, &jobs).await?;
     let jobs: Vec<_> = jobs
         .iter()
         .zip(reasons)
