@@ -89,8 +89,8 @@ pub(super) const CLAIM_SQL: &str = concat!(
            AND j.runs_on::jsonb <@ (SELECT w.labels::jsonb FROM workers w WHERE w.id = $2)
            AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
                            WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
-                             AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k JOIN pipelines q ON q.id = k.pipeline_id
-                                                        WHERE q.repo_id = r.id AND k.status = 'running'))
+                             AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
+                                                        AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id))
          ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
        RETURNING ",
     job_columns!(),

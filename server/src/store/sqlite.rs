@@ -123,7 +123,8 @@ impl SqliteStore {
 
 /// SQLite serialises writers, so the ready job of highest priority, then oldest, whose `runs-on` labels the
 /// worker all has and whose repository is under its `max_running_jobs`, can simply be taken (the count is exact:
-/// no other claim runs meanwhile). `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk `jobs_claim` in order
+/// no other claim runs meanwhile). The count walks the running jobs (`jobs_leases`), not the repository's
+/// history of pipelines. `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk `jobs_claim` in order
 /// and stop at the first match; bare, it picked another index on `status` and sorted every queued job per claim.
 /// The source comes back with the job (the subqueries see the claimed row), so a claim is one statement.
 pub(super) const CLAIM_SQL: &str = concat!(
@@ -137,8 +138,8 @@ pub(super) const CLAIM_SQL: &str = concat!(
                                                     WHERE w.id = $2))
          AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
                          WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
-                           AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k JOIN pipelines q ON q.id = k.pipeline_id
-                                                      WHERE q.repo_id = r.id AND k.status = 'running'))
+                           AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
+                                                      AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id))
        ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1)
      RETURNING ",
     job_columns!(),
