@@ -54,6 +54,7 @@ conformance!(
     the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     a_finished_pipeline_retried_runs_what_did_not_succeed_again,
+    an_attempt_lost_to_gantry_itself_runs_again_up_to_the_automatic_retries,
     artifacts_are_indexed_per_attempt_under_the_lease,
     jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_dropped,
     test_cases_of_every_shard_add_up_in_the_pipeline,
@@ -781,6 +782,47 @@ async fn the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit(d
         third.job.id, ids[0],
         "a slot of the repository is free again"
     );
+}
+
+async fn an_attempt_lost_to_gantry_itself_runs_again_up_to_the_automatic_retries(db: Db) {
+    let (job, lease) = one_running_job(&db, "infra-lost").await;
+    let mut lost = report(0);
+    lost.exit_code = None;
+    lost.failure_kind = Some(FailureKind::WorkerLost);
+    lost.message = Some("the worker stopped while running this job".into());
+    let again = db
+        .requeue_infra(job, lease, &lost, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.status, JobStatus::Queued);
+    let queued = db.get_job(job).await.unwrap().unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    let message = queued.message.unwrap();
+    assert!(
+        message.contains("automatic retry 1 of 1") && message.contains("stopped"),
+        "{message}"
+    );
+    assert!(
+        db.requeue_infra(job, lease, &lost, 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "the old lease requeues nothing"
+    );
+    let w = worker(&db, "infra-lost-2").await;
+    let second = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(second.job.attempt, 2);
+    let lease2 = second.job.lease_id.unwrap();
+    assert!(
+        db.requeue_infra(job, lease2, &lost, 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "the automatic retries are used up"
+    );
+    let done = db.complete_job(job, lease2, &lost).await.unwrap();
+    assert_eq!(done.status, JobStatus::Error);
 }
 
 fn artifact(path: &str, size: u64) -> NewArtifact {

@@ -11,7 +11,7 @@ use crate::store::{
 };
 use bytes::Bytes;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
-use gantry_model::{JobStatus, PipelineStatus};
+use gantry_model::{FailureKind, JobStatus, PipelineStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -287,7 +287,23 @@ impl Queue {
         lease: Uuid,
         report: &CompleteRequest,
     ) -> Result<PipelineStatus, StoreError> {
-        let done = self.store.complete_job(job, lease, report).await?;
+        // Gantry's own failures (a worker lost, an image not pulled) run again, up to the automatic retries.
+        let infra = matches!(
+            report.failure_kind,
+            Some(FailureKind::WorkerLost | FailureKind::Infra)
+        );
+        let requeued = match infra {
+            true => {
+                self.store
+                    .requeue_infra(job, lease, report, self.infra_retries)
+                    .await?
+            }
+            false => None,
+        };
+        let done = match requeued {
+            Some(requeued) => requeued,
+            None => self.store.complete_job(job, lease, report).await?,
+        };
         for step in &report.steps {
             self.hub.publish(job, LogUpdate::Step(step.clone()));
         }

@@ -134,6 +134,15 @@ pub trait Store: Send + Sync + 'static {
     /// Changes a repository's settings; returns it as it is now.
     async fn update_repo_settings(&self, name: &str, settings: &RepoSettings)
     -> Result<RepoRecord>;
+    /// Ends an attempt that failed on Gantry's side (`worker_lost`, `infra`) by queueing the job again while it
+    /// has had fewer than `cap` automatic retries; `None` when it may not run again (then complete it).
+    async fn requeue_infra(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        report: &CompleteRequest,
+        cap: u32,
+    ) -> Result<Option<Completed>>;
     /// Runs again every job of a finished pipeline that did not succeed, each as its next attempt; a pipeline
     /// that never got jobs (its file could not be read) is to be prepared again.
     async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline>;

@@ -1,8 +1,48 @@
-//! The SQL of retrying a finished pipeline by hand (`POST …/retry`), shared by both dialects like `shared.rs`:
-//! `retry_sql!` expands to a free function inside `impl_store!`, whose `Store` method calls it.
+//! The SQL of running jobs again: a finished pipeline retried by hand (`POST …/retry`), and an attempt its
+//! worker reports lost to Gantry's machinery (DESIGN §3's automatic retries). Shared by both dialects like
+//! `shared.rs`: `retry_sql!` expands to free functions inside `impl_store!`, whose `Store` methods call them.
 
 macro_rules! retry_sql {
     ($db:ty) => {
+        /// Puts an attempt that ended in `worker_lost` or `infra` back in the queue while the job's automatic
+        /// retries allow; `None` leaves the report to end the job (also when the lease is not the job's).
+        async fn requeue_infra(tx: &mut Tx, job: Uuid, lease: Uuid, report: &CompleteRequest, cap: u32) -> Result<Option<Completed>> {
+            let Some(row) = sqlx::query(
+                "SELECT attempt, infra_retries, cancel_requested FROM jobs WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+            )
+            .bind(job)
+            .bind(lease)
+            .fetch_optional(&mut **tx)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let retried = row.try_get::<i64, _>("infra_retries")? as u32;
+            if retried >= cap || row.try_get::<bool, _>("cancel_requested")? {
+                return Ok(None);
+            }
+            let attempt = row.try_get::<i64, _>("attempt")? as u32;
+            for step in &report.steps {
+                upsert_step(tx, job, attempt, step).await?;
+            }
+            let what = report.message.as_deref().unwrap_or("Gantry's machinery failed");
+            let message = format!(
+                "attempt {attempt}: {what}; running it again (automatic retry {} of {cap})",
+                retried + 1
+            );
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', lease_id = NULL, lease_deadline_ms = NULL, message = $3,
+                   infra_retries = infra_retries + 1
+                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
+            )
+            .bind(job)
+            .bind(lease)
+            .bind(&message)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Some(Completed { status: JobStatus::Queued, pipeline_status: PipelineStatus::Running, skipped: Vec::new() }))
+        }
+
         async fn retry_pipeline(
             tx: &mut Tx,
             pipeline: Uuid,

@@ -794,6 +794,13 @@ macro_rules! impl_store {
                 Ok(cancelled)
             }
 
+            async fn requeue_infra(&self, job: Uuid, lease: Uuid, report: &CompleteRequest, cap: u32) -> Result<Option<Completed>> {
+                let mut tx = self.begin().await?;
+                let requeued = requeue_infra(&mut tx, job, lease, report, cap).await?;
+                tx.commit().await?;
+                Ok(requeued)
+            }
+
             async fn retry_pipeline(&self, pipeline: Uuid) -> Result<RetriedPipeline> {
                 let mut tx = self.begin().await?;
                 let retried = retry_pipeline(&mut tx, pipeline).await?;
