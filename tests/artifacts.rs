@@ -52,10 +52,7 @@ on_both_databases!(
 async fn a_built_binary_reaches_four_shards_running_at_once_and_their_reports_add_up(
     database: Option<String>,
 ) {
-    let farm = match &database {
-        Some(url) => Farm::serve_with(&["--database", url]),
-        None => Farm::serve_with(&[]),
-    };
+    let farm = Farm::serve_on(database.as_deref(), &[]);
     let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let workers = [
         farm.worker_with(&format!("shards-a-{tag}"), &["--capacity", "2"]),
@@ -136,10 +133,7 @@ async fn outputs_that_cannot_be_collected_or_handed_on_fail_with_a_reason(
     let limit = support::scratch_dir("artifact-limit").with_extension("toml");
     std::fs::write(&limit, "artifact_limit_bytes = 100000\n").unwrap();
     let config = limit.to_str().unwrap();
-    let farm = match &database {
-        Some(url) => Farm::serve_with(&["--database", url, "--config", config]),
-        None => Farm::serve_with(&["--config", config]),
-    };
+    let farm = Farm::serve_on(database.as_deref(), &["--config", config]);
     let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let _worker = farm.worker_with(&format!("outputs-{tag}"), &["--capacity", "2"]);
     let repo = farm.hooked_repo("outputs");
@@ -196,10 +190,7 @@ jobs:
 
 /// Plays the worker's part over HTTP, so each refusal can be provoked on purpose.
 async fn uploads_need_the_lease_and_the_right_checksum(database: Option<String>) {
-    let farm = match &database {
-        Some(url) => Farm::serve_with(&["--database", url]),
-        None => Farm::serve_with(&[]),
-    };
+    let farm = Farm::serve_on(database.as_deref(), &[]);
     let api = format!("{}/api/v1", farm.url);
     let http = reqwest::Client::new();
     let registered: serde_json::Value = http

@@ -18,10 +18,7 @@ on_both_databases!(
 async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest(
     database: Option<String>,
 ) {
-    let farm = match &database {
-        Some(url) => Farm::up_with(&["--database", url]),
-        None => Farm::up(),
-    };
+    let farm = Farm::up_on(database.as_deref(), &[]);
     let repo = farm.hooked_repo("cancel");
     let marker = format!("cancel-me-{}", uuid::Uuid::now_v7().simple());
     repo.push_pipeline(&format!(
@@ -86,10 +83,7 @@ async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_th
 async fn a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_again(
     database: Option<String>,
 ) {
-    let farm = match &database {
-        Some(url) => Farm::up_with(&["--database", url]),
-        None => Farm::up(),
-    };
+    let farm = Farm::up_on(database.as_deref(), &[]);
     let repo = farm.hooked_repo("retry");
     repo.push_pipeline(
         "jobs:\n  fine:\n    steps: [echo fine]\n  flaky:\n    steps: [\"echo try; exit 4\"]\n  after:\n    needs: [flaky]\n    steps: [echo after]\n",
@@ -142,10 +136,7 @@ async fn a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_
 async fn a_newer_push_cancels_the_running_pipeline_of_its_branch_when_the_repo_asks(
     database: Option<String>,
 ) {
-    let farm = match &database {
-        Some(url) => Farm::up_with(&["--database", url]),
-        None => Farm::up(),
-    };
+    let farm = Farm::up_on(database.as_deref(), &[]);
     let repo = farm.hooked_repo("supersede");
     let out = farm.gantry(&["repo", "set", "supersede", "--cancel-previous", "true"]);
     assert!(out.contains("cancel_previous true"), "{out}");

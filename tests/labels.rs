@@ -14,10 +14,7 @@ on_both_databases!(
 );
 
 async fn a_job_waits_for_a_worker_with_its_labels_and_says_why(database: Option<String>) {
-    let farm = match &database {
-        Some(url) => Farm::serve_with(&["--database", url]),
-        None => Farm::serve_with(&[]),
-    };
+    let farm = Farm::serve_on(database.as_deref(), &[]);
     let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let _plain = farm.worker(&format!("plain-{tag}"));
     let repo = farm.hooked_repo("labels");
@@ -61,10 +58,7 @@ async fn a_job_waits_for_a_worker_with_its_labels_and_says_why(database: Option<
 async fn a_repository_at_its_limit_of_running_jobs_makes_the_next_wait_and_says_why(
     database: Option<String>,
 ) {
-    let farm = match &database {
-        Some(url) => Farm::serve_with(&["--database", url]),
-        None => Farm::serve_with(&[]),
-    };
+    let farm = Farm::serve_on(database.as_deref(), &[]);
     let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let worker = farm.worker_with(&format!("roomy-{tag}"), &["--capacity", "2"]);
     let repo = farm.hooked_repo("limited");

@@ -25,10 +25,7 @@ jobs:
 on_both_databases!(pipelines_and_jobs_run_only_for_the_branches_their_when_names);
 
 async fn pipelines_and_jobs_run_only_for_the_branches_their_when_names(database: Option<String>) {
-    let farm = match &database {
-        Some(url) => Farm::up_with(&["--database", url]),
-        None => Farm::up(),
-    };
+    let farm = Farm::up_on(database.as_deref(), &[]);
     let repo = farm.hooked_repo("filters");
     repo.push_pipeline(FILE);
     let main = farm.finished_pipeline("filters", 1).await;

@@ -24,6 +24,20 @@ struct Preparation {
     event: String,
 }
 
+impl Preparation {
+    /// The preparation of a stored pipeline of `repo`.
+    fn of(p: &PipelineRecord, repo: RepoRecord) -> Self {
+        Self {
+            pipeline: p.id,
+            repo: repo.name,
+            url: repo.url,
+            commit: p.commit.clone(),
+            git_ref: p.git_ref.clone(),
+            event: p.event.clone(),
+        }
+    }
+}
+
 /// Turns deliveries into pipelines.
 #[derive(Clone)]
 pub struct Intake {
@@ -126,14 +140,7 @@ impl Intake {
             .get_repo(&p.repo)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("repository {}", p.repo)))?;
-        self.spawn_prepare(Preparation {
-            pipeline: p.id,
-            repo: repo.name,
-            url: repo.url,
-            commit: p.commit.clone(),
-            git_ref: p.git_ref.clone(),
-            event: p.event.clone(),
-        });
+        self.spawn_prepare(Preparation::of(p, repo));
         Ok(())
     }
 
@@ -142,14 +149,7 @@ impl Intake {
         let pending: Vec<PipelineRecord> = self.store.unprepared_pipelines().await?;
         for p in &pending {
             if let Some(repo) = self.store.get_repo(&p.repo).await? {
-                self.spawn_prepare(Preparation {
-                    pipeline: p.id,
-                    repo: repo.name,
-                    url: repo.url,
-                    commit: p.commit.clone(),
-                    git_ref: p.git_ref.clone(),
-                    event: p.event.clone(),
-                });
+                self.spawn_prepare(Preparation::of(p, repo));
             }
         }
         Ok(pending.len())

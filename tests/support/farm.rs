@@ -37,6 +37,16 @@ impl Farm {
         Farm::start("up", extra)
     }
 
+    /// [`Farm::up_with`] on `database` (PostgreSQL), or on the SQLite file in the data dir when none.
+    pub fn up_on(database: Option<&str>, extra: &[&str]) -> Farm {
+        Farm::up_with(&with_database(database, extra))
+    }
+
+    /// [`Farm::serve_with`] on `database` (PostgreSQL), or on the SQLite file in the data dir when none.
+    pub fn serve_on(database: Option<&str>, extra: &[&str]) -> Farm {
+        Farm::serve_with(&with_database(database, extra))
+    }
+
     /// Starts `gantry server` (a server without a worker; see [`Farm::worker`]) with more flags.
     pub fn serve_with(extra: &[&str]) -> Farm {
         Farm::start("server", extra)
@@ -241,6 +251,12 @@ impl Farm {
         }
         out
     }
+}
+
+fn with_database<'a>(database: Option<&'a str>, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags: Vec<&str> = database.map_or(Vec::new(), |url| vec!["--database", url]);
+    flags.extend_from_slice(extra);
+    flags
 }
 
 /// A job of a finished pipeline.
