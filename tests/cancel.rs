@@ -13,6 +13,7 @@ on_both_databases!(
     cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest,
     a_finished_pipeline_retried_through_the_api_runs_its_unsuccessful_jobs_again,
     a_newer_push_cancels_the_running_pipeline_of_its_branch_when_the_repo_asks,
+    cancelling_one_running_job_stops_it_and_lets_the_rest_finish,
 );
 
 async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_the_rest(
@@ -166,4 +167,46 @@ async fn a_newer_push_cancels_the_running_pipeline_of_its_branch_when_the_repo_a
         || async { processes_with(&marker).is_empty().then_some(()) },
     )
     .await;
+}
+
+async fn cancelling_one_running_job_stops_it_and_lets_the_rest_finish(database: Option<String>) {
+    let farm = Farm::up_on(database.as_deref(), &[]);
+    let repo = farm.hooked_repo("one");
+    let marker = format!("one-job-{}", uuid::Uuid::now_v7().simple());
+    repo.push_pipeline(&format!(
+        "jobs:\n  long:\n    steps: [\"sleep 120 # {marker}\"]\n  after:\n    needs: [long]\n    steps: [echo never]\n  other:\n    steps: [echo other]\n"
+    ));
+    eventually("the long step to run", Duration::from_secs(60), || async {
+        (!processes_with(&marker).is_empty()).then_some(())
+    })
+    .await;
+    let p = farm.get("/repos/one/pipelines/1").await;
+    let id = p["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/jobs/{id}/cancel");
+    assert_eq!(farm.post_raw(&path, &[], Vec::new()).await.status(), 401);
+    let answer = farm
+        .post_raw(
+            &path,
+            &[("Authorization", format!("Bearer {}", farm.admin))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["stopping"], true, "{answer}");
+    eventually(
+        "the step's process to be gone",
+        Duration::from_secs(20),
+        || async { processes_with(&marker).is_empty().then_some(()) },
+    )
+    .await;
+    let p = farm.finished_pipeline("one", 1).await;
+    assert_eq!(p["status"], "cancelled", "{p:#}");
+    let statuses: Vec<_> = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["cancelled", "skipped", "success"], "{p:#}");
 }

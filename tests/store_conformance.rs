@@ -49,6 +49,7 @@ conformance!(
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
+    cancelling_one_job_leaves_the_others_of_its_pipeline_alone,
     a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch,
     jobs_go_only_to_workers_with_all_their_labels,
     the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit,
@@ -823,6 +824,46 @@ async fn an_attempt_lost_to_gantry_itself_runs_again_up_to_the_automatic_retries
     );
     let done = db.complete_job(job, lease2, &lost).await.unwrap();
     assert_eq!(done.status, JobStatus::Error);
+}
+
+async fn cancelling_one_job_leaves_the_others_of_its_pipeline_alone(db: Db) {
+    let w = worker(&db, "one-job-cancel").await;
+    let r = repo(&db, "one-job").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "one-1",
+        "jobs:\n  a:\n    steps: [x]\n  b:\n    needs: [a]\n    steps: [y]\n  c:\n    steps: [z]\n",
+    )
+    .await;
+    let running = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(running.job.id, ids[0]);
+    let waiting = db.cancel_job(pipeline_id, ids[1]).await.unwrap();
+    assert_eq!(waiting.ended, vec![(ids[1], JobStatus::Skipped)]);
+    assert!(waiting.stopping.is_empty());
+    let stopping = db.cancel_job(pipeline_id, ids[0]).await.unwrap();
+    assert_eq!(
+        (stopping.ended.len(), stopping.stopping.as_slice()),
+        (0, &[ids[0]][..])
+    );
+    assert!(
+        db.heartbeat(ids[0], running.job.lease_id.unwrap(), 0)
+            .await
+            .unwrap(),
+        "told to stop"
+    );
+    let other = db.claim_job(&claim(w)).await.unwrap().unwrap();
+    assert_eq!(other.job.id, ids[2], "the independent job still runs");
+    let mut cancelled = report(137);
+    cancelled.failure_kind = Some(FailureKind::Cancelled);
+    db.complete_job(ids[0], running.job.lease_id.unwrap(), &cancelled)
+        .await
+        .unwrap();
+    let done = db
+        .complete_job(ids[2], other.job.lease_id.unwrap(), &report(0))
+        .await
+        .unwrap();
+    assert_eq!(done.pipeline_status, PipelineStatus::Cancelled);
 }
 
 fn artifact(path: &str, size: u64) -> NewArtifact {

@@ -224,6 +224,22 @@ pub async fn cancel_pipeline(
     })))
 }
 
+/// `POST /api/v1/jobs/{id}/cancel` (admin): the job ends at once if it has not started, or is stopped through
+/// its worker's heartbeat; what needs it is skipped. Cancelling a finished job does nothing.
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let job = find_job(&state, &id).await?;
+    let done = state.queue.cancel_job(job.pipeline_id, job.id).await?;
+    tracing::info!(job = %job.id, name = %job.name, "job cancelled");
+    Ok(Json(serde_json::json!({
+        "cancelled": !done.ended.is_empty(),
+        "stopping": !done.stopping.is_empty(),
+    })))
+}
+
 /// `POST /api/v1/repos/{repo}/pipelines/{number}/retry` (admin): every job of a finished pipeline that did not
 /// succeed runs again as its next attempt (a pipeline whose file could not be read is read again); 409 while it
 /// runs.

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
             post(api::retry_pipeline),
         )
         .route("/jobs/{id}", get(api::get_job))
+        .route("/jobs/{id}/cancel", post(api::cancel_job))
         .route(
             "/jobs/{id}/log",
             get(api::get_log).post(workers::append_log),

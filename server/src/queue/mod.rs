@@ -225,6 +225,17 @@ impl Queue {
         Ok(cancelled)
     }
 
+    /// Cancels one job: ended now if it has not started, told through its heartbeat if it runs.
+    pub async fn cancel_job(
+        &self,
+        pipeline: Uuid,
+        job: Uuid,
+    ) -> Result<CancelledPipeline, StoreError> {
+        let cancelled = self.store.cancel_job(pipeline, job).await?;
+        self.cancelled(&cancelled);
+        Ok(cancelled)
+    }
+
     /// Tells watchers of the jobs a cancel ended, and the heartbeats of those it asks to stop.
     pub fn cancelled(&self, cancelled: &CancelledPipeline) {
         for (job, status) in &cancelled.ended {

@@ -124,6 +124,8 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
     /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.
     async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline>;
+    /// Cancels one job of a pipeline (what needs it is skipped once it ends), as [`Store::cancel_pipeline`] does.
+    async fn cancel_job(&self, pipeline: Uuid, job: Uuid) -> Result<CancelledPipeline>;
     /// Cancels the repository's unfinished pipelines of `newer`'s ref that came before it, saying so in each.
     async fn supersede_pipelines(
         &self,

@@ -226,9 +226,11 @@ macro_rules! impl_store {
         }
 
         /// Cancels a pipeline in `tx`: what has not started ends now, running jobs are asked to stop.
+        /// With `only`, just that job of the pipeline (and, through settling, what needs it).
         async fn cancel_in(
             tx: &mut Tx,
             pipeline: Uuid,
+            only: Option<Uuid>,
             now: DateTime<Utc>,
         ) -> Result<CancelledPipeline> {
             // Waiting for a worker: cancelled; waiting for a job it needs: skipped, like any job whose needs
@@ -237,17 +239,20 @@ macro_rules! impl_store {
                 "UPDATE jobs SET status = CASE WHEN ready THEN 'cancelled' ELSE 'skipped' END,
                    failure_kind = CASE WHEN ready THEN 'cancelled' ELSE NULL END, finished_at = $2,
                    message = CASE WHEN ready THEN 'cancelled before it started'
-                                  ELSE 'not run: the pipeline was cancelled' END
-                 WHERE pipeline_id = $1 AND status = 'queued' RETURNING id, status",
+                                  ELSE 'not run: it was cancelled' END
+                 WHERE pipeline_id = $1 AND id = COALESCE($3, id) AND status = 'queued' RETURNING id, status",
             )
             .bind(pipeline)
             .bind(now)
+            .bind(only)
             .fetch_all(&mut **tx)
             .await?;
             let stopping = sqlx::query(
-                "UPDATE jobs SET cancel_requested = TRUE WHERE pipeline_id = $1 AND status = 'running' RETURNING id",
+                "UPDATE jobs SET cancel_requested = TRUE
+                 WHERE pipeline_id = $1 AND id = COALESCE($2, id) AND status = 'running' RETURNING id",
             )
             .bind(pipeline)
+            .bind(only)
             .fetch_all(&mut **tx)
             .await?;
             let ended = ended
@@ -730,7 +735,7 @@ macro_rules! impl_store {
 
             async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline> {
                 let mut tx = self.begin().await?;
-                let cancelled = cancel_in(&mut tx, pipeline, Utc::now()).await?;
+                let cancelled = cancel_in(&mut tx, pipeline, None, Utc::now()).await?;
                 tx.commit().await?;
                 Ok(cancelled)
             }
@@ -771,6 +776,13 @@ macro_rules! impl_store {
                 repo_from(&row)
             }
 
+            async fn cancel_job(&self, pipeline: Uuid, job: Uuid) -> Result<CancelledPipeline> {
+                let mut tx = self.begin().await?;
+                let cancelled = cancel_in(&mut tx, pipeline, Some(job), Utc::now()).await?;
+                tx.commit().await?;
+                Ok(cancelled)
+            }
+
             async fn supersede_pipelines(&self, newer: &PipelineRecord) -> Result<Vec<(Uuid, CancelledPipeline)>> {
                 let now = Utc::now();
                 let mut tx = self.begin().await?;
@@ -788,7 +800,7 @@ macro_rules! impl_store {
                 let mut cancelled = Vec::with_capacity(older.len());
                 for row in &older {
                     let id: Uuid = row.try_get("id")?;
-                    cancelled.push((id, cancel_in(&mut tx, id, now).await?));
+                    cancelled.push((id, cancel_in(&mut tx, id, None, now).await?));
                 }
                 tx.commit().await?;
                 Ok(cancelled)
