@@ -115,12 +115,7 @@ async fn a_built_binary_reaches_four_shards_running_at_once_and_their_reports_ad
     assert_eq!(tests["failures"][0]["job"], "test:2");
     assert_eq!(tests["failures"][0]["suite"], "shard-2");
     assert_eq!(tests["failures"][0]["message"], "off by one");
-    let page = reqwest::get(format!("{}/repos/btr/pipelines/1", farm.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = farm.page("/repos/btr/pipelines/1").await;
     assert!(
         page.contains("8 tests") && page.contains("off by one"),
         "the dashboard shows the totals and the failure: {page}"

@@ -36,12 +36,7 @@ async fn a_job_waits_for_a_worker_with_its_labels_and_says_why(database: Option<
         big["pending_reason"], "no worker has the labels linux, big",
         "{waiting:#}"
     );
-    let page = reqwest::get(format!("{}/repos/labels/pipelines/1", farm.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = farm.page("/repos/labels/pipelines/1").await;
     assert!(
         page.contains("no worker has the labels linux, big"),
         "the dashboard says why the job waits: {page}"

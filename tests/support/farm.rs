@@ -202,6 +202,22 @@ impl Farm {
         self.get_ok(path).await.bytes().await.unwrap().to_vec()
     }
 
+    /// A dashboard page's HTML (a path of the server, not under /api/v1), asserting success.
+    pub async fn page(&self, path: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.text().await.unwrap()
+    }
+
     /// `POST` raw bytes with headers to a path of the server (not under /api/v1).
     pub async fn post_raw(
         &self,
