@@ -303,13 +303,12 @@ impl Queue {
             report.failure_kind,
             Some(FailureKind::WorkerLost | FailureKind::Infra)
         );
-        let requeued = match infra {
-            true => {
-                self.store
-                    .requeue_infra(job, lease, report, self.infra_retries)
-                    .await?
-            }
-            false => None,
+        let requeued = if infra {
+            self.store
+                .requeue_infra(job, lease, report, self.infra_retries)
+                .await?
+        } else {
+            None
         };
         let done = match requeued {
             Some(requeued) => requeued,
