@@ -47,6 +47,7 @@ conformance!(
     preparing_stores_jobs_once_and_failing_records_the_reason,
     only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it,
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
+    two_jobs_ending_at_the_same_instant_settle_their_pipeline,
     an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_run_out,
     cancelling_ends_waiting_jobs_and_asks_running_ones_to_stop,
     cancelling_one_job_leaves_the_others_of_its_pipeline_alone,
@@ -864,6 +865,34 @@ async fn cancelling_one_job_leaves_the_others_of_its_pipeline_alone(db: Db) {
         .await
         .unwrap();
     assert_eq!(done.pipeline_status, PipelineStatus::Cancelled);
+}
+
+async fn two_jobs_ending_at_the_same_instant_settle_their_pipeline(db: Db) {
+    let w = worker(&db, "settler").await;
+    let r = repo(&db, "settle").await;
+    for round in 0..50 {
+        let (pipeline_id, _) = pipeline(
+            &db,
+            r,
+            &format!("settle-{round}"),
+            "jobs:\n  a:\n    steps: [x]\n  b:\n    steps: [y]\n",
+        )
+        .await;
+        let first = db.claim_job(&claim(w)).await.unwrap().unwrap().job;
+        let second = db.claim_job(&claim(w)).await.unwrap().unwrap().job;
+        let done = report(0);
+        let (one, two) = tokio::join!(
+            db.complete_job(first.id, first.lease_id.unwrap(), &done),
+            db.complete_job(second.id, second.lease_id.unwrap(), &done),
+        );
+        let statuses = [one.unwrap().pipeline_status, two.unwrap().pipeline_status];
+        assert!(
+            statuses.contains(&PipelineStatus::Success),
+            "round {round}: {statuses:?}"
+        );
+        let p = db.get_pipeline_by_id(pipeline_id).await.unwrap().unwrap();
+        assert_eq!(p.status, PipelineStatus::Success, "round {round}");
+    }
 }
 
 fn artifact(path: &str, size: u64) -> NewArtifact {

@@ -99,4 +99,9 @@ pub(super) const CLAIM_SQL: &str = concat!(
      FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id"
 );
 
+/// Settling a pipeline takes its row first: under READ COMMITTED, the next statement then sees what a
+/// transaction that settled it before committed.
+pub(super) const LOCK_PIPELINE_SQL: Option<&str> =
+    Some("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE");
+
 impl_store!(PgStore, sqlx::Postgres, "postgres");

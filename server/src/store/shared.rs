@@ -1,6 +1,6 @@
 //! The SQL both dialects share. `impl_store!` instantiates the one implementation of [`super::Store`] for each
 //! backend's driver types; each backend supplies `begin()` (how a write transaction starts, and its type `Tx`),
-//! `writer()` (a connection for a single write) and `CLAIM_SQL`.
+//! `writer()` (a connection for a single write), `CLAIM_SQL` and `LOCK_PIPELINE_SQL`.
 //! Queries use `$N` placeholders, which SQLite accepts too.
 
 macro_rules! job_columns {
@@ -167,6 +167,11 @@ macro_rules! impl_store {
             now: DateTime<Utc>,
         ) -> Result<(PipelineStatus, Vec<Uuid>)> {
             let mut skipped = Vec::new();
+            // Two jobs of the pipeline ending at once must not each see the other still running and leave the
+            // pipeline `running`: the second waits here for the first to commit, then reads its end.
+            if let Some(lock) = LOCK_PIPELINE_SQL {
+                sqlx::query(lock).bind(pipeline).execute(&mut **tx).await?;
+            }
             let rows = sqlx::query(
                 "SELECT j.id, j.name, j.needs, j.status, p.status AS pipeline_status
                  FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 ORDER BY j.position",

@@ -152,4 +152,7 @@ pub(super) const CLAIM_SQL: &str = concat!(
        (SELECT p.event FROM pipelines p WHERE p.id = jobs.pipeline_id) AS event"
 );
 
+/// Writers take turns on one connection, so settling needs no lock of its own.
+pub(super) const LOCK_PIPELINE_SQL: Option<&str> = None;
+
 impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
