@@ -690,6 +690,17 @@ async fn jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_droppe
         db.create_pipeline(&delivery(r, "when-2")).await,
         Err(StoreError::Conflict(_))
     ));
+    // Cancelled before its file was read: neither dropping nor failing it undoes the cancel.
+    let cancelled = db.create_pipeline(&delivery(r, "when-3")).await.unwrap();
+    db.cancel_pipeline(cancelled.id).await.unwrap();
+    db.drop_pipeline(cancelled.id, "the branch is feature")
+        .await
+        .unwrap();
+    db.fail_pipeline(cancelled.id, "cannot fetch")
+        .await
+        .unwrap();
+    let kept = db.get_pipeline_by_id(cancelled.id).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.error), (PipelineStatus::Cancelled, None));
 }
 
 async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) {

@@ -588,6 +588,14 @@ macro_rules! impl_store {
 
             async fn drop_pipeline(&self, pipeline: Uuid, reason: &str) -> Result<()> {
                 let mut tx = self.begin().await?;
+                // Cancelled (so prepared) in the meantime: it stays, with its delivery.
+                let unprepared = sqlx::query("SELECT id FROM pipelines WHERE id = $1 AND NOT prepared")
+                    .bind(pipeline)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if unprepared.is_none() {
+                    return Ok(());
+                }
                 sqlx::query("UPDATE webhook_deliveries SET outcome = 'ignored', reason = $2, pipeline_id = NULL WHERE pipeline_id = $1")
                     .bind(pipeline)
                     .bind(reason)
@@ -603,7 +611,8 @@ macro_rules! impl_store {
 
             async fn fail_pipeline(&self, pipeline: Uuid, message: &str) -> Result<()> {
                 sqlx::query(
-                    "UPDATE pipelines SET status = 'error', error = $2, prepared = TRUE, finished_at = $3 WHERE id = $1",
+                    "UPDATE pipelines SET status = 'error', error = $2, prepared = TRUE, finished_at = $3
+                     WHERE id = $1 AND NOT prepared",
                 )
                 .bind(pipeline)
                 .bind(message)
