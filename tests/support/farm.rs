@@ -176,11 +176,11 @@ impl Farm {
         self.hooked_repo_in(name, &super::scratch_dir(name))
     }
 
-    /// `GET` a path under /api/v1, asserting success.
+    /// `GET` a path of the server, asserting success.
     async fn get_ok(&self, path: &str) -> reqwest::Response {
         let response = self
             .http
-            .get(format!("{}/api/v1{path}", self.url))
+            .get(format!("{}{path}", self.url))
             .send()
             .await
             .unwrap();
@@ -194,28 +194,26 @@ impl Farm {
 
     /// `GET` a JSON API path (under /api/v1).
     pub async fn get(&self, path: &str) -> Value {
-        self.get_ok(path).await.json().await.unwrap()
+        self.get_ok(&format!("/api/v1{path}"))
+            .await
+            .json()
+            .await
+            .unwrap()
     }
 
     /// `GET` raw bytes (under /api/v1).
     pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
-        self.get_ok(path).await.bytes().await.unwrap().to_vec()
+        self.get_ok(&format!("/api/v1{path}"))
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
     }
 
     /// A dashboard page's HTML (a path of the server, not under /api/v1), asserting success.
     pub async fn page(&self, path: &str) -> String {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
-        response.text().await.unwrap()
+        self.get_ok(path).await.text().await.unwrap()
     }
 
     /// `POST` raw bytes with headers to a path of the server (not under /api/v1).
