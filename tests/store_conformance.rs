@@ -90,6 +90,7 @@ fn delivery(repo_id: i64, id: &str) -> NewPipeline {
         event: "push".into(),
         author: Some("someone".into()),
         message: None,
+        pull_request: None,
     }
 }
 

@@ -106,6 +106,23 @@ pub struct Source {
     pub git_ref: String,
 }
 
+/// What a mirror fetches to find a pipeline's commit: every branch and tag (so later pushes need small fetches),
+/// and the pipeline's own ref when it is neither — a pull request's head (`refs/pull/7/head`), which may live
+/// only there when it comes from a fork.
+pub fn fetch_refspecs(git_ref: &str) -> Vec<String> {
+    let mut specs = vec![
+        "+refs/heads/*:refs/heads/*".to_owned(),
+        "+refs/tags/*:refs/tags/*".to_owned(),
+    ];
+    if git_ref.starts_with("refs/")
+        && !git_ref.starts_with("refs/heads/")
+        && !git_ref.starts_with("refs/tags/")
+    {
+        specs.push(format!("+{git_ref}:{git_ref}"));
+    }
+    specs
+}
+
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
@@ -225,12 +242,28 @@ pub struct PipelineView {
     pub created_at: DateTime<Utc>,
     /// When it finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The pull request it builds, for `pull_request` pipelines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
     /// Its jobs (only in the single-pipeline answer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobView>,
     /// Its jobs' test reports, all shards together (only in the single-pipeline answer, when there are any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestSummary>,
+}
+
+/// The pull (merge) request a pipeline builds: its head commit, pushed to `source_branch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Its number on the forge.
+    pub number: i64,
+    /// The branch it comes from (in `from_fork`'s repository when that is true).
+    pub source_branch: String,
+    /// The branch it asks to merge into.
+    pub target_branch: String,
+    /// Its head lives in another repository: its jobs never get the repository's secrets.
+    pub from_fork: bool,
 }
 
 /// The test cases of a pipeline's jobs, counted, with the ones that did not pass.
@@ -343,6 +376,7 @@ pub fn builtin_env(
     event: &str,
     pipeline: i64,
     job: &str,
+    pull_request: Option<&PullRequest>,
 ) -> Vec<(String, String)> {
     let mut env = vec![
         ("CI".to_owned(), "true".to_owned()),
@@ -358,6 +392,20 @@ pub fn builtin_env(
         env.push(("GANTRY_BRANCH".to_owned(), branch.to_owned()));
     } else if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
         env.push(("GANTRY_TAG".to_owned(), tag.to_owned()));
+    }
+    if let Some(pr) = pull_request {
+        env.extend([
+            ("GANTRY_PR".to_owned(), pr.number.to_string()),
+            (
+                "GANTRY_PR_SOURCE_BRANCH".to_owned(),
+                pr.source_branch.clone(),
+            ),
+            (
+                "GANTRY_PR_TARGET_BRANCH".to_owned(),
+                pr.target_branch.clone(),
+            ),
+            ("GANTRY_PR_FROM_FORK".to_owned(), pr.from_fork.to_string()),
+        ]);
     }
     env
 }

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub infra_retries: u32,
     /// Bytes of artifacts one attempt of a job may upload, all files together.
     pub artifact_limit_bytes: u64,
+    /// The file holding the key that seals secrets at rest (`DATA_DIR/secret.key` when unset; servers sharing a
+    /// database must share it).
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -48,6 +51,14 @@ impl ServerConfig {
             long_poll: Duration::from_secs(30),
             infra_retries: 2,
             artifact_limit_bytes: 1 << 30,
+            secret_key_file: None,
         }
+    }
+
+    /// Where the sealing key lives.
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 }

@@ -2,7 +2,7 @@
 //! in a task that resumes after a restart, the commit is fetched into the mirror, `.gantry.yml` is read and
 //! validated, and the jobs are stored — or the pipeline goes to `error` with the reason.
 
-use crate::forge::{HookEvent, PushEvent};
+use crate::forge::{BuildEvent, HookEvent};
 use crate::mirror::Mirrors;
 use crate::queue::Queue;
 use crate::store::{
@@ -63,8 +63,8 @@ impl Intake {
         delivery: NewDelivery,
         event: HookEvent,
     ) -> Result<HookOutcome, StoreError> {
-        let push: PushEvent = match event {
-            HookEvent::Push(push) => push,
+        let push: BuildEvent = match event {
+            HookEvent::Build(push) => push,
             HookEvent::Ignored(reason) => {
                 self.store
                     .record_ignored_delivery(&delivery, &reason)
@@ -83,6 +83,7 @@ impl Intake {
             event: push.event_name().into(),
             author: push.author,
             message: push.message,
+            pull_request: push.pull_request,
         };
         let created = match self.store.create_pipeline(&new).await {
             Err(StoreError::Conflict(_)) => {
@@ -177,7 +178,7 @@ impl Intake {
         let (repo, url, commit) = (repo.as_str(), url.as_str(), commit.as_str());
         let text = match self
             .mirrors
-            .read_file_at(repo, url, commit, PIPELINE_FILE)
+            .read_file_at(repo, url, commit, &git_ref, PIPELINE_FILE)
             .await
         {
             Ok(Some(bytes)) => bytes,

@@ -11,6 +11,7 @@ pub mod intake;
 pub mod logs;
 pub mod mirror;
 pub mod queue;
+pub mod secrets;
 pub mod store;
 pub mod web;
 
@@ -31,6 +32,9 @@ pub enum StartError {
     /// The artifact store could not be opened.
     #[error(transparent)]
     Artifacts(#[from] artifacts::ArtifactError),
+    /// The sealing key could not be read or made.
+    #[error(transparent)]
+    SealingKey(#[from] secrets::SealError),
     /// A dashboard template does not compile.
     #[error("dashboard templates: {0}")]
     Templates(#[from] tera::Error),
@@ -76,6 +80,7 @@ impl Server {
         if let Some(token) = &config.admin_token {
             store.set_admin_token(&auth::hash_token(token)).await?;
         }
+        let sealing = secrets::SealingKey::load_or_create(&config.secret_key_file())?;
         let hub = logs::LogHub::default();
         let artifacts = artifacts::Artifacts::local(
             &config.data_dir.join("artifacts"),
@@ -105,6 +110,7 @@ impl Server {
             intake,
             hub,
             artifacts,
+            sealing,
             config: Arc::new(config),
             templates: Arc::new(web::templates()?),
         };

@@ -29,6 +29,9 @@ lease_secs = 10
 infra_retries = 2
 # Bytes of artifacts one attempt of a job may upload (all its files together); more is refused.
 artifact_limit_bytes = 1073741824
+# The key sealing repository secrets and tokens at rest; made on first start. Servers sharing one database must
+# share this file (mode 0600). Default: secret.key in data_dir.
+# secret_key_file = "/etc/gantry/secret.key"
 
 [worker]
 # Labels jobs can select with `runs-on`.
@@ -68,6 +71,7 @@ pub struct FileConfig {
     lease_secs: Option<u64>,
     infra_retries: Option<u32>,
     artifact_limit_bytes: Option<u64>,
+    secret_key_file: Option<PathBuf>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -181,6 +185,7 @@ impl ServerArgs {
         if let Some(limit) = file.artifact_limit_bytes {
             server.artifact_limit_bytes = limit;
         }
+        server.secret_key_file = file.secret_key_file;
         if let Some(secs) = self.lease_secs.or(file.lease_secs) {
             server.lease = Duration::from_secs(secs.max(1));
             server.heartbeat = Duration::from_secs((secs / 3).max(1));

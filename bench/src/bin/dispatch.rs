@@ -66,6 +66,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
                 event: "push".into(),
                 author: None,
                 message: None,
+                pull_request: None,
             })
             .await?;
         let job = NewJob {

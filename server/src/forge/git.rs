@@ -1,7 +1,7 @@
 //! Plain git servers: the post-receive hook of `deploy/git-hooks/post-receive` posts `{"ref","before","after"}`
 //! signed in `X-Gantry-Signature`.
 
-use super::{HookError, HookEvent, PushEvent, is_commit_sha, is_zero_sha};
+use super::{BuildEvent, HookError, HookEvent, is_commit_sha, is_zero_sha};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -37,12 +37,13 @@ pub fn parse(body: &[u8]) -> Result<HookEvent, HookError> {
             format!("{:?} is not a full ref name", update.git_ref),
         ));
     }
-    Ok(HookEvent::Push(PushEvent {
+    Ok(HookEvent::Build(BuildEvent {
         git_ref: update.git_ref,
         commit: update.after,
         author: update.author,
         message: update.message,
         repo_full_name: None,
         repo_urls: Vec::new(),
+        pull_request: None,
     }))
 }

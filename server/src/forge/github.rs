@@ -1,6 +1,6 @@
 //! GitHub deliveries: `X-GitHub-Event`, `X-GitHub-Delivery`, `X-Hub-Signature-256`.
 
-use super::{HookError, HookEvent, PushEvent, is_commit_sha, is_zero_sha};
+use super::{BuildEvent, HookError, HookEvent, is_commit_sha, is_zero_sha};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -95,12 +95,13 @@ fn parse_push(body: &[u8]) -> Result<HookEvent, HookError> {
         .and_then(|c| c.author.as_ref())
         .and_then(|a| a.name.clone())
         .or_else(|| push.pusher.and_then(|p| p.name));
-    Ok(HookEvent::Push(PushEvent {
+    Ok(HookEvent::Build(BuildEvent {
         git_ref: push.git_ref,
         commit: push.after,
         author,
         message: push.head_commit.and_then(|c| c.message),
         repo_full_name,
         repo_urls,
+        pull_request: None,
     }))
 }

@@ -4,6 +4,7 @@
 pub mod git;
 pub mod github;
 
+use gantry_model::wire::PullRequest;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -11,15 +12,15 @@ use sha2::Sha256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HookEvent {
     /// Build a pushed commit.
-    Push(PushEvent),
+    Build(BuildEvent),
     /// Nothing to build; acknowledged and recorded with the reason (pings, deletions, events not handled).
     Ignored(String),
 }
 
-/// A push of a branch or tag.
+/// A commit to build: a push of a branch or tag, or a pull request's head.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PushEvent {
-    /// `refs/heads/main`, `refs/tags/v1`.
+pub struct BuildEvent {
+    /// `refs/heads/main`, `refs/tags/v1`; for a pull request the forge's ref of its head (`refs/pull/7/head`).
     pub git_ref: String,
     /// The commit to build.
     pub commit: String,
@@ -31,12 +32,16 @@ pub struct PushEvent {
     pub repo_full_name: Option<String>,
     /// URLs the forge gives for the repository, for finding the Gantry repo.
     pub repo_urls: Vec<String>,
+    /// The pull request, when this builds one.
+    pub pull_request: Option<PullRequest>,
 }
 
-impl PushEvent {
-    /// `push` or `tag`, as pipelines record it.
+impl BuildEvent {
+    /// `push`, `tag` or `pull_request`, as pipelines record it.
     pub fn event_name(&self) -> &'static str {
-        if self.git_ref.starts_with("refs/tags/") {
+        if self.pull_request.is_some() {
+            "pull_request"
+        } else if self.git_ref.starts_with("refs/tags/") {
             "tag"
         } else {
             "push"

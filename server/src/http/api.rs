@@ -49,6 +49,7 @@ pub fn pipeline_view(p: PipelineRecord) -> PipelineView {
         message: p.error.or(p.message),
         created_at: p.created_at,
         finished_at: p.finished_at,
+        pull_request: p.pull_request,
         jobs: Vec::new(),
         tests: None,
     }

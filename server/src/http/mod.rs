@@ -32,6 +32,8 @@ pub struct AppState {
     pub hub: LogHub,
     /// Artifact bytes and their index.
     pub artifacts: crate::artifacts::Artifacts,
+    /// Seals and opens what the database holds for repositories (secrets, credentials, tokens).
+    pub sealing: crate::secrets::SealingKey,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Dashboard templates.

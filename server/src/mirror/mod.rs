@@ -43,13 +43,14 @@ impl Mirrors {
         }
     }
 
-    /// Fetches `commit` of `url` into the mirror of `repo` if it is not there yet, then reads `path` at it:
-    /// `Ok(None)` when the commit has no such file.
+    /// Fetches `commit` (pushed to `git_ref`) of `url` into the mirror of `repo` if it is not there yet, then
+    /// reads `path` at it: `Ok(None)` when the commit has no such file.
     pub async fn read_file_at(
         &self,
         repo: &str,
         url: &str,
         commit: &str,
+        git_ref: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, MirrorError> {
         let lock = self
@@ -61,9 +62,10 @@ impl Mirrors {
             .clone();
         let dir = self.root.join(format!("{repo}.git"));
         let (url, commit, path) = (url.to_owned(), commit.to_owned(), path.to_owned());
+        let refspecs = gantry_model::wire::fetch_refspecs(git_ref);
         tokio::task::spawn_blocking(move || {
             let _guard = lock.lock().expect("lock poisoned");
-            read_blocking(&dir, &url, &commit, &path)
+            read_blocking(&dir, &url, &commit, &refspecs, &path)
         })
         .await
         .map_err(|e| MirrorError::Task(e.to_string()))?
@@ -74,6 +76,7 @@ fn read_blocking(
     dir: &Path,
     url: &str,
     commit: &str,
+    refspecs: &[String],
     path: &str,
 ) -> Result<Option<Vec<u8>>, MirrorError> {
     let repo = match git2::Repository::open_bare(dir) {
@@ -87,9 +90,7 @@ fn read_blocking(
             message: redact_in(e.message(), url),
         };
         let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
-        // Branches and tags, so that the next pushes usually need only a small fetch.
-        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
-        remote.fetch(&refspecs, None, None).map_err(fetch_err)?;
+        remote.fetch(refspecs, None, None).map_err(fetch_err)?;
     }
     let commit_obj = repo
         .find_commit(oid)

@@ -109,6 +109,7 @@ impl Queue {
                     &claimed.event,
                     claimed.number,
                     &job.name,
+                    claimed.pull_request.as_ref(),
                 );
                 // Only a job with needs has artifacts to receive: the common lease costs no extra query.
                 let artifacts = if job.spec.needs.is_empty() {

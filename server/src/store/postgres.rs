@@ -95,7 +95,8 @@ pub(super) const CLAIM_SQL: &str = concat!(
        RETURNING ",
     job_columns!(),
     ")
-     SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event
+     SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event, p.pr_number,
+            p.source_branch, p.target_branch, p.from_fork, r.clone_credential
      FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id"
 );
 

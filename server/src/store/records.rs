@@ -1,6 +1,7 @@
 //! The rows the store reads and writes, as Rust types.
 
 use chrono::{DateTime, Utc};
+use gantry_model::wire::PullRequest;
 use gantry_model::{FailureKind, JobSpec, JobStatus, PipelineStatus};
 use uuid::Uuid;
 
@@ -88,6 +89,8 @@ pub struct NewPipeline {
     pub author: Option<String>,
     /// The head commit's message.
     pub message: Option<String>,
+    /// The pull request it builds, for `pull_request` pipelines.
+    pub pull_request: Option<PullRequest>,
 }
 
 /// What `create_pipeline` did.
@@ -128,6 +131,8 @@ pub struct PipelineRecord {
     pub error: Option<String>,
     /// Whether its file was read and its jobs stored.
     pub prepared: bool,
+    /// The pull request it builds, for `pull_request` pipelines.
+    pub pull_request: Option<PullRequest>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When its first job started.
@@ -250,6 +255,10 @@ pub struct ClaimedJob {
     pub git_ref: String,
     /// The forge event that started the pipeline.
     pub event: String,
+    /// The pull request its pipeline builds.
+    pub pull_request: Option<PullRequest>,
+    /// The repository's clone credential, sealed (see `secrets`).
+    pub clone_credential: Option<Vec<u8>>,
 }
 
 /// What a log append stored.

@@ -13,7 +13,8 @@ macro_rules! job_columns {
 macro_rules! pipeline_select {
     () => {
         "SELECT p.id, r.name AS repo, p.repo_id, p.number, p.commit_sha, p.git_ref, p.event, p.author, p.message,
-                p.status, p.error, p.prepared, p.created_at, p.started_at, p.finished_at
+                p.status, p.error, p.prepared, p.created_at, p.started_at, p.finished_at, p.pr_number,
+                p.source_branch, p.target_branch, p.from_fork
          FROM pipelines p JOIN repos r ON r.id = p.repo_id "
     };
 }
@@ -28,6 +29,7 @@ macro_rules! impl_store {
     ($store:ident, $db:ty, $dialect:literal) => {
         use $crate::store::{records::*, Store, StoreError};
         use chrono::{DateTime, Utc};
+        use gantry_model::wire::PullRequest;
         use gantry_model::status::{resolve_needs, NeedsVerdict};
         use gantry_model::wire::{CompleteRequest, RepoSettings, StepReport};
         use gantry_model::{FailureKind, JobStatus, PipelineStatus};
@@ -71,10 +73,23 @@ macro_rules! impl_store {
                 status: parse(row.try_get("status")?)?,
                 error: row.try_get("error")?,
                 prepared: row.try_get("prepared")?,
+                pull_request: pull_request_from(row)?,
                 created_at: row.try_get("created_at")?,
                 started_at: row.try_get("started_at")?,
                 finished_at: row.try_get("finished_at")?,
             })
+        }
+
+        fn pull_request_from(row: &DbRow) -> Result<Option<PullRequest>> {
+            let Some(number) = row.try_get::<Option<i64>, _>("pr_number")? else {
+                return Ok(None);
+            };
+            Ok(Some(PullRequest {
+                number,
+                source_branch: row.try_get::<Option<String>, _>("source_branch")?.unwrap_or_default(),
+                target_branch: row.try_get::<Option<String>, _>("target_branch")?.unwrap_or_default(),
+                from_fork: row.try_get("from_fork")?,
+            }))
         }
 
         fn job_from(row: &DbRow) -> Result<JobRecord> {
@@ -506,8 +521,9 @@ macro_rules! impl_store {
                 let id = Uuid::now_v7();
                 sqlx::query(
                     "INSERT INTO pipelines (id, repo_id, number, delivery_id, commit_sha, git_ref, event, author, message,
-                                            status, prepared, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', FALSE, $10)",
+                                            status, prepared, created_at, pr_number, source_branch, target_branch,
+                                            from_fork)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', FALSE, $10, $11, $12, $13, $14)",
                 )
                 .bind(id)
                 .bind(d.repo_id)
@@ -519,6 +535,10 @@ macro_rules! impl_store {
                 .bind(&new.author)
                 .bind(&new.message)
                 .bind(Utc::now())
+                .bind(new.pull_request.as_ref().map(|pr| pr.number))
+                .bind(new.pull_request.as_ref().map(|pr| &pr.source_branch))
+                .bind(new.pull_request.as_ref().map(|pr| &pr.target_branch))
+                .bind(new.pull_request.as_ref().is_some_and(|pr| pr.from_fork))
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE webhook_deliveries SET pipeline_id = $1 WHERE id = $2")
@@ -865,6 +885,8 @@ macro_rules! impl_store {
                     commit: row.try_get("commit_sha")?,
                     git_ref: row.try_get("git_ref")?,
                     event: row.try_get("event")?,
+                    pull_request: pull_request_from(&row)?,
+                    clone_credential: row.try_get("clone_credential")?,
                 }))
             }
 

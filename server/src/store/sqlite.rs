@@ -149,7 +149,13 @@ pub(super) const CLAIM_SQL: &str = concat!(
        (SELECT p.number FROM pipelines p WHERE p.id = jobs.pipeline_id) AS number,
        (SELECT p.commit_sha FROM pipelines p WHERE p.id = jobs.pipeline_id) AS commit_sha,
        (SELECT p.git_ref FROM pipelines p WHERE p.id = jobs.pipeline_id) AS git_ref,
-       (SELECT p.event FROM pipelines p WHERE p.id = jobs.pipeline_id) AS event"
+       (SELECT p.event FROM pipelines p WHERE p.id = jobs.pipeline_id) AS event,
+       (SELECT p.pr_number FROM pipelines p WHERE p.id = jobs.pipeline_id) AS pr_number,
+       (SELECT p.source_branch FROM pipelines p WHERE p.id = jobs.pipeline_id) AS source_branch,
+       (SELECT p.target_branch FROM pipelines p WHERE p.id = jobs.pipeline_id) AS target_branch,
+       (SELECT p.from_fork FROM pipelines p WHERE p.id = jobs.pipeline_id) AS from_fork,
+       (SELECT r.clone_credential FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id)
+         AS clone_credential"
 );
 
 /// Writers take turns on one connection, so settling needs no lock of its own.

@@ -44,12 +44,14 @@ impl MirrorCache {
         }
     }
 
-    /// Writes the tree of `commit` of `repo` (cloned from `url`) into `dest`, which must not exist. Blocking.
+    /// Writes the tree of `commit` (pushed to `git_ref`) of `repo` (cloned from `url`) into `dest`, which must
+    /// not exist. Blocking.
     pub fn checkout(
         &self,
         repo: &str,
         url: &str,
         commit: &str,
+        git_ref: &str,
         dest: &Path,
     ) -> Result<(), CheckoutError> {
         let lock = self
@@ -74,11 +76,7 @@ impl MirrorCache {
             };
             let mut remote = git.remote_anonymous(url).map_err(fetch_err)?;
             remote
-                .fetch(
-                    &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                    None,
-                    None,
-                )
+                .fetch(&gantry_model::wire::fetch_refspecs(git_ref), None, None)
                 .map_err(fetch_err)?;
         }
         let tree = git

@@ -202,7 +202,13 @@ impl JobRunner {
             workspace.to_owned(),
         );
         tokio::task::spawn_blocking(move || {
-            mirrors.checkout(&source.repo, &source.clone_url, &source.commit, &dest)
+            mirrors.checkout(
+                &source.repo,
+                &source.clone_url,
+                &source.commit,
+                &source.git_ref,
+                &dest,
+            )
         })
         .await
         .map_err(|e| format!("checkout task failed: {e}"))?

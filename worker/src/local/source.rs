@@ -64,7 +64,7 @@ impl TreeSource {
 
     /// `CI`, `GANTRY_*` for `job`, as the server gives them, with event `local` and pipeline 0.
     pub fn env(&self, job: &str) -> Vec<(String, String)> {
-        builtin_env(&self.repo, &self.commit, &self.git_ref, EVENT, 0, job)
+        builtin_env(&self.repo, &self.commit, &self.git_ref, EVENT, 0, job, None)
     }
 }
 
