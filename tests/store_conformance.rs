@@ -5,11 +5,11 @@ mod support;
 
 use chrono::Utc;
 use gantry_model::junit::{TestCase, TestStatus};
-use gantry_model::wire::{CompleteRequest, StepReport};
+use gantry_model::wire::{CompleteRequest, PullRequest, StepReport};
 use gantry_model::{FailureKind, JobStatus, Pipeline, PipelineStatus};
 use gantry_server::store::{
-    self, Claim, NewArtifact, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, Store,
-    StoreError, TokenRecord,
+    self, Claim, NewArtifact, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker,
+    RepoCredential, Store, StoreError, TokenRecord,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -63,6 +63,8 @@ conformance!(
     log_appends_are_idempotent_contiguous_and_capped,
     calls_with_a_stale_lease_change_nothing,
     workers_register_by_name_and_get_a_token,
+    a_pull_request_pipeline_keeps_its_request_through_the_claim,
+    repository_credentials_are_stored_sealed_and_removed,
 );
 
 async fn repo(db: &Db, name: &str) -> i64 {
@@ -1235,4 +1237,90 @@ async fn workers_register_by_name_and_get_a_token(db: Db) {
             name: "host-a".into()
         })
     );
+}
+
+async fn a_pull_request_pipeline_keeps_its_request_through_the_claim(db: Db) {
+    let w = worker(&db, "pr-worker").await;
+    let r = repo(&db, "pr").await;
+    let pr = PullRequest {
+        number: 42,
+        source_branch: "feature/x".into(),
+        target_branch: "main".into(),
+        from_fork: true,
+    };
+    let mut new = delivery(r, "pr-1");
+    new.git_ref = "refs/pull/42/head".into();
+    new.event = "pull_request".into();
+    new.pull_request = Some(pr.clone());
+    let created = db.create_pipeline(&new).await.unwrap();
+    let jobs = vec![NewJob {
+        id: Uuid::now_v7(),
+        spec: Pipeline::parse("jobs:\n  a:\n    steps: [x]\n")
+            .unwrap()
+            .jobs
+            .remove(0),
+        skipped: None,
+    }];
+    db.add_jobs(created.id, &jobs).await.unwrap();
+    let stored = db
+        .get_pipeline("pr", created.number)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.pull_request.as_ref(), Some(&pr));
+    assert_eq!(stored.git_ref, "refs/pull/42/head");
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!(claimed.pull_request, Some(pr));
+    assert_eq!(claimed.clone_credential, None);
+    // A push pipeline has none.
+    let (push, _) = pipeline(&db, r, "pr-2", "jobs:\n  a:\n    steps: [x]\n").await;
+    let push = db.get_pipeline_by_id(push).await.unwrap().unwrap();
+    assert_eq!(push.pull_request, None);
+}
+
+async fn repository_credentials_are_stored_sealed_and_removed(db: Db) {
+    let w = worker(&db, "cred-worker").await;
+    let r = repo(&db, "cred").await;
+    for which in [RepoCredential::Clone, RepoCredential::Status] {
+        assert_eq!(db.repo_credential(r, which).await.unwrap(), None);
+    }
+    db.set_repo_credential(r, RepoCredential::Clone, Some(b"sealed-clone"))
+        .await
+        .unwrap();
+    db.set_repo_credential(r, RepoCredential::Status, Some(b"sealed-status"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.repo_credential(r, RepoCredential::Clone)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"sealed-clone"[..])
+    );
+    assert_eq!(
+        db.repo_credential(r, RepoCredential::Status)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"sealed-status"[..])
+    );
+    // A lease carries the clone credential (still sealed) to the worker.
+    pipeline(&db, r, "cred-1", "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!(
+        claimed.clone_credential.as_deref(),
+        Some(&b"sealed-clone"[..])
+    );
+    db.set_repo_credential(r, RepoCredential::Clone, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.repo_credential(r, RepoCredential::Clone).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        db.set_repo_credential(r + 1000, RepoCredential::Status, None)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }

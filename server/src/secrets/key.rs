@@ -87,7 +87,8 @@ impl SealingKey {
         })
     }
 
-    /// Nonce followed by the ciphertext of `plain`, bound to `place` (e.g. `repo:7:secret:TOKEN`).
+    /// Nonce followed by the ciphertext of `plain`, bound to `place` (`RepoCredential::place`, or
+    /// `repo:{id}:secret:{NAME}` for a job secret).
     pub fn seal(&self, place: &str, plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);

@@ -136,6 +136,16 @@ pub trait Store: Send + Sync + 'static {
     /// Changes a repository's settings; returns it as it is now.
     async fn update_repo_settings(&self, name: &str, settings: &RepoSettings)
     -> Result<RepoRecord>;
+    /// Stores (or, with `None`, removes) one of a repository's sealed credentials.
+    async fn set_repo_credential(
+        &self,
+        repo_id: i64,
+        which: RepoCredential,
+        sealed: Option<&[u8]>,
+    ) -> Result<()>;
+    /// One of a repository's sealed credentials, when it has one.
+    async fn repo_credential(&self, repo_id: i64, which: RepoCredential)
+    -> Result<Option<Vec<u8>>>;
     /// Ends an attempt that failed on Gantry's side (`worker_lost`, `infra`) by queueing the job again while it
     /// has had fewer than `cap` automatic retries; `None` when it may not run again (then complete it).
     async fn requeue_infra(

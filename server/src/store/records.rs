@@ -59,6 +59,30 @@ pub struct RepoRecord {
     pub max_running_jobs: Option<u32>,
 }
 
+/// A credential a repository keeps sealed (see `secrets`): each its own column of `repos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoCredential {
+    /// The token the server's mirror and the workers clone with.
+    Clone,
+    /// The token commit statuses are posted with.
+    Status,
+}
+
+impl RepoCredential {
+    /// Its column in `repos`.
+    pub fn column(self) -> &'static str {
+        match self {
+            Self::Clone => "clone_credential",
+            Self::Status => "status_token",
+        }
+    }
+
+    /// What it is sealed to (`SealingKey::seal`'s place), so it opens only as this repository's.
+    pub fn place(self, repo_id: i64) -> String {
+        format!("repo:{repo_id}:{}", self.column())
+    }
+}
+
 /// A webhook delivery as received.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {

@@ -810,6 +810,31 @@ macro_rules! impl_store {
                 repo_from(&row)
             }
 
+            async fn set_repo_credential(&self, repo_id: i64, which: RepoCredential, sealed: Option<&[u8]>) -> Result<()> {
+                let sql = match which {
+                    RepoCredential::Clone => "UPDATE repos SET clone_credential = $2 WHERE id = $1",
+                    RepoCredential::Status => "UPDATE repos SET status_token = $2 WHERE id = $1",
+                };
+                let mut writer = self.writer().await?;
+                let done = sqlx::query(sql).bind(repo_id).bind(sealed).execute(&mut *writer).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("repository {repo_id}")));
+                }
+                Ok(())
+            }
+
+            async fn repo_credential(&self, repo_id: i64, which: RepoCredential) -> Result<Option<Vec<u8>>> {
+                let sql = match which {
+                    RepoCredential::Clone => "SELECT clone_credential AS sealed FROM repos WHERE id = $1",
+                    RepoCredential::Status => "SELECT status_token AS sealed FROM repos WHERE id = $1",
+                };
+                let row = sqlx::query(sql).bind(repo_id).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(row) => Ok(row.try_get("sealed")?),
+                    None => Err(StoreError::NotFound(format!("repository {repo_id}"))),
+                }
+            }
+
             async fn cancel_job(&self, pipeline: Uuid, job: Uuid) -> Result<CancelledPipeline> {
                 let mut tx = self.begin().await?;
                 let cancelled = cancel_in(&mut tx, pipeline, Some(job), Utc::now()).await?;
