@@ -10,7 +10,7 @@ use crate::store::{
 };
 use gantry_model::Pipeline;
 use gantry_model::pipeline::PIPELINE_FILE;
-use gantry_model::wire::HookOutcome;
+use gantry_model::wire::{HookOutcome, PullRequest};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -21,7 +21,17 @@ struct Preparation {
     url: String,
     commit: String,
     git_ref: String,
+    /// The ref `when:` branch and tag filters see: a pull request's target branch, else `git_ref`.
+    when_ref: String,
     event: String,
+}
+
+/// The ref `when:` filters look at: a pull request is filtered by the branch it targets.
+fn when_ref(git_ref: &str, pull_request: Option<&PullRequest>) -> String {
+    match pull_request {
+        Some(pr) => format!("refs/heads/{}", pr.target_branch),
+        None => git_ref.to_owned(),
+    }
 }
 
 impl Preparation {
@@ -33,6 +43,7 @@ impl Preparation {
             url: repo.url,
             commit: p.commit.clone(),
             git_ref: p.git_ref.clone(),
+            when_ref: when_ref(&p.git_ref, p.pull_request.as_ref()),
             event: p.event.clone(),
         }
     }
@@ -80,7 +91,7 @@ impl Intake {
             delivery,
             commit: push.commit.clone(),
             git_ref: push.git_ref.clone(),
-            event: push.event_name().into(),
+            event: push.event.into(),
             author: push.author,
             message: push.message,
             pull_request: push.pull_request,
@@ -112,6 +123,7 @@ impl Intake {
             repo: repo.name.clone(),
             url: repo.url.clone(),
             commit: new.commit,
+            when_ref: when_ref(&new.git_ref, new.pull_request.as_ref()),
             git_ref: new.git_ref,
             event: new.event,
         });
@@ -173,6 +185,7 @@ impl Intake {
             url,
             commit,
             git_ref,
+            when_ref,
             event,
         } = job;
         let (repo, url, commit) = (repo.as_str(), url.as_str(), commit.as_str());
@@ -193,7 +206,7 @@ impl Intake {
             .and_then(|t| Pipeline::parse(&t).map_err(|e| e.to_string()));
         match parsed {
             Ok(p) => {
-                if let Some(reason) = p.when.as_ref().and_then(|w| w.excludes(&git_ref, &event)) {
+                if let Some(reason) = p.when.as_ref().and_then(|w| w.excludes(&when_ref, &event)) {
                     let reason = format!("the pipeline's when filters it out: {reason}");
                     tracing::info!(%pipeline, %reason, "pipeline dropped");
                     return self.store.drop_pipeline(pipeline, &reason).await;
@@ -206,7 +219,7 @@ impl Intake {
                         skipped: spec
                             .when
                             .as_ref()
-                            .and_then(|w| w.excludes(&git_ref, &event))
+                            .and_then(|w| w.excludes(&when_ref, &event))
                             .map(|reason| format!("not run: its when filters it out ({reason})")),
                         spec,
                     })

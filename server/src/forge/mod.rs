@@ -2,7 +2,11 @@
 //! hand in the raw body and the headers they need.
 
 pub mod git;
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
+mod payload;
+pub mod redact;
 
 use gantry_model::wire::PullRequest;
 use hmac::{Hmac, KeyInit, Mac};
@@ -34,18 +38,16 @@ pub struct BuildEvent {
     pub repo_urls: Vec<String>,
     /// The pull request, when this builds one.
     pub pull_request: Option<PullRequest>,
+    /// `push`, `tag`, `pull_request`, `manual` or `api`, as pipelines record it.
+    pub event: &'static str,
 }
 
-impl BuildEvent {
-    /// `push`, `tag` or `pull_request`, as pipelines record it.
-    pub fn event_name(&self) -> &'static str {
-        if self.pull_request.is_some() {
-            "pull_request"
-        } else if self.git_ref.starts_with("refs/tags/") {
-            "tag"
-        } else {
-            "push"
-        }
+/// `tag` for a tag ref, else `push`: the event of a pushed ref.
+pub fn push_event_of(git_ref: &str) -> &'static str {
+    if git_ref.starts_with("refs/tags/") {
+        "tag"
+    } else {
+        "push"
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use crate::forge::{self, github, verify_sha256_signature};
+use crate::forge::{self, gitea, github, gitlab, verify_sha256_signature};
 use crate::store::{NewDelivery, RepoRecord};
 use axum::Json;
 use axum::body::Bytes;
@@ -20,6 +20,11 @@ pub struct HookQuery {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The first of `names` the delivery carries (Forgejo sends its own headers beside Gitea's).
+fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| header(headers, n))
 }
 
 fn answer(outcome: HookOutcome) -> (StatusCode, Json<HookOutcome>) {
@@ -73,7 +78,7 @@ fn delivery(
         delivery_id,
         forge: forge.into(),
         event: event.into(),
-        body: body.to_vec(),
+        body: forge::redact::redact_delivery(body, &repo.secret),
     }
 }
 
@@ -93,6 +98,72 @@ pub async fn github(
         &repo,
         header(&headers, "x-github-delivery"),
         "github",
+        event,
+        &body,
+    );
+    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+}
+
+/// `POST /hooks/gitlab`.
+pub async fn gitlab(
+    State(state): State<AppState>,
+    Query(q): Query<HookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
+    let (full_name, urls) = gitlab::repository_of(&body);
+    let repo = find_repo(&state, q.repo.as_deref(), full_name.as_deref(), &urls).await?;
+    gitlab::verify_token(&repo.secret, header(&headers, "x-gitlab-token"))?;
+    let event = header(&headers, "x-gitlab-event").unwrap_or("unknown");
+    let parsed = gitlab::parse(event, &body)?;
+    let id = first_header(&headers, &["idempotency-key", "x-gitlab-event-uuid"]);
+    let d = delivery(&repo, id, "gitlab", event, &body);
+    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+}
+
+/// `POST /hooks/gitea` and `/hooks/forgejo`.
+pub async fn gitea(
+    State(state): State<AppState>,
+    Query(q): Query<HookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
+    let (full_name, urls) = gitea::repository_of(&body);
+    let repo = find_repo(&state, q.repo.as_deref(), full_name.as_deref(), &urls).await?;
+    let signature = first_header(&headers, &["x-forgejo-signature", "x-gitea-signature"]);
+    gitea::verify_signature(&repo.secret, &body, signature)?;
+    let event = first_header(&headers, &["x-forgejo-event", "x-gitea-event"]).unwrap_or("unknown");
+    let parsed = gitea::parse(event, &body)?;
+    let id = first_header(&headers, &["x-forgejo-delivery", "x-gitea-delivery"]);
+    let d = delivery(&repo, id, "gitea", event, &body);
+    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+}
+
+/// `POST /hooks/generic`: a ref update from any tool, which may name its event (`manual`, `api`, …).
+pub async fn generic(
+    State(state): State<AppState>,
+    Query(q): Query<HookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
+    let name = q.repo.as_deref().ok_or_else(|| {
+        ApiError::BadRequest("a generic trigger must name the repository: ?repo=NAME".into())
+    })?;
+    let repo = find_repo(&state, Some(name), None, &[]).await?;
+    verify_sha256_signature(
+        &repo.secret,
+        &body,
+        header(&headers, GANTRY_SIGNATURE_HEADER),
+    )?;
+    let parsed = forge::git::parse_generic(&body)?;
+    let event = match &parsed {
+        forge::HookEvent::Build(b) => b.event,
+        forge::HookEvent::Ignored(_) => "push",
+    };
+    let d = delivery(
+        &repo,
+        header(&headers, GANTRY_DELIVERY_HEADER),
+        "generic",
         event,
         &body,
     );

@@ -45,7 +45,11 @@ pub fn router(state: AppState) -> Router {
     let max_hook = state.config.max_webhook_bytes;
     let hooks = Router::new()
         .route("/hooks/github", post(hooks::github))
+        .route("/hooks/gitlab", post(hooks::gitlab))
+        .route("/hooks/gitea", post(hooks::gitea))
+        .route("/hooks/forgejo", post(hooks::gitea))
         .route("/hooks/git", post(hooks::git))
+        .route("/hooks/generic", post(hooks::generic))
         .layer(DefaultBodyLimit::max(max_hook))
         .layer(axum::middleware::from_fn(move |request, next| {
             limits::refuse_oversized(max_hook, request, next)
