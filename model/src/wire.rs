@@ -179,6 +179,10 @@ pub struct NewRepo {
     /// `github`, `gitlab`, `gitea` or `git` (default).
     #[serde(default)]
     pub forge: Option<String>,
+    /// The forge's name for it (`owner/name`; GitLab `group/…/name`), which deliveries are matched by and
+    /// commit statuses are posted to; read from the clone URL when absent.
+    #[serde(default)]
+    pub forge_full_name: Option<String>,
     /// Webhook secret; generated when absent.
     #[serde(default)]
     pub secret: Option<String>,

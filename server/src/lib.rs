@@ -11,6 +11,7 @@ pub mod intake;
 pub mod logs;
 pub mod mirror;
 pub mod queue;
+pub mod repos;
 pub mod secrets;
 pub mod store;
 pub mod web;

@@ -112,9 +112,13 @@ pub enum RepoCommand {
         /// Clone URL (or path, for a repository on this host).
         #[arg(long)]
         url: String,
-        /// github or git (GitLab and Gitea receivers come later).
-        #[arg(long, default_value = "git")]
+        /// Where its webhooks come from (gitea also stands for Forgejo; git is a plain git server's
+        /// post-receive hook, see `gantry hook install`).
+        #[arg(long, default_value = "git", value_parser = ["github", "gitlab", "gitea", "git"])]
         forge: String,
+        /// The forge's name for it (owner/name; GitLab group/…/name) [default: read from --url].
+        #[arg(long)]
+        full_name: Option<String>,
         /// Webhook secret [default: generated].
         #[arg(long)]
         secret: Option<String>,
@@ -184,6 +188,37 @@ pub enum JobCommand {
     },
 }
 
+/// What to paste where, after adding `repo`: each forge names its webhook fields its own way.
+fn added_repo_instructions(repo: &RepoView) -> String {
+    let url = repo.webhook_url.as_deref().unwrap_or_default();
+    let secret = repo.secret.as_deref().unwrap_or_default();
+    let mut out = format!(
+        "added repository {} ({}, {})\n",
+        repo.name, repo.url, repo.forge
+    );
+    let how = match repo.forge.as_str() {
+        "github" => format!(
+            "In GitHub: Settings → Webhooks → Add webhook\n  Payload URL:  {url}\n  Content type: application/json\n  \
+             Secret:       {secret}\n  Events:       pushes and pull requests\n"
+        ),
+        "gitlab" => format!(
+            "In GitLab: Settings → Webhooks → Add new webhook\n  URL:          {url}\n  Secret token: {secret}\n  \
+             Trigger:      push events, tag push events, merge request events\n"
+        ),
+        "gitea" => format!(
+            "In Gitea or Forgejo: Settings → Webhooks → Add webhook → Gitea (or Forgejo)\n  Target URL:   {url}\n  \
+             Content type: application/json\n  Secret:       {secret}\n  Trigger on:   push events and pull requests\n"
+        ),
+        _ => format!(
+            "For a plain git server: gantry hook install /path/to/{}.git --repo {}\n  webhook URL:    {url}\n  \
+             webhook secret: {secret}\n",
+            repo.name, repo.name
+        ),
+    };
+    out.push_str(&how);
+    out
+}
+
 /// Runs `gantry repo …`.
 pub async fn repo(cmd: RepoCommand) -> Result<()> {
     match cmd {
@@ -191,6 +226,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             name,
             url,
             forge,
+            full_name,
             secret,
             api,
         } => {
@@ -201,13 +237,12 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                         name,
                         url,
                         forge: Some(forge),
+                        forge_full_name: full_name,
                         secret,
                     },
                 )
                 .await?;
-            println!("added repository {} ({})", repo.name, repo.url);
-            println!("  webhook URL:    {}", repo.webhook_url.unwrap_or_default());
-            println!("  webhook secret: {}", repo.secret.unwrap_or_default());
+            print!("{}", added_repo_instructions(&repo));
         }
         RepoCommand::Set {
             name,

@@ -3,19 +3,14 @@
 use super::AppState;
 use super::auth::Admin;
 use super::error::{ApiError, ApiResult};
-use crate::auth::generate_secret;
-use crate::store::{JobRecord, NewRepoRecord, PipelineRecord, RepoRecord};
+use crate::store::{JobRecord, PipelineRecord, RepoRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use gantry_model::RepoName;
 use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView};
 use serde::Deserialize;
 use uuid::Uuid;
-
-/// Forges whose webhook route exists; GitLab and Gitea/Forgejo come with their receivers.
-const FORGES: [&str; 2] = ["github", "git"];
 
 /// The API's view of a repository; the secret only when asked for by the admin.
 pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView {
@@ -93,35 +88,7 @@ pub async fn create_repo(
     _: Admin,
     Json(new): Json<NewRepo>,
 ) -> ApiResult<impl IntoResponse> {
-    let name = RepoName::new(new.name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let forge = new.forge.unwrap_or_else(|| "git".into());
-    if !FORGES.contains(&forge.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown forge {forge:?}: use one of {}",
-            FORGES.join(", ")
-        )));
-    }
-    if new.url.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "the repository needs a clone URL".into(),
-        ));
-    }
-    let secret = match new.secret {
-        Some(s) if s.len() < 8 => {
-            return Err(ApiError::BadRequest(
-                "a webhook secret needs at least 8 characters".into(),
-            ));
-        }
-        Some(s) => s,
-        None => generate_secret(),
-    };
-    let record = NewRepoRecord {
-        name: name.to_string(),
-        url: new.url,
-        forge,
-        forge_full_name: None,
-        secret,
-    };
+    let record = crate::repos::new_repo_record(new)?;
     let repo = state.store.create_repo(&record).await?;
     Ok((StatusCode::CREATED, Json(repo_view(&state, repo, true))))
 }

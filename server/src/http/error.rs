@@ -28,6 +28,9 @@ pub enum ApiError {
     /// An artifact could not be stored or found.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    /// A repository cannot be added as asked.
+    #[error(transparent)]
+    Repo(#[from] crate::repos::RepoError),
 }
 
 impl IntoResponse for ApiError {
@@ -53,7 +56,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Repo(_) => StatusCode::BAD_REQUEST,
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
             ApiError::Hook(_) => StatusCode::UNAUTHORIZED,
             ApiError::Store(
