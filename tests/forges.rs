@@ -195,7 +195,10 @@ async fn deliver(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-on_both_databases!(every_forge_builds_pushes_and_pull_requests_and_nothing_else);
+on_both_databases!(
+    every_forge_builds_pushes_and_pull_requests_and_nothing_else,
+    stored_deliveries_have_their_secrets_redacted
+);
 
 async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: Option<String>) {
     let farm = Farm::up_on(database.as_deref(), &[]);
@@ -310,5 +313,98 @@ async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: 
             2 + usize::from(expected == 201),
             "{name}: nothing else made a pipeline"
         );
+
+        // What each delivery became, newest first, for the user who wonders why a hook did nothing.
+        let listed = farm.get(&format!("/repos/{name}/deliveries")).await;
+        let outcomes: Vec<&str> = listed["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap())
+            .collect();
+        let ignored = forge.nothing_to_build().len();
+        let mut expected_outcomes = vec![
+            if expected == 201 {
+                "created"
+            } else {
+                "refused"
+            },
+            "refused",
+        ];
+        expected_outcomes.extend(std::iter::repeat_n("ignored", ignored));
+        expected_outcomes.extend(["created", "created"]);
+        assert_eq!(outcomes, expected_outcomes, "{name}: {listed:#}");
+        let refused = &listed["deliveries"][1];
+        assert!(
+            refused["reason"].as_str().unwrap().contains("signature")
+                || refused["reason"].as_str().unwrap().contains("token"),
+            "{refused}"
+        );
+        assert_eq!(
+            listed["deliveries"].as_array().unwrap().last().unwrap()["pipeline"],
+            1
+        );
+        let page = farm.page(&format!("/repos/{name}")).await;
+        assert!(
+            page.contains("Recent deliveries") && page.contains("refused"),
+            "{page}"
+        );
+        let pr_page = farm.page(&format!("/repos/{name}/pipelines/2")).await;
+        assert!(pr_page.contains("Pull request #7"), "{pr_page}");
     }
+}
+
+/// Old Gitea bodies carry the hook's secret in a `secret` field (Gitea's own documentation example); neither it
+/// nor the repository's webhook secret, wherever it appears, may be kept.
+async fn stored_deliveries_have_their_secrets_redacted(database: Option<String>) {
+    let farm = Farm::up_on(database.as_deref(), &[]);
+    let repo = Repo::new(&support::scratch_dir("redacted"));
+    let name = "redacted";
+    farm.gantry(&[
+        "repo",
+        "add",
+        name,
+        "--url",
+        repo.bare.to_str().unwrap(),
+        "--forge",
+        "gitea",
+        "--secret",
+        SECRET,
+    ]);
+    let (_, sha) = repo.push_pipeline(FILE);
+    let mut body = Forge::Gitea.fixture("push.doc.json");
+    let doc_secret = body["secret"].as_str().unwrap().to_owned();
+    assert!(doc_secret.len() > 8, "the fixture carries a secret");
+    body["ref"] = json!("refs/heads/main");
+    body["after"] = json!(sha);
+    body["commits"][0]["message"] = json!(format!("oops, pasted {SECRET} in a message"));
+    let (status, outcome) = deliver(
+        &farm,
+        Forge::Gitea,
+        name,
+        "push",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{outcome}");
+    assert_eq!(farm.finished_pipeline(name, 1).await["status"], "success");
+    let id = farm.get(&format!("/repos/{name}/deliveries")).await["deliveries"][0]["id"].clone();
+    let stored = farm.get(&format!("/repos/{name}/deliveries/{id}")).await;
+    let kept = stored["body"].as_str().unwrap();
+    assert!(
+        !kept.contains(&doc_secret) && !kept.contains(SECRET),
+        "{kept}"
+    );
+    let kept: Value = serde_json::from_str(kept).unwrap();
+    assert_eq!(kept["secret"], "[redacted]");
+    assert_eq!(
+        kept["commits"][0]["message"],
+        "oops, pasted [redacted] in a message"
+    );
+    assert_eq!(kept["after"], json!(sha), "the rest is kept as it came");
+    let page = farm.page(&format!("/repos/{name}/deliveries/{id}")).await;
+    assert!(
+        page.contains("[redacted]") && !page.contains(&doc_secret),
+        "{page}"
+    );
 }

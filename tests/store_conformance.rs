@@ -65,6 +65,7 @@ conformance!(
     workers_register_by_name_and_get_a_token,
     a_pull_request_pipeline_keeps_its_request_through_the_claim,
     repository_credentials_are_stored_sealed_and_removed,
+    deliveries_are_kept_newest_first_with_their_outcome_and_pruned,
 );
 
 async fn repo(db: &Db, name: &str) -> i64 {
@@ -1323,4 +1324,71 @@ async fn repository_credentials_are_stored_sealed_and_removed(db: Db) {
             .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn deliveries_are_kept_newest_first_with_their_outcome_and_pruned(db: Db) {
+    let r = repo(&db, "hooks").await;
+    let created = db.create_pipeline(&delivery(r, "d-1")).await.unwrap();
+    let mut refused = delivery(r, "d-2").delivery;
+    refused.body = b"{\"tampered\": true}".to_vec();
+    db.record_refused_delivery(&refused, "the delivery's signature does not match")
+        .await
+        .unwrap();
+    // The forge redelivers d-2 once the secret is fixed: a refusal must not make it a duplicate.
+    let again = db.create_pipeline(&delivery(r, "d-2")).await.unwrap();
+    assert!(!again.duplicate);
+    db.record_ignored_delivery(&delivery(r, "d-3").delivery, "ping: the webhook is set up")
+        .await
+        .unwrap();
+    let listed = db.recent_deliveries(r, 10).await.unwrap();
+    let seen: Vec<_> = listed
+        .iter()
+        .map(|d| (d.outcome.as_str(), d.pipeline, d.reason.is_some()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ignored", None, true),
+            ("created", Some(again.number), false),
+            ("refused", None, true),
+            ("created", Some(created.number), false),
+        ]
+    );
+    assert!(
+        listed.iter().all(|d| d.body.is_none()),
+        "lists carry no bodies"
+    );
+    assert!(
+        listed[2].delivery_id.ends_with("/d-2"),
+        "{}",
+        listed[2].delivery_id
+    );
+    let one = db.get_delivery(r, listed[2].id).await.unwrap().unwrap();
+    assert_eq!(one.body.as_deref(), Some(&b"{\"tampered\": true}"[..]));
+    let other = repo(&db, "other-hooks").await;
+    assert!(
+        db.get_delivery(other, listed[2].id)
+            .await
+            .unwrap()
+            .is_none(),
+        "per repository"
+    );
+
+    assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 2);
+    let kept: Vec<_> = db
+        .recent_deliveries(r, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(kept, [listed[0].id, listed[1].id]);
+    assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 0);
+    // A pruned delivery's pipeline still refuses a redelivery of its id.
+    let redelivered = db.create_pipeline(&delivery(r, "d-1")).await;
+    assert!(
+        matches!(redelivered, Err(StoreError::Conflict(_)))
+            || redelivered.is_ok_and(|c| c.duplicate),
+        "a redelivery of a pruned delivery must not make a second pipeline"
+    );
 }

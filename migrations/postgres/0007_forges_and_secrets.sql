@@ -17,3 +17,5 @@ CREATE TABLE repo_secrets (
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (repo_id, name)
 );
+-- Deliveries are kept per repository, newest first, and the older ones deleted.
+CREATE INDEX webhook_deliveries_by_repo ON webhook_deliveries (repo_id, id);

@@ -343,6 +343,37 @@ pub struct JobView {
     pub artifacts: Vec<ArtifactRef>,
 }
 
+/// A webhook delivery as the API shows it: what arrived and what Gantry did with it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryView {
+    /// Its id in Gantry (`GET /api/v1/repos/{repo}/deliveries/{id}`).
+    pub id: i64,
+    /// The forge's delivery id (or the hash of the body).
+    pub delivery_id: String,
+    /// The route it came in on: `github`, `gitlab`, `gitea`, `git`, `generic`.
+    pub forge: String,
+    /// The forge's event name.
+    pub event: String,
+    /// `created`, `ignored` or `refused`.
+    pub outcome: String,
+    /// Why it was ignored or refused.
+    pub reason: Option<String>,
+    /// The number of the pipeline it created.
+    pub pipeline: Option<i64>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// The body as received, secrets redacted (only when one delivery is asked for; invalid UTF-8 replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A repository's newest deliveries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryList {
+    /// Newest first.
+    pub deliveries: Vec<DeliveryView>,
+}
+
 /// One page of pipelines.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PipelinePage {

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub infra_retries: u32,
     /// Bytes of artifacts one attempt of a job may upload, all files together.
     pub artifact_limit_bytes: u64,
+    /// Deliveries kept per repository (the newest), for users to see what each hook did.
+    pub deliveries_kept: u32,
     /// The file holding the key that seals secrets at rest (`DATA_DIR/secret.key` when unset; servers sharing a
     /// database must share it).
     pub secret_key_file: Option<PathBuf>,
@@ -52,6 +54,7 @@ impl ServerConfig {
             infra_retries: 2,
             artifact_limit_bytes: 1 << 30,
             secret_key_file: None,
+            deliveries_kept: 100,
         }
     }
 

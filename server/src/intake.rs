@@ -49,26 +49,74 @@ impl Preparation {
     }
 }
 
+/// Bytes kept of a refused delivery's body.
+const REFUSED_BODY_KEPT: usize = 64 * 1024;
+
 /// Turns deliveries into pipelines.
 #[derive(Clone)]
 pub struct Intake {
     store: Arc<dyn Store>,
     mirrors: Mirrors,
     queue: Queue,
+    deliveries_kept: u32,
 }
 
 impl Intake {
-    /// Intake over the store, mirrors and queue.
-    pub fn new(store: Arc<dyn Store>, mirrors: Mirrors, queue: Queue) -> Self {
+    /// Intake over the store, mirrors and queue, keeping each repository's newest `deliveries_kept` deliveries.
+    pub fn new(
+        store: Arc<dyn Store>,
+        mirrors: Mirrors,
+        queue: Queue,
+        deliveries_kept: u32,
+    ) -> Self {
         Self {
             store,
             mirrors,
             queue,
+            deliveries_kept,
         }
     }
 
-    /// Records a verified delivery; for a push, commits a queued pipeline and starts preparing it.
+    /// Records a verified delivery; for a commit to build, commits a queued pipeline and starts preparing it.
     pub async fn accept(
+        &self,
+        repo: &RepoRecord,
+        delivery: NewDelivery,
+        event: HookEvent,
+    ) -> Result<HookOutcome, StoreError> {
+        let outcome = self.accept_recorded(repo, delivery, event).await?;
+        self.prune(repo).await;
+        Ok(outcome)
+    }
+
+    /// Records a delivery refused before it was parsed, so the user sees why a hook did nothing.
+    pub async fn refused(
+        &self,
+        repo: &RepoRecord,
+        mut delivery: NewDelivery,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        // Nobody vouched for these bytes: keep enough to recognise them, not 25 MB of them.
+        delivery.body.truncate(REFUSED_BODY_KEPT);
+        self.store
+            .record_refused_delivery(&delivery, reason)
+            .await?;
+        self.prune(repo).await;
+        Ok(())
+    }
+
+    async fn prune(&self, repo: &RepoRecord) {
+        // Only housekeeping: the delivery is committed whatever happens here.
+        if let Err(e) = self
+            .store
+            .prune_deliveries(repo.id, self.deliveries_kept)
+            .await
+        {
+            tracing::warn!(repo = %repo.name, error = %e, "could not delete old deliveries");
+        }
+    }
+
+    async fn accept_recorded(
         &self,
         repo: &RepoRecord,
         delivery: NewDelivery,

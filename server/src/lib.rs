@@ -90,7 +90,12 @@ impl Server {
         )?;
         let queue = queue::Queue::new(store.clone(), hub.clone(), &config);
         let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
-        let intake = intake::Intake::new(store.clone(), mirrors, queue.clone());
+        let intake = intake::Intake::new(
+            store.clone(),
+            mirrors,
+            queue.clone(),
+            config.deliveries_kept,
+        );
         let extended = queue.grant_restart_grace().await?;
         if extended > 0 {
             tracing::info!(

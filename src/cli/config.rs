@@ -29,6 +29,8 @@ lease_secs = 10
 infra_retries = 2
 # Bytes of artifacts one attempt of a job may upload (all its files together); more is refused.
 artifact_limit_bytes = 1073741824
+# Webhook deliveries kept per repository (the newest), with their outcome and redacted body.
+deliveries_kept = 100
 # The key sealing repository secrets and tokens at rest; made on first start. Servers sharing one database must
 # share this file (mode 0600). Default: secret.key in data_dir.
 # secret_key_file = "/etc/gantry/secret.key"
@@ -72,6 +74,7 @@ pub struct FileConfig {
     infra_retries: Option<u32>,
     artifact_limit_bytes: Option<u64>,
     secret_key_file: Option<PathBuf>,
+    deliveries_kept: Option<u32>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -186,6 +189,9 @@ impl ServerArgs {
             server.artifact_limit_bytes = limit;
         }
         server.secret_key_file = file.secret_key_file;
+        if let Some(kept) = file.deliveries_kept {
+            server.deliveries_kept = kept.max(1);
+        }
         if let Some(secs) = self.lease_secs.or(file.lease_secs) {
             server.lease = Duration::from_secs(secs.max(1));
             server.heartbeat = Duration::from_secs((secs / 3).max(1));

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use crate::forge::{self, gitea, github, gitlab, verify_sha256_signature};
+use crate::forge::{self, HookError, HookEvent, gitea, github, gitlab, verify_sha256_signature};
 use crate::store::{NewDelivery, RepoRecord};
 use axum::Json;
 use axum::body::Bytes;
@@ -63,22 +63,45 @@ async fn find_repo(
         })
 }
 
-fn delivery(
+/// A delivery as it arrived, before it was checked.
+struct Arrival<'a> {
+    forge: &'static str,
+    event: &'a str,
+    id: Option<&'a str>,
+    body: &'a Bytes,
+}
+
+impl Arrival<'_> {
+    fn delivery(&self, repo: &RepoRecord) -> NewDelivery {
+        let delivery_id = self
+            .id
+            .map(str::to_owned)
+            .unwrap_or_else(|| hex::encode(Sha256::digest(self.body)));
+        NewDelivery {
+            repo_id: repo.id,
+            delivery_id,
+            forge: self.forge.into(),
+            event: self.event.into(),
+            body: forge::redact::redact_delivery(self.body, &repo.secret),
+        }
+    }
+}
+
+/// Hands a checked delivery to intake, or records why it was refused (so the repository's delivery list says
+/// why a hook did nothing) and refuses it.
+async fn receive(
+    state: &AppState,
     repo: &RepoRecord,
-    id: Option<&str>,
-    forge: &str,
-    event: &str,
-    body: &Bytes,
-) -> NewDelivery {
-    let delivery_id = id
-        .map(str::to_owned)
-        .unwrap_or_else(|| hex::encode(Sha256::digest(body)));
-    NewDelivery {
-        repo_id: repo.id,
-        delivery_id,
-        forge: forge.into(),
-        event: event.into(),
-        body: forge::redact::redact_delivery(body, &repo.secret),
+    arrival: Arrival<'_>,
+    checked: Result<HookEvent, HookError>,
+) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
+    let d = arrival.delivery(repo);
+    match checked {
+        Ok(event) => Ok(answer(state.intake.accept(repo, d, event).await?)),
+        Err(e) => {
+            state.intake.refused(repo, d, &e.to_string()).await?;
+            Err(e.into())
+        }
     }
 }
 
@@ -91,17 +114,17 @@ pub async fn github(
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
     let (full_name, urls) = github::repository_of(&body);
     let repo = find_repo(&state, q.repo.as_deref(), full_name.as_deref(), &urls).await?;
-    verify_sha256_signature(&repo.secret, &body, header(&headers, "x-hub-signature-256"))?;
     let event = header(&headers, "x-github-event").unwrap_or("unknown");
-    let parsed = github::parse(event, &body)?;
-    let d = delivery(
-        &repo,
-        header(&headers, "x-github-delivery"),
-        "github",
+    let checked =
+        verify_sha256_signature(&repo.secret, &body, header(&headers, "x-hub-signature-256"))
+            .and_then(|()| github::parse(event, &body));
+    let arrival = Arrival {
+        forge: "github",
         event,
-        &body,
-    );
-    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+        id: header(&headers, "x-github-delivery"),
+        body: &body,
+    };
+    receive(&state, &repo, arrival, checked).await
 }
 
 /// `POST /hooks/gitlab`.
@@ -113,12 +136,16 @@ pub async fn gitlab(
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
     let (full_name, urls) = gitlab::repository_of(&body);
     let repo = find_repo(&state, q.repo.as_deref(), full_name.as_deref(), &urls).await?;
-    gitlab::verify_token(&repo.secret, header(&headers, "x-gitlab-token"))?;
     let event = header(&headers, "x-gitlab-event").unwrap_or("unknown");
-    let parsed = gitlab::parse(event, &body)?;
-    let id = first_header(&headers, &["idempotency-key", "x-gitlab-event-uuid"]);
-    let d = delivery(&repo, id, "gitlab", event, &body);
-    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+    let checked = gitlab::verify_token(&repo.secret, header(&headers, "x-gitlab-token"))
+        .and_then(|()| gitlab::parse(event, &body));
+    let arrival = Arrival {
+        forge: "gitlab",
+        event,
+        id: first_header(&headers, &["idempotency-key", "x-gitlab-event-uuid"]),
+        body: &body,
+    };
+    receive(&state, &repo, arrival, checked).await
 }
 
 /// `POST /hooks/gitea` and `/hooks/forgejo`.
@@ -130,44 +157,17 @@ pub async fn gitea(
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
     let (full_name, urls) = gitea::repository_of(&body);
     let repo = find_repo(&state, q.repo.as_deref(), full_name.as_deref(), &urls).await?;
-    let signature = first_header(&headers, &["x-forgejo-signature", "x-gitea-signature"]);
-    gitea::verify_signature(&repo.secret, &body, signature)?;
     let event = first_header(&headers, &["x-forgejo-event", "x-gitea-event"]).unwrap_or("unknown");
-    let parsed = gitea::parse(event, &body)?;
-    let id = first_header(&headers, &["x-forgejo-delivery", "x-gitea-delivery"]);
-    let d = delivery(&repo, id, "gitea", event, &body);
-    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
-}
-
-/// `POST /hooks/generic`: a ref update from any tool, which may name its event (`manual`, `api`, …).
-pub async fn generic(
-    State(state): State<AppState>,
-    Query(q): Query<HookQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
-    let name = q.repo.as_deref().ok_or_else(|| {
-        ApiError::BadRequest("a generic trigger must name the repository: ?repo=NAME".into())
-    })?;
-    let repo = find_repo(&state, Some(name), None, &[]).await?;
-    verify_sha256_signature(
-        &repo.secret,
-        &body,
-        header(&headers, GANTRY_SIGNATURE_HEADER),
-    )?;
-    let parsed = forge::git::parse_generic(&body)?;
-    let event = match &parsed {
-        forge::HookEvent::Build(b) => b.event,
-        forge::HookEvent::Ignored(_) => "push",
-    };
-    let d = delivery(
-        &repo,
-        header(&headers, GANTRY_DELIVERY_HEADER),
-        "generic",
+    let signature = first_header(&headers, &["x-forgejo-signature", "x-gitea-signature"]);
+    let checked = gitea::verify_signature(&repo.secret, &body, signature)
+        .and_then(|()| gitea::parse(event, &body));
+    let arrival = Arrival {
+        forge: "gitea",
         event,
-        &body,
-    );
-    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+        id: first_header(&headers, &["x-forgejo-delivery", "x-gitea-delivery"]),
+        body: &body,
+    };
+    receive(&state, &repo, arrival, checked).await
 }
 
 /// `POST /hooks/git`: the post-receive hook of a plain git server.
@@ -177,24 +177,55 @@ pub async fn git(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
-    let name = q.repo.as_deref().ok_or_else(|| {
-        ApiError::BadRequest("the git hook must name the repository: ?repo=NAME".into())
-    })?;
-    let repo = find_repo(&state, Some(name), None, &[]).await?;
-    verify_sha256_signature(
+    let repo = named_repo(&state, q.repo.as_deref(), "the git hook").await?;
+    let checked = verify_sha256_signature(
         &repo.secret,
         &body,
         header(&headers, GANTRY_SIGNATURE_HEADER),
-    )?;
-    let parsed = forge::git::parse(&body)?;
+    )
+    .and_then(|()| forge::git::parse(&body));
     // The hook sends a delivery id per ref update, so pushing the same update twice makes two pipelines, while a
     // retry of one notification stays one.
-    let d = delivery(
-        &repo,
-        header(&headers, GANTRY_DELIVERY_HEADER),
-        "git",
-        "push",
+    let arrival = Arrival {
+        forge: "git",
+        event: "push",
+        id: header(&headers, GANTRY_DELIVERY_HEADER),
+        body: &body,
+    };
+    receive(&state, &repo, arrival, checked).await
+}
+
+/// `POST /hooks/generic`: a ref update from any tool, which may name its event (`manual`, `api`, …).
+pub async fn generic(
+    State(state): State<AppState>,
+    Query(q): Query<HookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
+    let repo = named_repo(&state, q.repo.as_deref(), "a generic trigger").await?;
+    let checked = verify_sha256_signature(
+        &repo.secret,
         &body,
-    );
-    Ok(answer(state.intake.accept(&repo, d, parsed).await?))
+        header(&headers, GANTRY_SIGNATURE_HEADER),
+    )
+    .and_then(|()| forge::git::parse_generic(&body));
+    let event = match &checked {
+        Ok(HookEvent::Build(b)) => b.event,
+        _ => "generic",
+    };
+    let arrival = Arrival {
+        forge: "generic",
+        event,
+        id: header(&headers, GANTRY_DELIVERY_HEADER),
+        body: &body,
+    };
+    receive(&state, &repo, arrival, checked).await
+}
+
+/// The repository a route without payload matching names with `?repo=NAME`.
+async fn named_repo(state: &AppState, name: Option<&str>, who: &str) -> ApiResult<RepoRecord> {
+    let name = name.ok_or_else(|| {
+        ApiError::BadRequest(format!("{who} must name the repository: ?repo=NAME"))
+    })?;
+    find_repo(state, Some(name), None, &[]).await
 }

@@ -3,6 +3,7 @@
 pub(crate) mod api;
 mod artifacts;
 mod auth;
+pub mod deliveries;
 pub mod error;
 mod hooks;
 mod limits;
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/repos", get(api::list_repos).post(api::create_repo))
         .route("/repos/{repo}", axum::routing::patch(api::update_repo))
         .route("/repos/{repo}/secret", get(api::repo_secret))
+        .route("/repos/{repo}/deliveries", get(deliveries::list))
+        .route("/repos/{repo}/deliveries/{id}", get(deliveries::get))
         .route("/repos/{repo}/pipelines", get(api::list_pipelines))
         .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))
         .route(

@@ -6,6 +6,8 @@
 #[macro_use]
 mod artifacts;
 #[macro_use]
+mod deliveries;
+#[macro_use]
 mod retry;
 #[macro_use]
 mod shared;
@@ -84,6 +86,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_pipeline(&self, new: &NewPipeline) -> Result<CreatedPipeline>;
     /// Records a delivery that created nothing, with the reason.
     async fn record_ignored_delivery(&self, delivery: &NewDelivery, reason: &str) -> Result<()>;
+    /// Records a delivery refused before it was parsed (a wrong signature, a malformed body), for users to see.
+    async fn record_refused_delivery(&self, delivery: &NewDelivery, reason: &str) -> Result<()>;
+    /// Deletes all but a repository's newest `keep` deliveries; returns how many went.
+    async fn prune_deliveries(&self, repo_id: i64, keep: u32) -> Result<u64>;
+    /// A repository's newest deliveries, newest first, without their bodies.
+    async fn recent_deliveries(&self, repo_id: i64, limit: u32) -> Result<Vec<DeliveryRecord>>;
+    /// One of a repository's deliveries, with its (redacted) body.
+    async fn get_delivery(&self, repo_id: i64, id: i64) -> Result<Option<DeliveryRecord>>;
     /// Pipelines accepted but whose file has not been read yet (to resume after a restart).
     async fn unprepared_pipelines(&self) -> Result<Vec<PipelineRecord>>;
     /// Stores a pipeline's jobs and marks it prepared.

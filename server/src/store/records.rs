@@ -98,6 +98,29 @@ pub struct NewDelivery {
     pub body: Vec<u8>,
 }
 
+/// A delivery as kept for users to see why a hook did what it did.
+#[derive(Clone, Debug)]
+pub struct DeliveryRecord {
+    /// Row id.
+    pub id: i64,
+    /// The forge's delivery id (or the body's hash).
+    pub delivery_id: String,
+    /// The route it came in on.
+    pub forge: String,
+    /// The forge's event name.
+    pub event: String,
+    /// `created`, `ignored` or `refused`.
+    pub outcome: String,
+    /// Why it was ignored or refused.
+    pub reason: Option<String>,
+    /// The number of the pipeline it made.
+    pub pipeline: Option<i64>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// The body with its secrets redacted (only when one delivery is asked for).
+    pub body: Option<Vec<u8>>,
+}
+
 /// A pipeline to create from a delivery.
 #[derive(Clone, Debug)]
 pub struct NewPipeline {

@@ -40,6 +40,7 @@ macro_rules! impl_store {
 
         artifact_sql!($db);
         retry_sql!($db);
+        delivery_sql!($db);
 
         fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
             text.parse().map_err(StoreError::Corrupt)
@@ -504,15 +505,19 @@ macro_rules! impl_store {
             async fn create_pipeline(&self, new: &NewPipeline) -> Result<CreatedPipeline> {
                 let d = &new.delivery;
                 let mut tx = self.begin().await?;
-                let Some(delivery_row) = insert_delivery(&mut tx, d, "created", None).await? else {
-                    let row = sqlx::query("SELECT id, number FROM pipelines WHERE repo_id = $1 AND delivery_id = $2")
-                        .bind(d.repo_id)
-                        .bind(&d.delivery_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .ok_or_else(|| StoreError::Conflict(format!("delivery {:?}", d.delivery_id)))?;
+                // The pipeline, not the delivery row, makes a redelivery a duplicate: only the newest deliveries
+                // are kept, pipelines stay.
+                let seen = sqlx::query("SELECT id, number FROM pipelines WHERE repo_id = $1 AND delivery_id = $2")
+                    .bind(d.repo_id)
+                    .bind(&d.delivery_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(row) = seen {
                     return Ok(CreatedPipeline { id: row.try_get("id")?, number: row.try_get("number")?, duplicate: true });
-                };
+                }
+                let delivery_row = insert_delivery(&mut tx, d, "created", None)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict(format!("delivery {:?}", d.delivery_id)))?;
                 let number: i64 = sqlx::query("UPDATE repos SET next_number = next_number + 1 WHERE id = $1 RETURNING next_number")
                     .bind(d.repo_id)
                     .fetch_one(&mut *tx)
@@ -555,6 +560,28 @@ macro_rules! impl_store {
                 insert_delivery(&mut tx, delivery, "ignored", Some(reason)).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn record_refused_delivery(&self, delivery: &NewDelivery, reason: &str) -> Result<()> {
+                let mut tx = self.begin().await?;
+                insert_refused_delivery(&mut tx, delivery, reason).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn prune_deliveries(&self, repo_id: i64, keep: u32) -> Result<u64> {
+                let mut tx = self.begin().await?;
+                let deleted = delete_old_deliveries(&mut tx, repo_id, keep).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn recent_deliveries(&self, repo_id: i64, limit: u32) -> Result<Vec<DeliveryRecord>> {
+                select_recent_deliveries(&self.pool, repo_id, limit).await
+            }
+
+            async fn get_delivery(&self, repo_id: i64, id: i64) -> Result<Option<DeliveryRecord>> {
+                select_delivery(&self.pool, repo_id, id).await
             }
 
             async fn unprepared_pipelines(&self) -> Result<Vec<PipelineRecord>> {

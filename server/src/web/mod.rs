@@ -26,6 +26,10 @@ pub fn templates() -> Result<tera::Tera, tera::Error> {
             include_str!("../../../templates/pipeline.html"),
         ),
         ("job.html", include_str!("../../../templates/job.html")),
+        (
+            "delivery.html",
+            include_str!("../../../templates/delivery.html"),
+        ),
     ])?;
     Ok(tera)
 }
@@ -36,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(index))
         .route("/repos/{repo}", get(repo))
         .route("/repos/{repo}/pipelines/{number}", get(pipeline))
+        .route("/repos/{repo}/deliveries/{id}", get(delivery))
         .route("/jobs/{id}", get(job))
 }
 
@@ -78,6 +83,7 @@ fn pipeline_json(p: &PipelineRecord) -> serde_json::Value {
         "repo": p.repo, "number": p.number, "status": p.status, "git_ref": p.git_ref, "commit": p.commit,
         "event": p.event, "author": p.author, "message": p.message, "error": p.error,
         "created_at": time(Some(p.created_at)), "duration": duration(p.started_at, p.finished_at),
+        "pull_request": p.pull_request,
     })
 }
 
@@ -99,16 +105,56 @@ async fn index(State(state): State<AppState>) -> ApiResult<Html<String>> {
     )
 }
 
+/// Deliveries listed on a repository's page.
+const DELIVERIES_SHOWN: u32 = 20;
+
+fn delivery_json(d: &crate::store::DeliveryRecord) -> serde_json::Value {
+    json!({
+        "id": d.id, "delivery_id": d.delivery_id, "forge": d.forge, "event": d.event, "outcome": d.outcome,
+        "reason": d.reason, "pipeline": d.pipeline, "received_at": time(Some(d.received_at)),
+    })
+}
+
 async fn repo(State(state): State<AppState>, Path(repo): Path<String>) -> ApiResult<Html<String>> {
-    if state.store.get_repo(&repo).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no repository named {repo:?}")));
-    }
+    let record = crate::http::deliveries::repo_named(&state, &repo).await?;
     let pipelines = state.store.list_pipelines(&repo, None, 100).await?;
     let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
+    let deliveries = state
+        .store
+        .recent_deliveries(record.id, DELIVERIES_SHOWN)
+        .await?;
+    let deliveries: Vec<_> = deliveries.iter().map(delivery_json).collect();
     render(
         &state,
         "pipelines.html",
-        json!({ "repo": repo, "pipelines": list }),
+        json!({ "repo": repo, "pipelines": list, "deliveries": deliveries }),
+    )
+}
+
+async fn delivery(
+    State(state): State<AppState>,
+    Path((repo, id)): Path<(String, i64)>,
+) -> ApiResult<Html<String>> {
+    let record = crate::http::deliveries::repo_named(&state, &repo).await?;
+    let d = state
+        .store
+        .get_delivery(record.id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no delivery {id} for {repo:?}")))?;
+    let body = d
+        .body
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    // A JSON body reads better indented; anything else is shown as it came.
+    let body = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| body.into_owned());
+    render(
+        &state,
+        "delivery.html",
+        json!({ "repo": repo, "d": delivery_json(&d), "body": body }),
     )
 }
 
