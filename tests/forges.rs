@@ -21,6 +21,12 @@ jobs:
     steps:
       - echo "event=$GANTRY_EVENT pr=${GANTRY_PR:-none} from=${GANTRY_PR_SOURCE_BRANCH:-} to=${GANTRY_PR_TARGET_BRANCH:-} fork=${GANTRY_PR_FROM_FORK:-}"
       - cat change.txt 2>/dev/null || echo "no change.txt"
+  pr-only:
+    when: { event: [pull_request] }
+    steps: [echo only for pull requests]
+  into-main:
+    when: { branch: [main] }
+    steps: [echo a push to main or a pull request into it]
 "#;
 
 #[derive(Clone, Copy)]
@@ -197,7 +203,8 @@ async fn deliver(
 
 on_both_databases!(
     every_forge_builds_pushes_and_pull_requests_and_nothing_else,
-    stored_deliveries_have_their_secrets_redacted
+    stored_deliveries_have_their_secrets_redacted,
+    a_generic_trigger_runs_a_pipeline_for_the_event_it_names
 );
 
 async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: Option<String>) {
@@ -266,7 +273,18 @@ async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: 
             json!({"number": 7, "source_branch": "feature/x", "target_branch": "main", "from_fork": false}),
             "{name}"
         );
-        let log = farm.finished_jobs(&name, 2).await.remove(0).log;
+        let jobs = farm.finished_jobs(&name, 2).await;
+        let statuses: Vec<_> = jobs
+            .iter()
+            .map(|j| j.json["status"].as_str().unwrap())
+            .collect();
+        // `branch:` sees the branch a pull request targets.
+        assert_eq!(
+            statuses,
+            ["success", "success", "success"],
+            "{name}: when: on a pull request"
+        );
+        let log = &jobs[0].log;
         assert!(
             log.contains("event=pull_request pr=7 from=feature/x to=main fork=false\n"),
             "{name}: {log}"
@@ -407,4 +425,61 @@ async fn stored_deliveries_have_their_secrets_redacted(database: Option<String>)
         page.contains("[redacted]") && !page.contains(&doc_secret),
         "{page}"
     );
+}
+
+/// `/hooks/generic`: any tool posts `{"ref","after","event"}` signed like the git hook's.
+async fn a_generic_trigger_runs_a_pipeline_for_the_event_it_names(database: Option<String>) {
+    let farm = Farm::up_on(database.as_deref(), &[]);
+    let repo = Repo::new(&support::scratch_dir("generic"));
+    farm.gantry(&[
+        "repo",
+        "add",
+        "generic",
+        "--url",
+        repo.bare.to_str().unwrap(),
+        "--secret",
+        SECRET,
+    ]);
+    let (_, sha) = repo.push_pipeline(FILE);
+    let post = |body: Value| {
+        let body = serde_json::to_vec(&body).unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(&body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let headers = vec![
+            ("x-gantry-signature", signature),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let farm = &farm;
+        async move {
+            farm.post_raw("/hooks/generic?repo=generic", &headers, body)
+                .await
+        }
+    };
+    let made = post(json!({"ref": "refs/heads/main", "after": sha, "event": "manual"})).await;
+    assert_eq!(made.status(), 201);
+    let p = farm.finished_pipeline("generic", 1).await;
+    assert_eq!(
+        (p["status"].as_str(), p["event"].as_str()),
+        (Some("success"), Some("manual")),
+        "{p:#}"
+    );
+    let jobs = farm.finished_jobs("generic", 1).await;
+    assert!(
+        jobs[0].log.contains("event=manual pr=none"),
+        "{}",
+        jobs[0].log
+    );
+    let refused = post(json!({"ref": "refs/heads/main", "after": sha, "event": "deploy"})).await;
+    assert_eq!(refused.status(), 400);
+    let said: Value = refused.json().await.unwrap();
+    assert!(
+        said["error"]
+            .as_str()
+            .unwrap()
+            .contains("use push, tag, manual, api"),
+        "{said}"
+    );
+    let unnamed = farm.post_raw("/hooks/generic", &[], b"{}".to_vec()).await;
+    assert_eq!(unnamed.status(), 400);
 }

@@ -163,7 +163,10 @@ impl Intake {
             });
         }
         tracing::info!(repo = %repo.name, number = created.number, commit = %push.commit, "pipeline queued");
-        if repo.cancel_previous && new.git_ref.starts_with("refs/heads/") {
+        // A branch's newer push, or a pull request's newer head, makes the older pipelines of the same ref moot.
+        if repo.cancel_previous
+            && (new.git_ref.starts_with("refs/heads/") || new.pull_request.is_some())
+        {
             self.supersede(created.id).await?;
         }
         self.spawn_prepare(Preparation {
