@@ -3,8 +3,6 @@
 //! except that a pull request given new commits is `synchronized`.
 
 use super::{HookError, HookEvent, payload};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 pub use payload::repository_of;
 
@@ -18,11 +16,7 @@ pub fn verify_signature(secret: &str, body: &[u8], header: Option<&str>) -> Resu
         .map(str::trim)
         .filter(|h| !h.is_empty())
         .ok_or(HookError::MissingSignature)?;
-    let sig = hex::decode(hex_sig).map_err(|_| HookError::MissingSignature)?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| HookError::BadSignature)
+    super::verify_hex_hmac(secret, body, hex_sig)
 }
 
 /// Parses a verified delivery of event `event`.

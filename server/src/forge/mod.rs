@@ -74,6 +74,11 @@ pub fn verify_sha256_signature(
     let hex_sig = header
         .and_then(|h| h.trim().strip_prefix("sha256="))
         .ok_or(HookError::MissingSignature)?;
+    verify_hex_hmac(secret, body, hex_sig)
+}
+
+/// Checks a hex HMAC-SHA256 of `body` under `secret`, in constant time (the MAC's own comparison).
+pub fn verify_hex_hmac(secret: &str, body: &[u8], hex_sig: &str) -> Result<(), HookError> {
     let sig = hex::decode(hex_sig).map_err(|_| HookError::MissingSignature)?;
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
