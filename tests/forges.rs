@@ -204,7 +204,8 @@ async fn deliver(
 on_both_databases!(
     every_forge_builds_pushes_and_pull_requests_and_nothing_else,
     stored_deliveries_have_their_secrets_redacted,
-    a_generic_trigger_runs_a_pipeline_for_the_event_it_names
+    a_generic_trigger_runs_a_pipeline_for_the_event_it_names,
+    pull_requests_from_forks_are_built_and_marked
 );
 
 async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: Option<String>) {
@@ -396,6 +397,7 @@ async fn stored_deliveries_have_their_secrets_redacted(database: Option<String>)
     body["ref"] = json!("refs/heads/main");
     body["after"] = json!(sha);
     body["commits"][0]["message"] = json!(format!("oops, pasted {SECRET} in a message"));
+    body["commits"][0]["author"]["name"] = json!("<script>alert(1)</script>");
     let (status, outcome) = deliver(
         &farm,
         Forge::Gitea,
@@ -482,4 +484,55 @@ async fn a_generic_trigger_runs_a_pipeline_for_the_event_it_names(database: Opti
     );
     let unnamed = farm.post_raw("/hooks/generic", &[], b"{}".to_vec()).await;
     assert_eq!(unnamed.status(), 400);
+}
+
+/// A pull request whose head lives in another repository is built (through the base repository's
+/// `refs/pull/N/head`) and marked as from a fork, which keeps the repository's secrets from its jobs.
+async fn pull_requests_from_forks_are_built_and_marked(database: Option<String>) {
+    let farm = Farm::up_on(database.as_deref(), &[]);
+    for forge in [Forge::GitHub, Forge::GitLab, Forge::Gitea] {
+        let name = format!("fork-{}", forge.name());
+        let repo = Repo::new(&support::scratch_dir(&name));
+        let bare = repo.bare.to_str().unwrap();
+        farm.gantry(&[
+            "repo",
+            "add",
+            &name,
+            "--url",
+            bare,
+            "--forge",
+            forge.name(),
+            "--secret",
+            SECRET,
+        ]);
+        let (_, sha) = repo.push_pipeline(FILE);
+        git(
+            &repo.work,
+            &["push", "-q", "origin", &format!("HEAD:{}", forge.pr_ref(3))],
+        );
+        let mut pr = forge.pull_request(3, &sha);
+        match forge {
+            Forge::GitLab => pr["object_attributes"]["source_project_id"] = json!(999),
+            _ => {
+                pr["pull_request"]["head"]["repo"]["id"] = json!(999);
+                pr["pull_request"]["head"]["repo"]["full_name"] = json!("someone-else/fork");
+            }
+        }
+        let body = serde_json::to_vec(&pr).unwrap();
+        let (status, outcome) = deliver(&farm, forge, &name, forge.pr_event(), body).await;
+        assert_eq!(status, 201, "{name}: {outcome}");
+        let p = farm.finished_pipeline(&name, 1).await;
+        assert_eq!(p["status"], "success", "{name}: {p:#}");
+        assert_eq!(p["pull_request"]["from_fork"], true, "{name}: {p:#}");
+        let jobs = farm.finished_jobs(&name, 1).await;
+        assert!(
+            jobs[0]
+                .log
+                .contains("pr=3 from=feature/x to=main fork=true"),
+            "{name}: {}",
+            jobs[0].log
+        );
+        let page = farm.page(&format!("/repos/{name}/pipelines/1")).await;
+        assert!(page.contains("from a fork"), "{page}");
+    }
 }
