@@ -107,3 +107,51 @@ fn the_job_page_shows_the_log_growing_live_and_escapes_what_jobs_print() {
         assert!(index.contains("dash #1"), "{index}");
     });
 }
+
+#[test]
+fn the_delivery_pages_show_what_arrived_as_text() {
+    use hmac::{Hmac, KeyInit, Mac};
+    run(Duration::from_secs(300), async {
+        let farm = Farm::up();
+        farm.gantry(&[
+            "repo",
+            "add",
+            "dlv",
+            "--url",
+            "/nowhere.git",
+            "--secret",
+            "dlv-secret",
+        ]);
+        let body = br#"{"ref":"refs/heads/main","after":"<img src=x onerror=alert(1)>"}"#.to_vec();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"dlv-secret").unwrap();
+        mac.update(&body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let refused = farm
+            .post_raw(
+                "/hooks/generic?repo=dlv",
+                &[("x-gantry-signature", signature)],
+                body,
+            )
+            .await;
+        assert_eq!(refused.status(), 400);
+        let id = farm.get("/repos/dlv/deliveries").await["deliveries"][0]["id"].clone();
+        for path in [
+            "/repos/dlv".to_owned(),
+            format!("/repos/dlv/deliveries/{id}"),
+        ] {
+            let url = format!("{}{path}", farm.url);
+            let dom = tokio::task::spawn_blocking(move || browse(&url, Duration::from_secs(2)))
+                .await
+                .unwrap();
+            assert!(dom.contains("refused"), "{path}: {dom}");
+            assert!(
+                dom.contains("&lt;img src=x onerror=alert(1)&gt;"),
+                "{path}: shown as text: {dom}"
+            );
+            assert!(
+                !dom.contains("<img"),
+                "{path}: no element made of it: {dom}"
+            );
+        }
+    });
+}
