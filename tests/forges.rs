@@ -213,7 +213,7 @@ async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: 
     for forge in [Forge::GitHub, Forge::GitLab, Forge::Gitea, Forge::Forgejo] {
         let name = format!("on-{}", forge.route().trim_start_matches("/hooks/"));
         let repo = Repo::new(&support::scratch_dir(&name));
-        farm.gantry(&[
+        let added = farm.gantry(&[
             "repo",
             "add",
             &name,
@@ -224,6 +224,12 @@ async fn every_forge_builds_pushes_and_pull_requests_and_nothing_else(database: 
             "--secret",
             SECRET,
         ]);
+        // What to paste into the forge: the URL of its route for this repository, and the secret.
+        let hook_url = format!("{}/hooks/{}?repo={name}", farm.url, forge.name());
+        assert!(
+            added.contains(&hook_url) && added.contains(SECRET),
+            "{added}"
+        );
         let (_, main_sha) = repo.push_pipeline(FILE);
         // The pull request's head: a commit on no branch of the repository, only under the forge's ref.
         std::fs::write(repo.work.join("change.txt"), "the pull request's change\n").unwrap();
