@@ -179,6 +179,9 @@ pub struct NewRepo {
     /// `github`, `gitlab`, `gitea` or `git` (default).
     #[serde(default)]
     pub forge: Option<String>,
+    /// `owner/name` (GitLab: the project's full path) on the forge; default: from the clone URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_full_name: Option<String>,
     /// Webhook secret; generated when absent.
     #[serde(default)]
     pub secret: Option<String>,
@@ -218,6 +221,13 @@ pub struct RepoSettings {
     /// At most this many of its jobs run at once; 0 lifts the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running_jobs: Option<u32>,
+    /// The forge's API base URL for commit statuses (e.g. `https://ghe.example.com/api/v3`); empty: derived
+    /// from the clone URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_api_url: Option<String>,
+    /// The context (GitLab: name) of its commit statuses; empty: the server's `status_context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_context: Option<String>,
 }
 
 /// A pipeline as the API shows it.

@@ -112,9 +112,12 @@ pub enum RepoCommand {
         /// Clone URL (or path, for a repository on this host).
         #[arg(long)]
         url: String,
-        /// github or git (GitLab and Gitea receivers come later).
+        /// github, gitlab, gitea or git.
         #[arg(long, default_value = "git")]
         forge: String,
+        /// `owner/name` (GitLab: the project's path) on the forge [default: from the clone URL].
+        #[arg(long)]
+        forge_full_name: Option<String>,
         /// Webhook secret [default: generated].
         #[arg(long)]
         secret: Option<String>,
@@ -136,6 +139,12 @@ pub enum RepoCommand {
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        /// The forge's API base URL for commit statuses ("": derived from the clone URL).
+        #[arg(long)]
+        forge_api_url: Option<String>,
+        /// The context of its commit statuses ("": the server's `status_context`).
+        #[arg(long)]
+        status_context: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -191,6 +200,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             name,
             url,
             forge,
+            forge_full_name,
             secret,
             api,
         } => {
@@ -201,6 +211,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                         name,
                         url,
                         forge: Some(forge),
+                        forge_full_name,
                         secret,
                     },
                 )
@@ -213,11 +224,15 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             name,
             cancel_previous,
             max_running_jobs,
+            forge_api_url,
+            status_context,
             api,
         } => {
             let settings = RepoSettings {
                 cancel_previous,
                 max_running_jobs,
+                forge_api_url,
+                status_context,
             };
             let repo: RepoView = Api::new(&api)
                 .patch(&format!("/repos/{name}"), &settings)

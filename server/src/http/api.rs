@@ -14,8 +14,9 @@ use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoSetti
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// Forges whose webhook route exists; GitLab and Gitea/Forgejo come with their receivers.
-const FORGES: [&str; 2] = ["github", "git"];
+/// Forge kinds a repository may have (GitLab's and Gitea's webhook receivers come separately; their commit
+/// statuses work already, with the plain git hook starting pipelines).
+const FORGES: [&str; 4] = ["github", "gitlab", "gitea", "git"];
 
 /// The API's view of a repository; the secret only when asked for by the admin.
 pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView {
@@ -119,7 +120,7 @@ pub async fn create_repo(
         name: name.to_string(),
         url: new.url,
         forge,
-        forge_full_name: None,
+        forge_full_name: new.forge_full_name.filter(|name| !name.trim().is_empty()),
         secret,
     };
     let repo = state.store.create_repo(&record).await?;
