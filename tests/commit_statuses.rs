@@ -30,6 +30,7 @@ use support::git::Repo;
 on_both_databases!(
     each_forge_gets_pending_then_success_or_failure_at_its_documented_endpoint,
     a_forge_that_answers_500_twice_gets_the_status_on_the_third_try,
+    statuses_a_killed_server_had_not_posted_are_posted_after_its_restart,
 );
 
 const PASSING: &str = "jobs:\n  ok:\n    steps: [\"true\"]\n";
@@ -336,4 +337,41 @@ async fn a_forge_that_answers_500_twice_gets_the_status_on_the_third_try(databas
             "tried again after {waited:?}"
         );
     }
+}
+
+async fn statuses_a_killed_server_had_not_posted_are_posted_after_its_restart(
+    database: Option<String>,
+) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut flags = vec!["--listen", &listen, "--admin-token", "status-kill-admin"];
+    flags.extend(["--status-retry-ms", "200"]);
+    if let Some(url) = &database {
+        flags.extend(["--database", url]);
+    }
+    let mut farm = Farm::serve_with(&flags);
+    let _worker = farm.worker("status-kill-worker");
+    // The forge is down for the whole life of the first server process.
+    let (stand_in, url) = StandIn::start(u32::MAX).await;
+    let token = "glpat-kill";
+    let repo = forge_repo(&farm, database.as_deref(), &GITLAB, &url, token).await;
+    let (_, sha) = repo.push_pipeline(PASSING);
+    farm.finished_pipeline("gitlab", 1).await;
+    eventually("a first try", Duration::from_secs(30), || async {
+        (!stand_in.for_commit(&GITLAB, &sha).is_empty()).then_some(())
+    })
+    .await;
+    farm.kill_and_restart();
+    *stand_in.failures.lock().unwrap() = 0;
+    let got = stand_in.until_final(&GITLAB, &sha).await;
+    let taken: Vec<String> = got
+        .iter()
+        .filter(|r| r.answered == 201)
+        .map(|r| check(&farm, &GITLAB, token, &sha, 1, r))
+        .collect();
+    assert_eq!(taken, ["running", "success"], "{got:#?}");
 }

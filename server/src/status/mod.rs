@@ -39,9 +39,9 @@ const CLIENT_ERROR_TRIES: u32 = 3;
 /// Tries of a status before giving up even while the forge seems down (about three hours at the default).
 const MAX_TRIES: u32 = 25;
 /// How long a claim holds a row: well past the request timeout, so only a sender that died lets it go.
-const CLAIM: Duration = Duration::from_secs(60);
+const CLAIM: Duration = Duration::from_secs(30);
 /// A request's whole time limit.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle sender looks anyway (rows another server wrote, a pipeline that failed to prepare).
 const POLL: Duration = Duration::from_secs(1);
 /// The least time between two passes, so a busy queue's wake-ups cost at most a few queries a second.
@@ -101,6 +101,19 @@ impl Notifier {
 
     /// Posts what is due, for ever: at once when woken, else when the next retry is due or every second.
     pub async fn deliver_forever(self) {
+        // A SQLite file has one server: a claim left in it is this server's own, from before a kill.
+        if self.store.dialect() == "sqlite" {
+            match self.store.release_commit_status_claims().await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(
+                    released,
+                    "posting again the commit statuses a killed server was posting"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot release the claims on commit statuses")
+                }
+            }
+        }
         let now = tokio::time::Instant::now();
         let mut last = now.checked_sub(MIN_GAP).unwrap_or(now);
         loop {

@@ -227,6 +227,9 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_commit_status(&self, id: i64, outcome: &StatusOutcome) -> Result<()>;
     /// When the next unsent commit status of a prepared pipeline is due (Unix ms), if there is one.
     async fn next_commit_status_ms(&self) -> Result<Option<i64>>;
+    /// Lets go of every claim on a commit status: for a server that knows it is the database's only one (SQLite)
+    /// and starts, so that what it was posting when it was killed goes out now rather than when the claim ends.
+    async fn release_commit_status_claims(&self) -> Result<u64>;
     /// A pipeline's commit statuses, oldest first.
     async fn commit_statuses(&self, pipeline: Uuid) -> Result<Vec<CommitStatusRecord>>;
 }

@@ -1138,6 +1138,11 @@ macro_rules! impl_store {
                 next_commit_status_ms(&self.pool).await
             }
 
+            async fn release_commit_status_claims(&self) -> Result<u64> {
+                let mut writer = self.writer().await?;
+                release_commit_status_claims(&mut writer).await
+            }
+
             async fn commit_statuses(&self, pipeline: Uuid) -> Result<Vec<CommitStatusRecord>> {
                 commit_statuses(&self.pool, pipeline).await
             }

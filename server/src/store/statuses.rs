@@ -104,6 +104,15 @@ macro_rules! status_sql {
             Ok(())
         }
 
+        async fn release_commit_status_claims(conn: &mut Conn) -> Result<u64> {
+            let released = sqlx::query(
+                "UPDATE commit_statuses SET claimed_until_ms = NULL WHERE outcome IS NULL AND claimed_until_ms IS NOT NULL",
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok(released.rows_affected())
+        }
+
         async fn next_commit_status_ms(pool: &sqlx::Pool<$db>) -> Result<Option<i64>> {
             let row = sqlx::query(
                 "SELECT MIN(CASE WHEN c.claimed_until_ms > c.next_try_ms THEN c.claimed_until_ms ELSE c.next_try_ms END)
