@@ -174,6 +174,13 @@ pub async fn a_claimed_status_waits_for_its_hold_or_its_retry_and_a_failed_one_l
         again, queued,
         "a sender that died lets it go when its hold runs out"
     );
+    assert_eq!(claim_at(&db, NOW + 1000).await, []);
+    assert_eq!(db.release_commit_status_claims().await.unwrap(), 1);
+    assert_eq!(
+        claim_at(&db, NOW + 1000).await,
+        queued,
+        "released at a restart"
+    );
     let retry = StatusOutcome::Retry {
         at_ms: NOW + 5000,
         error: "the forge answered 500".into(),
