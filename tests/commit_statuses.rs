@@ -16,107 +16,24 @@
 
 mod support;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use gantry_server::secrets::SealingKey;
 use gantry_server::store::RepoCredential;
-use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::eventually;
 use support::farm::Farm;
 use support::git::Repo;
+use support::standin::{Received, StandIn};
 
 on_both_databases!(
     each_forge_gets_pending_then_success_or_failure_at_its_documented_endpoint,
     a_forge_that_answers_500_twice_gets_the_status_on_the_third_try,
     statuses_a_killed_server_had_not_posted_are_posted_after_its_restart,
+    a_refused_token_is_tried_three_times_and_the_pipeline_shows_why,
 );
 
 const PASSING: &str = "jobs:\n  ok:\n    steps: [\"true\"]\n";
 const FAILING: &str = "jobs:\n  broken:\n    steps: [\"exit 3\"]\n";
-
-/// One request the stand-in received, and what it answered.
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: Value,
-    answered: u16,
-    at: std::time::Instant,
-}
-
-/// A local HTTP server standing in for the forges' status APIs: records every request; answers 500 to the first
-/// `failures` of them, then 201 as the forges do.
-#[derive(Clone, Default)]
-struct StandIn {
-    received: Arc<Mutex<Vec<Received>>>,
-    failures: Arc<Mutex<u32>>,
-}
-
-impl StandIn {
-    /// Serves on a port of its own; returns its base URL.
-    async fn start(failures: u32) -> (StandIn, String) {
-        let stand_in = StandIn::default();
-        *stand_in.failures.lock().unwrap() = failures;
-        let app = axum::Router::new()
-            .fallback(axum::routing::post(record))
-            .with_state(stand_in.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (stand_in, url)
-    }
-
-    /// The requests for `sha` of `forge`'s repository, in the order they came (the test's repositories on
-    /// different forges make commits of the same sha: same file, author and second).
-    fn for_commit(&self, forge: &Forge, sha: &str) -> Vec<Received> {
-        let path = format!("{}{sha}", forge.path);
-        let all = self.received.lock().unwrap();
-        all.iter().filter(|r| r.path == path).cloned().collect()
-    }
-
-    /// Waits until the stand-in took a final (not pending) status for `sha` on `forge`; returns the requests.
-    async fn until_final(&self, forge: &Forge, sha: &str) -> Vec<Received> {
-        eventually(
-            &format!("a final status for {sha} on {}", forge.kind),
-            Duration::from_secs(60),
-            || async {
-                let got = self.for_commit(forge, sha);
-                let last = got.last().filter(|r| r.answered == 201)?;
-                let state = last.body["state"].as_str()?;
-                (!matches!(state, "pending" | "running")).then_some(got)
-            },
-        )
-        .await
-    }
-}
-
-async fn record(
-    State(stand_in): State<StandIn>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> (StatusCode, axum::Json<Value>) {
-    let answered = {
-        let mut failures = stand_in.failures.lock().unwrap();
-        if *failures > 0 {
-            *failures -= 1;
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::CREATED
-        }
-    };
-    stand_in.received.lock().unwrap().push(Received {
-        // The raw path: GitLab's project path must arrive percent-encoded.
-        path: uri.path().to_owned(),
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        answered: answered.as_u16(),
-        at: std::time::Instant::now(),
-    });
-    (answered, axum::Json(json!({"id": 1})))
-}
 
 /// A forge as a test sees it: its kind, the repository's full name, where its API is, and the status path.
 struct Forge {
@@ -265,7 +182,7 @@ async fn each_forge_gets_pending_then_success_or_failure_at_its_documented_endpo
         for (number, file, outcome) in [(1, PASSING, "success"), (2, FAILING, "failure")] {
             let (_, sha) = repo.push_pipeline(file);
             let p = farm.finished_pipeline(forge.kind, number).await;
-            let got = stand_in.until_final(forge, &sha).await;
+            let got = stand_in.until_final(forge.path, &sha).await;
             let states: Vec<String> = got
                 .iter()
                 .map(|r| check(&farm, forge, &token, &sha, number, r))
@@ -311,13 +228,24 @@ async fn a_forge_that_answers_500_twice_gets_the_status_on_the_third_try(databas
     let repo = forge_repo(&farm, database.as_deref(), &GITHUB, &url, token).await;
     let (_, sha) = repo.push_pipeline(PASSING);
     farm.finished_pipeline("github", 1).await;
-    let got = stand_in.until_final(&GITHUB, &sha).await;
+    let got = stand_in.until_final(GITHUB.path, &sha).await;
     let answers: Vec<u16> = got.iter().map(|r| r.answered).collect();
     assert_eq!(&answers[..3], [500, 500, 201], "{got:#?}");
     let states: Vec<String> = got
         .iter()
         .map(|r| check(&farm, &GITHUB, token, &sha, 1, r))
         .collect();
+    // The pipeline's page says so too (the sender records the 201 just after it came).
+    eventually(
+        "the API to show the status sent",
+        Duration::from_secs(10),
+        || async {
+            let p = farm.get("/repos/github/pipelines/1").await;
+            let shown = &p["commit_status"];
+            (shown["status"] == "success" && shown["delivery"] == "sent").then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         &states[..3],
         ["pending", "pending", "pending"],
@@ -362,16 +290,48 @@ async fn statuses_a_killed_server_had_not_posted_are_posted_after_its_restart(
     let (_, sha) = repo.push_pipeline(PASSING);
     farm.finished_pipeline("gitlab", 1).await;
     eventually("a first try", Duration::from_secs(30), || async {
-        (!stand_in.for_commit(&GITLAB, &sha).is_empty()).then_some(())
+        (!stand_in.for_commit(GITLAB.path, &sha).is_empty()).then_some(())
     })
     .await;
     farm.kill_and_restart();
     *stand_in.failures.lock().unwrap() = 0;
-    let got = stand_in.until_final(&GITLAB, &sha).await;
+    let got = stand_in.until_final(GITLAB.path, &sha).await;
     let taken: Vec<String> = got
         .iter()
         .filter(|r| r.answered == 201)
         .map(|r| check(&farm, &GITLAB, token, &sha, 1, r))
         .collect();
     assert_eq!(taken, ["running", "success"], "{got:#?}");
+}
+
+async fn a_refused_token_is_tried_three_times_and_the_pipeline_shows_why(database: Option<String>) {
+    let farm = Farm::up_on(database.as_deref(), &["--status-retry-ms", "100"]);
+    let (stand_in, url) = StandIn::start(u32::MAX).await;
+    *stand_in.fail_with.lock().unwrap() = Some(StatusCode::UNAUTHORIZED);
+    let repo = forge_repo(&farm, database.as_deref(), &GITEA, &url, "revoked").await;
+    let (_, sha) = repo.push_pipeline(PASSING);
+    farm.finished_pipeline("gitea", 1).await;
+    let shown = eventually(
+        "the status to be given up",
+        Duration::from_secs(60),
+        || async {
+            let p = farm.get("/repos/gitea/pipelines/1").await;
+            (p["commit_status"]["status"] == "success"
+                && p["commit_status"]["delivery"] == "failed")
+                .then_some(p["commit_status"].clone())
+        },
+    )
+    .await;
+    assert_eq!(shown["attempts"], 3, "{shown}");
+    let error = shown["error"].as_str().unwrap();
+    assert!(
+        error.contains("401") && error.contains("gave up after 3 tries"),
+        "{error}"
+    );
+    let tries = stand_in.for_commit(GITEA.path, &sha);
+    let final_tries = tries
+        .iter()
+        .filter(|r| r.body["state"] == "success")
+        .count();
+    assert_eq!(final_tries, 3, "{tries:#?}");
 }

@@ -261,6 +261,23 @@ pub struct PipelineView {
     /// Its jobs' test reports, all shards together (only in the single-pipeline answer, when there are any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestSummary>,
+    /// Its latest commit status to the forge (only in the single-pipeline answer, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<CommitStatusView>,
+}
+
+/// Where a pipeline's latest commit status to the forge is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitStatusView {
+    /// The pipeline status it reports.
+    pub status: PipelineStatus,
+    /// `waiting` (to be posted or tried again), `sent`, `superseded` or `failed`.
+    pub delivery: String,
+    /// Tries made.
+    pub attempts: u32,
+    /// What went wrong last, if anything did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The pull (merge) request a pipeline builds: its head commit, pushed to `source_branch`.
