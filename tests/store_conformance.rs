@@ -66,7 +66,15 @@ conformance!(
     a_pull_request_pipeline_keeps_its_request_through_the_claim,
     repository_credentials_are_stored_sealed_and_removed,
     deliveries_are_kept_newest_first_with_their_outcome_and_pruned,
+    commit_statuses_are_written_for_repositories_with_a_token_and_posted_in_order,
+    a_pending_status_followed_by_another_is_superseded_but_never_the_one_before_the_end,
+    a_claimed_status_waits_for_its_hold_or_its_retry_and_a_failed_one_lets_the_next_go,
+    a_dropped_pipeline_takes_its_unsent_statuses_with_it,
 );
+
+#[path = "store_conformance/commit_statuses.rs"]
+mod commit_statuses;
+use commit_statuses::*;
 
 async fn repo(db: &Db, name: &str) -> i64 {
     let r = NewRepoRecord {
@@ -712,6 +720,7 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
     let settings = gantry_model::wire::RepoSettings {
         cancel_previous: Some(true),
         max_running_jobs: Some(3),
+        ..Default::default()
     };
     let updated = db
         .update_repo_settings("superseded", &settings)
@@ -724,6 +733,7 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
     let lifted = gantry_model::wire::RepoSettings {
         cancel_previous: None,
         max_running_jobs: Some(0),
+        ..Default::default()
     };
     let updated = db
         .update_repo_settings("superseded", &lifted)
@@ -769,6 +779,7 @@ async fn the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit(d
     let limit = gantry_model::wire::RepoSettings {
         cancel_previous: None,
         max_running_jobs: Some(1),
+        ..Default::default()
     };
     db.update_repo_settings("limited", &limit).await.unwrap();
     let (_, ids) = pipeline(

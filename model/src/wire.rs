@@ -222,6 +222,13 @@ pub struct RepoSettings {
     /// At most this many of its jobs run at once; 0 lifts the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running_jobs: Option<u32>,
+    /// The forge's API base URL for commit statuses (e.g. `https://ghe.example.com/api/v3`); empty: derived
+    /// from the clone URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge_api_url: Option<String>,
+    /// The context (GitLab: name) of its commit statuses; empty: the server's `status_context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_context: Option<String>,
 }
 
 /// A pipeline as the API shows it.
@@ -255,6 +262,23 @@ pub struct PipelineView {
     /// Its jobs' test reports, all shards together (only in the single-pipeline answer, when there are any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestSummary>,
+    /// Its latest commit status to the forge (only in the single-pipeline answer, when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<CommitStatusView>,
+}
+
+/// Where a pipeline's latest commit status to the forge is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommitStatusView {
+    /// The pipeline status it reports.
+    pub status: PipelineStatus,
+    /// `waiting` (to be posted or tried again), `sent`, `superseded` or `failed`.
+    pub delivery: String,
+    /// Tries made.
+    pub attempts: u32,
+    /// What went wrong last, if anything did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The pull (merge) request a pipeline builds: its head commit, pushed to `source_branch`.

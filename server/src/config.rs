@@ -35,6 +35,11 @@ pub struct ServerConfig {
     /// The file holding the key that seals secrets at rest (`DATA_DIR/secret.key` when unset; servers sharing a
     /// database must share it).
     pub secret_key_file: Option<PathBuf>,
+    /// The context (GitLab: name) of the commit statuses Gantry posts, unless a repository says otherwise.
+    pub status_context: String,
+    /// How long the first retry of a commit status the forge did not take waits; each next one waits twice as
+    /// long, up to ten minutes (tests shorten it).
+    pub status_retry: Duration,
 }
 
 impl ServerConfig {
@@ -55,6 +60,8 @@ impl ServerConfig {
             artifact_limit_bytes: 1 << 30,
             secret_key_file: None,
             deliveries_kept: 100,
+            status_context: "gantry".into(),
+            status_retry: Duration::from_secs(2),
         }
     }
 

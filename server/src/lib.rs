@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod queue;
 pub mod repos;
 pub mod secrets;
+pub mod status;
 pub mod store;
 pub mod web;
 
@@ -36,6 +37,9 @@ pub enum StartError {
     /// The sealing key could not be read or made.
     #[error(transparent)]
     SealingKey(#[from] secrets::SealError),
+    /// The commit-status sender could not be made.
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
     /// A dashboard template does not compile.
     #[error("dashboard templates: {0}")]
     Templates(#[from] tera::Error),
@@ -56,6 +60,7 @@ pub struct FirstStart {
 /// A server ready to serve.
 pub struct Server {
     state: http::AppState,
+    statuses: status::Notifier,
     /// Set on the first start against an empty database.
     pub first_start: Option<FirstStart>,
 }
@@ -110,6 +115,12 @@ impl Server {
                 "resumed preparing pipelines accepted before a restart"
             );
         }
+        let statuses = status::Notifier::new(
+            store.clone(),
+            sealing.clone(),
+            queue.status_wakeup(),
+            &config,
+        )?;
         let state = http::AppState {
             store,
             queue,
@@ -120,7 +131,11 @@ impl Server {
             config: Arc::new(config),
             templates: Arc::new(web::templates()?),
         };
-        Ok(Self { state, first_start })
+        Ok(Self {
+            state,
+            statuses,
+            first_start,
+        })
     }
 
     /// Makes another registration token for `pool` (shown to the caller only).
@@ -152,6 +167,7 @@ impl Server {
         let _listener = AbortOnDrop(tokio::spawn(
             self.state.queue.clone().listen_to_other_servers(),
         ));
+        let _statuses = AbortOnDrop(tokio::spawn(self.statuses.deliver_forever()));
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
         let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
         // Live logs are many small writes on one connection: without TCP_NODELAY, Nagle's algorithm holds each

@@ -117,7 +117,7 @@ pub enum RepoCommand {
         #[arg(long, default_value = "git", value_parser = ["github", "gitlab", "gitea", "git"])]
         forge: String,
         /// The forge's name for it (owner/name; GitLab group/…/name) [default: read from --url].
-        #[arg(long)]
+        #[arg(long, alias = "forge-full-name")]
         full_name: Option<String>,
         /// Webhook secret [default: generated].
         #[arg(long)]
@@ -140,6 +140,12 @@ pub enum RepoCommand {
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        /// The forge's API base URL for commit statuses ("": derived from the clone URL).
+        #[arg(long)]
+        forge_api_url: Option<String>,
+        /// The context of its commit statuses ("": the server's `status_context`).
+        #[arg(long)]
+        status_context: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -248,11 +254,15 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             name,
             cancel_previous,
             max_running_jobs,
+            forge_api_url,
+            status_context,
             api,
         } => {
             let settings = RepoSettings {
                 cancel_previous,
                 max_running_jobs,
+                forge_api_url,
+                status_context,
             };
             let repo: RepoView = Api::new(&api)
                 .patch(&format!("/repos/{name}"), &settings)

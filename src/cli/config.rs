@@ -34,6 +34,9 @@ deliveries_kept = 100
 # The key sealing repository secrets and tokens at rest; made on first start. Servers sharing one database must
 # share this file (mode 0600). Default: secret.key in data_dir.
 # secret_key_file = "/etc/gantry/secret.key"
+# The context (GitLab: name) of the commit statuses posted to forges; `gantry repo set --status-context` changes
+# it for one repository (GANTRY_STATUS_CONTEXT).
+status_context = "gantry"
 
 [worker]
 # Labels jobs can select with `runs-on`.
@@ -75,6 +78,7 @@ pub struct FileConfig {
     artifact_limit_bytes: Option<u64>,
     secret_key_file: Option<PathBuf>,
     deliveries_kept: Option<u32>,
+    status_context: Option<String>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -135,6 +139,12 @@ pub struct ServerArgs {
     /// Seconds a lease lasts without a heartbeat (tests shorten it).
     #[arg(long, env = "GANTRY_LEASE_SECS", hide = true)]
     pub lease_secs: Option<u64>,
+    /// The context (GitLab: name) of the commit statuses posted to forges [default: gantry].
+    #[arg(long, env = "GANTRY_STATUS_CONTEXT")]
+    pub status_context: Option<String>,
+    /// Milliseconds before the first retry of a commit status a forge did not take (tests shorten it).
+    #[arg(long, env = "GANTRY_STATUS_RETRY_MS", hide = true)]
+    pub status_retry_ms: Option<u64>,
 }
 
 /// The server's settings after layering, and the address to listen on.
@@ -191,6 +201,12 @@ impl ServerArgs {
         server.secret_key_file = file.secret_key_file;
         if let Some(kept) = file.deliveries_kept {
             server.deliveries_kept = kept.max(1);
+        }
+        if let Some(context) = self.status_context.clone().or(file.status_context) {
+            server.status_context = context;
+        }
+        if let Some(ms) = self.status_retry_ms {
+            server.status_retry = Duration::from_millis(ms.max(1));
         }
         if let Some(secs) = self.lease_secs.or(file.lease_secs) {
             server.lease = Duration::from_secs(secs.max(1));

@@ -7,6 +7,7 @@ pub mod local;
 pub mod oci;
 pub mod postgres;
 pub mod registry;
+pub mod standin;
 pub mod worker;
 
 use std::future::Future;

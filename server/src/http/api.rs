@@ -8,7 +8,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use gantry_model::wire::{JobView, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView};
+use gantry_model::wire::{
+    CommitStatusView, JobView, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -47,6 +49,7 @@ pub fn pipeline_view(p: PipelineRecord) -> PipelineView {
         pull_request: p.pull_request,
         jobs: Vec::new(),
         tests: None,
+        commit_status: None,
     }
 }
 
@@ -160,8 +163,15 @@ pub async fn get_pipeline(
     let jobs = state.store.pipeline_jobs(p.id).await?;
     let reasons = pending_reasons(&state, &p, &jobs).await?;
     let tests = state.store.pipeline_tests(p.id).await?;
+    let last_status = state.store.commit_statuses(p.id).await?.pop();
     let mut view = pipeline_view(p);
     view.tests = tests;
+    view.commit_status = last_status.map(|s| CommitStatusView {
+        status: s.status,
+        delivery: s.outcome.unwrap_or_else(|| "waiting".into()),
+        attempts: s.attempts,
+        error: s.last_error,
+    });
     view.jobs = jobs
         .into_iter()
         .zip(reasons)

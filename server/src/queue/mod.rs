@@ -25,6 +25,8 @@ pub struct Queue {
     wakeup: Arc<Notify>,
     /// Woken when jobs are asked to stop, so heartbeats waiting for news answer at once.
     cancels: Arc<Notify>,
+    /// Woken when a pipeline may have a commit status to post (see `status`).
+    statuses: Arc<Notify>,
     lease: Duration,
     heartbeat: Duration,
     log_cap: u64,
@@ -45,6 +47,7 @@ impl Queue {
             hub,
             wakeup: Arc::new(Notify::new()),
             cancels: Arc::new(Notify::new()),
+            statuses: Arc::new(Notify::new()),
             lease: config.lease,
             heartbeat: config.heartbeat,
             log_cap: config.log_cap_bytes,
@@ -57,6 +60,13 @@ impl Queue {
     pub fn jobs_ready(&self) {
         self.wakeup.notify_waiters();
         self.announce(News::JobsReady);
+        // A pipeline just prepared has its `queued` status to post.
+        self.statuses.notify_one();
+    }
+
+    /// What wakes the commit-status sender: a pipeline was prepared, cancelled or ended.
+    pub fn status_wakeup(&self) -> Arc<Notify> {
+        self.statuses.clone()
     }
 
     /// Tells the other servers, without making the caller wait for it.
@@ -154,6 +164,7 @@ impl Queue {
             match &lost.outcome {
                 ExpiredOutcome::Requeued => requeued = true,
                 ExpiredOutcome::Ended(done) => {
+                    self.statuses.notify_one();
                     self.hub.publish(lost.job, LogUpdate::Finished(done.status));
                     for skipped in &done.skipped {
                         self.hub
@@ -239,6 +250,9 @@ impl Queue {
 
     /// Tells watchers of the jobs a cancel ended, and the heartbeats of those it asks to stop.
     pub fn cancelled(&self, cancelled: &CancelledPipeline) {
+        if cancelled.pipeline_status.is_some() {
+            self.statuses.notify_one();
+        }
         for (job, status) in &cancelled.ended {
             self.hub.publish(*job, LogUpdate::Finished(*status));
         }
@@ -329,7 +343,9 @@ impl Queue {
                 .publish(skipped, LogUpdate::Finished(JobStatus::Skipped));
         }
         let pipeline_status = done.pipeline_status;
-        if !pipeline_status.is_finished() {
+        if pipeline_status.is_finished() {
+            self.statuses.notify_one();
+        } else {
             self.jobs_ready();
         }
         Ok(pipeline_status)

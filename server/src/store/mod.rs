@@ -11,11 +11,15 @@ mod deliveries;
 mod retry;
 #[macro_use]
 mod shared;
+#[macro_use]
+mod statuses;
 mod postgres;
 mod records;
 mod sqlite;
+mod status_records;
 
 pub use records::*;
+pub use status_records::*;
 
 use async_trait::async_trait;
 use gantry_model::wire::{ArtifactRef, CompleteRequest, RepoSettings, StepReport, TestSummary};
@@ -218,6 +222,26 @@ pub trait Store: Send + Sync + 'static {
     async fn pipeline_artifacts(&self, pipeline: Uuid) -> Result<Vec<ArtifactRef>>;
     /// A pipeline's test cases (latest attempts) counted, with the failed ones; none without reports.
     async fn pipeline_tests(&self, pipeline: Uuid) -> Result<Option<TestSummary>>;
+
+    /// Claims, until `hold_until_ms`, up to `limit` commit statuses due at `now_ms`: the oldest unsent one of each
+    /// prepared pipeline (so a pipeline's statuses go out in order), none another sender holds. A pending one
+    /// followed by another pending one is marked `superseded` instead (the forge only shows the latest), so
+    /// a pending always precedes a final status.
+    async fn claim_commit_statuses(
+        &self,
+        now_ms: i64,
+        hold_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StatusToSend>>;
+    /// Records how posting a claimed commit status ended.
+    async fn finish_commit_status(&self, id: i64, outcome: &StatusOutcome) -> Result<()>;
+    /// When the next unsent commit status of a prepared pipeline is due (Unix ms), if there is one.
+    async fn next_commit_status_ms(&self) -> Result<Option<i64>>;
+    /// Lets go of every claim on a commit status: for a server that knows it is the database's only one (SQLite)
+    /// and starts, so that what it was posting when it was killed goes out now rather than when the claim ends.
+    async fn release_commit_status_claims(&self) -> Result<u64>;
+    /// A pipeline's commit statuses, oldest first.
+    async fn commit_statuses(&self, pipeline: Uuid) -> Result<Vec<CommitStatusRecord>>;
 }
 
 /// Connects to `url` (`sqlite://…` or `postgres://…`) and migrates the schema.

@@ -57,6 +57,10 @@ pub struct RepoRecord {
     pub cancel_previous: bool,
     /// At most this many of its jobs run at once.
     pub max_running_jobs: Option<u32>,
+    /// The forge's API base URL; none: derived from the clone URL.
+    pub forge_api_url: Option<String>,
+    /// The context of its commit statuses; none: the server's.
+    pub status_context: Option<String>,
 }
 
 /// A credential a repository keeps sealed (see `secrets`): each its own column of `repos`.

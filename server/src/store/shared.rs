@@ -21,7 +21,8 @@ macro_rules! pipeline_select {
 
 macro_rules! repo_select {
     () => {
-        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs FROM repos "
+        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
+                forge_api_url, status_context FROM repos "
     };
 }
 
@@ -41,6 +42,7 @@ macro_rules! impl_store {
         artifact_sql!($db);
         retry_sql!($db);
         delivery_sql!($db);
+        status_sql!($db);
 
         fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
             text.parse().map_err(StoreError::Corrupt)
@@ -57,6 +59,8 @@ macro_rules! impl_store {
                 created_at: row.try_get("created_at")?,
                 cancel_previous: row.try_get("cancel_previous")?,
                 max_running_jobs: row.try_get::<Option<i64>, _>("max_running_jobs")?.map(|n| n as u32),
+                forge_api_url: row.try_get("forge_api_url")?,
+                status_context: row.try_get("status_context")?,
             })
         }
 
@@ -475,7 +479,8 @@ macro_rules! impl_store {
                 let row = sqlx::query(
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
-                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs",
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
+                               forge_api_url, status_context",
                 )
                 .bind(&repo.name)
                 .bind(&repo.url)
@@ -821,6 +826,22 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // An empty text clears the setting (back to the derived API URL, the server's context).
+                for (column, value) in [
+                    ("forge_api_url", &settings.forge_api_url),
+                    ("status_context", &settings.status_context),
+                ] {
+                    let Some(value) = value else { continue };
+                    let sql = match column {
+                        "forge_api_url" => "UPDATE repos SET forge_api_url = $2 WHERE name = $1",
+                        _ => "UPDATE repos SET status_context = $2 WHERE name = $1",
+                    };
+                    sqlx::query(sql)
+                        .bind(name)
+                        .bind((!value.is_empty()).then_some(value.as_str()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some(max) = settings.max_running_jobs {
                     sqlx::query("UPDATE repos SET max_running_jobs = $2 WHERE name = $1")
                         .bind(name)
@@ -1128,6 +1149,29 @@ macro_rules! impl_store {
 
             async fn pipeline_tests(&self, pipeline: Uuid) -> Result<Option<gantry_model::wire::TestSummary>> {
                 pipeline_tests(&self.pool, pipeline).await
+            }
+
+            async fn claim_commit_statuses(&self, now_ms: i64, hold_until_ms: i64, limit: i64) -> Result<Vec<StatusToSend>> {
+                let mut writer = self.writer().await?;
+                claim_commit_statuses(&self.pool, &mut writer, now_ms, hold_until_ms, limit).await
+            }
+
+            async fn finish_commit_status(&self, id: i64, outcome: &StatusOutcome) -> Result<()> {
+                let mut writer = self.writer().await?;
+                finish_commit_status(&mut writer, id, outcome).await
+            }
+
+            async fn next_commit_status_ms(&self) -> Result<Option<i64>> {
+                next_commit_status_ms(&self.pool).await
+            }
+
+            async fn release_commit_status_claims(&self) -> Result<u64> {
+                let mut writer = self.writer().await?;
+                release_commit_status_claims(&mut writer).await
+            }
+
+            async fn commit_statuses(&self, pipeline: Uuid) -> Result<Vec<CommitStatusRecord>> {
+                commit_statuses(&self.pool, pipeline).await
             }
 
             async fn complete_job(&self, job: Uuid, lease: Uuid, report: &CompleteRequest) -> Result<Completed> {
