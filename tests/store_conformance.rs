@@ -65,6 +65,8 @@ conformance!(
     workers_register_by_name_and_get_a_token,
     a_pull_request_pipeline_keeps_its_request_through_the_claim,
     repository_credentials_are_stored_sealed_and_removed,
+    repository_secrets_are_set_listed_without_values_and_removed,
+    the_claim_says_whether_the_repository_has_secrets_and_credentials,
 );
 
 async fn repo(db: &Db, name: &str) -> i64 {
@@ -711,6 +713,7 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
     let settings = gantry_model::wire::RepoSettings {
         cancel_previous: Some(true),
         max_running_jobs: Some(3),
+        ..Default::default()
     };
     let updated = db
         .update_repo_settings("superseded", &settings)
@@ -723,6 +726,7 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
     let lifted = gantry_model::wire::RepoSettings {
         cancel_previous: None,
         max_running_jobs: Some(0),
+        ..Default::default()
     };
     let updated = db
         .update_repo_settings("superseded", &lifted)
@@ -768,6 +772,7 @@ async fn the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit(d
     let limit = gantry_model::wire::RepoSettings {
         cancel_previous: None,
         max_running_jobs: Some(1),
+        ..Default::default()
     };
     db.update_repo_settings("limited", &limit).await.unwrap();
     let (_, ids) = pipeline(
@@ -1323,4 +1328,65 @@ async fn repository_credentials_are_stored_sealed_and_removed(db: Db) {
             .await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn repository_secrets_are_set_listed_without_values_and_removed(db: Db) {
+    let r = repo(&db, "secrets").await;
+    let other = repo(&db, "secrets-other").await;
+    assert!(db.list_repo_secrets(r).await.unwrap().is_empty());
+    db.set_repo_secret(r, "TOKEN", b"sealed-1").await.unwrap();
+    db.set_repo_secret(r, "API_KEY", b"sealed-2").await.unwrap();
+    db.set_repo_secret(other, "TOKEN", b"other-sealed")
+        .await
+        .unwrap();
+    let listed = db.list_repo_secrets(r).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["API_KEY", "TOKEN"],
+        "by name, this repository's only"
+    );
+    let first_set = listed[1].updated_at;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    db.set_repo_secret(r, "TOKEN", b"sealed-3").await.unwrap();
+    let listed = db.list_repo_secrets(r).await.unwrap();
+    assert_eq!(listed.len(), 2, "setting again replaces");
+    assert!(listed[1].updated_at > first_set, "and says when");
+    assert_eq!(
+        db.sealed_repo_secrets(r).await.unwrap(),
+        [
+            ("API_KEY".to_owned(), b"sealed-2".to_vec()),
+            ("TOKEN".to_owned(), b"sealed-3".to_vec())
+        ]
+    );
+    assert!(db.delete_repo_secret(r, "TOKEN").await.unwrap());
+    assert!(!db.delete_repo_secret(r, "TOKEN").await.unwrap(), "gone");
+    assert_eq!(db.list_repo_secrets(r).await.unwrap().len(), 1);
+    assert_eq!(
+        db.sealed_repo_secrets(other).await.unwrap(),
+        [("TOKEN".to_owned(), b"other-sealed".to_vec())],
+        "another repository's secret of the same name is untouched"
+    );
+}
+
+async fn the_claim_says_whether_the_repository_has_secrets_and_credentials(db: Db) {
+    let w = worker(&db, "has-secrets-worker").await;
+    let plain = repo(&db, "no-secrets").await;
+    let with = repo(&db, "with-secrets").await;
+    db.set_repo_secret(with, "TOKEN", b"sealed").await.unwrap();
+    db.set_repo_credential(with, RepoCredential::Clone, Some(b"sealed-clone"))
+        .await
+        .unwrap();
+    let shown = db.get_repo("with-secrets").await.unwrap().unwrap();
+    assert!(shown.has_clone_token && !shown.has_status_token);
+    let shown = db.get_repo("no-secrets").await.unwrap().unwrap();
+    assert!(!shown.has_clone_token && !shown.has_status_token);
+    let listed = db.list_repos().await.unwrap();
+    assert!(listed.iter().any(|r| r.id == with && r.has_clone_token));
+    pipeline(&db, plain, "plain-1", "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!((claimed.repo_id, claimed.has_secrets), (plain, false));
+    pipeline(&db, with, "with-1", "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!((claimed.repo_id, claimed.has_secrets), (with, true));
 }
