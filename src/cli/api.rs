@@ -86,6 +86,32 @@ impl Api {
         self.send(reqwest::Method::PATCH, path, body).await
     }
 
+    /// Sends `method` (with a JSON body when given) and expects success, with no answer to read.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            bail!(
+                "the server answered {status}: {}",
+                body["error"].as_str().unwrap_or("no message")
+            );
+        }
+        Ok(())
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -136,6 +162,8 @@ pub enum RepoCommand {
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        #[command(flatten)]
+        tokens: super::secret::TokenArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -213,11 +241,15 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             name,
             cancel_previous,
             max_running_jobs,
+            tokens,
             api,
         } => {
+            let (clone_token, status_token) = tokens.read()?;
             let settings = RepoSettings {
                 cancel_previous,
                 max_running_jobs,
+                clone_token,
+                status_token,
             };
             let repo: RepoView = Api::new(&api)
                 .patch(&format!("/repos/{name}"), &settings)
@@ -226,8 +258,11 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 .max_running_jobs
                 .map_or("no limit".to_owned(), |n| n.to_string());
             println!(
-                "{}: cancel_previous {}, max_running_jobs {limit}",
-                repo.name, repo.cancel_previous
+                "{}: cancel_previous {}, max_running_jobs {limit}, clone token {}, status token {}",
+                repo.name,
+                repo.cancel_previous,
+                if repo.has_clone_token { "set" } else { "none" },
+                if repo.has_status_token { "set" } else { "none" },
             );
         }
         RepoCommand::List { api } => {

@@ -6,6 +6,7 @@ mod auth;
 pub mod error;
 mod hooks;
 mod limits;
+mod secrets;
 mod stream;
 mod workers;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub artifacts: crate::artifacts::Artifacts,
     /// Seals and opens what the database holds for repositories (secrets, credentials, tokens).
     pub sealing: crate::secrets::SealingKey,
+    /// Repositories' secrets and credentials.
+    pub vault: crate::secrets::Vault,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Dashboard templates.
@@ -54,6 +57,11 @@ pub fn router(state: AppState) -> Router {
         .route("/repos", get(api::list_repos).post(api::create_repo))
         .route("/repos/{repo}", axum::routing::patch(api::update_repo))
         .route("/repos/{repo}/secret", get(api::repo_secret))
+        .route("/repos/{repo}/secrets", get(secrets::list))
+        .route(
+            "/repos/{repo}/secrets/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
+        )
         .route("/repos/{repo}/pipelines", get(api::list_pipelines))
         .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))
         .route(
