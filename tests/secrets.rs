@@ -11,11 +11,14 @@ use gantry_server::store::{self, NewDelivery, NewJob, NewPipeline};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::eventually;
 use support::farm::{Farm, GANTRY};
 
 on_both_databases!(
     a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s,
     secrets_are_refused_with_reasons_and_listed_without_values,
+    a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server,
 );
 
 /// `gantry ARGS` against `farm` as the admin, with `input` on stdin; panics on failure; returns stdout.
@@ -262,4 +265,75 @@ async fn secrets_are_refused_with_reasons_and_listed_without_values(database: Op
         .unwrap();
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no secret named"));
+}
+
+/// Plays an old or broken worker over HTTP: the lease carries the secret, the worker uploads it as is, and the
+/// server overwrites it (with as many `*`, so the offsets the worker counts still hold).
+async fn a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server(
+    database: Option<String>,
+) {
+    let farm = Farm::serve_on(database.as_deref(), &[]);
+    let api = format!("{}/api/v1", farm.url);
+    let http = reqwest::Client::new();
+    let registered: serde_json::Value = http
+        .post(format!("{api}/workers/register"))
+        .bearer_auth(farm.pool_token.as_deref().unwrap())
+        .json(&serde_json::json!({"name": "unmasking", "capacity": 1, "protocol_version": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["worker_token"].as_str().unwrap().to_owned();
+    let repo = farm.hooked_repo("leaky");
+    farm.gantry(&[
+        "secret",
+        "set",
+        "leaky",
+        "TOKEN",
+        "--value",
+        "leaky-value-42",
+    ]);
+    repo.push_pipeline("jobs:\n  leak:\n    steps: [echo $TOKEN]\n");
+    let lease: serde_json::Value = eventually("a lease", Duration::from_secs(60), || async {
+        let answer = http
+            .post(format!("{api}/lease"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"wait_secs": 5}))
+            .send()
+            .await
+            .ok()?;
+        (answer.status() == 200).then_some(answer.json().await.ok()?)
+    })
+    .await;
+    assert_eq!(
+        lease["secrets"],
+        serde_json::json!([["TOKEN", "leaky-value-42"]])
+    );
+    let (id, lease_id) = (
+        lease["job_id"].as_str().unwrap(),
+        lease["lease_id"].as_str().unwrap(),
+    );
+    let append = |offset: usize, body: &'static str| {
+        http.post(format!("{api}/jobs/{id}/log?offset={offset}"))
+            .bearer_auth(&token)
+            .header("x-gantry-lease", lease_id)
+            .body(body)
+            .send()
+    };
+    let first = "token leaky-value-42\n";
+    assert!(append(0, first).await.unwrap().status().is_success());
+    assert!(
+        append(first.len(), "done\n")
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let log = farm.get_bytes(&format!("/jobs/{id}/log")).await;
+    assert_eq!(
+        String::from_utf8(log).unwrap(),
+        "token **************\ndone\n"
+    );
 }
