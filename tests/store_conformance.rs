@@ -70,6 +70,8 @@ conformance!(
     a_pending_status_followed_by_another_is_superseded_but_never_the_one_before_the_end,
     a_claimed_status_waits_for_its_hold_or_its_retry_and_a_failed_one_lets_the_next_go,
     a_dropped_pipeline_takes_its_unsent_statuses_with_it,
+    repository_secrets_are_set_listed_without_values_and_removed,
+    the_claim_says_whether_the_repository_has_secrets_and_credentials,
 );
 
 #[path = "store_conformance/commit_statuses.rs"]
@@ -1402,4 +1404,64 @@ async fn deliveries_are_kept_newest_first_with_their_outcome_and_pruned(db: Db) 
             || redelivered.is_ok_and(|c| c.duplicate),
         "a redelivery of a pruned delivery must not make a second pipeline"
     );
+}
+async fn repository_secrets_are_set_listed_without_values_and_removed(db: Db) {
+    let r = repo(&db, "secrets").await;
+    let other = repo(&db, "secrets-other").await;
+    assert!(db.list_repo_secrets(r).await.unwrap().is_empty());
+    db.set_repo_secret(r, "TOKEN", b"sealed-1").await.unwrap();
+    db.set_repo_secret(r, "API_KEY", b"sealed-2").await.unwrap();
+    db.set_repo_secret(other, "TOKEN", b"other-sealed")
+        .await
+        .unwrap();
+    let listed = db.list_repo_secrets(r).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["API_KEY", "TOKEN"],
+        "by name, this repository's only"
+    );
+    let first_set = listed[1].updated_at;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    db.set_repo_secret(r, "TOKEN", b"sealed-3").await.unwrap();
+    let listed = db.list_repo_secrets(r).await.unwrap();
+    assert_eq!(listed.len(), 2, "setting again replaces");
+    assert!(listed[1].updated_at > first_set, "and says when");
+    assert_eq!(
+        db.sealed_repo_secrets(r).await.unwrap(),
+        [
+            ("API_KEY".to_owned(), b"sealed-2".to_vec()),
+            ("TOKEN".to_owned(), b"sealed-3".to_vec())
+        ]
+    );
+    assert!(db.delete_repo_secret(r, "TOKEN").await.unwrap());
+    assert!(!db.delete_repo_secret(r, "TOKEN").await.unwrap(), "gone");
+    assert_eq!(db.list_repo_secrets(r).await.unwrap().len(), 1);
+    assert_eq!(
+        db.sealed_repo_secrets(other).await.unwrap(),
+        [("TOKEN".to_owned(), b"other-sealed".to_vec())],
+        "another repository's secret of the same name is untouched"
+    );
+}
+
+async fn the_claim_says_whether_the_repository_has_secrets_and_credentials(db: Db) {
+    let w = worker(&db, "has-secrets-worker").await;
+    let plain = repo(&db, "no-secrets").await;
+    let with = repo(&db, "with-secrets").await;
+    db.set_repo_secret(with, "TOKEN", b"sealed").await.unwrap();
+    db.set_repo_credential(with, RepoCredential::Clone, Some(b"sealed-clone"))
+        .await
+        .unwrap();
+    let shown = db.get_repo("with-secrets").await.unwrap().unwrap();
+    assert!(shown.has_clone_token && !shown.has_status_token);
+    let shown = db.get_repo("no-secrets").await.unwrap().unwrap();
+    assert!(!shown.has_clone_token && !shown.has_status_token);
+    let listed = db.list_repos().await.unwrap();
+    assert!(listed.iter().any(|r| r.id == with && r.has_clone_token));
+    pipeline(&db, plain, "plain-1", "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!((claimed.repo_id, claimed.has_secrets), (plain, false));
+    pipeline(&db, with, "with-1", "jobs:\n  a:\n    steps: [x]\n").await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    assert_eq!((claimed.repo_id, claimed.has_secrets), (with, true));
 }

@@ -7,6 +7,7 @@ pub mod junit;
 pub mod names;
 pub mod pipeline;
 pub mod redact;
+pub mod secret;
 pub mod status;
 pub mod units;
 pub mod wire;

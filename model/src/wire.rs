@@ -2,6 +2,7 @@
 
 use crate::junit::{TestCase, TestStatus};
 use crate::pipeline::JobSpec;
+use crate::secret::{CloneCredential, SecretEnv};
 use crate::status::{FailureKind, JobStatus, PipelineStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,20 @@ pub struct Lease {
     /// The most bytes of artifacts the job may upload (the server refuses more).
     #[serde(default)]
     pub artifact_limit_bytes: u64,
+    /// The repository's secrets, set in the steps' environment after everything else (a secret wins over the
+    /// file's `env:` of the same name) and masked in the log; none for a pull request from a fork.
+    #[serde(default, skip_serializing_if = "SecretEnv::is_empty")]
+    pub secrets: SecretEnv,
+}
+
+impl Lease {
+    /// The lease without its secrets and clone credential, for keeping on disk.
+    pub fn without_secrets(&self) -> Lease {
+        let mut lease = self.clone();
+        lease.secrets = SecretEnv::default();
+        lease.source.credential = None;
+        lease
+    }
 }
 
 /// A file a job uploaded, as its dependents and the API see it.
@@ -104,6 +119,9 @@ pub struct Source {
     pub commit: String,
     /// The ref that was pushed.
     pub git_ref: String,
+    /// What to authenticate with when the repository is private (its clone token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CloneCredential>,
 }
 
 /// What a mirror fetches to find a pipeline's commit: every branch and tag (so later pushes need small fetches),
@@ -211,10 +229,16 @@ pub struct RepoView {
     /// At most this many of its jobs run at once; none: no limit.
     #[serde(default)]
     pub max_running_jobs: Option<u32>,
+    /// It has a clone token (the token itself is never shown).
+    #[serde(default)]
+    pub has_clone_token: bool,
+    /// It has a commit-status token (never shown).
+    #[serde(default)]
+    pub has_status_token: bool,
 }
 
-/// `PATCH /api/v1/repos/{repo}` (admin): the settings to change; absent ones stay.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// `PATCH /api/v1/repos/{repo}` (admin): the settings to change; absent ones stay. `Debug` hides the tokens.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct RepoSettings {
     /// A new push to a branch cancels that branch's unfinished pipelines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +253,31 @@ pub struct RepoSettings {
     /// The context (GitLab: name) of its commit statuses; empty: the server's `status_context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_context: Option<String>,
+    /// The token to clone a private repository with (`user:token`, or a token alone: see
+    /// `CloneCredential::from_token`); write-only, an empty string removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_token: Option<String>,
+    /// The token commit statuses are posted with; write-only, an empty string removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_token: Option<String>,
+}
+
+impl std::fmt::Debug for RepoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |token: &Option<String>| {
+            token
+                .as_ref()
+                .map(|t| if t.is_empty() { "" } else { "***" })
+        };
+        f.debug_struct("RepoSettings")
+            .field("cancel_previous", &self.cancel_previous)
+            .field("max_running_jobs", &self.max_running_jobs)
+            .field("clone_token", &hidden(&self.clone_token))
+            .field("status_token", &hidden(&self.status_token))
+            .field("forge_api_url", &self.forge_api_url)
+            .field("status_context", &self.status_context)
+            .finish()
+    }
 }
 
 /// A pipeline as the API shows it.

@@ -93,8 +93,10 @@ impl Server {
             store.clone(),
             config.artifact_limit_bytes,
         )?;
-        let queue = queue::Queue::new(store.clone(), hub.clone(), &config);
-        let mirrors = mirror::Mirrors::new(config.data_dir.join("mirrors"));
+        let vault = secrets::Vault::new(store.clone(), sealing.clone());
+        let queue = queue::Queue::new(store.clone(), hub.clone(), &config, vault.clone());
+        let mirrors =
+            mirror::Mirrors::new(config.data_dir.join("mirrors")).with_credentials(vault.clone());
         let intake = intake::Intake::new(
             store.clone(),
             mirrors,
@@ -128,6 +130,7 @@ impl Server {
             hub,
             artifacts,
             sealing,
+            vault,
             config: Arc::new(config),
             templates: Arc::new(web::templates()?),
         };

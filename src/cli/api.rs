@@ -86,6 +86,32 @@ impl Api {
         self.send(reqwest::Method::PATCH, path, body).await
     }
 
+    /// Sends `method` (with a JSON body when given) and expects success, with no answer to read.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            bail!(
+                "the server answered {status}: {}",
+                body["error"].as_str().unwrap_or("no message")
+            );
+        }
+        Ok(())
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -146,6 +172,8 @@ pub enum RepoCommand {
         /// The context of its commit statuses ("": the server's `status_context`).
         #[arg(long)]
         status_context: Option<String>,
+        #[command(flatten)]
+        tokens: super::secret::TokenArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -256,13 +284,17 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             max_running_jobs,
             forge_api_url,
             status_context,
+            tokens,
             api,
         } => {
+            let (clone_token, status_token) = tokens.read()?;
             let settings = RepoSettings {
                 cancel_previous,
                 max_running_jobs,
                 forge_api_url,
                 status_context,
+                clone_token,
+                status_token,
             };
             let repo: RepoView = Api::new(&api)
                 .patch(&format!("/repos/{name}"), &settings)
@@ -271,8 +303,11 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 .max_running_jobs
                 .map_or("no limit".to_owned(), |n| n.to_string());
             println!(
-                "{}: cancel_previous {}, max_running_jobs {limit}",
-                repo.name, repo.cancel_previous
+                "{}: cancel_previous {}, max_running_jobs {limit}, clone token {}, status token {}",
+                repo.name,
+                repo.cancel_previous,
+                if repo.has_clone_token { "set" } else { "none" },
+                if repo.has_status_token { "set" } else { "none" },
             );
         }
         RepoCommand::List { api } => {

@@ -12,6 +12,7 @@ mod api;
 mod config;
 mod hook;
 mod run;
+mod secret;
 mod serve;
 mod up;
 mod worker;
@@ -41,6 +42,9 @@ enum Command {
     /// Manage repositories.
     #[command(subcommand)]
     Repo(api::RepoCommand),
+    /// Manage a repository's secrets (given to its jobs as env, masked in logs).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Look at pipelines.
     #[command(subcommand)]
     Pipeline(api::PipelineCommand),
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Repo(cmd) => api::repo(cmd).await,
+            Command::Secret(cmd) => secret::run(cmd).await,
             Command::Pipeline(cmd) => api::pipeline(cmd).await,
             Command::Job(cmd) => api::job(cmd).await,
             Command::Hook(cmd) => hook::run(cmd).await,

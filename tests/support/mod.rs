@@ -3,6 +3,7 @@
 
 pub mod farm;
 pub mod git;
+pub mod git_http;
 pub mod local;
 pub mod oci;
 pub mod postgres;

@@ -77,7 +77,9 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
         db.add_jobs(pipeline.id, &[job]).await?;
     }
     let config = ServerConfig::new(std::env::temp_dir(), "http://127.0.0.1".into());
-    let queue = Queue::new(db.clone(), LogHub::default(), &config);
+    let key = gantry_server::secrets::SealingKey::from_bytes(&[7; 32]).expect("32 bytes");
+    let vault = gantry_server::secrets::Vault::new(db.clone(), key);
+    let queue = Queue::new(db.clone(), LogHub::default(), &config, vault);
     let mut ids = Vec::new();
     for w in 0..workers {
         let worker = NewWorker {

@@ -31,6 +31,8 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
         webhook_url: Some(webhook_url),
         cancel_previous: r.cancel_previous,
         max_running_jobs: r.max_running_jobs,
+        has_clone_token: r.has_clone_token,
+        has_status_token: r.has_status_token,
     }
 }
 
@@ -117,14 +119,14 @@ pub struct Page {
     limit: Option<i64>,
 }
 
-/// `PATCH /api/v1/repos/{repo}` (admin): changes the settings given, answers the repository.
+/// `PATCH /api/v1/repos/{repo}` (admin): changes the settings given (tokens sealed), answers the repository.
 pub async fn update_repo(
     State(state): State<AppState>,
     _: Admin,
     Path(repo): Path<String>,
     Json(settings): Json<RepoSettings>,
 ) -> ApiResult<Json<RepoView>> {
-    let updated = state.store.update_repo_settings(&repo, &settings).await?;
+    let updated = state.vault.update_repo(&repo, &settings).await?;
     tracing::info!(%repo, ?settings, "repository settings changed");
     Ok(Json(repo_view(&state, updated, false)))
 }

@@ -2,6 +2,7 @@
 
 use crate::artifacts::ArtifactError;
 use crate::forge::HookError;
+use crate::secrets::VaultError;
 use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
@@ -31,12 +32,15 @@ pub enum ApiError {
     /// A repository cannot be added as asked.
     #[error(transparent)]
     Repo(#[from] crate::repos::RepoError),
+    /// A secret or credential could not be set or read.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self {
-            ApiError::Artifact(ArtifactError::Store(e)) => {
+            ApiError::Artifact(ArtifactError::Store(e)) | ApiError::Vault(VaultError::Store(e)) => {
                 return ApiError::Store(e).into_response();
             }
             _ => self.status(),
@@ -65,6 +69,13 @@ impl ApiError {
             ApiError::Store(StoreError::LogGap { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Vault(e) => match e {
+                VaultError::Invalid(_) | VaultError::BadToken(_) | VaultError::TooMany => {
+                    StatusCode::BAD_REQUEST
+                }
+                VaultError::NoRepo(_) | VaultError::NoSecret(..) => StatusCode::NOT_FOUND,
+                VaultError::Store(_) | VaultError::Seal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Artifact(e) => match e {
                 ArtifactError::BadPath(_) | ArtifactError::Body(_) => StatusCode::BAD_REQUEST,
                 ArtifactError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

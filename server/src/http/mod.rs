@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod error;
 mod hooks;
 mod limits;
+mod secrets;
 mod stream;
 mod workers;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub artifacts: crate::artifacts::Artifacts,
     /// Seals and opens what the database holds for repositories (secrets, credentials, tokens).
     pub sealing: crate::secrets::SealingKey,
+    /// Repositories' secrets and credentials.
+    pub vault: crate::secrets::Vault,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Dashboard templates.
@@ -61,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/repos/{repo}/secret", get(api::repo_secret))
         .route("/repos/{repo}/deliveries", get(deliveries::list))
         .route("/repos/{repo}/deliveries/{id}", get(deliveries::get))
+        .route("/repos/{repo}/secrets", get(secrets::list))
+        .route(
+            "/repos/{repo}/secrets/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
+        )
         .route("/repos/{repo}/pipelines", get(api::list_pipelines))
         .route("/repos/{repo}/pipelines/{number}", get(api::get_pipeline))
         .route(

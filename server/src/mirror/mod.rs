@@ -1,6 +1,10 @@
 //! The server's bare mirrors of repositories (git2): fetch a pushed commit, read `.gantry.yml` at that commit.
+//! A private repository is fetched with its clone token (HTTP basic, through git2's credential callback: the
+//! token never appears in a URL, a log line or an error).
 
+use crate::secrets::Vault;
 use gantry_model::redact::{redact_in, redact_url};
+use gantry_model::secret::CloneCredential;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,9 @@ pub enum MirrorError {
     /// The blocking task died.
     #[error("the mirror task failed: {0}")]
     Task(String),
+    /// The repository's clone token could not be read.
+    #[error("reading the repository's clone token failed: {0}")]
+    Credential(String),
 }
 
 /// The bare mirrors under one directory, one per repository; fetches of one repository are serialised.
@@ -32,6 +39,7 @@ pub enum MirrorError {
 pub struct Mirrors {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    vault: Option<Vault>,
 }
 
 impl Mirrors {
@@ -40,6 +48,15 @@ impl Mirrors {
         Self {
             root,
             locks: Arc::default(),
+            vault: None,
+        }
+    }
+
+    /// Fetches private repositories with the clone tokens `vault` holds.
+    pub fn with_credentials(self, vault: Vault) -> Self {
+        Self {
+            vault: Some(vault),
+            ..self
         }
     }
 
@@ -63,9 +80,16 @@ impl Mirrors {
         let dir = self.root.join(format!("{repo}.git"));
         let (url, commit, path) = (url.to_owned(), commit.to_owned(), path.to_owned());
         let refspecs = gantry_model::wire::fetch_refspecs(git_ref);
+        let credential = match &self.vault {
+            Some(vault) => vault
+                .clone_credential(repo)
+                .await
+                .map_err(|e| MirrorError::Credential(e.to_string()))?,
+            None => None,
+        };
         tokio::task::spawn_blocking(move || {
             let _guard = lock.lock().expect("lock poisoned");
-            read_blocking(&dir, &url, &commit, &refspecs, &path)
+            read_blocking(&dir, &url, &commit, &refspecs, credential.as_ref(), &path)
         })
         .await
         .map_err(|e| MirrorError::Task(e.to_string()))?
@@ -77,6 +101,7 @@ fn read_blocking(
     url: &str,
     commit: &str,
     refspecs: &[String],
+    credential: Option<&CloneCredential>,
     path: &str,
 ) -> Result<Option<Vec<u8>>, MirrorError> {
     let repo = match git2::Repository::open_bare(dir) {
@@ -90,7 +115,10 @@ fn read_blocking(
             message: redact_in(e.message(), url),
         };
         let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
-        remote.fetch(refspecs, None, None).map_err(fetch_err)?;
+        let mut options = fetch_options(credential);
+        remote
+            .fetch(refspecs, Some(&mut options), None)
+            .map_err(fetch_err)?;
     }
     let commit_obj = repo
         .find_commit(oid)
@@ -101,4 +129,26 @@ fn read_blocking(
     };
     let object = entry.to_object(&repo)?;
     Ok(object.as_blob().map(|b| b.content().to_vec()))
+}
+
+/// Fetch options that answer an HTTP server's request for credentials once with `credential`, and otherwise
+/// fail with a message that says what to do (libgit2 would ask again and again).
+pub fn fetch_options(credential: Option<&CloneCredential>) -> git2::FetchOptions<'_> {
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let mut asked = false;
+    callbacks.credentials(move |_url, _user, allowed| match credential {
+        Some(c) if !asked && allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) => {
+            asked = true;
+            git2::Cred::userpass_plaintext(&c.username, &c.password)
+        }
+        Some(_) => Err(git2::Error::from_str(
+            "the repository's clone token was refused",
+        )),
+        None => Err(git2::Error::from_str(
+            "the repository asks for credentials and has no clone token (set one with `gantry repo set NAME --clone-token-file FILE`)",
+        )),
+    });
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options
 }

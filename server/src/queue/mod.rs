@@ -10,9 +10,11 @@ use crate::store::{
     CancelledPipeline, Claim, Expired, ExpiredOutcome, News, RetriedPipeline, Store, StoreError,
 };
 use bytes::Bytes;
+use gantry_model::secret::mask::Masker;
 use gantry_model::wire::{CompleteRequest, Lease, Source, StepReport, builtin_env};
 use gantry_model::{FailureKind, JobStatus, PipelineStatus};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -32,6 +34,11 @@ pub struct Queue {
     log_cap: u64,
     infra_retries: u32,
     artifact_limit: u64,
+    vault: crate::secrets::Vault,
+    /// The secrets of the jobs with secrets leased by this server, to check their log appends again: the
+    /// worker masks before upload, and a secret reaching the server anyway is overwritten (same length, so
+    /// offsets hold) rather than stored.
+    masks: Arc<Mutex<HashMap<Uuid, Arc<Masker>>>>,
 }
 
 fn deadline_ms(lease: Duration) -> i64 {
@@ -40,8 +47,13 @@ fn deadline_ms(lease: Duration) -> i64 {
 
 impl Queue {
     /// A queue over `store`, with the lease length, heartbeat interval, log cap and automatic retries of
-    /// lost jobs from the config.
-    pub fn new(store: Arc<dyn Store>, hub: LogHub, config: &crate::ServerConfig) -> Self {
+    /// lost jobs from the config; leases carry the secrets and clone credential `vault` opens.
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: LogHub,
+        config: &crate::ServerConfig,
+        vault: crate::secrets::Vault,
+    ) -> Self {
         Self {
             store,
             hub,
@@ -53,6 +65,8 @@ impl Queue {
             log_cap: config.log_cap_bytes,
             infra_retries: config.infra_retries,
             artifact_limit: config.artifact_limit_bytes,
+            vault,
+            masks: Arc::default(),
         }
     }
 
@@ -111,6 +125,11 @@ impl Queue {
                 deadline_ms: deadline_ms(self.lease),
             };
             if let Some(claimed) = self.store.claim_job(&claim).await? {
+                // Only a repository with secrets costs a second query (the claim says whether it has any).
+                let secrets = self.vault.lease_secrets(&claimed).await?;
+                let credential = self
+                    .vault
+                    .open_clone_credential(claimed.repo_id, claimed.clone_credential.as_deref());
                 let job = claimed.job;
                 let env = builtin_env(
                     &claimed.repo,
@@ -129,6 +148,13 @@ impl Queue {
                     all.retain(|a| job.spec.needs.iter().any(|need| need.as_str() == a.job));
                     all
                 };
+                if !secrets.is_empty() {
+                    let masker = Arc::new(Masker::new(secrets.values()));
+                    self.masks
+                        .lock()
+                        .expect("lock poisoned")
+                        .insert(job.id, masker);
+                }
                 return Ok(Some(Lease {
                     job_id: job.id,
                     lease_id: claim.lease_id,
@@ -140,10 +166,12 @@ impl Queue {
                         clone_url: claimed.clone_url,
                         commit: claimed.commit,
                         git_ref: claimed.git_ref,
+                        credential,
                     },
                     env,
                     artifacts,
                     artifact_limit_bytes: self.artifact_limit,
+                    secrets,
                 }));
             }
             if tokio::time::timeout_at(until, notified).await.is_err() {
@@ -159,6 +187,7 @@ impl Queue {
         let expired = self.store.expire_leases(now_ms, self.infra_retries).await?;
         let mut requeued = false;
         for lost in &expired {
+            self.masks.lock().expect("lock poisoned").remove(&lost.job);
             tracing::warn!(job = %lost.job, worker = ?lost.worker_name, attempt = lost.attempt, outcome = ?lost.outcome,
                 "a lease ran out: its worker stopped heartbeating");
             match &lost.outcome {
@@ -279,6 +308,18 @@ impl Queue {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, StoreError> {
+        let masker = self.masks.lock().expect("lock poisoned").get(&job).cloned();
+        let mut checked = Vec::new();
+        let data = match masker {
+            Some(masker) => {
+                checked.extend_from_slice(data);
+                if masker.mask_in_place(&mut checked) {
+                    tracing::warn!(%job, "a worker sent a secret unmasked; the server masked it");
+                }
+                &checked[..]
+            }
+            None => data,
+        };
         let appended = self
             .store
             .append_log(job, lease, offset, data, self.log_cap)
@@ -329,6 +370,7 @@ impl Queue {
             Some(requeued) => requeued,
             None => self.store.complete_job(job, lease, report).await?,
         };
+        self.masks.lock().expect("lock poisoned").remove(&job);
         for step in &report.steps {
             self.hub.publish(job, LogUpdate::Step(step.clone()));
         }

@@ -2,5 +2,7 @@
 //! credential, its status token) is sealed with the server's key, so the database file alone does not reveal it.
 
 pub mod key;
+pub mod vault;
 
 pub use key::{SealError, SealingKey};
+pub use vault::{Vault, VaultError};

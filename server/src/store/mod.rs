@@ -10,6 +10,8 @@ mod deliveries;
 #[macro_use]
 mod retry;
 #[macro_use]
+mod secrets;
+#[macro_use]
 mod shared;
 #[macro_use]
 mod statuses;
@@ -160,6 +162,14 @@ pub trait Store: Send + Sync + 'static {
     /// One of a repository's sealed credentials, when it has one.
     async fn repo_credential(&self, repo_id: i64, which: RepoCredential)
     -> Result<Option<Vec<u8>>>;
+    /// Stores a repository's secret (sealed), replacing one of the same name.
+    async fn set_repo_secret(&self, repo_id: i64, name: &str, sealed: &[u8]) -> Result<()>;
+    /// Removes a repository's secret; says whether there was one.
+    async fn delete_repo_secret(&self, repo_id: i64, name: &str) -> Result<bool>;
+    /// A repository's secrets by name, without their values.
+    async fn list_repo_secrets(&self, repo_id: i64) -> Result<Vec<SecretRecord>>;
+    /// A repository's secrets by name, sealed, for a lease.
+    async fn sealed_repo_secrets(&self, repo_id: i64) -> Result<Vec<(String, Vec<u8>)>>;
     /// Ends an attempt that failed on Gantry's side (`worker_lost`, `infra`) by queueing the job again while it
     /// has had fewer than `cap` automatic retries; `None` when it may not run again (then complete it).
     async fn requeue_infra(

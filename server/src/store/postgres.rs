@@ -96,7 +96,8 @@ pub(super) const CLAIM_SQL: &str = concat!(
     job_columns!(),
     ")
      SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event, p.pr_number,
-            p.source_branch, p.target_branch, p.from_fork, r.clone_credential
+            p.source_branch, p.target_branch, p.from_fork, r.clone_credential, p.repo_id,
+            EXISTS (SELECT 1 FROM repo_secrets s WHERE s.repo_id = p.repo_id) AS has_secrets
      FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id"
 );
 

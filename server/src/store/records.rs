@@ -61,6 +61,19 @@ pub struct RepoRecord {
     pub forge_api_url: Option<String>,
     /// The context of its commit statuses; none: the server's.
     pub status_context: Option<String>,
+    /// It has a clone credential.
+    pub has_clone_token: bool,
+    /// It has a commit-status token.
+    pub has_status_token: bool,
+}
+
+/// A repository's secret as listed: its name and when it was last set, never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Its name (the environment variable's).
+    pub name: String,
+    /// When it was last set.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A credential a repository keeps sealed (see `secrets`): each its own column of `repos`.
@@ -310,6 +323,10 @@ pub struct ClaimedJob {
     pub pull_request: Option<PullRequest>,
     /// The repository's clone credential, sealed (see `secrets`).
     pub clone_credential: Option<Vec<u8>>,
+    /// The repository's row id.
+    pub repo_id: i64,
+    /// The repository has secrets (read only then: most claims need no second query).
+    pub has_secrets: bool,
 }
 
 /// What a log append stored.

@@ -22,7 +22,9 @@ macro_rules! pipeline_select {
 macro_rules! repo_select {
     () => {
         "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
-                forge_api_url, status_context FROM repos "
+                forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
+                status_token IS NOT NULL AS has_status_token
+         FROM repos "
     };
 }
 
@@ -43,6 +45,7 @@ macro_rules! impl_store {
         retry_sql!($db);
         delivery_sql!($db);
         status_sql!($db);
+        secret_sql!($db);
 
         fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
             text.parse().map_err(StoreError::Corrupt)
@@ -61,6 +64,8 @@ macro_rules! impl_store {
                 max_running_jobs: row.try_get::<Option<i64>, _>("max_running_jobs")?.map(|n| n as u32),
                 forge_api_url: row.try_get("forge_api_url")?,
                 status_context: row.try_get("status_context")?,
+                has_clone_token: row.try_get("has_clone_token")?,
+                has_status_token: row.try_get("has_status_token")?,
             })
         }
 
@@ -480,7 +485,8 @@ macro_rules! impl_store {
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
                      RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
-                               forge_api_url, status_context",
+                               forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
+                               status_token IS NOT NULL AS has_status_token",
                 )
                 .bind(&repo.name)
                 .bind(&repo.url)
@@ -883,6 +889,22 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn set_repo_secret(&self, repo_id: i64, name: &str, sealed: &[u8]) -> Result<()> {
+                set_repo_secret(&self.pool, repo_id, name, sealed).await
+            }
+
+            async fn delete_repo_secret(&self, repo_id: i64, name: &str) -> Result<bool> {
+                delete_repo_secret(&self.pool, repo_id, name).await
+            }
+
+            async fn list_repo_secrets(&self, repo_id: i64) -> Result<Vec<SecretRecord>> {
+                list_repo_secrets(&self.pool, repo_id).await
+            }
+
+            async fn sealed_repo_secrets(&self, repo_id: i64) -> Result<Vec<(String, Vec<u8>)>> {
+                sealed_repo_secrets(&self.pool, repo_id).await
+            }
+
             async fn cancel_job(&self, pipeline: Uuid, job: Uuid) -> Result<CancelledPipeline> {
                 let mut tx = self.begin().await?;
                 let cancelled = cancel_in(&mut tx, pipeline, Some(job), Utc::now()).await?;
@@ -960,6 +982,8 @@ macro_rules! impl_store {
                     event: row.try_get("event")?,
                     pull_request: pull_request_from(&row)?,
                     clone_credential: row.try_get("clone_credential")?,
+                    repo_id: row.try_get("repo_id")?,
+                    has_secrets: row.try_get("has_secrets")?,
                 }))
             }
 

@@ -155,7 +155,10 @@ pub(super) const CLAIM_SQL: &str = concat!(
        (SELECT p.target_branch FROM pipelines p WHERE p.id = jobs.pipeline_id) AS target_branch,
        (SELECT p.from_fork FROM pipelines p WHERE p.id = jobs.pipeline_id) AS from_fork,
        (SELECT r.clone_credential FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id)
-         AS clone_credential"
+         AS clone_credential,
+       (SELECT p.repo_id FROM pipelines p WHERE p.id = jobs.pipeline_id) AS repo_id,
+       EXISTS (SELECT 1 FROM pipelines p JOIN repo_secrets s ON s.repo_id = p.repo_id WHERE p.id = jobs.pipeline_id)
+         AS has_secrets"
 );
 
 /// Writers take turns on one connection, so settling needs no lock of its own.

@@ -1,7 +1,10 @@
 //! Source checkout (git2): a bare mirror per repository in the worker's cache, fetched only when the commit is
-//! missing, and the exact commit's tree written into a fresh workspace directory.
+//! missing, and the exact commit's tree written into a fresh workspace directory. A private repository is
+//! fetched with the clone credential its lease carries (HTTP basic through git2's credential callback, so it
+//! is never in a URL, a log line or an error).
 
 use gantry_model::redact::{redact_in, redact_url};
+use gantry_model::secret::CloneCredential;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,14 +47,15 @@ impl MirrorCache {
         }
     }
 
-    /// Writes the tree of `commit` (pushed to `git_ref`) of `repo` (cloned from `url`) into `dest`, which must
-    /// not exist. Blocking.
+    /// Writes the tree of `commit` (pushed to `git_ref`) of `repo` (cloned from `url`, with `credential` when
+    /// the server asks for one) into `dest`, which must not exist. Blocking.
     pub fn checkout(
         &self,
         repo: &str,
         url: &str,
         commit: &str,
         git_ref: &str,
+        credential: Option<&CloneCredential>,
         dest: &Path,
     ) -> Result<(), CheckoutError> {
         let lock = self
@@ -75,8 +79,10 @@ impl MirrorCache {
                 message: redact_in(e.message(), url),
             };
             let mut remote = git.remote_anonymous(url).map_err(fetch_err)?;
+            let refspecs = gantry_model::wire::fetch_refspecs(git_ref);
+            let mut options = fetch_options(credential);
             remote
-                .fetch(&gantry_model::wire::fetch_refspecs(git_ref), None, None)
+                .fetch(&refspecs, Some(&mut options), None)
                 .map_err(fetch_err)?;
         }
         let tree = git
@@ -89,4 +95,26 @@ impl MirrorCache {
         git.checkout_tree(tree.as_object(), Some(&mut options))?;
         Ok(())
     }
+}
+
+/// Fetch options that answer an HTTP server's request for credentials once with `credential`, and otherwise
+/// fail saying why (libgit2 would ask again and again).
+fn fetch_options(credential: Option<&CloneCredential>) -> git2::FetchOptions<'_> {
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let mut asked = false;
+    callbacks.credentials(move |_url, _user, allowed| match credential {
+        Some(c) if !asked && allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) => {
+            asked = true;
+            git2::Cred::userpass_plaintext(&c.username, &c.password)
+        }
+        Some(_) => Err(git2::Error::from_str(
+            "the repository's clone token was refused",
+        )),
+        None => Err(git2::Error::from_str(
+            "the repository asks for credentials and the lease carries no clone token",
+        )),
+    });
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options
 }

@@ -89,7 +89,7 @@ impl JobRunner {
         let span = tracing::info_span!("job", job = %lease.job_id, name = %lease.spec.name, attempt = lease.attempt);
         async move {
             let workspace = self.workspaces.join(lease.job_id.simple().to_string());
-            self.journal.record(&lease);
+            self.journal.record(&lease.without_secrets());
             let control = Arc::new(JobControl::default());
             self.running.lock().expect("lock poisoned").insert(lease.job_id, control.clone());
             // Heartbeats run from the lease to the report: a long checkout must not let the lease expire.
@@ -141,10 +141,12 @@ impl JobRunner {
         } else {
             outcome
         };
+        // A message may quote the job's output (a service's last lines): masked like the log.
+        let masker = gantry_model::secret::mask::Masker::new(lease.secrets.values());
         let report = CompleteRequest {
             exit_code: outcome.exit_code,
             failure_kind: outcome.failure,
-            message: outcome.message,
+            message: outcome.message.map(|m| masker.mask_str(&m)),
             steps,
             log_length,
             cpu_seconds: outcome.cpu_seconds,
@@ -207,6 +209,7 @@ impl JobRunner {
                 &source.clone_url,
                 &source.commit,
                 &source.git_ref,
+                source.credential.as_ref(),
                 &dest,
             )
         })
@@ -245,7 +248,9 @@ impl JobRunner {
             workspace_mount: WorkspaceMount::Bind,
             masked_paths: self.masked_paths.clone(),
         };
-        let config = container_config(&lease.spec, &lease.env, images, placement);
+        let mut config = container_config(&lease.spec, &lease.env, images, placement);
+        // Secrets last: a secret wins over the file's `env:` of the same name (the farm's value is the real one).
+        config::set_env(&mut config.env, lease.secrets.0.iter().cloned());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let container = match self.runtime.start(config, tx) {
             Ok(c) => c,

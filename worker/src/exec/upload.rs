@@ -2,11 +2,14 @@
 //! printed now and then reaches the dashboard in milliseconds), else 50 ms after the last send (a chatty job
 //! costs at most twenty appends a second), and always before a step event, so step offsets are exact. Offsets follow the server's own log length, so a capped log
 //! or a failed upload never leaves the worker and the server disagreeing about where bytes go.
+//! The job's secret values are masked (`***`) before anything is sent, across reads (see `Masker`), and what
+//! the masker holds back is given out before each step event: offsets count the bytes the log really holds.
 
 use super::control::JobControl;
 use crate::agent::client::{Client, with_retries};
 use crate::runtime::ContainerEvent;
 use chrono::Utc;
+use gantry_model::secret::mask::Masker;
 use gantry_model::wire::{Lease, StepReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,7 @@ pub async fn upload(
         lease: &lease,
         control,
         pending: Vec::new(),
+        masker: Masker::new(lease.secrets.values()),
         sent: 0,
         last_flush: tokio::time::Instant::now(),
     };
@@ -50,7 +54,8 @@ pub async fn upload(
         tokio::select! {
             event = events.recv() => match event {
                 Some(ContainerEvent::Output(bytes)) => {
-                    log.pending.extend_from_slice(&bytes);
+                    let masked = log.masker.push(&bytes);
+                    log.pending.extend_from_slice(&masked);
                     if log.pending.len() >= FLUSH_BYTES || log.last_flush.elapsed() >= IDLE {
                         log.flush().await;
                         due = None;
@@ -59,6 +64,7 @@ pub async fn upload(
                     }
                 }
                 Some(ContainerEvent::StepStarted { index }) => {
+                    log.end_of_output();
                     log.flush().await;
                     due = None;
                     let command = lease.spec.steps.get(index as usize).cloned().unwrap_or_default();
@@ -67,6 +73,7 @@ pub async fn upload(
                     steps.push(step);
                 }
                 Some(ContainerEvent::StepExited { index, exit_code }) => {
+                    log.end_of_output();
                     log.flush().await;
                     due = None;
                     if let Some(step) = steps.iter_mut().find(|s| s.index == index) {
@@ -77,6 +84,7 @@ pub async fn upload(
                     }
                 }
                 None => {
+                    log.end_of_output();
                     log.flush().await;
                     return (steps, log.sent);
                 }
@@ -96,11 +104,19 @@ struct LogUpload<'a> {
     lease: &'a Lease,
     control: Arc<JobControl>,
     pending: Vec<u8>,
+    /// Masks the job's secrets; holds back what may be the start of one.
+    masker: Masker,
     sent: u64,
     last_flush: tokio::time::Instant,
 }
 
 impl LogUpload<'_> {
+    /// What the masker held back belongs to the output before a step event: it goes out now.
+    fn end_of_output(&mut self) {
+        let rest = self.masker.finish();
+        self.pending.extend_from_slice(&rest);
+    }
+
     async fn flush(&mut self) {
         if self.pending.is_empty() || self.control.lost() {
             return;
