@@ -5,18 +5,6 @@
 //! `Authorization: token TOKEN` (<https://docs.gitea.com/development/api-usage#authentication>).
 
 use super::{Report, Target};
-use gantry_model::PipelineStatus;
-
-/// Gitea's state (`pending`, `success`, `error`, `failure`, `warning`) for a pipeline status. Like GitHub's,
-/// it has no `running`: the description says it.
-pub fn state(status: PipelineStatus) -> &'static str {
-    match status {
-        PipelineStatus::Queued | PipelineStatus::Running => "pending",
-        PipelineStatus::Success => "success",
-        PipelineStatus::Failed => "failure",
-        PipelineStatus::Cancelled | PipelineStatus::Error => "error",
-    }
-}
 
 /// The request that posts `report`.
 pub fn request(
@@ -32,10 +20,7 @@ pub fn request(
         ))
         .header("Authorization", format!("token {token}"))
         .header("Accept", "application/json")
-        .json(&serde_json::json!({
-            "state": state(report.status),
-            "target_url": report.target_url,
-            "description": report.description,
-            "context": report.context,
-        }))
+        // The body is GitHub's, state names and all: Gitea's states (`pending`, `success`, `error`, `failure`,
+        // `warning`) have no `running` either.
+        .json(&super::github::body(report))
 }

@@ -34,10 +34,15 @@ pub fn request(
         .bearer_auth(token)
         .header("Accept", "application/vnd.github+json")
         .header("X-GitHub-Api-Version", "2022-11-28")
-        .json(&serde_json::json!({
-            "state": state(report.status),
-            "target_url": report.target_url,
-            "description": report.description,
-            "context": report.context,
-        }))
+        .json(&body(report))
+}
+
+/// `{"state", "target_url", "description", "context"}`: GitHub's body, which Gitea's API copies.
+pub fn body(report: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "state": state(report.status),
+        "target_url": report.target_url,
+        "description": report.description,
+        "context": report.context,
+    })
 }
