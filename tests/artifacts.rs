@@ -188,17 +188,7 @@ async fn uploads_need_the_lease_and_the_right_checksum(database: Option<String>)
     let farm = Farm::serve_on(database.as_deref(), &[]);
     let api = format!("{}/api/v1", farm.url);
     let http = reqwest::Client::new();
-    let registered: serde_json::Value = http
-        .post(format!("{api}/workers/register"))
-        .bearer_auth(farm.pool_token.as_deref().unwrap())
-        .json(&serde_json::json!({"name": "by-hand", "capacity": 1, "protocol_version": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["worker_token"].as_str().unwrap().to_owned();
+    let token = farm.register_worker_by_hand("by-hand").await;
     let repo = farm.hooked_repo("uploads");
     repo.push_pipeline("jobs:\n  hold:\n    steps: [x]\n    artifacts: [a]\n");
     let lease: serde_json::Value = eventually("a lease", Duration::from_secs(60), || async {

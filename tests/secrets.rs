@@ -275,17 +275,7 @@ async fn a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server(
     let farm = Farm::serve_on(database.as_deref(), &[]);
     let api = format!("{}/api/v1", farm.url);
     let http = reqwest::Client::new();
-    let registered: serde_json::Value = http
-        .post(format!("{api}/workers/register"))
-        .bearer_auth(farm.pool_token.as_deref().unwrap())
-        .json(&serde_json::json!({"name": "unmasking", "capacity": 1, "protocol_version": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["worker_token"].as_str().unwrap().to_owned();
+    let token = farm.register_worker_by_hand("unmasking").await;
     let repo = farm.hooked_repo("leaky");
     farm.gantry(&[
         "secret",

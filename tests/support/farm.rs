@@ -230,6 +230,26 @@ impl Farm {
         request.send().await.unwrap()
     }
 
+    /// Registers a worker named `name` over HTTP, as a test playing the worker's part by hand; returns its token.
+    pub async fn register_worker_by_hand(&self, name: &str) -> String {
+        let registered: Value = self
+            .http
+            .post(format!("{}/api/v1/workers/register", self.url))
+            .bearer_auth(
+                self.pool_token
+                    .as_deref()
+                    .expect("the farm made a pool token"),
+            )
+            .json(&serde_json::json!({"name": name, "capacity": 1, "protocol_version": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        registered["worker_token"].as_str().unwrap().to_owned()
+    }
+
     /// Waits until pipeline `number` of `repo` exists and is finished; returns it with its jobs.
     pub async fn finished_pipeline(&self, repo: &str, number: i64) -> Value {
         let path = format!("/repos/{repo}/pipelines/{number}");
