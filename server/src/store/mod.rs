@@ -6,6 +6,8 @@
 #[macro_use]
 mod artifacts;
 #[macro_use]
+mod completion;
+#[macro_use]
 mod deliveries;
 #[macro_use]
 mod retry;

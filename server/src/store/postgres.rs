@@ -1,12 +1,14 @@
 //! The PostgreSQL store, for clusters: several servers can share it.
 
 use super::Result;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 
 /// [`super::Store`] on a PostgreSQL database.
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// For claims: connections whose commits do not wait for the WAL to reach the disk (see `claimer`).
+    claims: PgPool,
 }
 
 /// What the shared code's transactions are here.
@@ -24,7 +26,26 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let claims = PgPoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(
+                url.parse::<PgConnectOptions>()?
+                    .options([("synchronous_commit", "off")]),
+            )
+            .await?;
+        Ok(Self { pool, claims })
+    }
+
+    /// A connection for a claim, whose commit returns before the WAL is flushed: the job is leased at once
+    /// instead of after a disk flush, and it is as durable as a job can be. Only PostgreSQL itself crashing
+    /// within the WAL writer's delay (≤ 3 × 200 ms) can lose the claim, and then the job is simply queued again:
+    /// the worker's next call with the lost lease gets 409 and it stops (DESIGN §3's fencing), as if it were
+    /// lost. Whatever commits after it (the worker's first log bytes, its completion) flushes it, so nothing
+    /// that depends on a claim outlives it. A SIGKILL of Gantry's server loses nothing: PostgreSQL has the commit.
+    pub(super) async fn claimer(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.claims.acquire().await?)
     }
 
     pub(super) async fn begin(&self) -> Result<Tx> {
@@ -87,10 +108,10 @@ pub(super) const CLAIM_SQL: &str = concat!(
        WHERE status = 'queued' AND id = (
          SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready
            AND j.runs_on::jsonb <@ (SELECT w.labels::jsonb FROM workers w WHERE w.id = $2)
-           AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
-                           WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
-                             AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
-                                                        AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id))
+           AND NOT COALESCE((SELECT r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
+                                   AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id)
+                             FROM pipelines p JOIN repos r ON r.id = p.repo_id
+                             WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL), FALSE)
          ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
        RETURNING ",
     job_columns!(),
@@ -105,5 +126,63 @@ pub(super) const CLAIM_SQL: &str = concat!(
 /// transaction that settled it before committed.
 pub(super) const LOCK_PIPELINE_SQL: Option<&str> =
     Some("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE");
+
+/// A completion's first statement: the attempt ends and then its pipeline's row is locked (the order of the
+/// claim's trigger and of a cancel: job, then pipeline), in one round trip. The pipeline's jobs are read by the
+/// next statement, whose snapshot comes after the lock: one taken in the same statement would predate it.
+const FINISH_SQL: &str = concat!(
+    "WITH finished AS (",
+    finish_attempt_sql!(),
+    ") SELECT f.attempt, f.pipeline_id FROM finished f JOIN pipelines p ON p.id = f.pipeline_id FOR UPDATE OF p"
+);
+
+impl PgStore {
+    /// Starts a completion's transaction, ends the attempt if `lease` is the job's, and reads its pipeline's jobs.
+    async fn finish_attempt(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        ending: &Ending<'_>,
+    ) -> Result<(Tx, Option<Finished>)> {
+        let mut tx = self.begin().await?;
+        let Some(row) = bind_ending(FINISH_SQL, job, lease, ending)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok((tx, None));
+        };
+        let pipeline: Uuid = row.try_get("pipeline_id")?;
+        let jobs = sqlx::query(concat!(
+            pipeline_jobs_sql!(),
+            "WHERE j.pipeline_id = $1 ORDER BY j.position"
+        ))
+        .bind(pipeline)
+        .fetch_all(&mut *tx)
+        .await?;
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
+        Ok((
+            tx,
+            Some(Finished {
+                attempt,
+                pipeline,
+                jobs,
+            }),
+        ))
+    }
+}
+
+/// Writes the pipeline's new status, if it changed, and commits.
+async fn commit_settled(
+    mut tx: Tx,
+    pipeline: Uuid,
+    changed: Option<PipelineStatus>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if let Some(status) = changed {
+        set_pipeline_status(&mut tx, pipeline, status, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
 
 impl_store!(PgStore, sqlx::Postgres, "postgres");

@@ -1,6 +1,6 @@
 //! The SQL both dialects share. `impl_store!` instantiates the one implementation of [`super::Store`] for each
 //! backend's driver types; each backend supplies `begin()` (how a write transaction starts, and its type `Tx`),
-//! `writer()` (a connection for a single write), `CLAIM_SQL` and `LOCK_PIPELINE_SQL`.
+//! `writer()` (a connection for a single write), `CLAIM_SQL` and `LOCK_PIPELINE_SQL`, and what `completion.rs` asks.
 //! Queries use `$N` placeholders, which SQLite accepts too.
 
 macro_rules! job_columns {
@@ -42,6 +42,7 @@ macro_rules! impl_store {
         type DbRow = <$db as sqlx::Database>::Row;
 
         artifact_sql!($db);
+        completion_sql!($store, $db);
         retry_sql!($db);
         delivery_sql!($db);
         status_sql!($db);
@@ -185,76 +186,6 @@ macro_rules! impl_store {
             Ok(())
         }
 
-        /// Skips jobs whose needs failed, readies jobs whose needs succeeded, and sets the pipeline's status.
-        async fn settle_pipeline(
-            tx: &mut Tx,
-            pipeline: Uuid,
-            now: DateTime<Utc>,
-        ) -> Result<(PipelineStatus, Vec<Uuid>)> {
-            let mut skipped = Vec::new();
-            // Two jobs of the pipeline ending at once must not each see the other still running and leave the
-            // pipeline `running`: the second waits here for the first to commit, then reads its end.
-            if let Some(lock) = LOCK_PIPELINE_SQL {
-                sqlx::query(lock).bind(pipeline).execute(&mut **tx).await?;
-            }
-            let rows = sqlx::query(
-                "SELECT j.id, j.name, j.needs, j.status, p.status AS pipeline_status
-                 FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 ORDER BY j.position",
-            )
-            .bind(pipeline)
-            .fetch_all(&mut **tx)
-            .await?;
-            let was = rows.first().map(|row| row.try_get::<String, _>("pipeline_status")).transpose()?;
-            let mut jobs = Vec::with_capacity(rows.len());
-            let mut ids = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let needs: String = row.try_get("needs")?;
-                let needs: Vec<String> = serde_json::from_str(&needs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                ids.push(row.try_get::<Uuid, _>("id")?);
-                jobs.push((row.try_get::<String, _>("name")?, needs, parse::<JobStatus>(row.try_get("status")?)?));
-            }
-            for (i, verdict) in resolve_needs(&jobs).into_iter().enumerate() {
-                match verdict {
-                    NeedsVerdict::Skip => {
-                        sqlx::query(
-                            "UPDATE jobs SET status = 'skipped', finished_at = $2,
-                             message = 'not run: a job it needs did not succeed' WHERE id = $1",
-                        )
-                        .bind(ids[i])
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        jobs[i].2 = JobStatus::Skipped;
-                        skipped.push(ids[i]);
-                    }
-                    NeedsVerdict::Ready => {
-                        sqlx::query("UPDATE jobs SET ready = TRUE WHERE id = $1 AND NOT ready")
-                            .bind(ids[i])
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    NeedsVerdict::Wait => {}
-                }
-            }
-            let status = PipelineStatus::from_jobs(jobs.iter().map(|j| j.2));
-            // Unchanged, so is its `finished_at`: every write of a status writes that too.
-            if was.as_deref() == Some(status.as_str()) {
-                return Ok((status, skipped));
-            }
-            sqlx::query(
-                "UPDATE pipelines SET status = $2,
-                   finished_at = CASE WHEN $3 THEN COALESCE(finished_at, $4) ELSE NULL END
-                 WHERE id = $1",
-            )
-            .bind(pipeline)
-            .bind(status.as_str())
-            .bind(status.is_finished())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok((status, skipped))
-        }
-
         /// Cancels a pipeline in `tx`: what has not started ends now, running jobs are asked to stop.
         /// With `only`, just that job of the pipeline (and, through settling, what needs it).
         async fn cancel_in(
@@ -307,73 +238,6 @@ macro_rules! impl_store {
                 Some(settle_pipeline(tx, pipeline, now).await?.0)
             };
             Ok(CancelledPipeline { ended, stopping, pipeline_status })
-        }
-
-        /// Puts a failed or timed-out attempt back in the queue, with its steps, while the job's own `retry:` allows
-        /// it; `None` leaves the report to end the job (also when the lease is not the job's: the ending finds out).
-        async fn retry(tx: &mut Tx, job: Uuid, lease: Uuid, status: JobStatus, report: &CompleteRequest) -> Result<Option<Completed>> {
-            let Some(row) = sqlx::query(
-                "SELECT attempt, spec, infra_retries, attempt_base, cancel_requested FROM jobs
-                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
-            )
-            .bind(job)
-            .bind(lease)
-            .fetch_optional(&mut **tx)
-            .await?
-            else {
-                return Ok(None);
-            };
-            let attempt = row.try_get::<i64, _>("attempt")? as u32;
-            let spec: String = row.try_get("spec")?;
-            let spec: gantry_model::JobSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            // The job's own `retry:` counts the attempts it ran to an end since the pipeline was last retried by
-            // hand, not those a lost worker took.
-            let ran = attempt
-                .saturating_sub(row.try_get::<i64, _>("attempt_base")? as u32)
-                .saturating_sub(row.try_get::<i64, _>("infra_retries")? as u32);
-            if ran > spec.retry || row.try_get::<bool, _>("cancel_requested")? {
-                return Ok(None);
-            }
-            for step in &report.steps {
-                upsert_step(tx, job, attempt, step).await?;
-            }
-            insert_test_cases(tx, job, attempt, &report.tests).await?;
-            let message = format!(
-                "attempt {attempt} {}; running it again (retry {ran} of {})",
-                status.as_str().replace('_', " "),
-                spec.retry
-            );
-            let requeued = sqlx::query(
-                "UPDATE jobs SET status = 'queued', lease_id = NULL, lease_deadline_ms = NULL, message = $3
-                 WHERE id = $1 AND lease_id = $2 AND status = 'running'",
-            )
-            .bind(job)
-            .bind(lease)
-            .bind(&message)
-            .execute(&mut **tx)
-            .await?;
-            if requeued.rows_affected() != 1 {
-                return Err(StoreError::StaleLease(job));
-            }
-            Ok(Some(Completed { status: JobStatus::Queued, pipeline_status: PipelineStatus::Running, skipped: Vec::new() }))
-        }
-
-        /// A report for a job this same lease already ended (its answer was lost): answered again, changing nothing.
-        async fn repeated_completion(tx: &mut Tx, job: Uuid, lease: Uuid) -> Result<Completed> {
-            let row = sqlx::query(
-                "SELECT j.status, p.status AS pipeline_status FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
-                 WHERE j.id = $1 AND j.lease_id = $2 AND j.status NOT IN ('queued', 'running')",
-            )
-            .bind(job)
-            .bind(lease)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::StaleLease(job))?;
-            Ok(Completed {
-                status: parse(row.try_get("status")?)?,
-                pipeline_status: parse(row.try_get("pipeline_status")?)?,
-                skipped: Vec::new(),
-            })
         }
 
         async fn insert_delivery(
@@ -960,7 +824,7 @@ macro_rules! impl_store {
             async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
                 // One statement, no transaction: the `jobs_claimed` trigger (migration 0005) starts the pipeline
                 // and marks the worker busy within it.
-                let mut writer = self.writer().await?;
+                let mut writer = self.claimer().await?;
                 let Some(row) = sqlx::query(CLAIM_SQL)
                     .bind(claim.lease_id)
                     .bind(claim.worker_id)
@@ -1199,47 +1063,7 @@ macro_rules! impl_store {
             }
 
             async fn complete_job(&self, job: Uuid, lease: Uuid, report: &CompleteRequest) -> Result<Completed> {
-                let now = Utc::now();
-                let failure = report.failure_kind.or(match report.exit_code {
-                    Some(0) | None => None,
-                    Some(_) => Some(FailureKind::Exit),
-                });
-                let status = failure.map(FailureKind::job_status).unwrap_or(JobStatus::Success);
-                let mut tx = self.begin().await?;
-                if matches!(status, JobStatus::Failed | JobStatus::TimedOut) {
-                    if let Some(retried) = retry(&mut tx, job, lease, status, report).await? {
-                        tx.commit().await?;
-                        return Ok(retried);
-                    }
-                }
-                // The UPDATE checks the lease itself: no row, and it is not (or no longer) this lease's job.
-                let Some(row) = sqlx::query(
-                    "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
-                       cpu_seconds = $7, peak_memory_bytes = $8, lease_deadline_ms = NULL
-                     WHERE id = $1 AND lease_id = $9 AND status = 'running' RETURNING attempt, pipeline_id",
-                )
-                .bind(job)
-                .bind(status.as_str())
-                .bind(report.exit_code.map(i64::from))
-                .bind(failure.map(FailureKind::as_str))
-                .bind(&report.message)
-                .bind(now)
-                .bind(report.cpu_seconds)
-                .bind(report.peak_memory_bytes.map(|b| b as i64))
-                .bind(lease)
-                .fetch_optional(&mut *tx)
-                .await?
-                else {
-                    return repeated_completion(&mut tx, job, lease).await;
-                };
-                let attempt = row.try_get::<i64, _>("attempt")? as u32;
-                for step in &report.steps {
-                    upsert_step(&mut tx, job, attempt, step).await?;
-                }
-                insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
-                let (pipeline_status, skipped) = settle_pipeline(&mut tx, row.try_get("pipeline_id")?, now).await?;
-                tx.commit().await?;
-                Ok(Completed { status, pipeline_status, skipped })
+                complete_leased(self, job, lease, report).await
             }
         }
     };
