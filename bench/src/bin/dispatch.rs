@@ -7,7 +7,7 @@
 //! Run: `cargo run --release -p gantry-bench --bin dispatch [JOBS] [WORKERS]`
 
 use anyhow::Result;
-use gantry_bench::{count_arg, count_arg_at, scratch};
+use gantry_bench::{count_arg, count_arg_at, quantile, scratch};
 use gantry_model::Pipeline;
 use gantry_model::wire::CompleteRequest;
 use gantry_server::config::ServerConfig;
@@ -109,21 +109,31 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
     let tasks = ids.into_iter().map(|(id, name)| {
         let (queue, report) = (queue.clone(), report.clone());
         tokio::spawn(async move {
-            let mut done = 0usize;
-            while let Some(lease) = queue.lease(id, &name, Duration::ZERO).await? {
+            // How long each call took, in ms: where a job's time goes.
+            let (mut leases, mut completions) = (Vec::new(), Vec::new());
+            loop {
+                let asked = Instant::now();
+                let Some(lease) = queue.lease(id, &name, Duration::ZERO).await? else {
+                    break;
+                };
+                let leased = Instant::now();
                 queue
                     .complete(lease.job_id, lease.lease_id, &report)
                     .await?;
-                done += 1;
+                leases.push((leased - asked).as_secs_f64() * 1e3);
+                completions.push(leased.elapsed().as_secs_f64() * 1e3);
             }
-            anyhow::Ok(done)
+            anyhow::Ok((leases, completions))
         })
     });
-    let mut completed = 0;
+    let (mut leases, mut completions) = (Vec::new(), Vec::new());
     for task in futures::future::join_all(tasks).await {
-        completed += task??;
+        let (l, c) = task??;
+        leases.extend(l);
+        completions.extend(c);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let completed = leases.len();
     anyhow::ensure!(completed == jobs, "{completed} of {jobs} jobs completed");
     println!(
         "{}",
@@ -135,6 +145,8 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
             "workers": workers,
             "seconds": seconds,
             "jobs_per_second": jobs as f64 / seconds,
+            "lease_ms": {"p50": quantile(&mut leases, 0.5), "p99": quantile(&mut leases, 0.99)},
+            "complete_ms": {"p50": quantile(&mut completions, 0.5), "p99": quantile(&mut completions, 0.99)},
             "target_per_second": if dialect == "sqlite" { 2000 } else { 1000 },
         })
     );
