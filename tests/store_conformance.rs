@@ -72,6 +72,7 @@ conformance!(
     a_dropped_pipeline_takes_its_unsent_statuses_with_it,
     repository_secrets_are_set_listed_without_values_and_removed,
     the_claim_says_whether_the_repository_has_secrets_and_credentials,
+    what_a_claim_and_a_completion_write_reads_back_the_same_everywhere,
 );
 
 #[path = "store_conformance/commit_statuses.rs"]
@@ -1464,4 +1465,90 @@ async fn the_claim_says_whether_the_repository_has_secrets_and_credentials(db: D
     pipeline(&db, with, "with-1", "jobs:\n  a:\n    steps: [x]\n").await;
     let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
     assert_eq!((claimed.repo_id, claimed.has_secrets), (with, true));
+}
+
+/// On SQLite the claim and the completion write through a connection of their own (`sqlite/dispatch.rs`): what
+/// they write must read back the same through the store's other reads.
+async fn what_a_claim_and_a_completion_write_reads_back_the_same_everywhere(db: Db) {
+    let w = worker(&db, "round-trip-worker").await;
+    let r = repo(&db, "round-trip").await;
+    let (pipeline_id, ids) = pipeline(
+        &db,
+        r,
+        "round-trip-1",
+        "jobs:\n  build:\n    steps: [x]\n  test:\n    needs: [build]\n    steps: [y]\n",
+    )
+    .await;
+    let claimed = db.claim_job(&claim(w)).await.unwrap().expect("ready");
+    let stored = db.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(claimed.job.status, JobStatus::Running);
+    assert_eq!(claimed.job.started_at, stored.started_at);
+    assert_eq!(claimed.job.queued_at, stored.queued_at);
+    assert_eq!(
+        (
+            claimed.job.lease_id,
+            claimed.job.attempt,
+            &claimed.job.worker_name
+        ),
+        (stored.lease_id, stored.attempt, &stored.worker_name)
+    );
+    let shown = db.get_pipeline_by_id(pipeline_id).await.unwrap().unwrap();
+    assert_eq!(shown.status, PipelineStatus::Running);
+    assert_eq!(
+        shown.started_at, stored.started_at,
+        "the pipeline started with its job"
+    );
+    let mut done = report(0);
+    done.message = Some("built".into());
+    done.tests = vec![TestCase {
+        suite: "s".into(),
+        name: "t".into(),
+        status: TestStatus::Passed,
+        duration_ms: Some(7),
+        message: None,
+    }];
+    let completed = db
+        .complete_job(ids[0], claimed.job.lease_id.unwrap(), &done)
+        .await
+        .unwrap();
+    assert_eq!(completed.status, JobStatus::Success);
+    let stored = db.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(stored.status, JobStatus::Success);
+    assert_eq!(stored.message.as_deref(), Some("built"));
+    assert_eq!(
+        (stored.cpu_seconds, stored.peak_memory_bytes),
+        (Some(0.5), Some(1 << 20))
+    );
+    assert!(stored.finished_at >= stored.started_at);
+    // PostgreSQL keeps microseconds.
+    let micros = |steps: &[StepReport]| -> Vec<_> {
+        steps
+            .iter()
+            .map(|s| {
+                (
+                    s.index,
+                    s.command.clone(),
+                    s.started_at.timestamp_micros(),
+                    s.finished_at.map(|t| t.timestamp_micros()),
+                    s.exit_code,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        micros(&db.job_steps(ids[0], 1).await.unwrap()),
+        micros(&done.steps)
+    );
+    let tests = db
+        .pipeline_tests(pipeline_id)
+        .await
+        .unwrap()
+        .expect("a report");
+    assert_eq!((tests.total, tests.passed), (1, 1));
+    let next = db
+        .claim_job(&claim(w))
+        .await
+        .unwrap()
+        .expect("test is ready now");
+    assert_eq!(next.job.id, ids[1]);
 }

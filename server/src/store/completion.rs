@@ -1,11 +1,12 @@
 //! Ending a leased attempt and settling its pipeline: the other half of dispatch (the claim is the first), so
 //! its round trips are counted (bench/dispatch). Shared by both dialects like `shared.rs`: `completion_sql!`
-//! expands to free functions inside `impl_store!`. Each dialect supplies `FINISH_SQL` and `finish_attempt`
-//! (the transaction's start, the attempt's end and the read of its pipeline, in as few round trips as it can)
-//! and `commit_settled` (the pipeline's new status and the commit).
+//! expands to free functions inside `impl_store!`; the decision itself (`settle`) is plain Rust. Each dialect
+//! supplies `complete_attempt`: the attempt's end, its steps and test cases, and settling, in one transaction
+//! and as few round trips as it can (PostgreSQL: `postgres.rs`; SQLite: `sqlite/dispatch.rs`, none).
 
 /// Ends a leased attempt; the lease is checked in the same UPDATE ($9), so no row means it is not (or no
-/// longer) this lease's job. Binds: see `bind_ending`.
+/// longer) this lease's job. Binds: $1 job, $2 status, $3 exit code, $4 failure kind, $5 message, $6 end,
+/// $7 CPU seconds, $8 peak memory, $9 lease.
 macro_rules! finish_attempt_sql {
     () => {
         "UPDATE jobs SET status = $2, exit_code = $3, failure_kind = $4, message = $5, finished_at = $6,
@@ -31,50 +32,104 @@ macro_rules! set_pipeline_status_sql {
     };
 }
 
+/// Records step $3 of attempt $2 of job $1, or its end when its start is there already.
+macro_rules! upsert_step_sql {
+    () => {
+        "INSERT INTO steps (job_id, attempt, idx, command, log_offset, started_at, finished_at, exit_code)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (job_id, attempt, idx) DO UPDATE
+         SET finished_at = excluded.finished_at, exit_code = excluded.exit_code"
+    };
+}
+
+/// Stores test case $3 of attempt $2 of job $1 (a repeated completion brings the same cases again).
+macro_rules! insert_test_case_sql {
+    () => {
+        "INSERT INTO test_cases (job_id, attempt, idx, suite, name, status, duration_ms, message)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (job_id, attempt, idx) DO NOTHING"
+    };
+}
+
+/// Skips job $1, ended at $2: a job it needs did not succeed.
+macro_rules! skip_job_sql {
+    () => {
+        "UPDATE jobs SET status = 'skipped', finished_at = $2,
+           message = 'not run: a job it needs did not succeed' WHERE id = $1"
+    };
+}
+
+/// Readies job $1: every job it needs succeeded.
+macro_rules! ready_job_sql {
+    () => {
+        "UPDATE jobs SET ready = TRUE WHERE id = $1 AND NOT ready"
+    };
+}
+
+use chrono::{DateTime, Utc};
+use gantry_model::status::{NeedsVerdict, resolve_needs};
+use gantry_model::wire::CompleteRequest;
+use gantry_model::{FailureKind, JobStatus, PipelineStatus};
+use uuid::Uuid;
+
+/// What ending an attempt writes to its job.
+pub(super) struct Ending<'a> {
+    pub(super) status: JobStatus,
+    pub(super) failure: Option<FailureKind>,
+    pub(super) report: &'a CompleteRequest,
+    pub(super) now: DateTime<Utc>,
+}
+
+/// One of a pipeline's jobs as settling sees it (a row of `pipeline_jobs_sql!`).
+pub(super) struct SettlingJob {
+    pub(super) id: Uuid,
+    pub(super) name: String,
+    pub(super) needs: Vec<String>,
+    pub(super) status: JobStatus,
+}
+
+/// What settling a pipeline decided: the jobs to skip and to ready, its status, and whether that changed
+/// (then it is to be written).
+pub(super) struct Settled {
+    pub(super) skip: Vec<Uuid>,
+    pub(super) ready: Vec<Uuid>,
+    pub(super) status: PipelineStatus,
+    pub(super) changed: bool,
+}
+
+/// Settles a pipeline whose status was `was`, over its jobs read under its lock, in file order.
+pub(super) fn settle(jobs: Vec<SettlingJob>, was: Option<&str>) -> Settled {
+    let mut view: Vec<_> = jobs
+        .into_iter()
+        .map(|j| (j.name, j.needs, j.status, j.id))
+        .collect();
+    let named: Vec<_> = view
+        .iter()
+        .map(|(n, needs, s, _)| (n.clone(), needs.clone(), *s))
+        .collect();
+    let (mut skip, mut ready) = (Vec::new(), Vec::new());
+    for (job, verdict) in view.iter_mut().zip(resolve_needs(&named)) {
+        match verdict {
+            NeedsVerdict::Skip => {
+                job.2 = JobStatus::Skipped;
+                skip.push(job.3);
+            }
+            NeedsVerdict::Ready => ready.push(job.3),
+            NeedsVerdict::Wait => {}
+        }
+    }
+    let status = PipelineStatus::from_jobs(view.iter().map(|j| j.2));
+    // Unchanged, so is its `finished_at`: every write of a status writes that too.
+    let changed = was != Some(status.as_str());
+    Settled {
+        skip,
+        ready,
+        status,
+        changed,
+    }
+}
+
 macro_rules! completion_sql {
     ($store:ident, $db:ty) => {
-        /// What ending an attempt writes to its job.
-        struct Ending<'a> {
-            status: JobStatus,
-            failure: Option<FailureKind>,
-            report: &'a CompleteRequest,
-            now: DateTime<Utc>,
-        }
-
-        /// `sql` (which starts with `finish_attempt_sql!`'s parameters) bound for ending `job`'s attempt under `lease`.
-        fn bind_ending(
-            sql: &'static str,
-            job: Uuid,
-            lease: Uuid,
-            ending: &Ending<'_>,
-        ) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
-            sqlx::query(sql)
-                .bind(job)
-                .bind(ending.status.as_str())
-                .bind(ending.report.exit_code.map(i64::from))
-                .bind(ending.failure.map(FailureKind::as_str))
-                .bind(ending.report.message.clone())
-                .bind(ending.now)
-                .bind(ending.report.cpu_seconds)
-                .bind(ending.report.peak_memory_bytes.map(|b| b as i64))
-                .bind(lease)
-        }
-
-        /// An attempt ended by `finish_attempt`: its number and its pipeline's jobs (`pipeline_jobs_sql!`), read
-        /// after the end and, on PostgreSQL, after the pipeline's row was locked.
-        struct Finished {
-            attempt: u32,
-            pipeline: Uuid,
-            jobs: Vec<DbRow>,
-        }
-
-        /// What settling a pipeline decided; `changed` says its status is to be written.
-        struct Settled {
-            status: PipelineStatus,
-            skipped: Vec<Uuid>,
-            changed: bool,
-        }
-
         /// Skips jobs whose needs failed, readies jobs whose needs succeeded, and sets the pipeline's status.
         async fn settle_pipeline(
             tx: &mut Tx,
@@ -94,49 +149,31 @@ macro_rules! completion_sql {
             if settled.changed {
                 set_pipeline_status(&mut **tx, pipeline, settled.status, now).await?;
             }
-            Ok((settled.status, settled.skipped))
+            Ok((settled.status, settled.skip))
         }
 
         /// Settles the pipeline whose jobs are `rows` (`pipeline_jobs_sql!`, read under the pipeline's lock): skips
         /// and readies its jobs, and says its status, leaving that to the caller to write.
         async fn settle_jobs(tx: &mut Tx, rows: &[DbRow], now: DateTime<Utc>) -> Result<Settled> {
-            let mut skipped = Vec::new();
             let was = rows.first().map(|row| row.try_get::<String, _>("pipeline_status")).transpose()?;
             let mut jobs = Vec::with_capacity(rows.len());
-            let mut ids = Vec::with_capacity(rows.len());
             for row in rows {
                 let needs: String = row.try_get("needs")?;
-                let needs: Vec<String> = serde_json::from_str(&needs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                ids.push(row.try_get::<Uuid, _>("id")?);
-                jobs.push((row.try_get::<String, _>("name")?, needs, parse::<JobStatus>(row.try_get("status")?)?));
+                jobs.push(SettlingJob {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    needs: serde_json::from_str(&needs).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    status: parse(row.try_get("status")?)?,
+                });
             }
-            for (i, verdict) in resolve_needs(&jobs).into_iter().enumerate() {
-                match verdict {
-                    NeedsVerdict::Skip => {
-                        sqlx::query(
-                            "UPDATE jobs SET status = 'skipped', finished_at = $2,
-                             message = 'not run: a job it needs did not succeed' WHERE id = $1",
-                        )
-                        .bind(ids[i])
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                        jobs[i].2 = JobStatus::Skipped;
-                        skipped.push(ids[i]);
-                    }
-                    NeedsVerdict::Ready => {
-                        sqlx::query("UPDATE jobs SET ready = TRUE WHERE id = $1 AND NOT ready")
-                            .bind(ids[i])
-                            .execute(&mut **tx)
-                            .await?;
-                    }
-                    NeedsVerdict::Wait => {}
-                }
+            let settled = settle(jobs, was.as_deref());
+            for id in &settled.skip {
+                sqlx::query(skip_job_sql!()).bind(id).bind(now).execute(&mut **tx).await?;
             }
-            let status = PipelineStatus::from_jobs(jobs.iter().map(|j| j.2));
-            // Unchanged, so is its `finished_at`: every write of a status writes that too.
-            let changed = was.as_deref() != Some(status.as_str());
-            Ok(Settled { status, skipped, changed })
+            for id in &settled.ready {
+                sqlx::query(ready_job_sql!()).bind(id).execute(&mut **tx).await?;
+            }
+            Ok(settled)
         }
 
         /// `sql` (which starts with `set_pipeline_status_sql!`'s parameters) bound for `pipeline`'s new status.
@@ -184,18 +221,13 @@ macro_rules! completion_sql {
                 }
             }
             let ending = Ending { status, failure, report, now };
-            let (mut tx, finished) = store.finish_attempt(job, lease, &ending).await?;
-            let Some(finished) = finished else {
-                return repeated_completion(&mut tx, job, lease).await;
-            };
-            for step in &report.steps {
-                upsert_step(&mut tx, job, finished.attempt, step).await?;
+            match store.complete_attempt(job, lease, &ending).await? {
+                Some(completed) => Ok(completed),
+                None => {
+                    let mut tx = store.begin().await?;
+                    repeated_completion(&mut tx, job, lease).await
+                }
             }
-            insert_test_cases(&mut tx, job, finished.attempt, &report.tests).await?;
-            let settled = settle_jobs(&mut tx, &finished.jobs, now).await?;
-            let changed = settled.changed.then_some(settled.status);
-            commit_settled(tx, finished.pipeline, changed, now).await?;
-            Ok(Completed { status, pipeline_status: settled.status, skipped: settled.skipped })
         }
 
         /// Puts a failed or timed-out attempt back in the queue, with its steps, while the job's own `retry:` allows

@@ -137,21 +137,63 @@ const FINISH_SQL: &str = concat!(
 );
 
 impl PgStore {
-    /// Starts a completion's transaction, ends the attempt if `lease` is the job's, and reads its pipeline's jobs.
-    async fn finish_attempt(
+    /// Leases the next ready job to the worker: one statement, no transaction (the `jobs_claimed` trigger,
+    /// migration 0005, starts the pipeline and marks the worker busy within it), on `claimer`'s connections.
+    async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
+        let mut conn = self.claimer().await?;
+        let Some(row) = sqlx::query(CLAIM_SQL)
+            .bind(claim.lease_id)
+            .bind(claim.worker_id)
+            .bind(&claim.worker_name)
+            .bind(claim.deadline_ms)
+            .bind(Utc::now())
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ClaimedJob {
+            job: job_from(&row)?,
+            repo: row.try_get("repo")?,
+            clone_url: row.try_get("clone_url")?,
+            number: row.try_get("number")?,
+            commit: row.try_get("commit_sha")?,
+            git_ref: row.try_get("git_ref")?,
+            event: row.try_get("event")?,
+            pull_request: pull_request_from(&row)?,
+            clone_credential: row.try_get("clone_credential")?,
+            repo_id: row.try_get("repo_id")?,
+            has_secrets: row.try_get("has_secrets")?,
+        }))
+    }
+
+    /// Ends an attempt if `lease` is the job's, stores its steps and test cases, and settles its pipeline, in
+    /// one transaction of five round trips; `None` when the lease is not (or no longer) the running job's.
+    async fn complete_attempt(
         &self,
         job: Uuid,
         lease: Uuid,
         ending: &Ending<'_>,
-    ) -> Result<(Tx, Option<Finished>)> {
+    ) -> Result<Option<Completed>> {
+        let report = ending.report;
         let mut tx = self.begin().await?;
-        let Some(row) = bind_ending(FINISH_SQL, job, lease, ending)
+        let Some(row) = sqlx::query(FINISH_SQL)
+            .bind(job)
+            .bind(ending.status.as_str())
+            .bind(report.exit_code.map(i64::from))
+            .bind(ending.failure.map(FailureKind::as_str))
+            .bind(&report.message)
+            .bind(ending.now)
+            .bind(report.cpu_seconds)
+            .bind(report.peak_memory_bytes.map(|b| b as i64))
+            .bind(lease)
             .fetch_optional(&mut *tx)
             .await?
         else {
-            return Ok((tx, None));
+            return Ok(None);
         };
         let pipeline: Uuid = row.try_get("pipeline_id")?;
+        let attempt = row.try_get::<i64, _>("attempt")? as u32;
         let jobs = sqlx::query(concat!(
             pipeline_jobs_sql!(),
             "WHERE j.pipeline_id = $1 ORDER BY j.position"
@@ -159,30 +201,21 @@ impl PgStore {
         .bind(pipeline)
         .fetch_all(&mut *tx)
         .await?;
-        let attempt = row.try_get::<i64, _>("attempt")? as u32;
-        Ok((
-            tx,
-            Some(Finished {
-                attempt,
-                pipeline,
-                jobs,
-            }),
-        ))
+        for step in &report.steps {
+            upsert_step(&mut tx, job, attempt, step).await?;
+        }
+        insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
+        let settled = settle_jobs(&mut tx, &jobs, ending.now).await?;
+        if settled.changed {
+            set_pipeline_status(&mut tx, pipeline, settled.status, ending.now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Completed {
+            status: ending.status,
+            pipeline_status: settled.status,
+            skipped: settled.skip,
+        }))
     }
-}
-
-/// Writes the pipeline's new status, if it changed, and commits.
-async fn commit_settled(
-    mut tx: Tx,
-    pipeline: Uuid,
-    changed: Option<PipelineStatus>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    if let Some(status) = changed {
-        set_pipeline_status(&mut tx, pipeline, status, now).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 impl_store!(PgStore, sqlx::Postgres, "postgres");

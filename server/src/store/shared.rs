@@ -33,7 +33,7 @@ macro_rules! impl_store {
         use $crate::store::{records::*, Store, StoreError};
         use chrono::{DateTime, Utc};
         use gantry_model::wire::PullRequest;
-        use gantry_model::status::{resolve_needs, NeedsVerdict};
+        use super::completion::{settle, Ending, Settled, SettlingJob};
         use gantry_model::wire::{CompleteRequest, RepoSettings, StepReport};
         use gantry_model::{FailureKind, JobStatus, PipelineStatus};
         use sqlx::Row;
@@ -167,12 +167,7 @@ macro_rules! impl_store {
             attempt: u32,
             step: &StepReport,
         ) -> Result<()> {
-            sqlx::query(
-                "INSERT INTO steps (job_id, attempt, idx, command, log_offset, started_at, finished_at, exit_code)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (job_id, attempt, idx) DO UPDATE
-                 SET finished_at = excluded.finished_at, exit_code = excluded.exit_code",
-            )
+            sqlx::query(upsert_step_sql!())
             .bind(job)
             .bind(attempt as i64)
             .bind(step.index as i64)
@@ -822,33 +817,7 @@ macro_rules! impl_store {
             }
 
             async fn claim_job(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
-                // One statement, no transaction: the `jobs_claimed` trigger (migration 0005) starts the pipeline
-                // and marks the worker busy within it.
-                let mut writer = self.claimer().await?;
-                let Some(row) = sqlx::query(CLAIM_SQL)
-                    .bind(claim.lease_id)
-                    .bind(claim.worker_id)
-                    .bind(&claim.worker_name)
-                    .bind(claim.deadline_ms)
-                    .bind(Utc::now())
-                    .fetch_optional(&mut *writer)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                Ok(Some(ClaimedJob {
-                    job: job_from(&row)?,
-                    repo: row.try_get("repo")?,
-                    clone_url: row.try_get("clone_url")?,
-                    number: row.try_get("number")?,
-                    commit: row.try_get("commit_sha")?,
-                    git_ref: row.try_get("git_ref")?,
-                    event: row.try_get("event")?,
-                    pull_request: pull_request_from(&row)?,
-                    clone_credential: row.try_get("clone_credential")?,
-                    repo_id: row.try_get("repo_id")?,
-                    has_secrets: row.try_get("has_secrets")?,
-                }))
+                self.claim(claim).await
             }
 
             async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool> {

@@ -1,25 +1,33 @@
 //! The SQLite store: one file in WAL mode, the default for `gantry up`.
 
+mod dispatch;
+
 use super::Result;
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Column, ConnectOptions};
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 /// [`super::Store`] on a SQLite file.
 pub struct SqliteStore {
     /// For reads, and the odd single-statement write.
     pub(super) pool: SqlitePool,
-    /// Every transaction and claim writes through this one connection, taking turns here. SQLite has one writer
-    /// at a time anyway, and a writer that finds the file locked sleeps a millisecond or more in SQLite's busy
-    /// handler; a connection of its own also skips the pool's ping of each connection it takes back.
-    writer: Arc<Mutex<SqliteConnection>>,
+    /// Every transaction, claim and completion writes through these connections, taking turns here. SQLite has
+    /// one writer at a time anyway, and a writer that finds the file locked sleeps a millisecond or more in
+    /// SQLite's busy handler; connections of their own also skip the pool's ping of each one it takes back.
+    writer: Arc<Mutex<Writer>>,
+}
+
+/// The writing connections: sqlx's for everything but dispatch, and rusqlite's for dispatch (`dispatch.rs`).
+pub(super) struct Writer {
+    sqlx: SqliteConnection,
+    dispatch: dispatch::Dispatch,
 }
 
 /// What the shared code's transactions are here.
@@ -43,18 +51,21 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        let writer = Arc::new(Mutex::new(options.connect().await?));
-        Ok(Self { pool, writer })
+        let path = options.get_filename().to_string_lossy().into_owned();
+        let writer = Writer {
+            sqlx: options.connect().await?,
+            dispatch: dispatch::Dispatch::open(&path)?,
+        };
+        Ok(Self {
+            pool,
+            writer: Arc::new(Mutex::new(writer)),
+        })
     }
 
     /// The writer connection, for a single statement (which is a transaction of its own).
-    pub(super) async fn writer(&self) -> Result<OwnedMutexGuard<SqliteConnection>> {
-        Ok(self.writer.clone().lock_owned().await)
-    }
-
-    /// The writer connection, for a claim.
-    pub(super) async fn claimer(&self) -> Result<OwnedMutexGuard<SqliteConnection>> {
-        self.writer().await
+    pub(super) async fn writer(&self) -> Result<OwnedMappedMutexGuard<Writer, SqliteConnection>> {
+        let writer = self.writer.clone().lock_owned().await;
+        Ok(OwnedMutexGuard::map(writer, |w| &mut w.sqlx))
     }
 
     /// A transaction on the writer connection. `IMMEDIATE` takes the write lock up front, so that it never has to
@@ -68,7 +79,7 @@ impl SqliteStore {
 
 /// A transaction on the writer connection, rolled back when dropped before [`WriteTx::commit`].
 pub(super) struct WriteTx {
-    conn: Option<OwnedMutexGuard<SqliteConnection>>,
+    conn: Option<OwnedMappedMutexGuard<Writer, SqliteConnection>>,
 }
 
 impl WriteTx {
@@ -169,72 +180,23 @@ pub(super) const CLAIM_SQL: &str = concat!(
 /// Writers take turns on one connection, so settling needs no lock of its own.
 pub(super) const LOCK_PIPELINE_SQL: Option<&str> = None;
 
-/// A completion's first round trip: the transaction starts, the attempt ends, and its pipeline's jobs are read
-/// (after the end, so with it). Each round trip to the connection's thread costs ~0.1 ms of wake-ups on the
-/// 2-core VM, several times what these statements take, and SQLite runs every statement of a query string in
-/// one; `$N` parameters are shared between them. (sqlx marks several statements in one query deprecated,
-/// launchbadge/sqlx#3108: should a release drop it, this and `SETTLE_AND_COMMIT_SQL` are split again.)
-const FINISH_SQL: &str = concat!(
-    "BEGIN IMMEDIATE; ",
-    finish_attempt_sql!(),
-    "; ",
-    pipeline_jobs_sql!(),
-    "WHERE j.pipeline_id = (SELECT pipeline_id FROM jobs WHERE id = $1) ORDER BY j.position"
-);
-
-/// A completion's last round trip, when the pipeline's status changed.
-const SETTLE_AND_COMMIT_SQL: &str = concat!(set_pipeline_status_sql!(), "; COMMIT");
-
 impl SqliteStore {
-    /// Starts a completion's transaction, ends the attempt if `lease` is the job's, and reads its pipeline's jobs.
-    async fn finish_attempt(
+    /// Leases the next ready job to the worker (`dispatch.rs`).
+    async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        writer.dispatch.claim(claim, Utc::now())
+    }
+
+    /// Ends an attempt, stores its steps and test cases and settles its pipeline (`dispatch.rs`).
+    async fn complete_attempt(
         &self,
         job: Uuid,
         lease: Uuid,
         ending: &Ending<'_>,
-    ) -> Result<(WriteTx, Option<Finished>)> {
-        // Rolled back when dropped from here on: BEGIN is the query's first statement.
-        let mut tx = WriteTx {
-            conn: Some(self.writer().await?),
-        };
-        let mut rows = bind_ending(FINISH_SQL, job, lease, ending)
-            .fetch_all(&mut *tx)
-            .await?;
-        // The UPDATE's row comes first, when there is one; the rest are the pipeline's jobs.
-        let ended = rows.first().is_some_and(|row| {
-            row.columns()
-                .first()
-                .is_some_and(|column| column.name() == "attempt")
-        });
-        if !ended {
-            return Ok((tx, None));
-        }
-        let row = rows.remove(0);
-        let finished = Finished {
-            attempt: row.try_get::<i64, _>("attempt")? as u32,
-            pipeline: row.try_get("pipeline_id")?,
-            jobs: rows,
-        };
-        Ok((tx, Some(finished)))
+    ) -> Result<Option<Completed>> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        writer.dispatch.complete(job, lease, ending)
     }
-}
-
-/// Writes the pipeline's new status, if it changed, and commits, in one round trip.
-async fn commit_settled(
-    mut tx: WriteTx,
-    pipeline: Uuid,
-    changed: Option<PipelineStatus>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let Some(status) = changed else {
-        return tx.commit().await;
-    };
-    bind_pipeline_status(SETTLE_AND_COMMIT_SQL, pipeline, status, now)
-        .execute(&mut *tx)
-        .await?;
-    // Committed by the query's last statement.
-    tx.conn = None;
-    Ok(())
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
