@@ -1,7 +1,8 @@
 //! Storage behind one interface ([`Store`]), with a SQLite and a PostgreSQL implementation chosen once at start.
 //!
 //! Both implementations share their SQL (see `shared.rs`); each adds what its dialect does differently:
-//! connecting, migrating, how a transaction starts, and how a job is claimed.
+//! connecting, migrating, how a transaction starts, and how a job is claimed and completed (on SQLite, through
+//! rusqlite: `sqlite/dispatch.rs`).
 
 #[macro_use]
 mod artifacts;

@@ -1,6 +1,7 @@
 //! The SQL both dialects share. `impl_store!` instantiates the one implementation of [`super::Store`] for each
 //! backend's driver types; each backend supplies `begin()` (how a write transaction starts, and its type `Tx`),
-//! `writer()` (a connection for a single write), `CLAIM_SQL` and `LOCK_PIPELINE_SQL`, and what `completion.rs` asks.
+//! `writer()` (a connection for a single write), `LOCK_PIPELINE_SQL`, `claim` and `complete_attempt` (see
+//! `completion.rs`).
 //! Queries use `$N` placeholders, which SQLite accepts too.
 
 macro_rules! job_columns {
