@@ -98,26 +98,23 @@ pub(super) struct Settled {
 
 /// Settles a pipeline whose status was `was`, over its jobs read under its lock, in file order.
 pub(super) fn settle(jobs: Vec<SettlingJob>, was: Option<&str>) -> Settled {
-    let mut view: Vec<_> = jobs
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let mut named: Vec<_> = jobs
         .into_iter()
-        .map(|j| (j.name, j.needs, j.status, j.id))
-        .collect();
-    let named: Vec<_> = view
-        .iter()
-        .map(|(n, needs, s, _)| (n.clone(), needs.clone(), *s))
+        .map(|j| (j.name, j.needs, j.status))
         .collect();
     let (mut skip, mut ready) = (Vec::new(), Vec::new());
-    for (job, verdict) in view.iter_mut().zip(resolve_needs(&named)) {
+    for (i, verdict) in resolve_needs(&named).into_iter().enumerate() {
         match verdict {
             NeedsVerdict::Skip => {
-                job.2 = JobStatus::Skipped;
-                skip.push(job.3);
+                named[i].2 = JobStatus::Skipped;
+                skip.push(ids[i]);
             }
-            NeedsVerdict::Ready => ready.push(job.3),
+            NeedsVerdict::Ready => ready.push(ids[i]),
             NeedsVerdict::Wait => {}
         }
     }
-    let status = PipelineStatus::from_jobs(view.iter().map(|j| j.2));
+    let status = PipelineStatus::from_jobs(named.iter().map(|j| j.2));
     // Unchanged, so is its `finished_at`: every write of a status writes that too.
     let changed = was != Some(status.as_str());
     Settled {
@@ -297,4 +294,48 @@ macro_rules! completion_sql {
             })
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, needs: &[&str], status: JobStatus) -> SettlingJob {
+        SettlingJob {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            needs: needs.iter().map(|n| n.to_string()).collect(),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_failure_skips_its_dependents_by_id_and_ends_the_pipeline() {
+        let jobs = vec![
+            job("build", &[], JobStatus::Failed),
+            job("test", &["build"], JobStatus::Queued),
+            job("deploy", &["test"], JobStatus::Queued),
+        ];
+        let (test, deploy) = (jobs[1].id, jobs[2].id);
+        let settled = settle(jobs, Some("running"));
+        assert_eq!(settled.skip, [test, deploy]);
+        assert!(settled.ready.is_empty());
+        assert_eq!(settled.status, PipelineStatus::Failed);
+        assert!(settled.changed);
+    }
+
+    #[test]
+    fn a_success_readies_what_needs_it_and_an_unchanged_status_is_not_written_again() {
+        let jobs = vec![
+            job("build", &[], JobStatus::Success),
+            job("test", &["build"], JobStatus::Queued),
+            job("lint", &[], JobStatus::Running),
+        ];
+        let test = jobs[1].id;
+        let settled = settle(jobs, Some("running"));
+        assert!(settled.skip.is_empty());
+        assert_eq!(settled.ready, [test]);
+        assert_eq!(settled.status, PipelineStatus::Running);
+        assert!(!settled.changed);
+    }
 }
