@@ -44,6 +44,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let path = options.get_filename().to_string_lossy().into_owned();
+        if path.is_empty()
+            || path.starts_with("file:sqlx-in-memory")
+            || url.contains(":memory:")
+            || url.contains("mode=memory")
+        {
+            // Each of the store's connections would have a database of its own.
+            return Err(super::StoreError::Database(sqlx::Error::Configuration(
+                format!("{url}: SQLite needs a file (sqlite://PATH), not an in-memory database")
+                    .into(),
+            )));
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             // A ping is a round trip to the connection's thread, and a local file does not hang up.
@@ -51,7 +63,6 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        let path = options.get_filename().to_string_lossy().into_owned();
         let writer = Writer {
             sqlx: options.connect().await?,
             dispatch: dispatch::Dispatch::open(&path)?,
@@ -200,3 +211,14 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_reason() {
+        let Err(error) = super::SqliteStore::connect("sqlite::memory:").await else {
+            panic!("an in-memory database was accepted");
+        };
+        assert!(error.to_string().contains("needs a file"), "{error}");
+    }
+}
