@@ -822,6 +822,9 @@ macro_rules! impl_store {
             }
 
             async fn heartbeat(&self, job: Uuid, lease: Uuid, deadline_ms: i64) -> Result<bool> {
+                // Through the writer like every other write: on SQLite a write beside it would find the file
+                // locked and wait in SQLite's busy handler (1 ms and more), and a claim waits on its caller's thread.
+                let mut writer = self.writer().await?;
                 let row = sqlx::query(
                     "UPDATE jobs SET lease_deadline_ms = $3 WHERE id = $1 AND lease_id = $2 AND status = 'running'
                      RETURNING cancel_requested",
@@ -829,7 +832,7 @@ macro_rules! impl_store {
                 .bind(job)
                 .bind(lease)
                 .bind(deadline_ms)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *writer)
                 .await?
                 .ok_or(StoreError::StaleLease(job))?;
                 Ok(row.try_get("cancel_requested")?)
