@@ -34,6 +34,12 @@ pub struct Farm {
 impl Farm {
     /// Starts a farm with `capacity` job slots on its local worker.
     pub fn up(capacity: u32) -> Result<Farm> {
+        Farm::start("up", &["--capacity", &capacity.to_string()])
+    }
+
+    /// Starts `gantry COMMAND` (`up`, or `server` for one without a worker) on a scratch data dir, on port 0,
+    /// with `extra` flags; the admin token is the one printed at first start, else the one `extra` gives.
+    pub fn start(command: &str, extra: &[&str]) -> Result<Farm> {
         let bin = gantry_bin();
         if !bin.exists() {
             bail!(
@@ -41,19 +47,15 @@ impl Farm {
                 bin.display()
             );
         }
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))
-            .join(format!("run-{}", std::process::id()));
+            .join(format!("run-{}-{nth}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut child = Command::new(bin)
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--capacity",
-                &capacity.to_string(),
-                "--data-dir",
-            ])
+            .args([command, "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
+            .args(extra)
             .env(
                 "GANTRY_LOG",
                 std::env::var("GANTRY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
@@ -67,7 +69,10 @@ impl Farm {
             if let Some(t) = line.trim().strip_prefix("admin token:") {
                 admin = Some(t.trim().to_owned());
             }
-            if let Some(rest) = line.strip_prefix("Gantry is up: dashboard at ") {
+            let listening = line
+                .strip_prefix("Gantry is up: dashboard at ")
+                .or_else(|| line.strip_prefix("Gantry server listening: dashboard at "));
+            if let Some(rest) = listening {
                 url = rest
                     .split_whitespace()
                     .next()
@@ -75,10 +80,15 @@ impl Farm {
                 break;
             }
         }
+        let given = extra
+            .iter()
+            .position(|flag| *flag == "--admin-token")
+            .and_then(|at| extra.get(at + 1))
+            .map(|token| token.to_string());
         Ok(Farm {
             child,
-            url: url.context("gantry up did not start")?,
-            admin: admin.context("no admin token")?,
+            url: url.with_context(|| format!("gantry {command} did not start"))?,
+            admin: admin.or(given).context("no admin token")?,
             dir,
         })
     }
