@@ -7,7 +7,7 @@
 //! write only under the writer lock, so they never wait for each other inside SQLite. Values are stored as sqlx
 //! stores them (UUIDs as 16-byte blobs, times as RFC 3339 text), so either connection reads what the other wrote.
 
-use super::CLAIM_SQL;
+use super::{CLAIM_SQL, parse};
 use crate::store::completion::{Ending, SettlingJob, settle};
 use crate::store::{Claim, ClaimedJob, Completed, JobRecord, Result, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -34,10 +34,6 @@ fn parse_time(text: String) -> Result<DateTime<Utc>> {
     chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
         .map(|t| t.and_utc())
         .map_err(|e| StoreError::Corrupt(format!("time {text:?}: {e}")))
-}
-
-fn parse<T: std::str::FromStr<Err = String>>(text: String) -> Result<T> {
-    text.parse().map_err(StoreError::Corrupt)
 }
 
 impl Dispatch {
