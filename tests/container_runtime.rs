@@ -35,6 +35,7 @@ impl Farm {
             init_exe: PathBuf::from(env!("CARGO_BIN_EXE_gantry")),
             extra_masks: vec![],
             user_namespace: true,
+            host_paths: vec![],
         })
         .unwrap();
         Farm {
@@ -658,6 +659,7 @@ fn an_init_that_dies_before_the_container_is_ready_is_a_setup_error() {
             init_exe: PathBuf::from("/bin/true"),
             extra_masks: vec![],
             user_namespace: true,
+            host_paths: vec![],
         })
         .unwrap();
         let farm = Farm::new();

@@ -10,8 +10,8 @@ use support::run;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_gantry-probe");
 
-async fn job_log(pipeline: &str, name: &str) -> (serde_json::Value, String) {
-    let farm = Farm::up();
+async fn job_log(pipeline: &str, name: &str, userns: bool) -> (serde_json::Value, String) {
+    let farm = Farm::up_userns(userns);
     let repo = farm.hooked_repo(name);
     // The probe travels in the commit: the build dir may be under /tmp, which a job sees as its own empty tmpfs.
     std::fs::copy(PROBE, repo.work.join("gantry-probe")).unwrap();
@@ -29,10 +29,20 @@ fn refused_with(value: &str, allowed: &[&str]) -> bool {
 
 #[test]
 fn a_job_cannot_mount_unshare_reboot_load_modules_trace_or_reach_the_host() {
+    probe_is_refused_everything(true);
+}
+
+#[test]
+fn without_a_user_namespace_too() {
+    probe_is_refused_everything(false);
+}
+
+fn probe_is_refused_everything(userns: bool) {
     run(Duration::from_secs(300), async {
         let (p, log) = job_log(
             "jobs:\n  probe:\n    steps: [\"./gantry-probe PORT\"]\n",
             "probe",
+            userns,
         )
         .await;
         assert_eq!(p["status"], "success", "{p:#}\n{log}");
@@ -58,6 +68,40 @@ fn a_job_cannot_mount_unshare_reboot_load_modules_trace_or_reach_the_host() {
                 get(call)
             );
         }
+        // The job really ran the way this test says: in a user namespace of its own, or in the host's.
+        assert_eq!(
+            get("uid_map") == "0 0 4294967295",
+            !userns,
+            "uid_map {}",
+            get("uid_map")
+        );
+        // Terminal injection (TIOCSTI, TIOCLINUX), io_uring, vsock and AF_ALG sockets, another process's fds.
+        for call in [
+            "tiocsti",
+            "tiocsti_high_bits",
+            "tioclinux",
+            "vsock_socket",
+            "alg_socket",
+        ] {
+            assert_eq!(get(call), "refused (EPERM)", "{call}\n{log}");
+        }
+        for call in ["io_uring", "pidfd_getfd"] {
+            assert!(
+                refused_with(get(call), &["EPERM", "ENOSYS"]),
+                "{call}: {}\n{log}",
+                get(call)
+            );
+        }
+        assert!(
+            refused_with(get("tty_open"), &["ENXIO", "ENOENT"]),
+            "/dev/tty opened a terminal: {}",
+            get("tty_open")
+        );
+        assert!(
+            refused_with(get("pid1_fds"), &["EACCES", "EPERM"]),
+            "PID 1's fds are open to the job: {}",
+            get("pid1_fds")
+        );
         assert_eq!(
             get("clone3"),
             "refused (ENOSYS)",
@@ -119,7 +163,12 @@ fn ordinary_build_tools_work_under_the_same_restrictions() {
             .iter()
             .map(|s| format!("      - {}\n", serde_json::to_string(s).unwrap()))
             .collect();
-        let (p, log) = job_log(&format!("jobs:\n  tools:\n    steps:\n{yaml}"), "tools").await;
+        let (p, log) = job_log(
+            &format!("jobs:\n  tools:\n    steps:\n{yaml}"),
+            "tools",
+            true,
+        )
+        .await;
         assert_eq!(p["status"], "success", "{p:#}\n{log}");
         for tool in ["git", "cc", "python", "background", "setuid"] {
             assert!(log.contains(&format!("{tool}=ok")), "{tool} failed:\n{log}");

@@ -68,7 +68,9 @@ pub struct Server {
 impl Server {
     /// Opens storage (migrating it), creates the first tokens if needed, and resumes unfinished intake.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
+        // The database, the sealing key and the mirrors: root's alone (the binary also tightens an old one).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
         let store = store::connect(&config.database_url).await?;
         let admin = config

@@ -48,8 +48,11 @@ mask = []
 # Host dirs under which pipelines may use `image: dir:/path` and `image: oci:/layout[:tag]`; empty: refused.
 image_dirs = []
 # Run each job in a user namespace (root in a job is an unprivileged uid on the host) where the host allows
-# it: user namespaces, id-mapped mounts on the data dir's file system, and a data dir others may traverse.
+# it: user namespaces and id-mapped mounts on the data dir's file system and on `/`.
 user_namespace = true
+# Host paths jobs on `image: host` see read-only, at the same place, although homes (/root, /home) are empty
+# there: toolchains kept in a home, such as rustup's. Each one's bin/ goes first on the steps' PATH.
+# host_paths = ["/root/.rustup", "/root/.cargo"]
 
 # Registries (images like `registry.example.com/team/app:1.0`). Loopback registries (127.0.0.1, localhost)
 # get plain HTTP, every other TLS unless `plain_http = true`. A registry without an entry is pulled from
@@ -103,6 +106,23 @@ pub struct WorkerFileConfig {
     pub registries: Vec<gantry_worker::image::RegistryConfig>,
     /// User namespaces where the host allows them (default on).
     pub user_namespace: Option<bool>,
+    /// Host paths shown read-only to jobs on the host image.
+    #[serde(default)]
+    pub host_paths: Vec<PathBuf>,
+}
+
+impl FileConfig {
+    /// The configuration file at `path` and every file it names that holds a secret: jobs must see none of
+    /// them (a worker masks them), wherever they are.
+    pub fn secret_files(&self, path: Option<&PathBuf>) -> Vec<PathBuf> {
+        let registries = self.worker.registries.iter();
+        path.cloned()
+            .into_iter()
+            .chain(self.secret_key_file.clone())
+            .chain(registries.filter_map(|r| r.password_file.clone()))
+            .map(|file| file.canonicalize().unwrap_or(file))
+            .collect()
+    }
 }
 
 /// Reads the TOML file, if one was given.
@@ -171,8 +191,11 @@ impl ServerArgs {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("./gantry-data"));
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+        if gantry_worker::private_dir(&data_dir)
+            .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?
+        {
+            tracing::warn!(dir = %data_dir.display(), "made the data dir private (0700): other users could enter it");
+        }
         let data_dir = data_dir
             .canonicalize()
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?;

@@ -24,8 +24,8 @@ pub struct RunArgs {
     /// Another host path to hide from jobs (repeatable).
     #[arg(long = "mask")]
     pub masks: Vec<PathBuf>,
-    /// A TOML configuration file: its `data_dir`, and its `[worker]` table's `registries`, `image_dirs` and
-    /// `mask`, as `gantry worker` reads them.
+    /// A TOML configuration file: its `data_dir`, and its `[worker]` table's `registries`, `image_dirs`,
+    /// `mask`, `host_paths` and `user_namespace`, as `gantry worker` reads them.
     #[arg(long, env = "GANTRY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -50,6 +50,7 @@ fn default_data_dir() -> Result<PathBuf> {
 /// Runs the pipeline; an error unless every job succeeded.
 pub async fn run(args: RunArgs) -> Result<()> {
     let file = super::config::read_file(args.config.as_ref())?;
+    let secret_files = file.secret_files(args.config.as_ref());
     let data_dir = match args.data_dir.or(file.data_dir) {
         Some(dir) => dir,
         None => default_data_dir()?,
@@ -57,6 +58,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let worker = file.worker;
     let mut masked_paths = worker.mask;
     masked_paths.extend(args.masks);
+    masked_paths.extend(secret_files);
     let options = LocalOptions {
         dir: args.dir,
         data_dir,
@@ -65,6 +67,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         registries: worker.registries,
         image_dirs: worker.image_dirs,
         user_namespace: worker.user_namespace.unwrap_or(true),
+        host_paths: worker.host_paths,
         init_exe: std::env::current_exe()
             .context("cannot find the gantry binary to run containers with")?,
     };

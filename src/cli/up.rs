@@ -92,6 +92,19 @@ pub async fn run(args: UpArgs) -> Result<()> {
         bound.ip()
     };
     let local_url = format!("http://{}", std::net::SocketAddr::new(ip, bound.port()));
+    let userns = super::config::read_file(args.server.config.as_ref())?
+        .worker
+        .user_namespace
+        .unwrap_or(true);
+    let worker_dir = data_dir.join("worker");
+    if let Some(reason) =
+        gantry_worker::runtime::NamespacesRuntime::user_namespace_unavailable(&worker_dir, userns)
+    {
+        say!(
+            "Warning: jobs run WITHOUT a user namespace, so root in a job is root on this host (held in by \
+             capabilities, seccomp and masks only): {reason}"
+        );
+    }
     say!(
         "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
         server.dialect()

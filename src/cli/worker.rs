@@ -52,16 +52,19 @@ fn default_name(data_dir: &Path) -> String {
 
 /// Runs the worker until SIGINT/SIGTERM.
 pub async fn run(args: WorkerArgs) -> Result<()> {
-    let file = super::config::read_file(args.config.as_ref())?.worker;
+    let whole = super::config::read_file(args.config.as_ref())?;
+    let secret_files = whole.secret_files(args.config.as_ref());
+    let file = whole.worker;
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("./gantry-worker"));
-    std::fs::create_dir_all(&data_dir)
+    gantry_worker::private_dir(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let mut masked_paths = file.mask;
     masked_paths.extend(args.masks);
+    masked_paths.extend(secret_files);
     let config = WorkerConfig {
         server: args.server,
         pool_token: args.pool_token,
@@ -78,6 +81,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         registries: file.registries,
         image_dirs: file.image_dirs,
         user_namespace: file.user_namespace.unwrap_or(true),
+        host_paths: file.host_paths,
     };
     // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
     let signals = super::signal_count();

@@ -21,6 +21,8 @@ pub struct Farm {
     pub data_dir: PathBuf,
     /// The `default` pool's token, as `gantry server` prints it on first start.
     pub pool_token: Option<String>,
+    /// What it printed before it said it was up.
+    pub banner: String,
     http: reqwest::Client,
     /// How it was started (`up` or `server`, and the flags), to start it again.
     command: (String, Vec<String>),
@@ -37,6 +39,25 @@ impl Farm {
         Farm::start("up", extra)
     }
 
+    /// Starts `gantry up` with `config` as its configuration file (TOML) and more flags.
+    pub fn up_with_config(config: &str, extra: &[&str]) -> Farm {
+        let dir = super::scratch_dir("config");
+        let path = dir.join("gantry.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut flags = vec!["--config", path.to_str().unwrap()];
+        flags.extend_from_slice(extra);
+        Farm::up_with(&flags)
+    }
+
+    /// Starts `gantry up` whose jobs run in user namespaces (`true`, the default where the host allows it) or
+    /// without one (`false`, as on a host that has none): a boundary must hold either way.
+    pub fn up_userns(user_namespace: bool) -> Farm {
+        Farm::up_with_config(
+            &format!("[worker]\nuser_namespace = {user_namespace}\n"),
+            &[],
+        )
+    }
+
     /// [`Farm::up_with`] on `database` (PostgreSQL), or on the SQLite file in the data dir when none.
     pub fn up_on(database: Option<&str>, extra: &[&str]) -> Farm {
         Farm::up_with(&with_database(database, extra))
@@ -50,6 +71,12 @@ impl Farm {
     /// Starts `gantry server` (a server without a worker; see [`Farm::worker`]) with more flags.
     pub fn serve_with(extra: &[&str]) -> Farm {
         Farm::start("server", extra)
+    }
+
+    /// Starts `gantry up` on the data dir `data_dir` (made if missing).
+    pub fn up_in(data_dir: PathBuf, extra: &[&str]) -> Farm {
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Farm::start_in("up", extra, data_dir)
     }
 
     fn start(command: &str, extra: &[&str]) -> Farm {
@@ -81,9 +108,12 @@ impl Farm {
             .expect("cannot start gantry up");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let (mut url, mut admin, mut pool_token) = (None, None, None);
+        let mut banner = String::new();
         let mut stdout = stdout;
         for line in (&mut stdout).lines() {
             let line = line.unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
             if let Some(token) = line.trim().strip_prefix("admin token:") {
                 admin = Some(token.trim().to_owned());
             }
@@ -121,12 +151,40 @@ impl Farm {
                 .expect("gantry printed no admin token (first start) and none was given"),
             data_dir,
             pool_token,
+            banner,
             http: reqwest::Client::new(),
             command: (
                 command.to_owned(),
                 extra.iter().map(|s| s.to_string()).collect(),
             ),
         }
+    }
+
+    /// A farm whose process (`child`, which may be a wrapper such as a terminal's) the caller started and
+    /// read the URL and admin token of.
+    pub fn attach(child: Child, url: String, admin: String, data_dir: PathBuf) -> Farm {
+        Farm {
+            child,
+            url,
+            admin,
+            data_dir,
+            pool_token: None,
+            banner: String::new(),
+            http: reqwest::Client::new(),
+            command: ("up".into(), Vec::new()),
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// SIGKILLs the server process and starts it again on the same data dir and flags (give it a fixed
@@ -324,6 +382,9 @@ impl Farm {
     /// Ctrl-C, like a user: the worker finishes its jobs; if that takes over 5 s (a test failed mid-job), a
     /// second Ctrl-C stops them; SIGKILL only if even that hangs.
     fn stop(&mut self) -> std::process::ExitStatus {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         for wait in [Duration::from_secs(5), Duration::from_secs(20)] {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);

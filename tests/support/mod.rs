@@ -9,6 +9,7 @@ pub mod oci;
 pub mod postgres;
 pub mod registry;
 pub mod standin;
+pub mod terminal;
 pub mod worker;
 
 use std::future::Future;

@@ -42,6 +42,9 @@ fn write_refused(path: &str) -> String {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("inject") {
+        return inject(&std::env::args().nth(2).unwrap_or_default());
+    }
     let port: u16 = std::env::args()
         .nth(1)
         .and_then(|p| p.parse().ok())
@@ -113,6 +116,47 @@ fn main() {
             ) as libc::c_long),
         );
     }
+    terminal_checks();
+    // SAFETY: plain system calls; the params struct of io_uring_setup is zeroed memory of more than its size.
+    unsafe {
+        let mut params = [0u8; 256];
+        say(
+            "io_uring",
+            verdict(libc::syscall(
+                libc::SYS_io_uring_setup,
+                4u32,
+                params.as_mut_ptr(),
+            )),
+        );
+        say(
+            "vsock_socket",
+            verdict(libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as libc::c_long),
+        );
+        say(
+            "alg_socket",
+            verdict(libc::socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0) as libc::c_long),
+        );
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, 1, 0);
+        say(
+            "pidfd_getfd",
+            if pidfd < 0 {
+                verdict(pidfd)
+            } else {
+                verdict(libc::syscall(libc::SYS_pidfd_getfd, pidfd, 0, 0))
+            },
+        );
+    }
+    // Listing /proc/1/fd is a permission check (root may); following an fd needs ptrace access to PID 1.
+    say(
+        "pid1_fds",
+        match std::fs::read_link("/proc/1/fd/1") {
+            Ok(_) => "ALLOWED".into(),
+            Err(e) => format!(
+                "refused ({:?})",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+            ),
+        },
+    );
     say("proc_sys_write", write_refused("/proc/sys/kernel/hostname"));
     say("sys_write", write_refused("/sys/class/net/lo/mtu"));
     let processes = std::fs::read_dir("/proc")
@@ -148,9 +192,122 @@ fn main() {
             Err(e) => format!("refused ({})", e.kind()),
         },
     );
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    say(
+        "uid_map",
+        uid_map.split_whitespace().collect::<Vec<_>>().join(" "),
+    );
     say("cap_eff", status_field("CapEff"));
     say("cap_bnd", status_field("CapBnd"));
     say("cap_amb", status_field("CapAmb"));
     say("no_new_privs", status_field("NoNewPrivs"));
     say("seccomp", status_field("Seccomp"));
+}
+
+/// The terminal: `/dev/tty` must open nothing (the job has no controlling terminal), and TIOCSTI/TIOCLINUX must
+/// be refused by seccomp even on a terminal the job made itself and made its own controlling one (where the
+/// kernel alone would let TIOCSTI through).
+fn terminal_checks() {
+    say(
+        "tty_open",
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+        {
+            Ok(_) => "ALLOWED".into(),
+            Err(e) => format!(
+                "refused ({:?})",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+            ),
+        },
+    );
+    // libc's `Ioctl` is a c_ulong on glibc and a c_int on musl.
+    #[allow(clippy::unnecessary_cast)]
+    for (name, request) in [
+        ("tiocsti", libc::TIOCSTI as u64),
+        // The kernel reads the command as 32 bits: high bits set must not get it past the filter.
+        ("tiocsti_high_bits", (1u64 << 32) | libc::TIOCSTI as u64),
+        ("tioclinux", libc::TIOCLINUX as u64),
+    ] {
+        say(name, ioctl_on_own_terminal(request));
+    }
+}
+
+/// In a child of its own session, opens a new pty's slave as the controlling terminal and calls `request`
+/// on it with a one-byte argument; the child's verdict comes back over a pipe.
+fn ioctl_on_own_terminal(request: u64) -> String {
+    use std::io::Read;
+    let Ok(master) =
+        nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+    else {
+        return format!("no pty ({})", nix::errno::Errno::last());
+    };
+    let _ = nix::pty::grantpt(&master);
+    let _ = nix::pty::unlockpt(&master);
+    let Ok(slave) = nix::pty::ptsname_r(&master) else {
+        return "no pty slave name".into();
+    };
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    // SAFETY: the probe has one thread, so the child may do anything (it only calls setsid, open, ioctl,
+    // write and _exit, and formats a line).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            let slave = std::ffi::CString::new(slave).unwrap();
+            libc::setsid();
+            let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+            let byte = b'x';
+            let result = if fd < 0 {
+                -2
+            } else {
+                libc::syscall(libc::SYS_ioctl, fd, request, &byte as *const u8)
+            };
+            let errno = *libc::__errno_location();
+            let line = if result == -2 {
+                format!("no controlling terminal ({errno})")
+            } else {
+                verdict(result)
+            };
+            use std::os::fd::AsRawFd;
+            libc::write(writer.as_raw_fd(), line.as_ptr().cast(), line.len());
+            libc::_exit(0)
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(writer);
+            let mut line = String::new();
+            let _ = reader.read_to_string(&mut line);
+            let _ = nix::sys::wait::waitpid(child, None);
+            line
+        }
+        Err(e) => format!("fork failed ({e})"),
+    }
+}
+
+/// `gantry-probe inject PATH`: the terminal attack. Pushes Ctrl-C, `touch PATH` and a newline into the
+/// input of every terminal it can reach — `/dev/tty` and its own stdin, stdout and stderr — with TIOCSTI, as
+/// if typed at the keyboard of whoever started Gantry.
+fn inject(path: &str) {
+    use std::os::fd::AsRawFd;
+    let text = format!("\x03touch {path}\n");
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty");
+    let mut fds = vec![("stdin", 0), ("stdout", 1), ("stderr", 2)];
+    match &tty {
+        Ok(file) => fds.push(("dev_tty", file.as_raw_fd())),
+        Err(e) => say("inject_dev_tty_open", format!("refused ({e})")),
+    }
+    for (name, fd) in fds {
+        let mut outcome = "ALLOWED".to_owned();
+        for byte in text.bytes() {
+            // SAFETY: TIOCSTI reads one byte through the pointer, which points at a live local.
+            let result = unsafe { libc::ioctl(fd, libc::TIOCSTI, &byte as *const u8) };
+            if result < 0 {
+                outcome = verdict(result.into());
+                break;
+            }
+        }
+        say(&format!("inject_{name}"), outcome);
+    }
 }

@@ -6,6 +6,8 @@ pub mod checkout;
 pub mod exec;
 pub mod image;
 pub mod local;
+pub mod private;
 pub mod runtime;
 
+pub use private::private_dir;
 pub use runtime::zygote_main;

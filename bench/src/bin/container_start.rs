@@ -46,8 +46,41 @@ fn main() -> Result<()> {
         runs,
         &host_image,
     );
+    compare_guards(&dir, &workspace, runs, &busybox)?;
     let _ = std::fs::remove_dir_all(&dir);
     peers(runs.min(100), ours[1], host_net[1])
+}
+
+/// What the terminal guards cost (a session per container, and seccomp's rules on `ioctl` and `socket`
+/// arguments): two runtimes, one with them and one without, starting containers in turn (A, B, A, B…) so that
+/// the VM's swings fall on both alike.
+fn compare_guards(dir: &Path, workspace: &Path, runs: usize, rootfs: &Path) -> Result<()> {
+    let with = runtime(dir, "gw", false)?;
+    let without = runtime(dir, "go", false)?.without_session_and_argument_rules_for_measuring()?;
+    let (mut a, mut b) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for i in 0..runs + WARMUP {
+        let took_a = start_once(&with, &config("gw", i, workspace, Some(rootfs)))?;
+        let took_b = start_once(&without, &config("go", i, workspace, Some(rootfs)))?;
+        if i >= WARMUP {
+            a.push(took_a);
+            b.push(took_b);
+        }
+    }
+    let [a50, b50] = [&mut a, &mut b].map(|ms| quantile(ms, 0.5));
+    println!(
+        "{}",
+        serde_json::json!({
+            "compare": "terminal guards: setsid per container + seccomp argument rules (TIOCSTI, TIOCLINUX, AF_VSOCK, AF_ALG)",
+            "runs": runs,
+            "with_p50_ms": a50,
+            "without_p50_ms": b50,
+            "cost_p50_ms": a50 - b50,
+            "with_p10_ms": quantile(&mut a, 0.1),
+            "without_p10_ms": quantile(&mut b, 0.1),
+            "target": "cost <= 0.2 ms"
+        })
+    );
+    Ok(())
 }
 
 /// A rootfs like the peers' bench makes: a static busybox as `/bin/busybox`, `sh` and `true` links to it.
@@ -77,25 +110,44 @@ fn measure(
     host_net: bool,
 ) -> Result<[f64; 3]> {
     let name = format!(
-        "bench{}{}{}",
-        std::process::id(),
+        "{}{}",
         if host_net { "h" } else { "n" },
         if rootfs.is_some() { "b" } else { "h" }
     );
-    let mut runtime = NamespacesRuntime::new(RuntimeOptions {
-        worker_name: name.clone(),
+    let runtime = runtime(dir, &name, host_net)?;
+    let mut ms = Vec::with_capacity(runs);
+    for i in 0..runs + WARMUP {
+        let took = start_once(&runtime, &config(&name, i, workspace, rootfs))?;
+        if i >= WARMUP {
+            ms.push(took);
+        }
+    }
+    Ok([0.1, 0.5, 0.99].map(|q| quantile(&mut ms, q)))
+}
+
+/// A runtime of its own (`tag` tells its containers apart), with the host's network if `host_net`.
+fn runtime(dir: &Path, tag: &str, host_net: bool) -> Result<NamespacesRuntime> {
+    let runtime = NamespacesRuntime::new(RuntimeOptions {
+        worker_name: format!("bench{}{tag}", std::process::id()),
         state_dir: dir.join("containers"),
         init_exe: gantry_bin(),
         extra_masks: vec![dir.to_path_buf()],
         // sysfs can be mounted only by the owner of the network namespace, which a user namespace of the
         // container's own is not when it shares the host's network.
         user_namespace: !host_net,
+        host_paths: vec![],
     })?;
-    if host_net {
-        runtime = runtime.share_host_network_for_measuring();
-    }
-    let config = |i: usize| ContainerConfig {
-        id: format!("{name}-{i}"),
+    Ok(if host_net {
+        runtime.share_host_network_for_measuring()
+    } else {
+        runtime
+    })
+}
+
+/// The `i`th container of the runtime tagged `tag`: `/bin/true` on `rootfs` (none: image `host`).
+fn config(tag: &str, i: usize, workspace: &Path, rootfs: Option<&Path>) -> ContainerConfig {
+    ContainerConfig {
+        id: format!("bench{}{tag}-{i}", std::process::id()),
         hostname: "bench".into(),
         workspace: workspace.to_path_buf(),
         workspace_mount: Default::default(),
@@ -109,21 +161,23 @@ fn measure(
             ..Default::default()
         },
         services: Vec::new(),
-    };
-    let mut ms = Vec::with_capacity(runs);
-    for i in 0..runs + WARMUP {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let started = Instant::now();
-        let container = runtime.start(config(i), tx)?;
-        let outcome = container.wait()?;
-        let took = started.elapsed().as_secs_f64() * 1000.0;
-        while rx.try_recv().is_ok() {}
-        anyhow::ensure!(outcome.failure.is_none(), "run {i} failed: {outcome:?}");
-        if i >= WARMUP {
-            ms.push(took);
-        }
     }
-    Ok([0.1, 0.5, 0.99].map(|q| quantile(&mut ms, q)))
+}
+
+/// One create → run → destroy, in ms.
+fn start_once(runtime: &NamespacesRuntime, config: &ContainerConfig) -> Result<f64> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let container = runtime.start(config.clone(), tx)?;
+    let outcome = container.wait()?;
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    while rx.try_recv().is_ok() {}
+    anyhow::ensure!(
+        outcome.failure.is_none(),
+        "{} failed: {outcome:?}",
+        config.id
+    );
+    Ok(took)
 }
 
 fn print(runtime: &str, namespaces: &str, runs: usize, [p10, p50, p99]: &[f64; 3]) {

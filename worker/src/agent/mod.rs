@@ -47,6 +47,8 @@ pub struct WorkerConfig {
     pub image_dirs: Vec<PathBuf>,
     /// Run jobs in user namespaces where the host allows it.
     pub user_namespace: bool,
+    /// Host paths shown read-only to jobs on the host image (see `RuntimeOptions::host_paths`).
+    pub host_paths: Vec<PathBuf>,
 }
 
 /// Why the worker stopped.
@@ -74,8 +76,11 @@ pub async fn run(
     abort: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let dirs = ["containers", "mirrors", "workspaces"].map(|d| config.data_dir.join(d));
-    for dir in &dirs {
-        std::fs::create_dir_all(dir).map_err(|e| AgentError::DataDir(dir.clone(), e))?;
+    for dir in [&config.data_dir].into_iter().chain(&dirs) {
+        let opened = crate::private_dir(dir).map_err(|e| AgentError::DataDir(dir.clone(), e))?;
+        if opened {
+            tracing::warn!(dir = %dir.display(), "made the dir private (0700): other users could enter it");
+        }
     }
     let [containers, mirrors, workspaces] = dirs;
     let runtime = NamespacesRuntime::new(RuntimeOptions {
@@ -84,6 +89,7 @@ pub async fn run(
         init_exe: config.init_exe.clone(),
         extra_masks: vec![config.data_dir.clone()],
         user_namespace: config.user_namespace,
+        host_paths: config.host_paths.clone(),
     })?;
     match runtime.id_map() {
         Some(map) => tracing::info!(

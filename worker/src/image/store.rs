@@ -62,6 +62,10 @@ impl Store {
             root: data_dir.to_owned(),
             inflight: Mutex::default(),
         };
+        for dir in ["layers", "images"] {
+            let path = store.root.join(dir);
+            crate::private_dir(&path).map_err(io("create", &path))?;
+        }
         for dir in [
             "layers/sha256",
             "layers/tmp",

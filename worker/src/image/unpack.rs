@@ -181,12 +181,16 @@ impl<'a> Unpacker<'a> {
         let shown = raw.to_string_lossy().into_owned();
         let mut parts = components(&raw, &shown)?;
         let header = entry.header();
-        let mode = header.mode().map_err(format_error)? & 0o7777;
+        let kind = header.entry_type();
+        // No set-id file leaves a layer: the layer store is on the host's disk, where a setuid-root file is a
+        // way to root for any host user who reaches it, and in a job `no_new_privs` ignores the bits anyway. A
+        // directory's setgid bit only passes its group on, and the sticky bit (`/tmp`) stays.
+        let keep = if kind.is_dir() { 0o7777 } else { 0o1777 };
+        let mode = header.mode().map_err(format_error)? & keep;
         let owner = match (header.uid(), header.gid()) {
             (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
             _ => None,
         };
-        let kind = header.entry_type();
         let Some(name) = parts.pop() else {
             // The layer's root itself (`./`): only its metadata matters.
             if kind.is_dir() {

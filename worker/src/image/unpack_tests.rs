@@ -205,6 +205,24 @@ fn hardlinks_must_stay_inside_the_layer() {
 }
 
 #[test]
+fn set_id_bits_are_stripped_from_files_only() {
+    let s = Scratch::new();
+    let entry = |kind, name, mode| E(kind, name, "", b"", mode);
+    s.unpack(&[
+        entry(tar::EntryType::Regular, "su", 0o4755),
+        entry(tar::EntryType::Regular, "wall", 0o2755),
+        entry(tar::EntryType::Directory, "shared/", 0o2775),
+        entry(tar::EntryType::Directory, "tmp/", 0o1777),
+    ])
+    .unwrap();
+    let mode = |name: &str| fs::metadata(s.layer.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("su"), 0o755);
+    assert_eq!(mode("wall"), 0o755);
+    assert_eq!(mode("shared"), 0o2775);
+    assert_eq!(mode("tmp"), 0o1777);
+}
+
+#[test]
 fn device_nodes_are_skipped() {
     let s = Scratch::new();
     let device = |kind, name| E(kind, name, "", b"", 0o666);

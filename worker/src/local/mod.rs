@@ -47,6 +47,8 @@ pub struct LocalOptions {
     pub init_exe: PathBuf,
     /// Run jobs in user namespaces where the host allows it.
     pub user_namespace: bool,
+    /// Host paths shown read-only to jobs on the host image (see `RuntimeOptions::host_paths`).
+    pub host_paths: Vec<PathBuf>,
 }
 
 /// Why a local run could not run its jobs (a job's own failure is in the [`Summary`] instead).
@@ -167,7 +169,14 @@ pub async fn run(
         init_exe: options.init_exe,
         extra_masks: vec![data_dir.clone()],
         user_namespace: options.user_namespace,
+        host_paths: options.host_paths,
     })?;
+    if let Some(reason) = runtime.no_user_namespace_because() {
+        term.error(&format!(
+            "warning: jobs run WITHOUT a user namespace, so root in a job is root on this host (held in by \
+             capabilities, seccomp and masks only): {reason}"
+        ));
+    }
     let swept = runtime.sweep()?;
     if swept > 0 {
         term.error(&format!(
@@ -251,7 +260,7 @@ fn open_data_dir(data_dir: &Path, tree: &Path) -> Result<PathBuf, LocalError> {
     if let Some(refused) = inside(&resolve(data_dir).map_err(error)?) {
         return Err(refused);
     }
-    std::fs::create_dir_all(data_dir).map_err(error)?;
+    crate::private_dir(data_dir).map_err(error)?;
     let canonical = data_dir.canonicalize().map_err(error)?;
     match inside(&canonical) {
         Some(refused) => Err(refused),

@@ -4,10 +4,10 @@
 
 use super::cgroup::{Cgroup, CgroupStats};
 use super::events::{self, Shared};
-use super::masks::{self, DEFAULT_MASKS};
+use super::masks::{self, DEFAULT_MASKS, HOMES};
 use super::namespaces::NamespacesRuntime;
 use super::outcome::{self, Ending};
-use super::protocol::InitConfig;
+use super::protocol::{InitConfig, Mask};
 use super::zygote::Init;
 use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
 use gantry_model::Resources;
@@ -105,26 +105,44 @@ pub(crate) fn start(
         let mask_patterns = DEFAULT_MASKS
             .iter()
             .map(PathBuf::from)
-            .chain([options.state_dir.clone()]);
-        masks::resolve(
+            .chain([options.state_dir.clone(), runtime.scratch.clone()]);
+        let mut masks = masks::resolve(
             mask_patterns
                 .chain(options.extra_masks.iter().cloned())
                 .chain(config.masked_paths),
-        )
+        );
+        let homes = masks::resolve(HOMES.iter().map(PathBuf::from));
+        masks.extend(homes.into_iter().map(|home| Mask {
+            writable: true,
+            ..home
+        }));
+        masks.extend(runtime.private_files.current());
+        masks
     } else {
         Vec::new()
     };
+    let on_host = config.image.layers.is_empty();
+    let host_paths = if on_host {
+        options.host_paths.clone()
+    } else {
+        Vec::new()
+    };
+    let mut env = config.env;
+    if on_host {
+        with_host_paths_first(&mut env, &host_paths);
+    }
     let init_config = InitConfig {
         hostname: config.hostname,
         workspace: config.workspace,
         workspace_mount: config.workspace_mount,
         steps: config.steps,
-        env: config.env,
-        // Init mounts its tmpfs over the state dir in the container's own mount namespace: the host sees no
+        env,
+        // Init mounts its tmpfs over the scratch dir in the container's own mount namespace: the host sees no
         // per-container dir, and makes and removes none (on a file system mounted with `discard`, removing
         // even an empty dir waits for the disk).
-        scratch: options.state_dir.clone(),
+        scratch: runtime.scratch.clone(),
         masks,
+        host_paths,
         layers: config.image.layers,
         working_dir: config.image.working_dir,
         user: config.image.user,
@@ -320,5 +338,23 @@ impl Drop for NsContainer {
         if pending && let Some(error) = self.teardown().kill_error {
             tracing::error!(container = %self.id, %error, "killing a dropped container");
         }
+    }
+}
+
+/// Puts the `bin/` dir of each host path that has one first on `PATH` (added if missing), in their order.
+fn with_host_paths_first(env: &mut Vec<(String, String)>, host_paths: &[PathBuf]) {
+    let bins: Vec<String> = host_paths
+        .iter()
+        .map(|path| path.join("bin"))
+        .filter(|bin| bin.is_dir())
+        .map(|bin| bin.to_string_lossy().into_owned())
+        .collect();
+    if bins.is_empty() {
+        return;
+    }
+    let bins = bins.join(":");
+    match env.iter_mut().find(|(name, _)| name == "PATH") {
+        Some((_, path)) => *path = format!("{bins}:{path}"),
+        None => env.push(("PATH".into(), bins)),
     }
 }

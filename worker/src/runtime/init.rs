@@ -32,7 +32,7 @@ pub(crate) struct Shell {
 pub(crate) fn standby(
     zygote: OwnedFd,
     procs: &[PathBuf],
-    network: bool,
+    (network, new_session): (bool, bool),
     id_map: Option<IdMap>,
 ) -> i32 {
     // Blocked from the start and for good (PID 1 inherits the mask): it waits for them with sigwait, and none
@@ -42,6 +42,15 @@ pub(crate) fn standby(
         signals.add(signal);
     }
     if signals.thread_block().is_err() {
+        return SETUP_FAILED;
+    }
+    // A session per container, without a controlling terminal (the zygote has none either), so that no
+    // container's processes share one with another's; and nobody in the container may read this process's
+    // memory or take its fds (`/proc/1/fd`, pidfd_getfd), which a user namespace ensures by itself but the
+    // fallback without one does not (PID 1 inherits it; a step's exec makes the step dumpable again).
+    if (new_session && nix::unistd::setsid().is_err())
+        || nix::sys::prctl::set_dumpable(false).is_err()
+    {
         return SETUP_FAILED;
     }
     let (note, shell) = match join(procs, network, id_map) {

@@ -6,16 +6,22 @@ use super::protocol::Mask;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
-/// Secrets of the host that every container hides (DESIGN §6); the runtime adds its state dir and the
-/// configured masks.
+/// Secrets of the host that every container hides (DESIGN §6), whatever their mode when the last walk for
+/// private files (`private_files`) ran; the runtime adds its state dirs and the configured masks.
 pub(crate) const DEFAULT_MASKS: &[&str] = &[
     "/etc/shadow",
+    "/etc/shadow-",
     "/etc/gshadow",
+    "/etc/gshadow-",
     "/etc/ssh/ssh_host_*_key*",
-    "/root/.ssh",
-    "/home/*/.ssh",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
     "/run",
 ];
+
+/// Home directories, replaced by an empty writable tmpfs (of the same mode) so that `HOME` stays usable: what
+/// people keep there (keys, tokens, shell history) is theirs, not a job's. `host_paths` bring back parts.
+pub(crate) const HOMES: &[&str] = &["/root", "/home"];
 
 /// Expands and canonicalizes `patterns`; paths that do not exist are skipped, and `/` is never masked.
 pub(crate) fn resolve(patterns: impl IntoIterator<Item = PathBuf>) -> Vec<Mask> {
@@ -36,6 +42,7 @@ pub(crate) fn resolve(patterns: impl IntoIterator<Item = PathBuf>) -> Vec<Mask> 
                 masks.insert(Mask {
                     path: real,
                     dir: meta.is_dir(),
+                    writable: false,
                 });
             }
         }
@@ -137,11 +144,13 @@ mod tests {
             vec![
                 Mask {
                     path: base.join("home/alice/.ssh"),
-                    dir: true
+                    dir: true,
+                    writable: false,
                 },
                 Mask {
                     path: base.join("home/bob/.ssh"),
-                    dir: false
+                    dir: false,
+                    writable: false,
                 },
             ]
         );

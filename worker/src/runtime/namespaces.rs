@@ -1,6 +1,7 @@
 //! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
 
 use super::cgroup::CgroupLayout;
+use super::private_files::PrivateFiles;
 use super::standby::Inits;
 use super::userns::{self, IdMap};
 use super::{
@@ -12,13 +13,17 @@ use std::sync::Arc;
 /// CAP_SYS_ADMIN's bit in the capability sets of `/proc/self/status`.
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// Why there is no user namespace when the configuration says so.
+const TURNED_OFF: &str = "turned off in the configuration ([worker] user_namespace = false)";
+
 /// How the worker configures its runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {
     /// The worker's stable, unique name; every container id starts with it and a separator (`-`, `_`, `.`).
     pub worker_name: String,
-    /// A worker-owned dir, hidden from jobs; each container's init mounts its scratch tmpfs over it, in the
-    /// container's own mount namespace.
+    /// A worker-owned dir (made 0700), hidden from jobs, on the file system of the image layers and workspaces
+    /// (user namespaces need id-mapped mounts there). Containers mount their scratch tmpfs elsewhere: on
+    /// `/run/gantry/WORKER_NAME` (see `userns::SCRATCH_ROOT`), in their own mount namespaces.
     pub state_dir: PathBuf,
     /// The `gantry` binary, executed once as `gantry container-zygote`, which forks every container's init.
     pub init_exe: PathBuf,
@@ -26,6 +31,9 @@ pub struct RuntimeOptions {
     pub extra_masks: Vec<PathBuf>,
     /// Run containers in a user namespace where the host allows it (see [`NamespacesRuntime::id_map`]).
     pub user_namespace: bool,
+    /// Host paths shown read-only, at the same place, to jobs on the host image, even under a masked home
+    /// (toolchains such as `/root/.rustup` and `/root/.cargo`); their `bin/` dirs go first on the steps' `PATH`.
+    pub host_paths: Vec<PathBuf>,
 }
 
 /// Makes containers from namespaces, a cgroup and an overlay root file system (DESIGN §6).
@@ -37,6 +45,10 @@ pub struct NamespacesRuntime {
     pub(super) seccomp: super::security::SeccompProgram,
     /// The user namespace map of every container, or why there is none.
     pub(super) id_map: Result<IdMap, String>,
+    /// Where each container's init mounts its scratch tmpfs, in the container's own mount namespace.
+    pub(super) scratch: PathBuf,
+    /// What of the host only root may read, masked on the host image.
+    pub(super) private_files: PrivateFiles,
     /// The zygote that forks the containers' inits, and the spare init.
     pub(super) inits: Inits,
 }
@@ -47,7 +59,7 @@ impl NamespacesRuntime {
         check_privileges()?;
         sweep::check_worker_name(&options.worker_name)?;
         let state_dir = &options.state_dir;
-        std::fs::create_dir_all(state_dir)
+        crate::private_dir(state_dir)
             .map_err(|e| RuntimeError::io("create the state dir", state_dir, e))?;
         options.state_dir = state_dir
             .canonicalize()
@@ -76,13 +88,21 @@ impl NamespacesRuntime {
                 ),
             });
         }
+        options.host_paths = options
+            .host_paths
+            .iter()
+            .map(|path| check_host_path(path))
+            .collect::<Result<_, _>>()?;
         let layout = CgroupLayout::detect()?;
         let seccomp = super::security::SeccompProgram::compile()
             .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
+        let scratch = userns::scratch_dir(&options.worker_name)
+            .map_err(|e| RuntimeError::io("create the scratch dir", userns::SCRATCH_ROOT, e))?;
         let id_map = if options.user_namespace {
-            userns::check(&options.state_dir).map(|()| IdMap::for_worker(&options.worker_name))
+            userns::check(&scratch, &options.state_dir)
+                .map(|()| IdMap::for_worker(&options.worker_name))
         } else {
-            Err("turned off in the configuration".into())
+            Err(TURNED_OFF.into())
         };
         let inits = Inits::new(
             &options.init_exe,
@@ -90,12 +110,40 @@ impl NamespacesRuntime {
             id_map.as_ref().ok().copied(),
         );
         Ok(NamespacesRuntime {
+            private_files: PrivateFiles::start(options.host_paths.clone()),
             options,
             layout,
             seccomp,
             id_map,
+            scratch,
             inits,
         })
+    }
+
+    /// Why containers on this host, with their layers and workspaces in `data_dir`, would run without a user
+    /// namespace, if they would: for the binary's one line at start, before any worker runs. `enabled` is the
+    /// configuration's `[worker] user_namespace`.
+    pub fn user_namespace_unavailable(data_dir: &std::path::Path, enabled: bool) -> Option<String> {
+        if !enabled {
+            return Some(TURNED_OFF.into());
+        }
+        let root = std::path::Path::new(userns::SCRATCH_ROOT);
+        let made = crate::private_dir(data_dir)
+            .and_then(|_| userns::scratch_dir(&format!(".check-{}", std::process::id())));
+        let checked = made
+            .map_err(|e| {
+                format!(
+                    "cannot create {} or {}: {e}",
+                    root.display(),
+                    data_dir.display()
+                )
+            })
+            .and_then(|scratch| {
+                let result = userns::check(&scratch, data_dir);
+                let _ = std::fs::remove_dir(scratch);
+                result
+            });
+        checked.err()
     }
 
     /// Where container ids map to on the host: root in a job is `host_base` here. None when the host does
@@ -116,6 +164,18 @@ impl NamespacesRuntime {
     pub fn share_host_network_for_measuring(mut self) -> Self {
         self.inits.network = false;
         self
+    }
+
+    /// Containers of this runtime stay in the zygote's session and their seccomp filter has no argument rules
+    /// (TIOCSTI, TIOCLINUX, vsock and AF_ALG sockets pass): what both cost is what `gantry-bench`'s
+    /// `container_start` measures against this. The worker never calls it, and nothing a job says can reach it.
+    pub fn without_session_and_argument_rules_for_measuring(
+        mut self,
+    ) -> Result<Self, RuntimeError> {
+        self.inits.new_session = false;
+        self.seccomp = super::security::SeccompProgram::compile_with(false)
+            .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
+        Ok(self)
     }
 
     /// The options in effect (with `state_dir` made canonical).
@@ -142,6 +202,24 @@ impl ContainerRuntime for NamespacesRuntime {
             |name| self.inits.is_spare(name),
         )
     }
+}
+
+/// A host path to show: absolute, existing (symlinks resolved: a mount would follow them), and not `/`.
+fn check_host_path(path: &std::path::Path) -> Result<PathBuf, RuntimeError> {
+    let refuse = |reason: String| RuntimeError::Options {
+        option: "host_paths",
+        reason: format!("{}: {reason}", path.display()),
+    };
+    if !path.is_absolute() {
+        return Err(refuse("not an absolute path".into()));
+    }
+    let real = path
+        .canonicalize()
+        .map_err(|e| refuse(format!("cannot be shown to jobs: {e}")))?;
+    if real == std::path::Path::new("/") {
+        return Err(refuse("the whole host cannot be a host path".into()));
+    }
+    Ok(real)
 }
 
 /// Root is not enough (a container may run root without CAP_SYS_ADMIN), and CAP_SYS_ADMIN alone is.

@@ -70,6 +70,7 @@ fn build(
         hostname: &config.hostname,
         aliases: &aliases,
         masks: &config.masks,
+        host_paths: &config.host_paths,
         workspace: Some((&config.workspace, config.workspace_mount)),
         mounts: config.id_map.map(|_| &mounts.job),
     })

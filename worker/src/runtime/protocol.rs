@@ -19,6 +19,10 @@ pub(crate) struct InitConfig {
     /// own mount namespace.
     pub scratch: PathBuf,
     pub masks: Vec<Mask>,
+    /// Host paths shown read-only at the same place in the steps' root on the host image (`host_paths`),
+    /// over the masks above them and under those beneath them.
+    #[serde(default)]
+    pub host_paths: Vec<PathBuf>,
     /// The image's read-only layers, lowest first; empty: the host's `/`.
     #[serde(default)]
     pub layers: Vec<PathBuf>,
@@ -42,8 +46,12 @@ pub(crate) struct InitConfig {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct Mask {
     pub path: PathBuf,
-    /// Directories get an empty read-only tmpfs, anything else a bind of `/dev/null`.
+    /// Directories get an empty tmpfs, anything else a bind of `/dev/null`.
     pub dir: bool,
+    /// A directory's tmpfs is writable, with the directory's mode (a home, or a dir tools write to such as
+    /// apt's `partial/`), rather than read-only.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// One line on the control pipe.

@@ -3,6 +3,7 @@
 //! host's mount table never changes, and nothing needs unmounting at teardown.
 
 use super::WorkspaceMount;
+use super::host_view;
 use super::protocol::Mask;
 use super::userns::{self, RootMounts};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -33,7 +34,11 @@ impl<T, E: Into<std::io::Error>> Context<T> for Result<T, E> {
     }
 }
 
-const NONE: Option<&str> = None;
+pub(crate) const NONE: Option<&str> = None;
+
+/// Every mount a job can write to or run from: a set-id file or a device node it makes there must not work,
+/// in the container or (for the workspace, which is a host dir) anywhere else.
+pub(crate) const NO_SET_ID: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
 /// Device nodes bound from the host's `/dev`; a job gets nothing else of it.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -65,6 +70,8 @@ pub(crate) struct RootSpec<'a> {
     pub aliases: &'a [String],
     /// Host paths to hide, when the root is the host's `/`.
     pub masks: &'a [Mask],
+    /// Host paths shown read-only, when the root is the host's `/` (the steps' root only).
+    pub host_paths: &'a [PathBuf],
     /// The host dir that becomes `/workspace`, and how; none: no workspace (a service's root).
     pub workspace: Option<(&'a Path, WorkspaceMount)>,
     /// In a user namespace: id-mapped mounts of the layers (or the host's `/`) and of the workspace, used
@@ -122,19 +129,19 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
         match (how, idmapped) {
             (WorkspaceMount::Bind, Some(mount)) => userns::attach(mount.as_fd(), &target)
                 .what(|| "attach the id-mapped workspace on /workspace".into())?,
-            (WorkspaceMount::Bind, None) => mount(
-                Some(source),
-                &target,
-                NONE,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                NONE,
-            )
-            .what(|| {
-                format!(
-                    "bind-mount the workspace {} on /workspace",
-                    source.display()
-                )
-            })?,
+            (WorkspaceMount::Bind, None) => {
+                let what = || {
+                    format!(
+                        "bind-mount the workspace {} on /workspace",
+                        source.display()
+                    )
+                };
+                let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+                mount(Some(source), &target, NONE, bind, NONE).what(what)?;
+                // A bind takes its flags from a remount.
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | NO_SET_ID;
+                mount(NONE, &target, NONE, flags, NONE).what(what)?
+            }
             (WorkspaceMount::ReadOnlyLower, idmapped) => {
                 overlay_workspace(&spec.base, source, idmapped.map(|m| m.as_fd()), &target)?
             }
@@ -142,13 +149,17 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
     }
 
     write_hosts(&mount_point(&root, "etc")?, spec.hostname, spec.aliases)?;
-    let host_masks = spec.masks.iter().filter(|_| spec.layers.is_empty());
-    let kernel_masks = KERNEL_MASKS.iter().map(|(path, dir)| Mask {
-        path: PathBuf::from(path),
-        dir: *dir,
-    });
-    for mask in host_masks.cloned().chain(kernel_masks) {
-        apply_mask(&root, &mask)?;
+    if spec.layers.is_empty() {
+        let idmapped = spec.mounts.map(|m| &m.host_paths[..]);
+        host_view::cover(&root, spec.masks, spec.host_paths, idmapped)?;
+    }
+    for (path, dir) in KERNEL_MASKS {
+        let mask = Mask {
+            path: PathBuf::from(path),
+            dir: *dir,
+            writable: false,
+        };
+        host_view::apply_mask(&root, &mask)?;
     }
     for path in KERNEL_READ_ONLY {
         bind_read_only(&root.join(path.trim_start_matches('/')))?;
@@ -248,7 +259,7 @@ fn overlay_root(base: &Path, lower: Lower<'_>) -> Result<PathBuf, SetupError> {
         Some("overlay"),
         &root,
         Some("overlay"),
-        MsFlags::empty(),
+        NO_SET_ID,
         Some(options.as_str()),
     )
     .what(|| format!("mount the overlay root ({options}) on {}", root.display()))?;
@@ -300,7 +311,7 @@ fn overlay_workspace(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
+        NO_SET_ID,
         Some(options),
     )
     .what(|| {
@@ -397,29 +408,6 @@ fn write_hosts(etc: &Path, hostname: &str, aliases: &[String]) -> Result<(), Set
         text.push_str(&format!("127.0.0.1\t{name}\n"));
     }
     fs::write(&hosts, text).what(|| "write /etc/hosts".into())
-}
-
-/// Hides `mask.path` (a path of the container's root) if it exists there.
-fn apply_mask(root: &Path, mask: &Mask) -> Result<(), SetupError> {
-    let target = root.join(mask.path.strip_prefix("/").unwrap_or(&mask.path));
-    let Ok(meta) = fs::symlink_metadata(&target) else {
-        return Ok(());
-    };
-    let what = || format!("mask {}", mask.path.display());
-    if meta.is_dir() {
-        let flags =
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        mount(
-            Some("tmpfs"),
-            &target,
-            Some("tmpfs"),
-            flags,
-            Some("size=4k,nr_inodes=1,mode=0755"),
-        )
-        .what(what)
-    } else {
-        mount(Some("/dev/null"), &target, NONE, MsFlags::MS_BIND, NONE).what(what)
-    }
 }
 
 fn bind_read_only(target: &Path) -> Result<(), SetupError> {

@@ -56,9 +56,15 @@ fn fail(what: &'static str) -> impl FnOnce(String) -> SecurityError {
 impl SeccompProgram {
     /// Compiles both filters for this machine's architecture.
     pub fn compile() -> Result<Self, SecurityError> {
+        Self::compile_with(true)
+    }
+
+    /// [`SeccompProgram::compile`], with or without the rules on arguments (`ioctl`'s terminal requests,
+    /// `socket`'s families): without is for measuring what they cost only.
+    pub(crate) fn compile_with(argument_rules: bool) -> Result<Self, SecurityError> {
         let arch = TargetArch::try_from(std::env::consts::ARCH)
             .map_err(|e| fail("seccomp architecture")(e.to_string()))?;
-        let deny: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls()?;
+        let deny: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls(argument_rules)?;
         let allowed: Vec<i64> = allowed_syscalls()
             .into_iter()
             .filter(|nr| !deny.get(nr).is_some_and(|rules| rules.is_empty()))
@@ -119,7 +125,7 @@ pub(crate) fn drop_privileges(program: &SeccompProgram) -> Result<(), SecurityEr
 }
 
 /// Syscalls refused with EPERM: they reach past the container whatever the capabilities say.
-fn denied_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SecurityError> {
+fn denied_syscalls(argument_rules: bool) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SecurityError> {
     let always = [
         libc::SYS_mount,
         libc::SYS_umount2,
@@ -199,11 +205,44 @@ fn denied_syscalls() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SecurityError> {
         );
     }
     rules.insert(libc::SYS_clone, clone_rules);
+    if !argument_rules {
+        return Ok(rules);
+    }
+    // TIOCSTI pushes bytes into a terminal's input as if typed, TIOCLINUX (selection paste) likewise on a
+    // virtual console: with a terminal of the host's, either types commands into the shell that started Gantry.
+    // The kernel reads the command as an unsigned int, so only the low 32 bits are compared: set high bits
+    // cannot slip past.
+    // libc's `Ioctl` is a c_ulong on glibc and a c_int on musl.
+    #[allow(clippy::unnecessary_cast)]
+    let terminal_injection = [libc::TIOCSTI as u64, libc::TIOCLINUX as u64];
+    rules.insert(libc::SYS_ioctl, arg_equals(1, &terminal_injection)?);
+    // vsock reaches the hypervisor's host and other VMs past every network namespace; AF_ALG is kernel crypto
+    // code with a history of privilege escalations, and no build needs either.
+    rules.insert(
+        libc::SYS_socket,
+        arg_equals(0, &[libc::AF_VSOCK as u64, libc::AF_ALG as u64])?,
+    );
     Ok(rules)
 }
 
-/// Everything else a build, a test suite or a database server uses. `clone3` is left out on purpose: its flags
-/// sit behind a pointer seccomp cannot read, and libc falls back to `clone` on ENOSYS.
+/// One rule per value (rules are OR'ed): the 32-bit argument `index` equals one of `values`.
+fn arg_equals(index: u8, values: &[u64]) -> Result<Vec<SeccompRule>, SecurityError> {
+    values
+        .iter()
+        .map(|&value| {
+            let condition =
+                SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+                    .map_err(|e| fail("seccomp argument rule")(e.to_string()))?;
+            SeccompRule::new(vec![condition])
+                .map_err(|e| fail("seccomp argument rule")(e.to_string()))
+        })
+        .collect()
+}
+
+/// Everything else a build, a test suite or a database server uses. Left out on purpose: `clone3` (its flags
+/// sit behind a pointer seccomp cannot read, and libc falls back to `clone` on ENOSYS), `io_uring_*` (its
+/// operations bypass this filter altogether, and the runtimes that use it fall back to plain calls on ENOSYS)
+/// and `pidfd_getfd` (a copy of another process's fds).
 fn allowed_syscalls() -> Vec<i64> {
     let mut list = vec![
         libc::SYS_accept,
@@ -304,9 +343,6 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_io_getevents,
         libc::SYS_io_setup,
         libc::SYS_io_submit,
-        libc::SYS_io_uring_enter,
-        libc::SYS_io_uring_register,
-        libc::SYS_io_uring_setup,
         libc::SYS_ioctl,
         libc::SYS_ioprio_get,
         libc::SYS_ioprio_set,
@@ -356,7 +392,6 @@ fn allowed_syscalls() -> Vec<i64> {
         libc::SYS_openat,
         libc::SYS_openat2,
         libc::SYS_pause,
-        libc::SYS_pidfd_getfd,
         libc::SYS_pidfd_open,
         libc::SYS_pidfd_send_signal,
         libc::SYS_pipe,

@@ -220,6 +220,7 @@ fn build_root(
         hostname: &service.name,
         aliases: &[],
         masks: &config.masks,
+        host_paths: &[],
         workspace: None,
         mounts,
     })

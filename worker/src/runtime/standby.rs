@@ -25,6 +25,8 @@ pub(crate) struct Inits {
     zygote: Zygote,
     /// New inits get a network namespace of their own (true but when measuring).
     pub network: bool,
+    /// New inits start a session of their own (true but when measuring).
+    pub new_session: bool,
     /// New inits make a user namespace with this map.
     id_map: Option<IdMap>,
     /// Spare cgroups are named `<prefix><n>`; the prefix is this runtime's own, so the sweep can tell its
@@ -47,6 +49,7 @@ impl Inits {
         Inits {
             zygote: Zygote::spawn(exe),
             network: true,
+            new_session: true,
             id_map,
             prefix: format!("{worker}.spare-{}-", &token[24..]),
             next: AtomicU64::new(0),
@@ -78,10 +81,11 @@ impl Inits {
             return Ok((init, cgroup));
         }
         cgroup.create(resources)?;
-        match self
-            .zygote
-            .prepare(cgroup.procs_files(), self.network, self.id_map)
-        {
+        match self.zygote.prepare(
+            cgroup.procs_files(),
+            (self.network, self.new_session),
+            self.id_map,
+        ) {
             Ok(init) => Ok((init, cgroup)),
             Err(error) => Err(removing(&cgroup, error)),
         }
@@ -103,7 +107,7 @@ impl Inits {
         );
         match self.zygote.prepare(
             layout.cgroup(&name).procs_files(),
-            self.network,
+            (self.network, self.new_session),
             self.id_map,
         ) {
             Ok(init) => *spare = Some(Spare { init, name }),

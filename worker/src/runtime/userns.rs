@@ -27,6 +27,9 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
 
 /// Container ids `0..size` are host ids `host_base..host_base + size`, for users and groups alike.
@@ -135,8 +138,13 @@ fn write_maps(child: Pid, map: &IdMap) -> io::Result<()> {
     std::fs::write(format!("/proc/{child}/gid_map"), map.line())
 }
 
-/// A detached clone of the mount at `path` (without its submounts) whose owners appear shifted into `userns`.
-pub(crate) fn idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// A detached clone of the mount at `path` (without its submounts) whose owners appear shifted into `userns`,
+/// nosuid and nodev, and read-only unless `writable`.
+pub(crate) fn idmapped_clone(
+    path: &Path,
+    userns: BorrowedFd<'_>,
+    writable: bool,
+) -> io::Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes())?;
     let flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
     // SAFETY: a valid NUL-terminated path; the returned fd is checked before it is owned.
@@ -147,7 +155,12 @@ pub(crate) fn idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        // nosuid, nodev: the workspace is a host dir the job writes to as host root (through the map), and no
+        // set-id file or device node it leaves there may work (see rootfs's NO_SET_ID).
+        attr_set: MOUNT_ATTR_IDMAP
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | if writable { 0 } else { MOUNT_ATTR_RDONLY },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -189,11 +202,33 @@ pub(crate) fn attach(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks once, at worker start, that this host allows what containers in user namespaces need: a user
-/// namespace, id-mapped mounts of the file system of `state_dir` (where layers and workspaces live too), and a
-/// path to it that the container's root, an unprivileged uid on the host, may walk (to mount its scratch).
-pub(crate) fn check(state_dir: &Path) -> Result<(), String> {
-    for dir in state_dir.ancestors() {
+/// Where every runtime keeps the dirs its containers mount their scratch tmpfs on (one per worker name, each
+/// container covering it in its own mount namespace). The container's root, an unprivileged uid on the host,
+/// must walk the path to it, and a data dir under a home dir (`/root` is 0700) has parents it may not walk; so
+/// it lives here, in dirs of mode 0711 (walked, not listed) on a path that is 0755 everywhere.
+pub const SCRATCH_ROOT: &str = "/run/gantry";
+
+/// The scratch mount point of `worker_name`'s containers, made (0711, like [`SCRATCH_ROOT`]) if missing.
+pub(crate) fn scratch_dir(worker_name: &str) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let root = Path::new(SCRATCH_ROOT);
+    let dir = root.join(worker_name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&dir)?;
+    for path in [root, &dir] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(dir)
+}
+
+/// Checks once, at worker start, that this host allows what containers in user namespaces need: a path to
+/// `scratch` that the container's root, an unprivileged uid on the host, may walk (to mount its scratch
+/// tmpfs), a user namespace, and id-mapped mounts of the file system of `data_dir` (image layers and
+/// workspaces) and of the host's `/` (the host image). Err says why not.
+pub fn check(scratch: &Path, data_dir: &Path) -> Result<(), String> {
+    for dir in scratch.ancestors() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -209,14 +244,17 @@ pub(crate) fn check(state_dir: &Path) -> Result<(), String> {
     }
     let made = create(&IdMap::for_worker("probe"), false)
         .map_err(|e| format!("cannot create a user namespace: {e}"))?;
-    idmapped_clone(state_dir, made.userns.as_fd())
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "the file system of {} has no id-mapped mounts: {e}",
-                state_dir.display()
-            )
-        })
+    for dir in [data_dir, Path::new("/")] {
+        idmapped_clone(dir, made.userns.as_fd(), false)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "the file system of {} has no id-mapped mounts: {e}",
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The id-mapped mounts one root file system is built from.
@@ -226,6 +264,8 @@ pub(crate) struct RootMounts {
     pub lower: Vec<OwnedFd>,
     /// The checkout, for the steps' root; none for a service's.
     pub workspace: Option<OwnedFd>,
+    /// The `host_paths` (read-only), for the steps' root on the host image.
+    pub host_paths: Vec<OwnedFd>,
 }
 
 /// Every id-mapped mount a container needs: a detached mount can be attached once, so each root gets its own.
@@ -252,21 +292,34 @@ pub(crate) fn enter(
         };
         dirs.iter()
             .map(|dir| {
-                idmapped_clone(dir, userns)
+                idmapped_clone(dir, userns, false)
                     .map_err(|e| format!("make an id-mapped mount of {}: {e}", dir.display()))
             })
             .collect()
     };
-    let workspace = idmapped_clone(&config.workspace, userns).map_err(|e| {
+    let workspace = idmapped_clone(&config.workspace, userns, true).map_err(|e| {
         format!(
             "make an id-mapped mount of the workspace {}: {e}",
             config.workspace.display()
         )
     })?;
+    let host_paths = config
+        .host_paths
+        .iter()
+        .map(|path| {
+            idmapped_clone(path, userns, false).map_err(|e| {
+                format!(
+                    "make an id-mapped mount of the host path {}: {e}",
+                    path.display()
+                )
+            })
+        })
+        .collect::<Result<_, String>>()?;
     let mounts = Mounts {
         job: RootMounts {
             lower: lower(&config.layers)?,
             workspace: Some(workspace),
+            host_paths,
         },
         services: config
             .services
@@ -275,6 +328,7 @@ pub(crate) fn enter(
                 Ok(RootMounts {
                     lower: lower(&service.image.layers)?,
                     workspace: None,
+                    host_paths: Vec::new(),
                 })
             })
             .collect::<Result<_, String>>()?,

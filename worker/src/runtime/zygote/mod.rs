@@ -39,12 +39,13 @@ impl Zygote {
         }
     }
 
-    /// Forks an init, which creates and joins the cgroup dirs of `procs`, makes a user namespace with `id_map`
-    /// (if any) and a network namespace (if `network`), and then waits for [`Init::start`].
+    /// Forks an init, which starts a session of its own (if `new_session`), creates and joins the cgroup dirs
+    /// of `procs`, makes a user namespace with `id_map` (if any) and a network namespace (if `network`), and
+    /// then waits for [`Init::start`].
     pub fn prepare(
         &self,
         procs: Vec<PathBuf>,
-        network: bool,
+        (network, new_session): (bool, bool),
         id_map: Option<IdMap>,
     ) -> Result<Init, RuntimeError> {
         let conn = self.conn()?;
@@ -54,6 +55,7 @@ impl Zygote {
                 child,
                 procs,
                 network,
+                new_session,
                 id_map,
             },
             &[],
@@ -154,17 +156,23 @@ impl Conn {
     fn spawn(exe: &Path) -> Result<Conn, RuntimeError> {
         let io = |what| move |e| RuntimeError::io(what, exe, e);
         let (ours, theirs) = wire::seqpacket_pair().map_err(io("create a socket for"))?;
-        let process = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("container-zygote")
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            // Out of the worker's process group: a Ctrl-C in the worker's terminal is for the worker to handle.
-            .process_group(0)
-            .spawn()
-            .map_err(io("start the container zygote"))?;
+            .stderr(Stdio::inherit());
+        // A session of its own, so no terminal is the controlling terminal of any container (a step that opens
+        // `/dev/tty` gets ENXIO): with the worker's, a job could type into the shell that started Gantry
+        // (TIOCSTI), or get its Ctrl-C. Each init starts yet another session, one per container.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent's.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(Into::into));
+        }
+        let process = command.spawn().map_err(io("start the container zygote"))?;
         // The Command is gone, and with it our copy of the zygote's end: EOF now means the zygote is gone.
         let table = Arc::new(Table::default());
         let socket = ours.try_clone().map_err(io("duplicate the socket to"))?;

@@ -145,9 +145,10 @@ impl Zygote {
                 child,
                 procs,
                 network,
+                new_session,
                 id_map,
             } => {
-                if let Err(e) = self.prepare(child, procs, network, id_map) {
+                if let Err(e) = self.prepare(child, procs, (network, new_session), id_map) {
                     let message = format!("fork the container's init: {e}");
                     self.report(&Report::Failed { child, message });
                 }
@@ -175,7 +176,7 @@ impl Zygote {
         &mut self,
         child: u64,
         procs: Vec<PathBuf>,
-        network: bool,
+        (network, new_session): (bool, bool),
         id_map: Option<IdMap>,
     ) -> io::Result<()> {
         let (ours, theirs) = wire::seqpacket_pair()?;
@@ -183,7 +184,12 @@ impl Zygote {
         match unsafe { fork() }? {
             ForkResult::Child => {
                 close_fds_but(theirs.as_raw_fd());
-                std::process::exit(init::standby(theirs, &procs, network, id_map));
+                std::process::exit(init::standby(
+                    theirs,
+                    &procs,
+                    (network, new_session),
+                    id_map,
+                ));
             }
             ForkResult::Parent { child: pid } => {
                 let kid = Kid {

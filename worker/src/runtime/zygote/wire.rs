@@ -17,6 +17,10 @@ use std::path::PathBuf;
 /// The most fds one message carries: a container's config, control and output pipes.
 pub(crate) const MAX_FDS: usize = 3;
 
+fn yes() -> bool {
+    true
+}
+
 /// The largest message; requests and reports are small (the config travels on its own pipe).
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -30,6 +34,9 @@ pub(crate) enum Request {
         child: u64,
         procs: Vec<PathBuf>,
         network: bool,
+        /// A session of its own (always, but when measuring what that costs).
+        #[serde(default = "yes")]
+        new_session: bool,
         /// The user namespace's map; none: the host's user namespace.
         id_map: Option<IdMap>,
     },
@@ -156,6 +163,7 @@ mod tests {
             child: 7,
             procs: vec!["/sys/fs/cgroup/pids/gantry/w-1/cgroup.procs".into()],
             network: true,
+            new_session: true,
             id_map: Some(IdMap::for_worker("w")),
         };
         send(&a, &request, &[writer.as_raw_fd()]).unwrap();
