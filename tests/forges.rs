@@ -525,12 +525,26 @@ async fn pull_requests_from_forks_are_built_and_marked(database: Option<String>)
             }
         }
         let body = serde_json::to_vec(&pr).unwrap();
+        // Whoever opened it wrote its steps: on `image: host` (the file's jobs have no image) it is refused
+        // until the repository lets forks use the host.
+        let (status, outcome) = deliver(&farm, forge, &name, forge.pr_event(), body.clone()).await;
+        assert_eq!(status, 201, "{name}: {outcome}");
+        let refused = farm.finished_pipeline(&name, 1).await;
+        assert_eq!(refused["status"], "error", "{name}: {refused:#}");
+        let why = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("forks may not run jobs on `image: host`") && why.contains("show"),
+            "{name}: {why}"
+        );
+        let set = farm.gantry(&["repo", "set", &name, "--fork-host-image", "true"]);
+        assert!(set.contains("fork_host_image true"), "{set}");
+        // The same request again, as a new delivery (each delivery gets an id of its own).
         let (status, outcome) = deliver(&farm, forge, &name, forge.pr_event(), body).await;
         assert_eq!(status, 201, "{name}: {outcome}");
-        let p = farm.finished_pipeline(&name, 1).await;
+        let p = farm.finished_pipeline(&name, 2).await;
         assert_eq!(p["status"], "success", "{name}: {p:#}");
         assert_eq!(p["pull_request"]["from_fork"], true, "{name}: {p:#}");
-        let jobs = farm.finished_jobs(&name, 1).await;
+        let jobs = farm.finished_jobs(&name, 2).await;
         assert!(
             jobs[0]
                 .log
@@ -538,7 +552,7 @@ async fn pull_requests_from_forks_are_built_and_marked(database: Option<String>)
             "{name}: {}",
             jobs[0].log
         );
-        let page = farm.page(&format!("/repos/{name}/pipelines/1")).await;
+        let page = farm.page(&format!("/repos/{name}/pipelines/2")).await;
         assert!(page.contains("from a fork"), "{page}");
     }
 }

@@ -718,10 +718,19 @@ async fn jobs_filtered_out_by_when_are_skipped_and_a_filtered_pipeline_is_droppe
     assert_eq!((kept.status, kept.error), (PipelineStatus::Cancelled, None));
 }
 
+async fn r_fork_host_image(db: &Db, name: &str) -> bool {
+    db.get_repo(name).await.unwrap().unwrap().fork_host_image
+}
+
 async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) {
     let r = repo(&db, "superseded").await;
+    assert!(
+        !r_fork_host_image(&db, "superseded").await,
+        "forks use the host only when asked"
+    );
     let settings = gantry_model::wire::RepoSettings {
         cancel_previous: Some(true),
+        fork_host_image: Some(true),
         max_running_jobs: Some(3),
         ..Default::default()
     };
@@ -730,8 +739,12 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
         .await
         .unwrap();
     assert_eq!(
-        (updated.cancel_previous, updated.max_running_jobs),
-        (true, Some(3))
+        (
+            updated.cancel_previous,
+            updated.fork_host_image,
+            updated.max_running_jobs
+        ),
+        (true, true, Some(3))
     );
     let lifted = gantry_model::wire::RepoSettings {
         cancel_previous: None,

@@ -9,6 +9,7 @@ use crate::store::{
     NewDelivery, NewJob, NewPipeline, PipelineRecord, RepoRecord, Store, StoreError,
 };
 use gantry_model::Pipeline;
+use gantry_model::image::ImageRef;
 use gantry_model::pipeline::PIPELINE_FILE;
 use gantry_model::wire::{HookOutcome, PullRequest};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ struct Preparation {
     /// The ref `when:` branch and tag filters see: a pull request's target branch, else `git_ref`.
     when_ref: String,
     event: String,
+    /// A pull request from a fork, of a repository that does not let forks use `image: host`.
+    host_refused: bool,
 }
 
 /// The ref `when:` filters look at: a pull request is filtered by the branch it targets.
@@ -45,8 +48,32 @@ impl Preparation {
             git_ref: p.git_ref.clone(),
             when_ref: when_ref(&p.git_ref, p.pull_request.as_ref()),
             event: p.event.clone(),
+            host_refused: p.pull_request.as_ref().is_some_and(|pr| pr.from_fork)
+                && !repo.fork_host_image,
         }
     }
+}
+
+/// Why a fork's pull request may not run: the jobs (and services) it would run on the worker's own file
+/// system. Whoever opened it wrote its steps; on an image they see only the image.
+fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
+    let on_host = |image: &str| matches!(ImageRef::parse(image), Ok(ImageRef::Host));
+    let names: Vec<&str> = jobs
+        .iter()
+        .filter(|job| job.skipped.is_none())
+        .filter(|job| {
+            on_host(&job.spec.image) || job.spec.services.iter().any(|s| on_host(&s.image))
+        })
+        .map(|job| job.spec.name.as_str())
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "this pull request comes from a fork, and forks may not run jobs on `image: host` (the worker's own \
+             file system): {} would; give them an `image:`, or let forks use the host with `gantry repo set REPO \
+             --fork-host-image true`",
+            names.join(", ")
+        )
+    })
 }
 
 /// Bytes kept of a refused delivery's body.
@@ -175,6 +202,8 @@ impl Intake {
             url: repo.url.clone(),
             commit: new.commit,
             when_ref: when_ref(&new.git_ref, new.pull_request.as_ref()),
+            host_refused: new.pull_request.as_ref().is_some_and(|pr| pr.from_fork)
+                && !repo.fork_host_image,
             git_ref: new.git_ref,
             event: new.event,
         });
@@ -238,6 +267,7 @@ impl Intake {
             git_ref,
             when_ref,
             event,
+            host_refused,
         } = job;
         let (repo, url, commit) = (repo.as_str(), url.as_str(), commit.as_str());
         let text = match self
@@ -275,6 +305,9 @@ impl Intake {
                         spec,
                     })
                     .collect();
+                if let Some(reason) = refused_on_host(&jobs).filter(|_| host_refused) {
+                    return self.store.fail_pipeline(pipeline, &reason).await;
+                }
                 self.store.add_jobs(pipeline, &jobs).await?;
                 self.queue.jobs_ready();
                 Ok(())

@@ -163,6 +163,10 @@ pub enum RepoCommand {
         /// A new push to a branch cancels that branch's unfinished pipelines.
         #[arg(long)]
         cancel_previous: Option<bool>,
+        /// Pull requests from forks may run jobs on `image: host`, this host's own file system (default:
+        /// false, and such a pipeline ends in error).
+        #[arg(long)]
+        fork_host_image: Option<bool>,
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
@@ -281,6 +285,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
         RepoCommand::Set {
             name,
             cancel_previous,
+            fork_host_image,
             max_running_jobs,
             forge_api_url,
             status_context,
@@ -290,6 +295,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             let (clone_token, status_token) = tokens.read()?;
             let settings = RepoSettings {
                 cancel_previous,
+                fork_host_image,
                 max_running_jobs,
                 forge_api_url,
                 status_context,
@@ -303,9 +309,11 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 .max_running_jobs
                 .map_or("no limit".to_owned(), |n| n.to_string());
             println!(
-                "{}: cancel_previous {}, max_running_jobs {limit}, clone token {}, status token {}",
+                "{}: cancel_previous {}, fork_host_image {}, max_running_jobs {limit}, clone token {}, \
+                 status token {}",
                 repo.name,
                 repo.cancel_previous,
+                repo.fork_host_image,
                 if repo.has_clone_token { "set" } else { "none" },
                 if repo.has_status_token { "set" } else { "none" },
             );

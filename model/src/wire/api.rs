@@ -47,6 +47,9 @@ pub struct RepoView {
     /// A new push to a branch cancels that branch's unfinished pipelines.
     #[serde(default)]
     pub cancel_previous: bool,
+    /// Pull requests from forks may run jobs on `image: host`; otherwise such a pipeline ends in `error`.
+    #[serde(default)]
+    pub fork_host_image: bool,
     /// At most this many of its jobs run at once; none: no limit.
     #[serde(default)]
     pub max_running_jobs: Option<u32>,
@@ -64,6 +67,9 @@ pub struct RepoSettings {
     /// A new push to a branch cancels that branch's unfinished pipelines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_previous: Option<bool>,
+    /// Pull requests from forks may run jobs on `image: host` (the worker's own file system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_host_image: Option<bool>,
     /// At most this many of its jobs run at once; 0 lifts the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running_jobs: Option<u32>,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for RepoSettings {
         };
         f.debug_struct("RepoSettings")
             .field("cancel_previous", &self.cancel_previous)
+            .field("fork_host_image", &self.fork_host_image)
             .field("max_running_jobs", &self.max_running_jobs)
             .field("clone_token", &hidden(&self.clone_token))
             .field("status_token", &hidden(&self.status_token))

@@ -30,6 +30,7 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
         secret: with_secret.then_some(r.secret),
         webhook_url: Some(webhook_url),
         cancel_previous: r.cancel_previous,
+        fork_host_image: r.fork_host_image,
         max_running_jobs: r.max_running_jobs,
         has_clone_token: r.has_clone_token,
         has_status_token: r.has_status_token,

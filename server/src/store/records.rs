@@ -55,6 +55,8 @@ pub struct RepoRecord {
     pub created_at: DateTime<Utc>,
     /// A new push to a branch cancels that branch's unfinished pipelines.
     pub cancel_previous: bool,
+    /// Pull requests from forks may run jobs on `image: host`.
+    pub fork_host_image: bool,
     /// At most this many of its jobs run at once.
     pub max_running_jobs: Option<u32>,
     /// The forge's API base URL; none: derived from the clone URL.

@@ -22,7 +22,7 @@ macro_rules! pipeline_select {
 
 macro_rules! repo_select {
     () => {
-        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
+        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, max_running_jobs,
                 forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
                 status_token IS NOT NULL AS has_status_token
          FROM repos "
@@ -63,6 +63,7 @@ macro_rules! impl_store {
                 secret: row.try_get("secret")?,
                 created_at: row.try_get("created_at")?,
                 cancel_previous: row.try_get("cancel_previous")?,
+                fork_host_image: row.try_get("fork_host_image")?,
                 max_running_jobs: row.try_get::<Option<i64>, _>("max_running_jobs")?.map(|n| n as u32),
                 forge_api_url: row.try_get("forge_api_url")?,
                 status_context: row.try_get("status_context")?,
@@ -344,7 +345,7 @@ macro_rules! impl_store {
                 let row = sqlx::query(
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
-                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, max_running_jobs,
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, max_running_jobs,
                                forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
                                status_token IS NOT NULL AS has_status_token",
                 )
@@ -689,6 +690,13 @@ macro_rules! impl_store {
                     sqlx::query("UPDATE repos SET cancel_previous = $2 WHERE name = $1")
                         .bind(name)
                         .bind(cancel)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(allowed) = settings.fork_host_image {
+                    sqlx::query("UPDATE repos SET fork_host_image = $2 WHERE name = $1")
+                        .bind(name)
+                        .bind(allowed)
                         .execute(&mut *tx)
                         .await?;
                 }
