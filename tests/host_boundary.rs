@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 use support::farm::Farm;
 use support::run;
-use support::terminal::TerminalFarm;
+use support::terminal::{Terminal, TerminalFarm};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_gantry-probe");
 
@@ -67,12 +67,62 @@ fn terminal_attack(userns: bool) {
     );
     let screen = terminal.stop();
     assert!(
-        !screen.contains("typed-by-a-job"),
+        !screen.contains(&format!("touch {}", marker.display())),
         "the job's bytes reached the terminal:\n{screen}"
     );
     assert!(
         !marker.exists(),
         "the shell that started gantry up ran the job's command"
+    );
+}
+
+#[test]
+fn a_job_of_gantry_run_cannot_type_into_its_terminal() {
+    gantry_run_terminal_attack(true);
+}
+
+#[test]
+fn a_job_of_gantry_run_cannot_type_into_its_terminal_without_a_user_namespace() {
+    gantry_run_terminal_attack(false);
+}
+
+/// Finding 1 again, for `gantry run`, whose jobs' output goes to the very terminal it was typed into.
+fn gantry_run_terminal_attack(userns: bool) {
+    let marker = support::scratch_dir("tty-run").join("typed-by-a-job");
+    let pipeline = format!(
+        "jobs:\n  attack:\n    steps: [\"./gantry-probe inject {}\"]\n",
+        marker.display()
+    );
+    let tree = support::local::Tree::new("tty-run", &pipeline);
+    std::fs::copy(PROBE, tree.dir.join("gantry-probe")).unwrap();
+    let (mut terminal, mut child) = Terminal::open();
+    terminal.type_keys(&format!(
+        "{} run {} --data-dir {} --config {}; echo \"RUN-ENDED $?\"\n",
+        support::farm::GANTRY,
+        tree.dir.display(),
+        tree.data_dir.display(),
+        userns_config(userns)
+    ));
+    terminal.wait_for_line("RUN-ENDED", Duration::from_secs(120));
+    terminal.type_keys("exit\n");
+    support::eventually_blocking("the shell to exit", Duration::from_secs(20), || {
+        child.try_wait().ok().flatten()
+    });
+    let screen = terminal.screen();
+    assert!(screen.contains("RUN-ENDED 0"), "{screen}");
+    for line in ["inject_stdin", "inject_stdout", "inject_stderr"] {
+        assert!(
+            screen.contains(&format!("{line}=refused")),
+            "{line}:\n{screen}"
+        );
+    }
+    assert!(
+        !screen.contains(&format!("touch {}", marker.display())),
+        "the job's bytes reached the terminal:\n{screen}"
+    );
+    assert!(
+        !marker.exists(),
+        "the shell that started gantry run ran the job's command"
     );
 }
 

@@ -146,6 +146,12 @@ impl NamespacesRuntime {
         checked.err()
     }
 
+    /// Blocks until the runtime knows what of the host to hide from jobs on the host image (a walk of the root
+    /// file system, ~0.5 s, started with the runtime); until then such a container's start waits for it.
+    pub fn wait_for_private_files(&self) {
+        self.private_files.wait_walked();
+    }
+
     /// Where container ids map to on the host: root in a job is `host_base` here. None when the host does
     /// not allow user namespaces with id-mapped mounts (or they were turned off): root in a job is then root
     /// on the host, held in by the capabilities, seccomp filter and masks.

@@ -151,15 +151,15 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
     write_hosts(&mount_point(&root, "etc")?, spec.hostname, spec.aliases)?;
     if spec.layers.is_empty() {
         let idmapped = spec.mounts.map(|m| &m.host_paths[..]);
-        host_view::cover(&root, spec.masks, spec.host_paths, idmapped)?;
+        host_view::cover(&root, &spec.base, spec.masks, spec.host_paths, idmapped)?;
     }
-    for (path, dir) in KERNEL_MASKS {
+    for (i, (path, dir)) in KERNEL_MASKS.iter().enumerate() {
         let mask = Mask {
             path: PathBuf::from(path),
             dir: *dir,
             writable: false,
         };
-        host_view::apply_mask(&root, &mask)?;
+        host_view::apply_mask(&root, &mask, &spec.base.join(format!("kernel-masked-{i}")))?;
     }
     for path in KERNEL_READ_ONLY {
         bind_read_only(&root.join(path.trim_start_matches('/')))?;

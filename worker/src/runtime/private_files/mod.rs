@@ -9,14 +9,16 @@
 //! fanotify is missing, the walk is done again every [`REWALK`]. Each container is masked with the list as
 //! it is when the container starts: a private file made later is hidden from the jobs that start after it.
 
+mod walk;
+
 use super::fs_watch::{FsWatch, News};
 use super::protocol::Mask;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
+use walk::{Verdict, Walk, verdict};
 
 /// How often the walk is done again where fanotify cannot follow the file system.
 const REWALK: Duration = Duration::from_secs(60);
@@ -40,15 +42,6 @@ struct Shared {
     host_paths: Vec<PathBuf>,
 }
 
-/// Where a walk starts and what it skips.
-#[derive(Debug)]
-struct Walk {
-    /// Walked: `/`, the host paths, or a dir that just became public.
-    roots: Vec<PathBuf>,
-    /// Not walked.
-    skip: HashSet<PathBuf>,
-}
-
 impl PrivateFiles {
     /// Starts the first walk, and following the file system after it; `host_paths` are walked too.
     pub fn start(host_paths: Vec<PathBuf>) -> PrivateFiles {
@@ -70,12 +63,17 @@ impl PrivateFiles {
         PrivateFiles { shared }
     }
 
+    /// Blocks until the first walk is done.
+    pub fn wait_walked(&self) {
+        drop(self.current());
+    }
+
     /// The private files as they are now (waiting for the first walk).
     pub fn current(&self) -> Vec<Mask> {
         let mut found = self.shared.lock();
         loop {
             if let Some(found) = found.as_ref() {
-                return found.values().cloned().collect();
+                return collapse(found);
             }
             found = self
                 .shared
@@ -173,6 +171,48 @@ fn follow(shared: Weak<Shared>) {
     }
 }
 
+/// More private entries than this under one directory (counted after collapsing below it) and the directory is
+/// hidden whole: each mask is a mount at every container start (~10 µs), and a build tree or a farm of data
+/// dirs holds hundreds of root-only lock files and dirs.
+const MAX_PER_DIR: usize = 16;
+
+/// Directories this shallow are never hidden whole (`/etc`, `/var/lib`: a job needs what else they hold).
+const MIN_COLLAPSE_DEPTH: usize = 3;
+
+/// The masks for `found`: one per entry, but where a directory (of [`MIN_COLLAPSE_DEPTH`] components or more)
+/// holds more than [`MAX_PER_DIR`], deepest first, one for the directory.
+fn collapse(found: &BTreeMap<PathBuf, Mask>) -> Vec<Mask> {
+    let depth = |p: &Path| p.components().count() - 1;
+    let mut dirs: Vec<&Path> = found
+        .keys()
+        .flat_map(|path| path.ancestors().skip(1))
+        .filter(|dir| depth(dir) >= MIN_COLLAPSE_DEPTH)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if found.len() <= MAX_PER_DIR || dirs.is_empty() {
+        return found.values().cloned().collect();
+    }
+    dirs.sort_by_key(|dir| std::cmp::Reverse(depth(dir)));
+    let mut masks = found.clone();
+    for dir in dirs {
+        let under: Vec<PathBuf> = masks
+            .range(dir.to_path_buf()..)
+            .map(|(path, _)| path)
+            .take_while(|path| path.starts_with(dir))
+            .filter(|path| *path != dir)
+            .cloned()
+            .collect();
+        if under.len() > MAX_PER_DIR {
+            for path in under {
+                masks.remove(&path);
+            }
+            masks.insert(dir.to_path_buf(), private(dir.to_path_buf(), true));
+        }
+    }
+    masks.into_values().collect()
+}
+
 /// A mask for a private `path`.
 fn private(path: PathBuf, dir: bool) -> Mask {
     Mask {
@@ -198,162 +238,30 @@ fn walk_all(host_paths: &[PathBuf]) -> BTreeMap<PathBuf, Mask> {
     found
 }
 
-impl Walk {
-    fn run(&self) -> BTreeMap<PathBuf, Mask> {
-        // The container's view of the host is one overlay of the root file system's own tree: what is mounted
-        // on top of it (`/proc`, a separate `/boot`...) is not in it, so not walked either.
-        let mounts = mount_points();
-        let mut found = BTreeMap::new();
-        let mut stack = self.roots.clone();
-        let mut seen = HashSet::new();
-        while let Some(dir) = stack.pop() {
-            if !seen.insert(dir.clone()) {
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if self.skip.contains(&path) || mounts.contains(&path) {
-                    continue;
-                }
-                let Ok(meta) = fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                match verdict(&meta) {
-                    Verdict::Private => {
-                        found.insert(path.clone(), private(path, meta.is_dir()));
-                    }
-                    Verdict::Descend => stack.push(path),
-                    Verdict::Public => {}
-                }
-            }
-        }
-        found
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum Verdict {
-    /// Others may not read it: masked.
-    Private,
-    /// A directory others may list and enter: its entries decide.
-    Descend,
-    /// Others may read it, or it is a link (its target is judged where it is).
-    Public,
-}
-
-fn verdict(meta: &fs::Metadata) -> Verdict {
-    let others = meta.mode() & 0o007;
-    let kind = meta.file_type();
-    if kind.is_symlink() || kind.is_block_device() || kind.is_char_device() {
-        // Device nodes are dead on the container's root (mounted nodev).
-        return Verdict::Public;
-    }
-    if kind.is_dir() {
-        return if others & 0o5 == 0o5 {
-            Verdict::Descend
-        } else {
-            Verdict::Private
-        };
-    }
-    let needed = if kind.is_socket() { 0o2 } else { 0o4 };
-    if others & needed == needed {
-        Verdict::Public
-    } else {
-        Verdict::Private
-    }
-}
-
-/// Every mount point of this mount namespace but `/` (octal escapes of `/proc/self/mountinfo` decoded).
-fn mount_points() -> HashSet<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| *point != "/")
-        .map(|point| PathBuf::from(unescape(point)))
-        .collect()
-}
-
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-                out.push(value as u8);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn chmod(path: &Path, mode: u32) {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    }
 
     #[test]
-    fn private_entries_are_found_and_private_dirs_not_descended() {
-        let root = tempfile::tempdir().unwrap();
-        let base = root.path().canonicalize().unwrap();
-        for dir in [
-            "open",
-            "open/locked",
-            "open/listed-only",
-            "skipped",
-            "skipped/bound",
-        ] {
-            fs::create_dir(base.join(dir)).unwrap();
-        }
-        for file in [
-            "open/public",
-            "open/secret",
-            "open/locked/inside",
-            "skipped/secret",
-            "skipped/bound/key",
-        ] {
-            fs::write(base.join(file), "x").unwrap();
-            chmod(&base.join(file), 0o600);
-        }
-        chmod(&base.join("open/public"), 0o644);
-        chmod(&base.join("open/locked"), 0o700);
-        chmod(&base.join("open/listed-only"), 0o711);
-        let walk = Walk {
-            roots: vec![base.clone(), base.join("skipped/bound")],
-            skip: [base.join("skipped")].into_iter().collect(),
+    fn a_dir_with_many_private_entries_is_hidden_whole_unless_shallow() {
+        let mut found = BTreeMap::new();
+        let mut add = |path: String| {
+            found.insert(PathBuf::from(&path), private(PathBuf::from(path), false));
         };
-        let found: Vec<PathBuf> = walk.run().into_keys().collect();
-        let expected: Vec<PathBuf> = [
-            "open/listed-only",
-            "open/locked",
-            "open/secret",
-            "skipped/bound/key",
-        ]
-        .iter()
-        .map(|p| base.join(p))
-        .collect();
-        assert_eq!(found, expected);
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape(r"/plain\x"), r"/plain\x");
+        for i in 0..20 {
+            add(format!("/work/app/target/incremental/crate-{i}/s.lock"));
+            add(format!("/etc/private-{i}"));
+        }
+        add("/work/app/target/keep".into());
+        add("/var/lib/one".into());
+        let paths: Vec<PathBuf> = collapse(&found).into_iter().map(|m| m.path).collect();
+        assert!(paths.contains(&PathBuf::from("/work/app/target/incremental")));
+        assert!(paths.contains(&PathBuf::from("/work/app/target/keep")));
+        assert!(paths.contains(&PathBuf::from("/var/lib/one")));
+        assert!(
+            paths.contains(&PathBuf::from("/etc/private-19")),
+            "/etc is never hidden whole"
+        );
+        assert_eq!(paths.len(), 1 + 1 + 1 + 20);
     }
 }
