@@ -224,6 +224,8 @@ fn hostile_layers_are_refused_or_neutralised_and_the_host_is_unchanged() {
             &[base.clone(), split[0].clone(), split[1].clone()],
             json!({}),
         );
+        // No layers at all: the runtime's root of no layers is the host's own `/`, which an image must not get.
+        layout.add("empty", &[], json!({}));
 
         let (farm, repo) = farm_with_repo("hostile", &[&dir]);
         let oci = |tag: &str| format!("oci:{}:{tag}", layout.dir.display());
@@ -243,8 +245,10 @@ fn hostile_layers_are_refused_or_neutralised_and_the_host_is_unchanged() {
              - \"test ! -e /disk && test ! -e /mem && echo devices=absent\"\n      \
              - \"grep -q secret /etc/hosts && echo hosts=leaked || echo hosts=clean\"\n      \
              - \"echo x > /tmp/t && test -d /tmp && echo tmp=ok\"\n  \
-             host-root:\n    image: dir:/\n    steps: [\"cat /etc/shadow\"]\n",
-            oci("neutral")
+             host-root:\n    image: dir:/\n    steps: [\"cat /etc/shadow\"]\n  \
+             empty:\n    image: {}\n    steps: [\"ls /root /etc\"]\n",
+            oci("neutral"),
+            oci("empty")
         ));
         repo.push_pipeline(&pipeline);
         let all = farm.finished_jobs("hostile", 1).await;
@@ -262,6 +266,7 @@ fn hostile_layers_are_refused_or_neutralised_and_the_host_is_unchanged() {
         assert_eq!(field(&log, "hosts"), "clean", "{log}");
         assert_eq!(field(&log, "tmp"), "ok", "{log}");
         assert_infra(&all, "host-root", &["image_dirs"]);
+        assert_infra(&all, "empty", &["has no layers"]);
 
         for path in [format!("/etc/{marker}"), abs.clone(), tmp_target.clone()] {
             assert!(!Path::new(&path).exists(), "{path} appeared on the host");

@@ -58,9 +58,9 @@ impl Preparation {
 /// system. Whoever opened it wrote its steps; on an image they see only the image.
 fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
     let on_host = |image: &str| matches!(ImageRef::parse(image), Ok(ImageRef::Host));
+    // Skipped jobs too: a retry of the pipeline runs them.
     let names: Vec<&str> = jobs
         .iter()
-        .filter(|job| job.skipped.is_none())
         .filter(|job| {
             on_host(&job.spec.image) || job.spec.services.iter().any(|s| on_host(&s.image))
         })
@@ -314,5 +314,35 @@ impl Intake {
             }
             Err(msg) => self.store.fail_pipeline(pipeline, &msg).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(yaml: &str) -> Vec<NewJob> {
+        Pipeline::parse(yaml)
+            .unwrap()
+            .jobs
+            .into_iter()
+            .map(|spec| NewJob {
+                id: Uuid::now_v7(),
+                skipped: (spec.name.as_str() == "later").then(|| "when".to_owned()),
+                spec,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fork_may_not_name_the_host_in_a_job_a_service_or_a_job_skipped_for_now() {
+        let on_images = "jobs:\n  a:\n    image: busybox\n    steps: [x]\n";
+        assert_eq!(refused_on_host(&jobs(on_images)), None);
+        let mixed = "jobs:\n  a:\n    image: busybox\n    steps: [x]\n  b:\n    steps: [x]\n  \
+                     later:\n    image: busybox\n    services:\n      db:\n        image: host\n        \
+                     command: [x]\n    steps: [x]\n";
+        let why = refused_on_host(&jobs(mixed)).unwrap();
+        assert!(why.contains("b, later"), "{why}");
+        assert!(why.contains("--fork-host-image true"), "{why}");
     }
 }

@@ -190,6 +190,13 @@ impl ImageStore {
         Fut: std::future::Future<Output = Result<PathBuf, ImageError>>,
     {
         let parsed = config::parse_config(config)?;
+        // The runtime takes a root of no layers for the host's own `/`: an image must not get that by being
+        // empty (a fork's pull request, refused `image: host`, could name one).
+        if manifest.layers.is_empty() {
+            return Err(ImageError::Invalid(format!(
+                "{digest} has no layers: an image needs at least one (its files are the job's root)"
+            )));
+        }
         if let Some(bad) = manifest.layers.iter().find(|l| !is_layer(&l.media_type)) {
             return Err(ImageError::Invalid(format!(
                 "{digest} is not a container image: it has a {} layer",

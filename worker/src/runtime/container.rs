@@ -116,7 +116,7 @@ pub(crate) fn start(
             writable: true,
             ..home
         }));
-        masks.extend(runtime.private_files.current());
+        masks.extend(runtime.private_files.current().iter().cloned());
         masks
     } else {
         Vec::new()

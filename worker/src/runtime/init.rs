@@ -44,16 +44,8 @@ pub(crate) fn standby(
     if signals.thread_block().is_err() {
         return SETUP_FAILED;
     }
-    // A session per container, without a controlling terminal (the zygote has none either), so that no
-    // container's processes share one with another's; and nobody in the container may read this process's
-    // memory or take its fds (`/proc/1/fd`, pidfd_getfd), which a user namespace ensures by itself but the
-    // fallback without one does not (PID 1 inherits it; a step's exec makes the step dumpable again).
-    if (new_session && nix::unistd::setsid().is_err())
-        || nix::sys::prctl::set_dumpable(false).is_err()
-    {
-        return SETUP_FAILED;
-    }
-    let (note, shell) = match join(procs, network, id_map) {
+    let joined = isolate(new_session).and_then(|()| join(procs, network, id_map));
+    let (note, shell) = match joined {
         Ok(shell) => (InitNote::Joined, Some(shell)),
         Err(message) => (InitNote::Failed { message }, None),
     };
@@ -79,6 +71,17 @@ pub(crate) fn standby(
             SETUP_FAILED
         }
     }
+}
+
+/// A session per container, without a controlling terminal (the zygote has none either), so that no
+/// container's processes share one with another's; and nobody in the container may read this process's memory
+/// or take its fds (`/proc/1/fd`, pidfd_getfd), which a user namespace ensures by itself but the fallback
+/// without one does not (PID 1 inherits it; a step's exec makes the step dumpable again).
+fn isolate(new_session: bool) -> Result<(), String> {
+    if new_session {
+        nix::unistd::setsid().map_err(|e| format!("start a session of its own (setsid): {e}"))?;
+    }
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("make the init not dumpable: {e}"))
 }
 
 /// Joins the cgroup and makes the user and network namespaces.

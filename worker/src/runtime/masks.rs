@@ -19,7 +19,7 @@ pub(crate) const DEFAULT_MASKS: &[&str] = &[
     "/run",
 ];
 
-/// Home directories, replaced by an empty writable tmpfs (of the same mode) so that `HOME` stays usable: what
+/// Home directories, replaced by an empty writable dir (of the same mode, in memory) so `HOME` stays usable: what
 /// people keep there (keys, tokens, shell history) is theirs, not a job's. `host_paths` bring back parts.
 pub(crate) const HOMES: &[&str] = &["/root", "/home"];
 

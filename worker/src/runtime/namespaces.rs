@@ -88,10 +88,14 @@ impl NamespacesRuntime {
                 ),
             });
         }
+        let hidden: Vec<PathBuf> = [options.state_dir.clone(), userns::SCRATCH_ROOT.into()]
+            .into_iter()
+            .chain(options.extra_masks.iter().cloned())
+            .collect();
         options.host_paths = options
             .host_paths
             .iter()
-            .map(|path| check_host_path(path))
+            .map(|path| check_host_path(path, &hidden))
             .collect::<Result<_, _>>()?;
         let layout = CgroupLayout::detect()?;
         let seccomp = super::security::SeccompProgram::compile()
@@ -99,7 +103,7 @@ impl NamespacesRuntime {
         let scratch = userns::scratch_dir(&options.worker_name)
             .map_err(|e| RuntimeError::io("create the scratch dir", userns::SCRATCH_ROOT, e))?;
         let id_map = if options.user_namespace {
-            userns::check(&scratch, &options.state_dir)
+            userns::check(&scratch, &options.state_dir, &options.host_paths)
                 .map(|()| IdMap::for_worker(&options.worker_name))
         } else {
             Err(TURNED_OFF.into())
@@ -139,7 +143,7 @@ impl NamespacesRuntime {
                 )
             })
             .and_then(|scratch| {
-                let result = userns::check(&scratch, data_dir);
+                let result = userns::check(&scratch, data_dir, &[]);
                 let _ = std::fs::remove_dir(scratch);
                 result
             });
@@ -210,8 +214,10 @@ impl ContainerRuntime for NamespacesRuntime {
     }
 }
 
-/// A host path to show: absolute, existing (symlinks resolved: a mount would follow them), and not `/`.
-fn check_host_path(path: &std::path::Path) -> Result<PathBuf, RuntimeError> {
+/// A host path to show: absolute, existing (symlinks resolved: a mount would follow them), not `/`, and not
+/// at or under what containers replace or hide whole (`hidden`: Gantry's own dirs): bound after the masks above
+/// it, it would show them again.
+fn check_host_path(path: &std::path::Path, hidden: &[PathBuf]) -> Result<PathBuf, RuntimeError> {
     let refuse = |reason: String| RuntimeError::Options {
         option: "host_paths",
         reason: format!("{}: {reason}", path.display()),
@@ -224,6 +230,18 @@ fn check_host_path(path: &std::path::Path) -> Result<PathBuf, RuntimeError> {
         .map_err(|e| refuse(format!("cannot be shown to jobs: {e}")))?;
     if real == std::path::Path::new("/") {
         return Err(refuse("the whole host cannot be a host path".into()));
+    }
+    let replaced = ["/proc", "/sys", "/dev", "/run", "/tmp"].map(PathBuf::from);
+    let hidden = hidden.iter().filter_map(|h| h.canonicalize().ok());
+    if let Some(under) = replaced
+        .into_iter()
+        .chain(hidden)
+        .find(|h| real.starts_with(h))
+    {
+        return Err(refuse(format!(
+            "it is in {}, which jobs never see (a container's own, or Gantry's)",
+            under.display()
+        )));
     }
     Ok(real)
 }
@@ -244,4 +262,32 @@ fn check_privileges() -> Result<(), RuntimeError> {
     Err(RuntimeError::NotPrivileged(format!(
         "uid {uid} does not have CAP_SYS_ADMIN in its effective set"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_paths_must_exist_and_stay_out_of_what_jobs_never_see() {
+        let data = tempfile::tempdir().unwrap();
+        let data = data.path().canonicalize().unwrap();
+        std::fs::create_dir(data.join("inside")).unwrap();
+        let hidden = [data.clone()];
+        let refused = |path: &str| {
+            check_host_path(std::path::Path::new(path), &hidden)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused("relative/path").contains("not an absolute path"));
+        assert!(refused("/no/such/dir").contains("cannot be shown"));
+        assert!(refused("/").contains("the whole host"));
+        assert!(refused("/proc/self").contains("in /proc"));
+        let inside = data.join("inside");
+        assert!(refused(inside.to_str().unwrap()).contains("which jobs never see"));
+        assert_eq!(
+            check_host_path(std::path::Path::new("/usr/bin"), &hidden).unwrap(),
+            PathBuf::from("/usr/bin")
+        );
+    }
 }

@@ -46,9 +46,9 @@ pub(crate) struct InitConfig {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct Mask {
     pub path: PathBuf,
-    /// Directories get an empty tmpfs, anything else a bind of `/dev/null`.
+    /// Directories get an empty dir bound over them, anything else a bind of `/dev/null`.
     pub dir: bool,
-    /// A directory's tmpfs is writable, with the directory's mode (a home, or a dir tools write to such as
+    /// The empty dir is writable, with the directory's mode (a home, or a dir tools write to such as
     /// apt's `partial/`), rather than read-only.
     #[serde(default)]
     pub writable: bool,

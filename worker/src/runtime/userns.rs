@@ -145,15 +145,7 @@ pub(crate) fn idmapped_clone(
     userns: BorrowedFd<'_>,
     writable: bool,
 ) -> io::Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_bytes())?;
-    let flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
-    // SAFETY: a valid NUL-terminated path; the returned fd is checked before it is owned.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new fd that nothing else owns.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = clone_tree(path)?;
     let attr = MountAttr {
         // nosuid, nodev: the workspace is a host dir the job writes to as host root (through the map), and no
         // set-id file or device node it leaves there may work (see rootfs's NO_SET_ID).
@@ -180,6 +172,20 @@ pub(crate) fn idmapped_clone(
         return Err(io::Error::last_os_error());
     }
     Ok(tree)
+}
+
+/// A detached clone of the mount at `path`, without what is mounted below it: what an overlay of `path`, or a
+/// non-recursive bind of it, shows.
+pub(crate) fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = CString::new(path.as_os_str().as_bytes())?;
+    let flags = (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint;
+    // SAFETY: a valid NUL-terminated path; the returned fd is checked before it is owned.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Attaches a detached mount (from [`idmapped_clone`]) at `target`.
@@ -226,8 +232,12 @@ pub(crate) fn scratch_dir(worker_name: &str) -> io::Result<std::path::PathBuf> {
 /// Checks once, at worker start, that this host allows what containers in user namespaces need: a path to
 /// `scratch` that the container's root, an unprivileged uid on the host, may walk (to mount its scratch
 /// tmpfs), a user namespace, and id-mapped mounts of the file system of `data_dir` (image layers and
-/// workspaces) and of the host's `/` (the host image). Err says why not.
-pub fn check(scratch: &Path, data_dir: &Path) -> Result<(), String> {
+/// workspaces), of the host's `/` (the host image) and of each of `host_paths`. Err says why not.
+pub fn check(
+    scratch: &Path,
+    data_dir: &Path,
+    host_paths: &[std::path::PathBuf],
+) -> Result<(), String> {
     for dir in scratch.ancestors() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir)
@@ -244,7 +254,8 @@ pub fn check(scratch: &Path, data_dir: &Path) -> Result<(), String> {
     }
     let made = create(&IdMap::for_worker("probe"), false)
         .map_err(|e| format!("cannot create a user namespace: {e}"))?;
-    for dir in [data_dir, Path::new("/")] {
+    let host_paths = host_paths.iter().map(std::path::PathBuf::as_path);
+    for dir in [data_dir, Path::new("/")].into_iter().chain(host_paths) {
         idmapped_clone(dir, made.userns.as_fd(), false)
             .map(drop)
             .map_err(|e| {

@@ -1,20 +1,78 @@
-//! The walk of a file system tree for what only root may read, on as many threads as there are cores (the
-//! time goes to the kernel's directory reads and stats, which run side by side).
+//! The walk of file system trees for what only root may read, on as many threads as there are cores (the time
+//! goes to the kernel's directory reads and stats, which run side by side).
+//!
+//! A tree is walked as a container sees it: the container's view of the host is an overlay of the root file
+//! system's own tree (and binds of the host paths' own), without what is mounted on top, so each is walked
+//! through a detached clone of its mount alone (`open_tree`), reached as `/proc/self/fd/N`. That includes
+//! what lies under a mount point (an old `/var/log` under a newer mount), which a container shows and a walk
+//! of the live tree would miss.
 
 use super::{Mask, private};
+use crate::runtime::userns;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-/// Where a walk starts and what it skips.
+/// The mount at `path` alone, as a container sees it.
 #[derive(Debug)]
-pub(super) struct Walk {
-    /// Walked: `/`, the host paths, or a dir that just became public.
+pub(super) struct Tree {
+    path: PathBuf,
+    _clone: OwnedFd,
+    /// `/proc/self/fd/N` of the clone.
+    base: PathBuf,
+}
+
+impl Tree {
+    /// A detached clone of the mount at `path`.
+    pub fn open(path: &Path) -> std::io::Result<Tree> {
+        let clone = userns::clone_tree(path)?;
+        Ok(Tree {
+            path: path.to_owned(),
+            base: PathBuf::from(format!("/proc/self/fd/{}", clone.as_raw_fd())),
+            _clone: clone,
+        })
+    }
+
+    /// Where `host` (a path at or under this tree's) is in the clone.
+    fn inside(&self, host: &Path) -> Option<PathBuf> {
+        let relative = host.strip_prefix(&self.path).ok()?;
+        Some(if relative.as_os_str().is_empty() {
+            self.base.clone()
+        } else {
+            self.base.join(relative)
+        })
+    }
+}
+
+/// `host`'s metadata as a container sees it: in the deepest of `trees` it is in, without following a link.
+pub(super) fn lstat(trees: &[Tree], host: &Path) -> std::io::Result<fs::Metadata> {
+    let inside = deepest(trees, host)
+        .and_then(|tree| tree.inside(host))
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    fs::symlink_metadata(inside)
+}
+
+fn deepest<'a>(trees: &'a [Tree], host: &Path) -> Option<&'a Tree> {
+    trees
+        .iter()
+        .filter(|tree| host.starts_with(&tree.path))
+        .max_by_key(|tree| tree.path.components().count())
+}
+
+/// What to walk.
+#[derive(Debug)]
+pub(super) struct Walk<'a> {
+    /// The trees the paths are in (the root file system's, and each host path's).
+    pub trees: &'a [Tree],
+    /// Where to start: host paths.
     pub roots: Vec<PathBuf>,
-    /// Not walked.
-    pub skip: HashSet<PathBuf>,
+    /// Not walked (host paths).
+    pub skip: &'a HashSet<PathBuf>,
+    /// How many threads read at once.
+    pub threads: usize,
 }
 
 /// The dirs waiting to be read, and how many threads are reading one (the walk ends when both are none).
@@ -24,12 +82,9 @@ struct Queue {
     reading: usize,
 }
 
-impl Walk {
-    /// Every private entry under the roots, by path.
+impl Walk<'_> {
+    /// Every private entry under the roots, by host path.
     pub fn run(&self) -> BTreeMap<PathBuf, Mask> {
-        // The container's view of the host is one overlay of the root file system's own tree: what is mounted
-        // on top of it (`/proc`, a separate `/boot`...) is not in it, so not walked either.
-        let mounts = mount_points();
         let mut roots = self.roots.clone();
         roots.sort();
         roots.dedup();
@@ -39,12 +94,11 @@ impl Walk {
         });
         let changed = Condvar::new();
         let found = Mutex::new(BTreeMap::new());
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         std::thread::scope(|scope| {
-            for _ in 0..threads {
+            for _ in 0..self.threads.max(1) {
                 scope.spawn(|| {
                     while let Some(dir) = next(&queue, &changed) {
-                        let (subdirs, private) = self.read(&dir, &mounts);
+                        let (subdirs, private) = self.read(&dir);
                         found
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -61,18 +115,15 @@ impl Walk {
     }
 
     /// One dir's entries: the dirs to descend into, and the private ones.
-    fn read(
-        &self,
-        dir: &std::path::Path,
-        mounts: &HashSet<PathBuf>,
-    ) -> (Vec<PathBuf>, Vec<(PathBuf, Mask)>) {
+    fn read(&self, dir: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, Mask)>) {
         let (mut subdirs, mut found) = (Vec::new(), Vec::new());
-        let Ok(entries) = fs::read_dir(dir) else {
+        let inside = deepest(self.trees, dir).and_then(|tree| tree.inside(dir));
+        let Some(Ok(entries)) = inside.map(fs::read_dir) else {
             return (subdirs, found);
         };
         for entry in entries.flatten() {
-            let path = entry.path();
-            if self.skip.contains(&path) || mounts.contains(&path) {
+            let path = dir.join(entry.file_name());
+            if self.skip.contains(&path) {
                 continue;
             }
             // From the dir's fd (fstatat, not following links): no walk of the whole path per entry.
@@ -104,6 +155,7 @@ fn next(queue: &Mutex<Queue>, changed: &Condvar) -> Option<PathBuf> {
     }
 }
 
+/// What a walk makes of one entry.
 #[derive(Debug, PartialEq)]
 pub(super) enum Verdict {
     /// Others may not read it: masked.
@@ -114,6 +166,7 @@ pub(super) enum Verdict {
     Public,
 }
 
+/// Judges an entry by its type and what its mode lets others do.
 pub(super) fn verdict(meta: &fs::Metadata) -> Verdict {
     let others = meta.mode() & 0o007;
     let kind = meta.file_type();
@@ -136,44 +189,10 @@ pub(super) fn verdict(meta: &fs::Metadata) -> Verdict {
     }
 }
 
-/// Every mount point of this mount namespace but `/` (octal escapes of `/proc/self/mountinfo` decoded).
-fn mount_points() -> HashSet<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| *point != "/")
-        .map(|point| PathBuf::from(unescape(point)))
-        .collect()
-}
-
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-                out.push(value as u8);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
 
     fn chmod(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -205,12 +224,50 @@ mod tests {
         chmod(&base.join("open/public"), 0o644);
         chmod(&base.join("open/locked"), 0o700);
         chmod(&base.join("open/listed-only"), 0o711);
-        let walk = Walk {
-            roots: vec![base.clone(), base.join("skipped/bound")],
-            skip: [base.join("skipped")].into_iter().collect(),
-        };
-        let found: Vec<PathBuf> = walk.run().into_keys().collect();
+        // Under a mount point of its own: the walk sees what lies under it, as a container's overlay does.
+        fs::create_dir(base.join("covered")).unwrap();
+        fs::write(base.join("covered/under"), "x").unwrap();
+        chmod(&base.join("covered/under"), 0o600);
+        // The test runs as root, in a mount namespace of its own so the host never sees the mount.
+        let covered = base.join("covered");
+        let found = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &covered,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::empty(),
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    let trees = [
+                        Tree::open(&base).unwrap(),
+                        Tree::open(&base.join("skipped/bound")).unwrap(),
+                    ];
+                    let skip: HashSet<PathBuf> = [base.join("skipped")].into_iter().collect();
+                    let walk = Walk {
+                        trees: &trees,
+                        roots: vec![base.clone(), base.join("skipped/bound")],
+                        skip: &skip,
+                        threads: 2,
+                    };
+                    walk.run().into_keys().collect::<Vec<PathBuf>>()
+                })
+                .join()
+                .unwrap()
+        });
         let expected: Vec<PathBuf> = [
+            "covered/under",
             "open/listed-only",
             "open/locked",
             "open/secret",
@@ -220,11 +277,5 @@ mod tests {
         .map(|p| base.join(p))
         .collect();
         assert_eq!(found, expected);
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
-        assert_eq!(unescape(r"/plain\x"), r"/plain\x");
     }
 }
