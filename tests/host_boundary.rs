@@ -358,6 +358,14 @@ fn setid_plant(userns: bool) {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
         }
+        for file in ["gantry.db", "gantry.db-wal", "secret.key"] {
+            let mode = std::fs::metadata(farm.data_dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{file} is {mode:o}");
+        }
         std::fs::write(planted.with_file_name("done"), "").unwrap();
         let p = farm.finished_pipeline("plant", 1).await;
         let job = p["jobs"][0]["id"].as_str().unwrap().to_owned();

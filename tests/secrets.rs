@@ -108,8 +108,11 @@ async fn a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s(databas
     let proves = format!("test \"$(printf %s \"$MY_SECRET\" | sha256sum | cut -c1-64)\" = {hash}");
     // The file's own value loses to the secret; the value is printed whole, and in two writes 300 ms apart
     // (two reads, two uploads unless the worker holds the first half back).
+    // Its JUnit report names a test after the value and fails it with the value in the message.
+    let junit = "printf '<testsuite name=\"s-%s\"><testcase name=\"t-%s\"><failure message=\"got %s\"/></testcase></testsuite>' \"$MY_SECRET\" \"$MY_SECRET\" \"$MY_SECRET\" > r.xml";
     let file = format!(
-        "jobs:\n  show:\n    env: {{ MY_SECRET: from-the-file }}\n    steps:\n      - echo \"the secret is $MY_SECRET.\"\n      - printf %s \"$MY_SECRET\" | head -c 10; sleep 0.3; printf '%s|\\n' \"$MY_SECRET\" | tail -c +11\n      - '{proves}'\n"
+        "jobs:\n  show:\n    env: {{ MY_SECRET: from-the-file }}\n    reports: [r.xml]\n    steps:\n      - echo \"the secret is $MY_SECRET.\"\n      - printf %s \"$MY_SECRET\" | head -c 10; sleep 0.3; printf '%s|\\n' \"$MY_SECRET\" | tail -c +11\n      - '{proves}'\n      - {}\n",
+        serde_json::to_string(junit).unwrap()
     );
     let (_, commit) = repo.push_pipeline(&file);
     let db_url = database
@@ -133,6 +136,14 @@ async fn a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s(databas
         let p = farm.finished_pipeline("vault", number).await;
         assert_eq!(p["status"], "success", "pipeline {number}: {p}");
     }
+    let first = farm.finished_pipeline("vault", 1).await;
+    let failure = &first["tests"]["failures"][0];
+    assert_eq!(
+        (&failure["suite"], &failure["name"], &failure["message"]),
+        (&"s-***".into(), &"t-***".into(), &"got ***".into()),
+        "{first:#}"
+    );
+    assert!(!first.to_string().contains(&secret), "{first:#}");
     let jobs = farm.finished_jobs("vault", 1).await;
     let log = &jobs[0].log;
     assert!(log.contains("the secret is ***.\n"), "{log}");
@@ -326,4 +337,35 @@ async fn a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server(
         String::from_utf8(log).unwrap(),
         "token **************\ndone\n"
     );
+    // Its report too: the message and a test case named after the value, failing with it in its message.
+    let report = serde_json::json!({
+        "exit_code": 1,
+        "failure_kind": "exit",
+        "message": "step 1 printed leaky-value-42",
+        "steps": [],
+        "log_length": first.len() + 5,
+        "tests": [{
+            "suite": "suite leaky-value-42",
+            "name": "test_leaky-value-42",
+            "status": "failed",
+            "message": "expected leaky-value-42"
+        }]
+    });
+    let completed = http
+        .post(format!("{api}/jobs/{id}/complete"))
+        .bearer_auth(&token)
+        .header("x-gantry-lease", lease_id)
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert!(completed.status().is_success(), "{}", completed.status());
+    let p = farm.finished_pipeline("leaky", 1).await;
+    let shown = p.to_string();
+    assert!(!shown.contains("leaky-value-42"), "{p:#}");
+    let failure = &p["tests"]["failures"][0];
+    assert_eq!(failure["name"], "test_***", "{p:#}");
+    assert_eq!(failure["message"], "expected ***", "{p:#}");
+    let job = farm.get(&format!("/jobs/{id}")).await;
+    assert!(!job.to_string().contains("leaky-value-42"), "{job:#}");
 }

@@ -354,6 +354,29 @@ impl Queue {
         lease: Uuid,
         report: &CompleteRequest,
     ) -> Result<PipelineStatus, StoreError> {
+        // A worker that sent a secret in its message or test reports (an old or broken one) is not trusted on it.
+        let masker = self.masks.lock().expect("lock poisoned").get(&job).cloned();
+        let masked;
+        let report = match masker {
+            Some(masker) => {
+                masked = CompleteRequest {
+                    message: report.message.as_ref().map(|m| masker.mask_str(m)),
+                    tests: report
+                        .tests
+                        .iter()
+                        .cloned()
+                        .map(|case| case.masked(&masker))
+                        .collect(),
+                    steps: report.steps.clone(),
+                    ..*report
+                };
+                if masked.message != report.message || masked.tests != report.tests {
+                    tracing::warn!(%job, "a worker sent a secret unmasked in its report; the server masked it");
+                }
+                &masked
+            }
+            None => report,
+        };
         // Gantry's own failures (a worker lost, an image not pulled) run again, up to the automatic retries.
         let infra = matches!(
             report.failure_kind,

@@ -141,7 +141,8 @@ impl JobRunner {
         } else {
             outcome
         };
-        // A message may quote the job's output (a service's last lines): masked like the log.
+        // A message may quote the job's output (a service's last lines), and test reports are the job's
+        // output: masked like the log.
         let masker = gantry_model::secret::mask::Masker::new(lease.secrets.values());
         let report = CompleteRequest {
             exit_code: outcome.exit_code,
@@ -151,7 +152,7 @@ impl JobRunner {
             log_length,
             cpu_seconds: outcome.cpu_seconds,
             peak_memory_bytes: outcome.peak_memory_bytes,
-            tests,
+            tests: tests.into_iter().map(|case| case.masked(&masker)).collect(),
         };
         let result = with_retries(PATIENCE, || self.client.complete(lease, &report)).await;
         if control.check(result, "reporting the job's end").is_some() {

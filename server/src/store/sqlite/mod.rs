@@ -9,6 +9,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::PermissionsExt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,17 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        // Logs, delivery bodies, sealed secrets: root's alone, wherever the file is (SQLite makes it 0644, and
+        // its -wal and -shm beside it).
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{path}{suffix}");
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file, error = %e, "cannot make the database file private (0600)");
+                }
+                _ => {}
+            }
+        }
         let writer = Writer {
             sqlx: options.connect().await?,
             dispatch: dispatch::Dispatch::open(&path)?,
