@@ -138,6 +138,53 @@ fn a_pipeline_file_with_a_yaml_error_gives_an_error_pipeline_naming_the_line() {
     });
 }
 
+/// The server's resident memory, from `/proc`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_file_that_expands_to_thousands_of_jobs_is_refused_quickly_naming_the_cap() {
+    run(Duration::from_secs(180), async {
+        let (farm, repo) = farm_with_repo("huge");
+        // The review's file: 3,000 jobs in a `needs` chain, each to get a copy of 40 KB of env (before: 51 s
+        // to prepare, the server 38 → 236 MB, ~400 MB of database).
+        let env: String = (0..400)
+            .map(|i| format!("  V{i}: \"{}\"\n", "x".repeat(90)))
+            .collect();
+        let mut file = format!("env:\n{env}jobs:\n");
+        for i in 0..3_000 {
+            let needs = if i == 0 {
+                String::new()
+            } else {
+                format!(", needs: [j{}]", i - 1)
+            };
+            file.push_str(&format!("  j{i}: {{ steps: [true]{needs} }}\n"));
+        }
+        let before = rss_bytes(farm.pid());
+        let pushed = Instant::now();
+        repo.push_pipeline(&file);
+        let p = farm.finished_pipeline("huge", 1).await;
+        let took = pushed.elapsed();
+        let grew = rss_bytes(farm.pid()).saturating_sub(before);
+        eprintln!(
+            "refused in {took:?}, the server grew by {} KiB",
+            grew / 1024
+        );
+        assert_eq!(p["status"], "error", "{p:#}");
+        let message = p["message"].as_str().unwrap();
+        assert!(message.contains("max_expanded_bytes"), "{message}");
+        assert!(took < Duration::from_secs(30), "took {took:?}");
+        assert!(grew < 150 << 20, "the server grew by {} MiB", grew >> 20);
+    });
+}
+
 #[test]
 fn a_commit_without_a_pipeline_file_gives_an_error_pipeline_saying_so() {
     run(Duration::from_secs(120), async {

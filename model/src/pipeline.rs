@@ -9,9 +9,11 @@ use serde_saphyr::{Location, Spanned};
 use std::fmt;
 
 mod instances;
+mod limits;
 mod service;
 mod when;
 
+pub use limits::Limits;
 pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
 pub use when::{EVENTS, When};
 
@@ -148,6 +150,14 @@ enum Scalar {
 }
 
 impl Scalar {
+    /// About how long its text is.
+    fn text_len(&self) -> usize {
+        match self {
+            Scalar::Text(s) => s.len(),
+            _ => 24,
+        }
+    }
+
     fn into_text(self) -> String {
         match self {
             Scalar::Bool(b) => b.to_string(),
@@ -218,6 +228,12 @@ struct RawResources {
 impl Pipeline {
     /// Parses and validates the text of a pipeline file.
     pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
+        Self::parse_with(text, &Limits::default())
+    }
+
+    /// [`Pipeline::parse`] under `limits`: a file whose jobs would pass them is refused, with an error that
+    /// names the cap, before the copies are made.
+    pub fn parse_with(text: &str, limits: &Limits) -> Result<Pipeline, PipelineError> {
         if text.len() > MAX_FILE_BYTES {
             return Err(PipelineError {
                 line: None,
@@ -247,17 +263,26 @@ impl Pipeline {
                 "a pipeline needs at least one job",
             ));
         }
-        let mut jobs = Vec::with_capacity(raw.jobs.value.len());
+        let file_env_bytes: usize = file_env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut budget = limits::Budget::new(*limits);
+        let mut jobs = Vec::with_capacity(raw.jobs.value.len().min(limits.max_jobs));
         for (name, mut job) in raw.jobs.value {
             let (parallel, matrix) = (job.value.parallel.take(), job.value.matrix.take());
             let instances = instances::of(&name.value, parallel, matrix)?;
+            let own: usize = job.value.steps.value.iter().map(String::len).sum::<usize>()
+                + job
+                    .value
+                    .env
+                    .iter()
+                    .map(|(k, v)| k.len() + v.text_len())
+                    .sum::<usize>();
+            budget.add(&name.value, instances.len().max(1), file_env_bytes + own)?;
             jobs.push((
                 expand_job(name, job, default_image.as_deref(), &file_env)?,
                 instances,
             ));
         }
-        let files_jobs: Vec<JobSpec> = jobs.iter().map(|(job, _)| job.clone()).collect();
-        check_needs(&files_jobs)?;
+        check_needs(jobs.iter().map(|(job, _)| job))?;
         Ok(Pipeline {
             jobs: instances::expand(jobs)?,
             when: file_when,
@@ -488,52 +513,56 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn check_needs(jobs: &[JobSpec]) -> Result<(), PipelineError> {
+fn check_needs<'a>(jobs: impl Iterator<Item = &'a JobSpec>) -> Result<(), PipelineError> {
+    let jobs: Vec<&JobSpec> = jobs.collect();
     let error = |job: &JobSpec, message: String| PipelineError {
         line: None,
         column: None,
         key: Some(format!("jobs.{}.needs", job.name)),
         message,
     };
-    for job in jobs {
+    let index: std::collections::HashMap<&JobName, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| (&job.name, i))
+        .collect();
+    // Kahn's algorithm, linear in jobs and needs: whatever cannot be ordered is part of a cycle.
+    let mut waiting: Vec<usize> = vec![0; jobs.len()];
+    let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
         for need in &job.needs {
             if need == &job.name {
                 return Err(error(job, "a job cannot need itself".into()));
             }
-            if !jobs.iter().any(|j| &j.name == need) {
+            let Some(&n) = index.get(need) else {
                 return Err(error(
                     job,
                     format!("needs {need:?}, which is not a job of this pipeline"),
                 ));
+            };
+            waiting[i] += 1;
+            needed_by[n].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..jobs.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut ordered = 0;
+    while let Some(i) = ready.pop() {
+        ordered += 1;
+        for &next in &needed_by[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(next);
             }
         }
     }
-    // Kahn's algorithm: whatever cannot be ordered is part of a cycle.
-    let mut done: Vec<bool> = vec![false; jobs.len()];
-    loop {
-        let ready: Vec<usize> = (0..jobs.len())
-            .filter(|&i| {
-                !done[i]
-                    && jobs[i]
-                        .needs
-                        .iter()
-                        .all(|n| jobs.iter().zip(&done).any(|(j, d)| *d && &j.name == n))
-            })
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
-        for i in ready {
-            done[i] = true;
-        }
+    if ordered == jobs.len() {
+        return Ok(());
     }
-    match done.iter().position(|d| !d) {
-        Some(i) => Err(error(
-            &jobs[i],
-            "the `needs` of this job form a cycle".into(),
-        )),
-        None => Ok(()),
-    }
+    let stuck = (0..jobs.len()).find(|&i| waiting[i] > 0).unwrap_or(0);
+    Err(error(
+        jobs[stuck],
+        "the `needs` of this job form a cycle".into(),
+    ))
 }
 
 #[cfg(test)]

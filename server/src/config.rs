@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// How long the first retry of a commit status the forge did not take waits; each next one waits twice as
     /// long, up to ten minutes (tests shorten it).
     pub status_retry: Duration,
+    /// How big one pipeline may get once expanded (`max_jobs_per_pipeline`, `max_expanded_bytes`).
+    pub pipeline_limits: gantry_model::pipeline::Limits,
 }
 
 impl ServerConfig {
@@ -62,6 +64,7 @@ impl ServerConfig {
             deliveries_kept: 100,
             status_context: "gantry".into(),
             status_retry: Duration::from_secs(2),
+            pipeline_limits: Default::default(),
         }
     }
 

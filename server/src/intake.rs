@@ -10,6 +10,7 @@ use crate::store::{
 };
 use gantry_model::Pipeline;
 use gantry_model::image::ImageRef;
+use gantry_model::pipeline::Limits;
 use gantry_model::pipeline::PIPELINE_FILE;
 use gantry_model::wire::{HookOutcome, PullRequest};
 use std::sync::Arc;
@@ -76,6 +77,9 @@ fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
     })
 }
 
+/// The longest a pipeline file may take to read and expand.
+const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Bytes kept of a refused delivery's body.
 const REFUSED_BODY_KEPT: usize = 64 * 1024;
 
@@ -86,21 +90,25 @@ pub struct Intake {
     mirrors: Mirrors,
     queue: Queue,
     deliveries_kept: u32,
+    limits: Limits,
 }
 
 impl Intake {
-    /// Intake over the store, mirrors and queue, keeping each repository's newest `deliveries_kept` deliveries.
+    /// Intake over the store, mirrors and queue, keeping each repository's newest `deliveries_kept` deliveries
+    /// and refusing pipelines past `limits`.
     pub fn new(
         store: Arc<dyn Store>,
         mirrors: Mirrors,
         queue: Queue,
         deliveries_kept: u32,
+        limits: Limits,
     ) -> Self {
         Self {
             store,
             mirrors,
             queue,
             deliveries_kept,
+            limits,
         }
     }
 
@@ -282,9 +290,22 @@ impl Intake {
             }
             Err(e) => return self.store.fail_pipeline(pipeline, &e.to_string()).await,
         };
-        let parsed = String::from_utf8(text)
-            .map_err(|_| format!("{PIPELINE_FILE} is not UTF-8 text"))
-            .and_then(|t| Pipeline::parse(&t).map_err(|e| e.to_string()));
+        let limits = self.limits;
+        // Off the async threads, and within a budget: a hostile file must cost the server neither its
+        // requests nor more than a few seconds.
+        let parsing = tokio::task::spawn_blocking(move || {
+            String::from_utf8(text)
+                .map_err(|_| format!("{PIPELINE_FILE} is not UTF-8 text"))
+                .and_then(|t| Pipeline::parse_with(&t, &limits).map_err(|e| e.to_string()))
+        });
+        let parsed = match tokio::time::timeout(PARSE_BUDGET, parsing).await {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(e)) => Err(format!("reading {PIPELINE_FILE} failed: {e}")),
+            Err(_) => Err(format!(
+                "reading {PIPELINE_FILE} took longer than {} s; the pipeline is refused",
+                PARSE_BUDGET.as_secs()
+            )),
+        };
         match parsed {
             Ok(p) => {
                 if let Some(reason) = p.when.as_ref().and_then(|w| w.excludes(&when_ref, &event)) {

@@ -104,6 +104,7 @@ impl Server {
             mirrors,
             queue.clone(),
             config.deliveries_kept,
+            config.pipeline_limits,
         );
         let extended = queue.grant_restart_grace().await?;
         if extended > 0 {

@@ -34,6 +34,10 @@ deliveries_kept = 100
 # The key sealing repository secrets and tokens at rest; made on first start. Servers sharing one database must
 # share this file (mode 0600). Default: secret.key in data_dir.
 # secret_key_file = "/etc/gantry/secret.key"
+# A pipeline with more jobs than this (each instance of a parallel or matrix job counting) ends in `error`.
+max_jobs_per_pipeline = 1000
+# ... and so does one whose jobs' env and steps, counted once per job and instance, add up to more bytes.
+max_expanded_bytes = 16777216
 # The context (GitLab: name) of the commit statuses posted to forges; `gantry repo set --status-context` changes
 # it for one repository (GANTRY_STATUS_CONTEXT).
 status_context = "gantry"
@@ -82,6 +86,8 @@ pub struct FileConfig {
     secret_key_file: Option<PathBuf>,
     deliveries_kept: Option<u32>,
     status_context: Option<String>,
+    max_jobs_per_pipeline: Option<usize>,
+    max_expanded_bytes: Option<usize>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -222,6 +228,12 @@ impl ServerArgs {
             server.artifact_limit_bytes = limit;
         }
         server.secret_key_file = file.secret_key_file;
+        if let Some(jobs) = file.max_jobs_per_pipeline {
+            server.pipeline_limits.max_jobs = jobs.max(1);
+        }
+        if let Some(bytes) = file.max_expanded_bytes {
+            server.pipeline_limits.max_expanded_bytes = bytes;
+        }
         if let Some(kept) = file.deliveries_kept {
             server.deliveries_kept = kept.max(1);
         }

@@ -321,3 +321,45 @@ fn priority_is_read_and_bounded() {
     assert_eq!(err.line, Some(4), "{err}");
     assert!(err.to_string().contains("between -100 and 100"), "{err}");
 }
+
+#[test]
+fn a_file_that_expands_past_the_caps_is_refused_naming_them_and_fast() {
+    // 3,000 jobs in a chain, each with a copy of 40 KB of env: the review's file.
+    let env: String = (0..400)
+        .map(|i| format!("  V{i}: \"{}\"\n", "x".repeat(90)))
+        .collect();
+    let mut file = format!("env:\n{env}jobs:\n");
+    for i in 0..3_000 {
+        let needs = if i == 0 {
+            String::new()
+        } else {
+            format!(", needs: [j{}]", i - 1)
+        };
+        file.push_str(&format!("  j{i}: {{ steps: [true]{needs} }}\n"));
+    }
+    let started = std::time::Instant::now();
+    let e = Pipeline::parse(&file).unwrap_err();
+    assert!(e.message.contains("max_expanded_bytes"), "{e}");
+    let jobs_only = file.replace(&format!("env:\n{env}"), "");
+    let e = Pipeline::parse(&jobs_only).unwrap_err();
+    assert!(e.message.contains("more than 1000 jobs"), "{e}");
+    assert!(e.message.contains("max_jobs_per_pipeline"), "{e}");
+    // Under caps of its own size the same chain parses, and its needs check is linear.
+    let roomy = Limits {
+        max_jobs: 3_000,
+        max_expanded_bytes: 1 << 30,
+    };
+    let p = Pipeline::parse_with(&jobs_only, &roomy).unwrap();
+    assert_eq!(p.jobs.len(), 3_000);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Instances count too: 20 jobs of parallel 100 is 2,000 jobs.
+    let wide: String = (0..20)
+        .map(|i| format!("  w{i}: {{ steps: [true], parallel: 100 }}\n"))
+        .collect();
+    let e = Pipeline::parse(&format!("jobs:\n{wide}")).unwrap_err();
+    assert!(e.message.contains("more than 1000 jobs"), "{e}");
+}
