@@ -260,8 +260,16 @@ impl Intake {
         let this = self.clone();
         tokio::spawn(async move {
             let pipeline = job.pipeline;
-            if let Err(e) = this.prepare(job).await {
-                tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it resumes at the next start");
+            let Err(e) = this.prepare(job).await else {
+                return;
+            };
+            // Ended with the reason, not prepared again at every start: what failed once (storing 1,000 jobs,
+            // say) would fail again. Only when even this write fails does the next start try once more.
+            let reason = format!("preparing the pipeline failed: {e}");
+            match this.store.fail_pipeline(pipeline, &reason).await {
+                Ok(()) => tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it ends in error"),
+                Err(again) => tracing::error!(%pipeline, error = %e, %again,
+                    "preparing a pipeline failed, and so did ending it; it resumes at the next start"),
             }
         });
     }
