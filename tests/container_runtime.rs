@@ -114,7 +114,8 @@ fn within<T: Send + 'static>(limit: Duration, test: impl FnOnce() -> T + Send + 
 fn run_with(farm: &Farm, config: ContainerConfig, during: impl FnOnce(Arc<dyn Container>)) -> Run {
     let mounts_before = host_mounts();
     let id = config.id.clone();
-    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (events, mut receiver) =
+        tokio::sync::mpsc::channel(gantry_worker::runtime::EVENTS_CAPACITY);
     let collector = std::thread::spawn(move || {
         let mut seen = Vec::new();
         while let Some(event) = receiver.blocking_recv() {
@@ -544,7 +545,8 @@ fn a_setup_failure_says_what_failed_and_leaves_nothing_behind() {
         let mut config = farm.config(&["true"]);
         config.workspace = PathBuf::from("/nonexistent/gantry-workspace");
         let id = config.id.clone();
-        let (events, _receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (events, _receiver) =
+            tokio::sync::mpsc::channel(gantry_worker::runtime::EVENTS_CAPACITY);
         let error = farm
             .runtime
             .start(config, events)
@@ -665,7 +667,8 @@ fn an_init_that_dies_before_the_container_is_ready_is_a_setup_error() {
         let farm = Farm::new();
         let mut config = farm.config(&["true"]);
         config.id = "ct-not-init-1".into();
-        let (events, _receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (events, _receiver) =
+            tokio::sync::mpsc::channel(gantry_worker::runtime::EVENTS_CAPACITY);
         let error = runtime.start(config, events).err().expect("setup fails");
         let message = error.to_string();
         assert!(

@@ -162,3 +162,70 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
         );
     });
 }
+
+/// Resident memory of `pid` in bytes (`/proc/PID/status`), or 0 once it is gone.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn a_job_writing_a_gibibyte_grows_neither_the_worker_nor_the_server() {
+    run(Duration::from_secs(300), async {
+        // A small cap, so the test is about holding output, not storing it.
+        let config = support::scratch_dir("flood").join("gantry.toml");
+        std::fs::write(&config, "log_cap_bytes = 1048576\n").unwrap();
+        let (farm, repo) = farm_with_repo("flood", &["--config", config.to_str().unwrap()]);
+        let worker = eventually("the local worker", Duration::from_secs(30), || async {
+            support::first_child(farm.pid())
+        })
+        .await;
+        let (server_before, worker_before) = (rss(farm.pid()), rss(worker));
+        repo.push_pipeline(
+            "jobs:\n  flood:\n    steps: [\"yes 0123456789abcdef0123456789abcdef | head -c 1073741824; echo done\"]\n",
+        );
+        // Sampled while the job runs: the peaks, not what is left after.
+        let (mut server_peak, mut worker_peak) = (server_before, worker_before);
+        let p = loop {
+            server_peak = server_peak.max(rss(farm.pid()));
+            worker_peak = worker_peak.max(rss(worker));
+            let p = farm.get("/repos/flood/pipelines/1").await;
+            if p["finished_at"].is_string() {
+                break p;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mib = |b: u64| b >> 20;
+        eprintln!(
+            "server {} → {} MiB, worker {} → {} MiB",
+            mib(server_before),
+            mib(server_peak),
+            mib(worker_before),
+            mib(worker_peak)
+        );
+        assert_eq!(p["status"], "success", "{p:#}");
+        assert!(
+            worker_peak - worker_before < 100 << 20,
+            "the worker grew by {} MiB",
+            mib(worker_peak - worker_before)
+        );
+        assert!(
+            server_peak - server_before < 100 << 20,
+            "the server grew by {} MiB",
+            mib(server_peak - server_before)
+        );
+        let job = p["jobs"][0]["id"].as_str().unwrap().to_owned();
+        let log = farm.get_bytes(&format!("/jobs/{job}/log")).await;
+        assert!(log.len() < 2 << 20, "the log holds {} bytes", log.len());
+        let text = String::from_utf8_lossy(&log);
+        assert!(
+            text.contains("the log reached its cap of 1048576 bytes"),
+            "{}",
+            &text[text.len().saturating_sub(300)..]
+        );
+    });
+}

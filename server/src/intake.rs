@@ -267,7 +267,9 @@ impl Intake {
             // say) would fail again. Only when even this write fails does the next start try once more.
             let reason = format!("preparing the pipeline failed: {e}");
             match this.store.fail_pipeline(pipeline, &reason).await {
-                Ok(()) => tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it ends in error"),
+                Ok(()) => {
+                    tracing::error!(%pipeline, error = %e, "preparing a pipeline failed; it ends in error")
+                }
                 Err(again) => tracing::error!(%pipeline, error = %e, %again,
                     "preparing a pipeline failed, and so did ending it; it resumes at the next start"),
             }

@@ -185,7 +185,7 @@ fn config(tag: &str, i: usize, workspace: &Path, rootfs: Option<&Path>) -> Conta
 
 /// One create → run → destroy, in ms.
 fn start_once(runtime: &NamespacesRuntime, config: &ContainerConfig) -> Result<f64> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(gantry_worker::runtime::EVENTS_CAPACITY);
     let started = Instant::now();
     let container = runtime.start(config.clone(), tx)?;
     let outcome = container.wait()?;

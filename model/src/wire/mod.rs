@@ -80,6 +80,9 @@ pub struct Lease {
     /// The most bytes of artifacts the job may upload (the server refuses more).
     #[serde(default)]
     pub artifact_limit_bytes: u64,
+    /// The log's cap: past it the server keeps nothing, so the worker sends nothing (0: not said).
+    #[serde(default)]
+    pub log_cap_bytes: u64,
     /// The repository's secrets, set in the steps' environment after everything else (a secret wins over the
     /// file's `env:` of the same name) and masked in the log; none for a pull request from a fork.
     #[serde(default, skip_serializing_if = "SecretEnv::is_empty")]

@@ -39,6 +39,9 @@ pub struct Queue {
     /// worker masks before upload, and a secret reaching the server anyway is overwritten (same length, so
     /// offsets hold) rather than stored.
     masks: Arc<Mutex<HashMap<Uuid, Arc<Masker>>>>,
+    /// The leases whose logs went past the cap, and their length: a later append (an old worker's, which
+    /// does not stop at the cap) is answered without the database's writer.
+    capped: Arc<Mutex<HashMap<Uuid, (Uuid, u64)>>>,
 }
 
 fn deadline_ms(lease: Duration) -> i64 {
@@ -67,6 +70,7 @@ impl Queue {
             artifact_limit: config.artifact_limit_bytes,
             vault,
             masks: Arc::default(),
+            capped: Arc::default(),
         }
     }
 
@@ -171,6 +175,7 @@ impl Queue {
                     env,
                     artifacts,
                     artifact_limit_bytes: self.artifact_limit,
+                    log_cap_bytes: self.log_cap,
                     secrets,
                 }));
             }
@@ -188,6 +193,10 @@ impl Queue {
         let mut requeued = false;
         for lost in &expired {
             self.masks.lock().expect("lock poisoned").remove(&lost.job);
+            self.capped
+                .lock()
+                .expect("lock poisoned")
+                .retain(|_, (job, _)| *job != lost.job);
             tracing::warn!(job = %lost.job, worker = ?lost.worker_name, attempt = lost.attempt, outcome = ?lost.outcome,
                 "a lease ran out: its worker stopped heartbeating");
             match &lost.outcome {
@@ -308,6 +317,9 @@ impl Queue {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, StoreError> {
+        if let Some(&(_, length)) = self.capped.lock().expect("lock poisoned").get(&lease) {
+            return Ok(length);
+        }
         let masker = self.masks.lock().expect("lock poisoned").get(&job).cloned();
         let mut checked = Vec::new();
         let data = match masker {
@@ -324,6 +336,12 @@ impl Queue {
             .store
             .append_log(job, lease, offset, data, self.log_cap)
             .await?;
+        if appended.length > self.log_cap {
+            self.capped
+                .lock()
+                .expect("lock poisoned")
+                .insert(lease, (job, appended.length));
+        }
         if !appended.data.is_empty() {
             let update = LogUpdate::Bytes {
                 attempt: appended.attempt,
@@ -394,6 +412,7 @@ impl Queue {
             None => self.store.complete_job(job, lease, report).await?,
         };
         self.masks.lock().expect("lock poisoned").remove(&job);
+        self.capped.lock().expect("lock poisoned").remove(&lease);
         for step in &report.steps {
             self.hub.publish(job, LogUpdate::Step(step.clone()));
         }

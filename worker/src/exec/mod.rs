@@ -252,7 +252,7 @@ impl JobRunner {
         let mut config = container_config(&lease.spec, &lease.env, images, placement);
         // Secrets last: a secret wins over the file's `env:` of the same name (the farm's value is the real one).
         config::set_env(&mut config.env, lease.secrets.0.iter().cloned());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::runtime::EVENTS_CAPACITY);
         let container = match self.runtime.start(config, tx) {
             Ok(c) => c,
             Err(e) => return (infra(e.to_string()), Vec::new(), 0),

@@ -13,7 +13,7 @@ use gantry_model::secret::mask::Masker;
 use gantry_model::wire::{Lease, StepReport};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 /// Output is sent at once when the last send is this long ago, else when it will be (DESIGN §4: at least every
 /// ~100 ms).
@@ -29,7 +29,7 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub async fn upload(
     client: Client,
     lease: Lease,
-    mut events: UnboundedReceiver<ContainerEvent>,
+    mut events: Receiver<ContainerEvent>,
     control: Arc<JobControl>,
 ) -> (Vec<StepReport>, u64) {
     let mut log = LogUpload {
@@ -53,6 +53,9 @@ pub async fn upload(
         };
         tokio::select! {
             event = events.recv() => match event {
+                // Past the cap the server keeps nothing: the output is read (the job never waits on it) and
+                // dropped here, once what was sent took the log over the cap (the server's notice says so).
+                Some(ContainerEvent::Output(_)) if log.capped() => {}
                 Some(ContainerEvent::Output(bytes)) => {
                     let masked = log.masker.push(&bytes);
                     log.pending.extend_from_slice(&masked);
@@ -111,6 +114,12 @@ struct LogUpload<'a> {
 }
 
 impl LogUpload<'_> {
+    /// Whether the log went past its cap: the server wrote its notice and keeps nothing more.
+    fn capped(&self) -> bool {
+        let cap = self.lease.log_cap_bytes;
+        cap > 0 && self.sent > cap
+    }
+
     /// What the masker held back belongs to the output before a step event: it goes out now.
     fn end_of_output(&mut self) {
         let rest = self.masker.finish();

@@ -68,7 +68,7 @@ impl Jobs {
         };
         let env = self.source.env(spec.name.as_str());
         let config = container_config(spec, &env, images, placement);
-        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let (events, mut received) = tokio::sync::mpsc::channel(crate::runtime::EVENTS_CAPACITY);
         let container = match self.runtime.start(config, events) {
             Ok(container) => container,
             Err(e) => {

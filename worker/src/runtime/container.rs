@@ -19,7 +19,7 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
 /// How long building a container may take before `start` gives up on it.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
@@ -74,7 +74,7 @@ enum Built {
 pub(crate) fn start(
     runtime: &NamespacesRuntime,
     config: ContainerConfig,
-    events: UnboundedSender<ContainerEvent>,
+    events: Sender<ContainerEvent>,
 ) -> Result<Arc<NsContainer>, RuntimeError> {
     let started = Instant::now();
     let options = &runtime.options;

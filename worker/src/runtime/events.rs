@@ -16,8 +16,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// The most one read round takes from a pipe.
 const ROUND_LIMIT: usize = 1 << 20;
@@ -94,7 +95,7 @@ impl Shared {
 pub(crate) fn spawn(
     output: OwnedFd,
     control: OwnedFd,
-    events: UnboundedSender<ContainerEvent>,
+    events: Sender<ContainerEvent>,
     shared: Arc<Shared>,
 ) -> std::io::Result<JoinHandle<()>> {
     for fd in [&output, &control] {
@@ -127,7 +128,7 @@ struct Reader {
     /// `init_exited` was set.
     exited_reported: bool,
     early_output: Vec<u8>,
-    events: UnboundedSender<ContainerEvent>,
+    events: Sender<ContainerEvent>,
     shared: Arc<Shared>,
 }
 
@@ -217,8 +218,27 @@ impl Reader {
             self.early_output
                 .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
-        // A receiver that went away does not stop the job: keep the pipe drained.
-        let _ = self.events.send(ContainerEvent::Output(bytes.to_vec()));
+        self.deliver(ContainerEvent::Output(bytes.to_vec()));
+    }
+
+    /// Hands `event` on, waiting while the channel is full: a job that writes faster than its output is taken
+    /// then waits on its pipe, instead of the worker holding what it wrote. A receiver that went away does not
+    /// stop the job (the pipe is kept drained), nor does the teardown's deadline wait for a slow one.
+    fn deliver(&mut self, event: ContainerEvent) {
+        let mut event = event;
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    let stop = self.shared.lock().stop_reading_at;
+                    if stop.is_some_and(|at| Instant::now() >= at) {
+                        return;
+                    }
+                    event = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
     }
 
     /// Forwards everything the output pipe holds right now.
@@ -283,14 +303,12 @@ impl Reader {
                 self.shared.update(|p| p.ready = true);
             }
             InitMessage::StepStarted { index } => {
-                let _ = self.events.send(ContainerEvent::StepStarted { index });
+                self.deliver(ContainerEvent::StepStarted { index });
             }
             InitMessage::StepExited { index, exit_code } => {
                 self.shared
                     .update(|p| p.last_exit = Some((index, exit_code)));
-                let _ = self
-                    .events
-                    .send(ContainerEvent::StepExited { index, exit_code });
+                self.deliver(ContainerEvent::StepExited { index, exit_code });
             }
             InitMessage::ServiceFailed { message } => {
                 self.shared.update(|p| p.service_failed = Some(message));

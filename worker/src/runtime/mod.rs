@@ -205,13 +205,19 @@ impl RuntimeError {
     }
 }
 
+/// A good capacity for the channel a container's events go to: up to this many reads of its output (64 KiB
+/// each) wait for the consumer.
+pub const EVENTS_CAPACITY: usize = 64;
+
 /// Makes containers. The namespaces backend is the first; a microVM or pod backend can plug in later.
 pub trait ContainerRuntime: Send + Sync {
-    /// Creates a container and starts its steps; events arrive on `events` as they happen.
+    /// Creates a container and starts its steps; events arrive on `events` as they happen. The channel is
+    /// bounded on purpose: a job that writes faster than its output is taken waits (backpressure) instead of
+    /// the worker holding it all; see [`EVENTS_CAPACITY`].
     fn start(
         &self,
         config: ContainerConfig,
-        events: tokio::sync::mpsc::UnboundedSender<ContainerEvent>,
+        events: tokio::sync::mpsc::Sender<ContainerEvent>,
     ) -> Result<std::sync::Arc<dyn Container>, RuntimeError>;
 
     /// Removes whatever containers of this worker a previous run left behind (cgroups, dirs, processes).

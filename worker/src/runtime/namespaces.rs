@@ -198,7 +198,7 @@ impl ContainerRuntime for NamespacesRuntime {
     fn start(
         &self,
         config: ContainerConfig,
-        events: tokio::sync::mpsc::UnboundedSender<ContainerEvent>,
+        events: tokio::sync::mpsc::Sender<ContainerEvent>,
     ) -> Result<Arc<dyn Container>, RuntimeError> {
         let container = container::start(self, config, events)?;
         Ok(container)
