@@ -323,11 +323,15 @@ fn setid_plant(userns: bool) {
     run(Duration::from_secs(240), async {
         repo.push_pipeline(steps);
         let workspaces = farm.data_dir.join("worker/workspaces");
+        // Once the step's chmod is done too (`cp` makes it first, without the bit).
+        let set_id = |p: &std::path::Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o4755)
+        };
         let planted = support::eventually("the planted file", Duration::from_secs(120), || {
             let found = std::fs::read_dir(&workspaces).ok().and_then(|dirs| {
                 dirs.flatten()
                     .map(|d| d.path().join("planted"))
-                    .find(|p| p.exists())
+                    .find(|p| set_id(p))
             });
             async move { found }
         })
