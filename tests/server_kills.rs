@@ -177,3 +177,55 @@ async fn a_server_killed_again_and_again_loses_no_acknowledged_delivery_and_runs
         }
     }
 }
+
+#[test]
+fn a_pipeline_whose_preparation_the_server_died_in_three_times_ends_in_error() {
+    support::run(Duration::from_secs(180), async {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let flags = ["--listen", &listen, "--admin-token", "crashy-admin-token"];
+        let mut farm = Farm::serve_with(&flags);
+        let repo = support::git::Repo::new(&support::scratch_dir("crashy"));
+        farm.gantry(&[
+            "repo",
+            "add",
+            "crashy",
+            "--url",
+            repo.bare.to_str().unwrap(),
+        ]);
+        let (_, commit) = repo.push_pipeline("jobs:\n  a:\n    steps: [true]\n");
+        // As three servers killed while preparing it would have left it: accepted, unprepared, three starts.
+        let url = format!("sqlite://{}", farm.data_dir.join("gantry.db").display());
+        let db = gantry_server::store::connect(&url).await.unwrap();
+        let repo_id = db.get_repo("crashy").await.unwrap().unwrap().id;
+        let created = db
+            .create_pipeline(&gantry_server::store::NewPipeline {
+                delivery: gantry_server::store::NewDelivery {
+                    repo_id,
+                    delivery_id: "crashy-1".into(),
+                    forge: "git".into(),
+                    event: "push".into(),
+                    body: b"{}".to_vec(),
+                },
+                commit,
+                git_ref: "refs/heads/main".into(),
+                event: "push".into(),
+                author: None,
+                message: None,
+                pull_request: None,
+            })
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            db.start_preparing(created.id).await.unwrap();
+        }
+        drop(db);
+        farm.kill_and_restart();
+        let p = farm.finished_pipeline("crashy", 1).await;
+        assert_eq!(p["status"], "error", "{p:#}");
+        let message = p["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("stopped 3 times while preparing"),
+            "{message}"
+        );
+    });
+}
