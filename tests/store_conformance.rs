@@ -45,7 +45,6 @@ conformance!(
     repositories_have_unique_names,
     a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing,
     preparing_stores_jobs_once_and_failing_records_the_reason,
-    starts_of_a_preparation_are_counted_until_it_is_prepared,
     only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it,
     two_claimers_racing_for_one_job_a_thousand_times_win_it_once_each_time,
     two_jobs_ending_at_the_same_instant_settle_their_pipeline,
@@ -290,19 +289,6 @@ async fn a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing(db: D
         2
     );
     assert!(db.recent_pipelines(10).await.unwrap().len() >= 3);
-}
-
-async fn starts_of_a_preparation_are_counted_until_it_is_prepared(db: Db) {
-    let r = repo(&db, "starts").await;
-    let created = db.create_pipeline(&delivery(r, "s1")).await.unwrap();
-    assert_eq!(db.start_preparing(created.id).await.unwrap(), 1);
-    assert_eq!(db.start_preparing(created.id).await.unwrap(), 2);
-    db.add_jobs(created.id, &[]).await.unwrap();
-    assert_eq!(
-        db.start_preparing(created.id).await.unwrap(),
-        0,
-        "a prepared pipeline is not prepared again"
-    );
 }
 
 async fn preparing_stores_jobs_once_and_failing_records_the_reason(db: Db) {

@@ -77,10 +77,6 @@ fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
     })
 }
 
-/// Starts of one pipeline's preparation after which it ends in `error`: the servers before were killed while
-/// preparing it (its file may be what kills them).
-const MAX_PREPARE_ATTEMPTS: u32 = 3;
-
 /// The longest a pipeline file may take to read and expand.
 const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -291,18 +287,6 @@ impl Intake {
             event,
             host_refused,
         } = job;
-        match self.store.start_preparing(pipeline).await? {
-            0 => return Ok(()), // prepared already
-            n if n > MAX_PREPARE_ATTEMPTS => {
-                let reason = format!(
-                    "the server stopped {} times while preparing this pipeline, so it is not prepared again; see \
-                     the server's log",
-                    n - 1
-                );
-                return self.store.fail_pipeline(pipeline, &reason).await;
-            }
-            _ => {}
-        }
         let (repo, url, commit) = (repo.as_str(), url.as_str(), commit.as_str());
         let text = match self
             .mirrors

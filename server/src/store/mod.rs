@@ -108,9 +108,6 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, repo_id: i64, id: i64) -> Result<Option<DeliveryRecord>>;
     /// Pipelines accepted but whose file has not been read yet (to resume after a restart).
     async fn unprepared_pipelines(&self) -> Result<Vec<PipelineRecord>>;
-    /// Counts a start of a pipeline's preparation and returns how many there were, this one included; 0 when it
-    /// is prepared already.
-    async fn start_preparing(&self, pipeline: Uuid) -> Result<u32>;
     /// Stores a pipeline's jobs and marks it prepared.
     async fn add_jobs(&self, pipeline: Uuid, jobs: &[NewJob]) -> Result<()>;
     /// Puts a pipeline in `error` with the reason (file missing, invalid, fetch failed).

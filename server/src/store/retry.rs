@@ -80,8 +80,7 @@ macro_rules! retry_sql {
             if !any_jobs {
                 // Its file could not be fetched or read: prepare it again (the fetch may have failed for a while).
                 sqlx::query(
-                    "UPDATE pipelines SET status = 'queued', error = NULL, prepared = FALSE, finished_at = NULL,
-                                          prepare_attempts = 0
+                    "UPDATE pipelines SET status = 'queued', error = NULL, prepared = FALSE, finished_at = NULL
                      WHERE id = $1",
                 )
                 .bind(pipeline)

@@ -463,21 +463,6 @@ macro_rules! impl_store {
                 rows.iter().map(pipeline_from).collect()
             }
 
-            async fn start_preparing(&self, pipeline: Uuid) -> Result<u32> {
-                let row = sqlx::query(
-                    "UPDATE pipelines SET prepare_attempts = prepare_attempts + 1 WHERE id = $1 AND NOT prepared
-                     RETURNING prepare_attempts",
-                )
-                .bind(pipeline)
-                .fetch_optional(&self.pool)
-                .await?;
-                let attempts = match row {
-                    Some(row) => row.try_get::<i64, _>("prepare_attempts")?,
-                    None => 0,
-                };
-                Ok(u32::try_from(attempts).unwrap_or(u32::MAX))
-            }
-
             async fn add_jobs(&self, pipeline: Uuid, jobs: &[NewJob]) -> Result<()> {
                 let mut tx = self.begin().await?;
                 let claimed = sqlx::query("UPDATE pipelines SET prepared = TRUE WHERE id = $1 AND NOT prepared")
