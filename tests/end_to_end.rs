@@ -140,10 +140,15 @@ fn a_pipeline_file_with_a_yaml_error_gives_an_error_pipeline_naming_the_line() {
 
 /// The server's resident memory, from `/proc`.
 fn rss_bytes(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// A size of `/proc/PID/status` (`VmRSS:`, `VmHWM:` — the peak, which a freed buffer does not lower).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     kb * 1024
@@ -182,6 +187,31 @@ fn a_file_that_expands_to_thousands_of_jobs_is_refused_quickly_naming_the_cap() 
         assert!(message.contains("max_expanded_bytes"), "{message}");
         assert!(took < Duration::from_secs(30), "took {took:?}");
         assert!(grew < 150 << 20, "the server grew by {} MiB", grew >> 20);
+    });
+}
+
+#[test]
+fn a_pipeline_file_of_256_mib_is_refused_without_being_read() {
+    run(Duration::from_secs(180), async {
+        let (farm, repo) = farm_with_repo("bigfile");
+        // Packs into ~256 KiB; reading the blob would inflate all of it in the server.
+        let file = format!(
+            "jobs:\n  a:\n    steps: [true]\n#{}\n",
+            "#".repeat(256 << 20)
+        );
+        let before = rss_bytes(farm.pid());
+        repo.push_pipeline(&file);
+        drop(file);
+        let p = farm.finished_pipeline("bigfile", 1).await;
+        // The peak: a blob inflated and freed leaves the RSS where it was. The mirror's fetch (libgit2's pack
+        // indexer) still holds the blob whole once (+262 MiB here); reading it must not hold it again (before:
+        // +518 MiB).
+        let grew = proc_status_bytes(farm.pid(), "VmHWM:").saturating_sub(before);
+        eprintln!("the server grew by {} MiB", grew >> 20);
+        assert!(grew < 384 << 20, "the server grew by {} MiB", grew >> 20);
+        assert_eq!(p["status"], "error", "{p:#}");
+        let message = p["message"].as_str().unwrap();
+        assert!(message.contains("more than the 1048576"), "{message}");
     });
 }
 

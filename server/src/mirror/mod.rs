@@ -3,6 +3,7 @@
 //! token never appears in a URL, a log line or an error).
 
 use crate::secrets::Vault;
+use gantry_model::pipeline::MAX_FILE_BYTES;
 use gantry_model::redact::{redact_in, redact_url};
 use gantry_model::secret::CloneCredential;
 use std::collections::HashMap;
@@ -32,6 +33,16 @@ pub enum MirrorError {
     /// The repository's clone token could not be read.
     #[error("reading the repository's clone token failed: {0}")]
     Credential(String),
+    /// The file is larger than the caller takes; it was not read.
+    #[error("{path} is {size} bytes, more than the {max} a pipeline file may have")]
+    TooLarge {
+        /// The file's path in the commit.
+        path: String,
+        /// Its size, from the object's header.
+        size: usize,
+        /// The most the caller takes.
+        max: usize,
+    },
 }
 
 /// The bare mirrors under one directory, one per repository; fetches of one repository are serialised.
@@ -127,6 +138,16 @@ fn read_blocking(
     let Ok(entry) = tree.get_path(Path::new(path)) else {
         return Ok(None);
     };
+    // The size from the object's header first: a blob of a gigabyte of one byte packs into a few kilobytes,
+    // and reading it would inflate all of it.
+    let (size, _) = repo.odb()?.read_header(entry.id())?;
+    if size > MAX_FILE_BYTES {
+        return Err(MirrorError::TooLarge {
+            path: path.to_owned(),
+            size,
+            max: MAX_FILE_BYTES,
+        });
+    }
     let object = entry.to_object(&repo)?;
     Ok(object.as_blob().map(|b| b.content().to_vec()))
 }
