@@ -1401,7 +1401,9 @@ async fn deliveries_are_kept_newest_first_with_their_outcome_and_pruned(db: Db) 
         "per repository"
     );
 
-    assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 2);
+    // Refused deliveries are kept apart, each kind its newest `keep`: unsigned requests, which anyone can
+    // send, must not push the real deliveries out.
+    assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 1);
     let kept: Vec<_> = db
         .recent_deliveries(r, 10)
         .await
@@ -1409,8 +1411,22 @@ async fn deliveries_are_kept_newest_first_with_their_outcome_and_pruned(db: Db) 
         .into_iter()
         .map(|d| d.id)
         .collect();
-    assert_eq!(kept, [listed[0].id, listed[1].id]);
+    assert_eq!(kept, [listed[0].id, listed[1].id, listed[2].id]);
     assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 0);
+    for i in 0..5 {
+        db.record_refused_delivery(&delivery(r, &format!("flood-{i}")).delivery, "unsigned")
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.prune_deliveries(r, 2).await.unwrap(), 4);
+    let after: Vec<_> = db.recent_deliveries(r, 10).await.unwrap();
+    let outcomes: Vec<&str> = after.iter().map(|d| d.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["refused", "refused", "ignored", "created"]);
+    assert!(
+        after[0].delivery_id.ends_with("/flood-4"),
+        "{}",
+        after[0].delivery_id
+    );
     // A pruned delivery's pipeline still refuses a redelivery of its id.
     let redelivered = db.create_pipeline(&delivery(r, "d-1")).await;
     assert!(

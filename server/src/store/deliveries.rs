@@ -43,18 +43,25 @@ macro_rules! delivery_sql {
             Ok(())
         }
 
-        /// Deletes all but the newest `keep` deliveries of a repository.
+        /// Deletes all but the newest `keep` refused deliveries of a repository, and all but the newest `keep`
+        /// others: anyone can send unsigned requests, and they must not push the real deliveries out.
         async fn delete_old_deliveries(tx: &mut Tx, repo_id: i64, keep: u32) -> Result<u64> {
-            let done = sqlx::query(
-                "DELETE FROM webhook_deliveries WHERE repo_id = $1 AND id <
-                   (SELECT MIN(kept.id) FROM (SELECT id FROM webhook_deliveries WHERE repo_id = $1
-                                              ORDER BY id DESC LIMIT $2) AS kept)",
-            )
-            .bind(repo_id)
-            .bind(i64::from(keep.max(1)))
-            .execute(&mut **tx)
-            .await?;
-            Ok(done.rows_affected())
+            let mut deleted = 0;
+            for refused in [true, false] {
+                let done = sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE repo_id = $1 AND (outcome = 'refused') = $3 AND id <
+                       (SELECT MIN(kept.id) FROM (SELECT id FROM webhook_deliveries
+                                                  WHERE repo_id = $1 AND (outcome = 'refused') = $3
+                                                  ORDER BY id DESC LIMIT $2) AS kept)",
+                )
+                .bind(repo_id)
+                .bind(i64::from(keep.max(1)))
+                .bind(refused)
+                .execute(&mut **tx)
+                .await?;
+                deleted += done.rows_affected();
+            }
+            Ok(deleted)
         }
 
         async fn select_recent_deliveries(pool: &sqlx::Pool<$db>, repo_id: i64, limit: u32) -> Result<Vec<DeliveryRecord>> {
