@@ -46,15 +46,9 @@ fn terminal_attack(userns: bool) {
     let marker = support::scratch_dir("tty").join("typed-by-a-job");
     let terminal = TerminalFarm::up(&["--config", &userns_config(userns)]);
     run(Duration::from_secs(240), async {
-        let steps = format!(
-            "jobs:\n  attack:\n    steps: [\"./gantry-probe inject {}\"]\n",
-            marker.display()
-        );
-        let (p, log) = push_and_finish(&terminal.farm, "tty", &steps).await;
+        let (p, log) = push_and_finish(&terminal.farm, "tty", &inject_pipeline(&marker)).await;
         assert_eq!(p["status"], "success", "{p:#}\n{log}");
-        for line in ["inject_stdin", "inject_stdout", "inject_stderr"] {
-            assert!(log.contains(&format!("{line}=refused")), "{line}:\n{log}");
-        }
+        assert_std_fds_refused(&log);
         assert!(
             log.contains("inject_dev_tty_open=refused") || log.contains("inject_dev_tty=refused"),
             "/dev/tty took the bytes:\n{log}"
@@ -66,13 +60,36 @@ fn terminal_attack(userns: bool) {
         terminal.screen()
     );
     let screen = terminal.stop();
+    assert_nothing_typed(&screen, &marker, "gantry up");
+}
+
+/// A pipeline whose job pushes Ctrl-C and `touch MARKER` into every terminal it can reach.
+fn inject_pipeline(marker: &std::path::Path) -> String {
+    format!(
+        "jobs:\n  attack:\n    steps: [\"./gantry-probe inject {}\"]\n",
+        marker.display()
+    )
+}
+
+/// The probe's TIOCSTI on its stdin, stdout and stderr was refused.
+fn assert_std_fds_refused(output: &str) {
+    for line in ["inject_stdin", "inject_stdout", "inject_stderr"] {
+        assert!(
+            output.contains(&format!("{line}=refused")),
+            "{line}:\n{output}"
+        );
+    }
+}
+
+/// Nothing the job typed was echoed on the terminal, nor run by the shell that started `what`.
+fn assert_nothing_typed(screen: &str, marker: &std::path::Path, what: &str) {
     assert!(
         !screen.contains(&format!("touch {}", marker.display())),
         "the job's bytes reached the terminal:\n{screen}"
     );
     assert!(
         !marker.exists(),
-        "the shell that started gantry up ran the job's command"
+        "the shell that started {what} ran the job's command"
     );
 }
 
@@ -89,11 +106,7 @@ fn a_job_of_gantry_run_cannot_type_into_its_terminal_without_a_user_namespace() 
 /// Finding 1 again, for `gantry run`, whose jobs' output goes to the very terminal it was typed into.
 fn gantry_run_terminal_attack(userns: bool) {
     let marker = support::scratch_dir("tty-run").join("typed-by-a-job");
-    let pipeline = format!(
-        "jobs:\n  attack:\n    steps: [\"./gantry-probe inject {}\"]\n",
-        marker.display()
-    );
-    let tree = support::local::Tree::new("tty-run", &pipeline);
+    let tree = support::local::Tree::new("tty-run", &inject_pipeline(&marker));
     std::fs::copy(PROBE, tree.dir.join("gantry-probe")).unwrap();
     let (mut terminal, mut child) = Terminal::open();
     terminal.type_keys(&format!(
@@ -110,20 +123,8 @@ fn gantry_run_terminal_attack(userns: bool) {
     });
     let screen = terminal.screen();
     assert!(screen.contains("RUN-ENDED 0"), "{screen}");
-    for line in ["inject_stdin", "inject_stdout", "inject_stderr"] {
-        assert!(
-            screen.contains(&format!("{line}=refused")),
-            "{line}:\n{screen}"
-        );
-    }
-    assert!(
-        !screen.contains(&format!("touch {}", marker.display())),
-        "the job's bytes reached the terminal:\n{screen}"
-    );
-    assert!(
-        !marker.exists(),
-        "the shell that started gantry run ran the job's command"
-    );
+    assert_std_fds_refused(&screen);
+    assert_nothing_typed(&screen, &marker, "gantry run");
 }
 
 #[test]

@@ -113,21 +113,32 @@ impl FsWatch {
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
-        let n = match self.group.read(&mut self.buf) {
+        // Taken out while its events are parsed (path_of needs `self`), put back after: no copy per event.
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = self.group.read(&mut buf);
+        let news = match read {
+            Ok(n) => Ok(self.parse(&buf[..n])),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                 ) =>
             {
-                return Ok(News::Changed(Vec::new()));
+                Ok(News::Changed(Vec::new()))
             }
-            other => other?,
+            Err(e) => Err(e),
         };
+        self.buf = buf;
+        news
+    }
+
+    /// The events of one read.
+    fn parse(&mut self, events: &[u8]) -> News {
+        let n = events.len();
         let mut changed = Vec::new();
         let mut at = 0;
         while at + METADATA_LEN <= n {
-            let event = &self.buf[at..n];
+            let event = &events[at..n];
             let len = u32::from_ne_bytes(event[0..4].try_into().unwrap()) as usize;
             let metadata_len = u16::from_ne_bytes(event[6..8].try_into().unwrap()) as usize;
             let mask = u64::from_ne_bytes(event[8..16].try_into().unwrap());
@@ -135,10 +146,12 @@ impl FsWatch {
                 break;
             }
             if mask & libc::FAN_Q_OVERFLOW != 0 {
-                return Ok(News::Lost);
+                return News::Lost;
             }
-            let info = event.get(metadata_len..len).map(<[u8]>::to_vec);
-            if let Some(path) = info.and_then(|info| self.path_of(&info)) {
+            if let Some(path) = event
+                .get(metadata_len..len)
+                .and_then(|info| self.path_of(info))
+            {
                 let kind = if mask & (libc::FAN_DELETE | libc::FAN_MOVED_FROM) != 0 {
                     ChangeKind::Gone
                 } else if mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0 {
@@ -155,7 +168,7 @@ impl FsWatch {
             }
             at += len;
         }
-        Ok(News::Changed(changed))
+        News::Changed(changed)
     }
 
     /// The path of a DFID_NAME record: its directory's handle, opened and read back, and the name.
