@@ -114,7 +114,7 @@ impl NamespacesRuntime {
             id_map.as_ref().ok().copied(),
         );
         Ok(NamespacesRuntime {
-            private_files: PrivateFiles::start(options.host_paths.clone()),
+            private_files: PrivateFiles::new(options.host_paths.clone()),
             options,
             layout,
             seccomp,
@@ -151,7 +151,8 @@ impl NamespacesRuntime {
     }
 
     /// Blocks until the runtime knows what of the host to hide from jobs on the host image (a walk of the root
-    /// file system, ~0.5 s, started with the runtime); until then such a container's start waits for it.
+    /// file system, ~0.8 s here, started by this call or by the first container on the host image, which
+    /// otherwise waits for it).
     pub fn wait_for_private_files(&self) {
         self.private_files.wait_walked();
     }

@@ -2,8 +2,8 @@
 //! overlay of the host's `/`, and whose root is host root without a user namespace, or host root's files'
 //! owner through the id map with one) may not read it either: a job sees what any user of the host may see.
 //!
-//! A walk of the whole root file system finds them when the runtime starts (~0.9 s for 400,000 entries on 2
-//! cores, on threads of its own): every directory others may not list or enter (masked whole, not
+//! A walk of the whole root file system finds them when first asked — the worker asks at its start, `gantry
+//! run` at its first job on the host image — (~0.8 s for 420,000 entries on 2 cores, on threads of its own): every directory others may not list or enter (masked whole, not
 //! descended), every file or fifo others may not read and every socket others may not write to. From then on
 //! fanotify (`fs_watch`) reports each entry made, removed, renamed or chmodded there, and the list follows
 //! within milliseconds; where fanotify is missing, the walk is done again every [`REWALK`]. Each container is
@@ -37,6 +37,9 @@ const SKIPPED: &[&str] = &["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/h
 #[derive(Debug)]
 pub(crate) struct PrivateFiles {
     shared: Arc<Shared>,
+    /// The walk starts with the first container that needs it (or the worker's wait for it): a `gantry run`
+    /// of image jobs only never walks.
+    started: std::sync::Once,
 }
 
 #[derive(Debug)]
@@ -52,34 +55,45 @@ struct Shared {
 }
 
 impl PrivateFiles {
-    /// Starts the first walk, and following the file system after it; `host_paths` are walked too.
-    pub fn start(host_paths: Vec<PathBuf>) -> PrivateFiles {
+    /// What will walk and follow the host's files once first asked; `host_paths` are walked too.
+    pub fn new(host_paths: Vec<PathBuf>) -> PrivateFiles {
         let shared = Arc::new(Shared {
             found: Mutex::new(None),
             masks: Mutex::new(None),
             walked: Condvar::new(),
             host_paths,
         });
-        let weak = Arc::downgrade(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("gantry-private-files".into())
-            .spawn(move || follow(weak));
-        if let Err(error) = spawned {
-            // Without the thread, walk once here: a job must not run with less hidden.
-            tracing::warn!(%error, "cannot start a thread to follow the host's private files; walking once");
-            let view = HostView::open(&shared.host_paths);
-            shared.publish(view.walk_all());
+        PrivateFiles {
+            shared,
+            started: std::sync::Once::new(),
         }
-        PrivateFiles { shared }
     }
 
-    /// Blocks until the first walk is done.
+    /// Starts the first walk, and following the file system after it, unless that was done already.
+    fn start(&self) {
+        self.started.call_once(|| {
+            let weak = Arc::downgrade(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name("gantry-private-files".into())
+                .spawn(move || follow(weak));
+            if let Err(error) = spawned {
+                // Without the thread, walk once here: a job must not run with less hidden.
+                tracing::warn!(%error, "cannot start a thread to follow the host's private files; walking once");
+                let view = HostView::open(&self.shared.host_paths);
+                self.shared.publish(view.walk_all());
+            }
+        });
+    }
+
+    /// Starts the walk if needed and blocks until it is done.
     pub fn wait_walked(&self) {
         drop(self.current());
     }
 
-    /// The masks for the private files as they are now (waiting for the first walk).
+    /// The masks for the private files as they are now (starting the walk, and waiting for it, the first
+    /// time).
     pub fn current(&self) -> Arc<Vec<Mask>> {
+        self.start();
         let mut found = self.shared.read();
         loop {
             if let Some(found) = found.as_ref() {
