@@ -42,6 +42,7 @@ macro_rules! conformance {
 
 conformance!(
     first_start_tokens_are_made_once,
+    api_tokens_have_a_unique_name_a_scope_and_are_revoked_at_once,
     repositories_have_unique_names,
     a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing,
     preparing_stores_jobs_once_and_failing_records_the_reason,
@@ -185,6 +186,58 @@ fn report(exit_code: i32) -> CompleteRequest {
         peak_memory_bytes: Some(1 << 20),
         tests: Vec::new(),
     }
+}
+
+async fn api_tokens_have_a_unique_name_a_scope_and_are_revoked_at_once(db: Db) {
+    use gantry_model::wire::Scope;
+    let made = db
+        .create_api_token("deploy-bot", Scope::Write, "hash-of-deploy-bot")
+        .await
+        .unwrap();
+    assert_eq!(
+        (made.name.as_str(), made.scope),
+        ("deploy-bot", Scope::Write)
+    );
+    db.create_api_token("auditor", Scope::Read, "hash-of-auditor")
+        .await
+        .unwrap();
+    let taken = db
+        .create_api_token("auditor", Scope::Admin, "another-hash")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(taken, StoreError::Conflict(_)),
+        "a name is taken once: {taken}"
+    );
+    assert_eq!(
+        db.find_token("hash-of-deploy-bot").await.unwrap(),
+        Some(TokenRecord::Api {
+            name: "deploy-bot".into(),
+            scope: Scope::Write
+        })
+    );
+    assert_eq!(db.find_token("another-hash").await.unwrap(), None);
+    let listed: Vec<_> = db
+        .list_api_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.scope))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("auditor".into(), Scope::Read),
+            ("deploy-bot".into(), Scope::Write)
+        ]
+    );
+    assert!(db.revoke_api_token("auditor").await.unwrap());
+    assert!(!db.revoke_api_token("auditor").await.unwrap());
+    assert_eq!(db.find_token("hash-of-auditor").await.unwrap(), None);
+    // The admin token is not an API token: it is neither listed nor revoked by name.
+    db.set_admin_token("the-admin").await.unwrap();
+    assert_eq!(db.list_api_tokens().await.unwrap().len(), 1);
+    assert!(!db.revoke_api_token("admin").await.unwrap());
 }
 
 async fn first_start_tokens_are_made_once(db: Db) {
@@ -728,10 +781,16 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
         !r_fork_host_image(&db, "superseded").await,
         "forks use the host only when asked"
     );
+    let stored = db.get_repo("superseded").await.unwrap().unwrap();
+    assert!(
+        !stored.private,
+        "repositories are public unless made private"
+    );
     let settings = gantry_model::wire::RepoSettings {
         cancel_previous: Some(true),
         fork_host_image: Some(true),
         max_running_jobs: Some(3),
+        private: Some(true),
         ..Default::default()
     };
     let updated = db
@@ -742,9 +801,10 @@ async fn a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch(db: Db) 
         (
             updated.cancel_previous,
             updated.fork_host_image,
-            updated.max_running_jobs
+            updated.max_running_jobs,
+            updated.private,
         ),
-        (true, true, Some(3))
+        (true, true, Some(3), true)
     );
     let lifted = gantry_model::wire::RepoSettings {
         cancel_previous: None,

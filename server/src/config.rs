@@ -15,6 +15,8 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Use this admin token instead of generating one on first start.
     pub admin_token: Option<String>,
+    /// Every read (API, streams, artifacts, dashboard) needs a token; health checks and webhooks stay open.
+    pub private: bool,
     /// Webhook bodies above this size are refused with 413 (GitHub's own cap is 25 MB).
     pub max_webhook_bytes: usize,
     /// A job attempt's log is cut (with a marker) at this size.
@@ -53,6 +55,7 @@ impl ServerConfig {
             database_url,
             public_url,
             admin_token: None,
+            private: false,
             max_webhook_bytes: 25 * 1024 * 1024,
             log_cap_bytes: 64 * 1024 * 1024,
             lease: Duration::from_secs(10),

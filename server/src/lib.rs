@@ -2,6 +2,7 @@
 //! dashboard and JSON API out. The binary layers the configuration and calls [`Server::start`] then
 //! [`Server::serve`]; tests do the same on port 0.
 
+pub mod access;
 pub mod artifacts;
 pub mod auth;
 pub mod config;

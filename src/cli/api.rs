@@ -16,7 +16,8 @@ pub struct ApiArgs {
     /// The server's URL.
     #[arg(long, env = "GANTRY_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// The admin token (needed for changes).
+    /// A token: the admin token, or one from `gantry token create` (needed for changes, and for reads on a
+    /// private farm or of a private repository).
     #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -46,7 +47,8 @@ impl Api {
         }
     }
 
-    async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+    /// The response if it succeeded, else an error with the server's message.
+    async fn succeeded(response: reqwest::Response) -> Result<reqwest::Response> {
         let status = response.status();
         if !status.is_success() {
             let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -55,7 +57,11 @@ impl Api {
                 body["error"].as_str().unwrap_or("no message")
             );
         }
-        Ok(response.json().await?)
+        Ok(response)
+    }
+
+    async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+        Ok(Self::succeeded(response).await?.json().await?)
     }
 
     /// `GET` a JSON answer.
@@ -101,14 +107,7 @@ impl Api {
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            bail!(
-                "the server answered {status}: {}",
-                body["error"].as_str().unwrap_or("no message")
-            );
-        }
+        Self::succeeded(response).await?;
         Ok(())
     }
 
@@ -170,6 +169,10 @@ pub enum RepoCommand {
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        /// Only tokens (read scope or more) may read its pipelines, logs, deliveries and artifacts, whatever
+        /// the farm's `private`.
+        #[arg(long)]
+        private: Option<bool>,
         /// The forge's API base URL for commit statuses ("": derived from the clone URL).
         #[arg(long)]
         forge_api_url: Option<String>,
@@ -287,6 +290,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             cancel_previous,
             fork_host_image,
             max_running_jobs,
+            private,
             forge_api_url,
             status_context,
             tokens,
@@ -297,6 +301,7 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 cancel_previous,
                 fork_host_image,
                 max_running_jobs,
+                private,
                 forge_api_url,
                 status_context,
                 clone_token,
@@ -309,9 +314,10 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 .max_running_jobs
                 .map_or("no limit".to_owned(), |n| n.to_string());
             println!(
-                "{}: cancel_previous {}, fork_host_image {}, max_running_jobs {limit}, clone token {}, \
-                 status token {}",
+                "{}: private {}, cancel_previous {}, fork_host_image {}, max_running_jobs {limit}, \
+                 clone token {}, status token {}",
                 repo.name,
+                repo.private,
                 repo.cancel_previous,
                 repo.fork_host_image,
                 if repo.has_clone_token { "set" } else { "none" },
@@ -321,7 +327,8 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
         RepoCommand::List { api } => {
             let repos: Vec<RepoView> = Api::new(&api).get("/repos").await?;
             for r in repos {
-                println!("{}\t{}\t{}", r.name, r.forge, r.url);
+                let private = if r.private { "\tprivate" } else { "" };
+                println!("{}\t{}\t{}{private}", r.name, r.forge, r.url);
             }
         }
     }
@@ -399,9 +406,7 @@ pub async fn job(cmd: JobCommand) -> Result<()> {
                 .request(reqwest::Method::GET, &format!("/jobs/{id}/log"))
                 .send()
                 .await?;
-            if !response.status().is_success() {
-                bail!("the server answered {}", response.status());
-            }
+            let response = Api::succeeded(response).await?;
             std::io::stdout().write_all(&response.bytes().await?)?;
         }
         JobCommand::Log {
@@ -419,9 +424,7 @@ async fn follow_log(api: &Api, id: &str) -> Result<()> {
         .request(reqwest::Method::GET, &format!("/jobs/{id}/log/stream"))
         .send()
         .await?;
-    if !response.status().is_success() {
-        bail!("the server answered {}", response.status());
-    }
+    let response = Api::succeeded(response).await?;
     let mut stream = response.bytes_stream();
     let mut buffer = Vec::new();
     let mut stdout = std::io::stdout();

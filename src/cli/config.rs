@@ -19,6 +19,10 @@ listen = "127.0.0.1:8080"
 data_dir = "./gantry-data"
 # sqlite://PATH or postgres://USER@HOST/DB; default: the SQLite file in data_dir (GANTRY_DATABASE_URL).
 # database_url = "postgres://gantry@127.0.0.1/gantry"
+# Every read (API, log streams, artifacts, dashboard) needs a token with the `read` scope or more
+# (`gantry token create`); /healthz and the webhook routes stay open (GANTRY_PRIVATE, --private). A single
+# repository is made private with `gantry repo set REPO --private true`.
+private = false
 # A job attempt's log is cut, with a marker, at this many bytes.
 log_cap_bytes = 67108864
 # Webhook bodies larger than this are refused with 413.
@@ -78,6 +82,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     database_url: Option<String>,
     admin_token: Option<String>,
+    private: Option<bool>,
     log_cap_bytes: Option<u64>,
     max_webhook_bytes: Option<usize>,
     lease_secs: Option<u64>,
@@ -159,6 +164,9 @@ pub struct ServerArgs {
     /// Use this admin token instead of generating one on first start.
     #[arg(long, env = "GANTRY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Every read (API, streams, artifacts, dashboard) needs a token; health checks and webhooks stay open.
+    #[arg(long, env = "GANTRY_PRIVATE")]
+    pub private: bool,
     /// A TOML configuration file (see `gantry default-config`).
     #[arg(long, env = "GANTRY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -215,6 +223,7 @@ impl ServerArgs {
             server.database_url = url;
         }
         server.admin_token = self.admin_token.clone().or(file.admin_token);
+        server.private = self.private || file.private.unwrap_or(false);
         if let Some(cap) = file.log_cap_bytes {
             server.log_cap_bytes = cap;
         }

@@ -14,6 +14,7 @@ mod hook;
 mod run;
 mod secret;
 mod serve;
+mod token;
 mod up;
 mod worker;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Manage a repository's secrets (given to its jobs as env, masked in logs).
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Manage API tokens: read, write or admin scope.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Look at pipelines.
     #[command(subcommand)]
     Pipeline(api::PipelineCommand),
@@ -83,6 +87,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Repo(cmd) => api::repo(cmd).await,
             Command::Secret(cmd) => secret::run(cmd).await,
+            Command::Token(cmd) => token::run(cmd).await,
             Command::Pipeline(cmd) => api::pipeline(cmd).await,
             Command::Job(cmd) => api::job(cmd).await,
             Command::Hook(cmd) => hook::run(cmd).await,

@@ -27,6 +27,12 @@ pub async fn start(args: &ServerArgs) -> Result<(Server, TcpListener, String, st
     }
     let url = resolved.server.public_url.trim_end_matches('/').to_owned();
     let data_dir = resolved.server.data_dir.clone();
+    if resolved.server.private {
+        say!(
+            "Private farm: every read needs a token (gantry token create --name NAME --scope read); \
+             /healthz and the webhook routes stay open."
+        );
+    }
     let server = Server::start(resolved.server)
         .await
         .context("the server could not start")?;

@@ -345,6 +345,40 @@ impl Farm {
     }
 }
 
+/// Runs a `gantry` client verb against `farm` with `token`; panics on failure; returns stdout.
+pub fn gantry_as(farm: &Farm, token: &str, args: &[&str]) -> String {
+    let out = Command::new(GANTRY)
+        .args(args)
+        .env("GANTRY_SERVER", &farm.url)
+        .env("GANTRY_TOKEN", token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gantry {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs a `gantry` client verb against `farm` with `token` (or none) that must fail; returns its stderr.
+pub fn gantry_fails(farm: &Farm, token: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(GANTRY);
+    command.args(args).env("GANTRY_SERVER", &farm.url);
+    match token {
+        Some(token) => command.env("GANTRY_TOKEN", token),
+        None => command.env_remove("GANTRY_TOKEN"),
+    };
+    let out = command.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "gantry {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn with_database<'a>(database: Option<&'a str>, extra: &[&'a str]) -> Vec<&'a str> {
     let mut flags: Vec<&str> = database.map_or(Vec::new(), |url| vec!["--database", url]);
     flags.extend_from_slice(extra);

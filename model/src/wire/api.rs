@@ -59,6 +59,9 @@ pub struct RepoView {
     /// It has a commit-status token (never shown).
     #[serde(default)]
     pub has_status_token: bool,
+    /// Only tokens with the `read` scope may read it, whether the farm is private or not.
+    #[serde(default)]
+    pub private: bool,
 }
 
 /// `PATCH /api/v1/repos/{repo}` (admin): the settings to change; absent ones stay. `Debug` hides the tokens.
@@ -73,6 +76,9 @@ pub struct RepoSettings {
     /// At most this many of its jobs run at once; 0 lifts the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running_jobs: Option<u32>,
+    /// Only tokens with the `read` scope may read it, whether the farm is private or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
     /// The forge's API base URL for commit statuses (e.g. `https://ghe.example.com/api/v3`); empty: derived
     /// from the clone URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +106,7 @@ impl std::fmt::Debug for RepoSettings {
             .field("cancel_previous", &self.cancel_previous)
             .field("fork_host_image", &self.fork_host_image)
             .field("max_running_jobs", &self.max_running_jobs)
+            .field("private", &self.private)
             .field("clone_token", &hidden(&self.clone_token))
             .field("status_token", &hidden(&self.status_token))
             .field("forge_api_url", &self.forge_api_url)

@@ -2,8 +2,10 @@
 //! by both ends.
 
 mod api;
+mod tokens;
 
 pub use api::*;
+pub use tokens::*;
 
 use crate::junit::TestCase;
 use crate::pipeline::JobSpec;

@@ -1,8 +1,12 @@
 //! The JSON API's read routes and repository management (DESIGN §4b).
 
 use super::AppState;
-use super::auth::Admin;
+use super::auth::{
+    Admin, Writer, readable_job, readable_pipeline, readable_repo, require_farm_read,
+    unreadable_repos,
+};
 use super::error::{ApiError, ApiResult};
+use crate::access::Caller;
 use crate::store::{JobRecord, PipelineRecord, RepoRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -31,6 +35,7 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
         webhook_url: Some(webhook_url),
         cancel_previous: r.cancel_previous,
         fork_host_image: r.fork_host_image,
+        private: r.private,
         max_running_jobs: r.max_running_jobs,
         has_clone_token: r.has_clone_token,
         has_status_token: r.has_status_token,
@@ -78,11 +83,16 @@ pub fn job_view(j: JobRecord) -> JobView {
 }
 
 /// `GET /api/v1/repos`.
-pub async fn list_repos(State(state): State<AppState>) -> ApiResult<Json<Vec<RepoView>>> {
+pub async fn list_repos(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RepoView>>> {
+    let hidden = unreadable_repos(&state, caller).await?;
     let repos = state.store.list_repos().await?;
     Ok(Json(
         repos
             .into_iter()
+            .filter(|r| !hidden.contains(&r.name))
             .map(|r| repo_view(&state, r, false))
             .collect(),
     ))
@@ -135,12 +145,11 @@ pub async fn update_repo(
 /// `GET /api/v1/repos/{repo}/pipelines`.
 pub async fn list_pipelines(
     State(state): State<AppState>,
+    caller: Caller,
     Path(repo): Path<String>,
     Query(page): Query<Page>,
 ) -> ApiResult<Json<PipelinePage>> {
-    if state.store.get_repo(&repo).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no repository named {repo:?}")));
-    }
+    readable_repo(&state, caller, &repo).await?;
     let limit = page.limit.unwrap_or(50).clamp(1, 500);
     let rows = state
         .store
@@ -160,9 +169,10 @@ pub async fn list_pipelines(
 /// `GET /api/v1/repos/{repo}/pipelines/{number}`.
 pub async fn get_pipeline(
     State(state): State<AppState>,
+    caller: Caller,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<PipelineView>> {
-    let p = find_pipeline(&state, &repo, number).await?;
+    let p = readable_pipeline(&state, caller, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
     let reasons = pending_reasons(&state, &p, &jobs).await?;
     let tests = state.store.pipeline_tests(p.id).await?;
@@ -186,12 +196,12 @@ pub async fn get_pipeline(
     Ok(Json(view))
 }
 
-/// `POST /api/v1/repos/{repo}/pipelines/{number}/cancel` (admin): jobs not started end at once, running ones
+/// `POST /api/v1/repos/{repo}/pipelines/{number}/cancel` (write): jobs not started end at once, running ones
 /// are stopped through their workers' heartbeats; answers what it did. Cancelling a finished pipeline does
 /// nothing.
 pub async fn cancel_pipeline(
     State(state): State<AppState>,
-    _: Admin,
+    _: Writer,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let p = find_pipeline(&state, &repo, number).await?;
@@ -205,11 +215,11 @@ pub async fn cancel_pipeline(
     })))
 }
 
-/// `POST /api/v1/jobs/{id}/cancel` (admin): the job ends at once if it has not started, or is stopped through
+/// `POST /api/v1/jobs/{id}/cancel` (write): the job ends at once if it has not started, or is stopped through
 /// its worker's heartbeat; what needs it is skipped. Cancelling a finished job does nothing.
 pub async fn cancel_job(
     State(state): State<AppState>,
-    _: Admin,
+    _: Writer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let job = find_job(&state, &id).await?;
@@ -221,12 +231,12 @@ pub async fn cancel_job(
     })))
 }
 
-/// `POST /api/v1/repos/{repo}/pipelines/{number}/retry` (admin): every job of a finished pipeline that did not
+/// `POST /api/v1/repos/{repo}/pipelines/{number}/retry` (write): every job of a finished pipeline that did not
 /// succeed runs again as its next attempt (a pipeline whose file could not be read is read again); 409 while it
 /// runs.
 pub async fn retry_pipeline(
     State(state): State<AppState>,
-    _: Admin,
+    _: Writer,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let p = find_pipeline(&state, &repo, number).await?;
@@ -297,9 +307,10 @@ pub(crate) async fn find_job(state: &AppState, id: &str) -> ApiResult<JobRecord>
 /// `GET /api/v1/jobs/{id}`, with the steps of its latest attempt.
 pub async fn get_job(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
-    let job = find_job(&state, &id).await?;
+    let (job, _) = readable_job(&state, caller, &id).await?;
     let steps = state.store.job_steps(job.id, job.attempt).await?;
     let artifacts = state.store.job_artifacts(job.id, job.attempt).await?;
     let mut view = job_view(job);
@@ -318,10 +329,11 @@ pub struct LogQuery {
 /// `GET /api/v1/jobs/{id}/log`: the raw bytes.
 pub async fn get_log(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let job = find_job(&state, &id).await?;
+    let (job, _) = readable_job(&state, caller, &id).await?;
     let bytes = state
         .store
         .read_log(
@@ -334,7 +346,11 @@ pub async fn get_log(
 }
 
 /// `GET /api/v1/workers`.
-pub async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn list_workers(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_farm_read(&state, caller)?;
     let workers = state.store.list_workers().await?;
     let list: Vec<_> = workers
         .into_iter()
@@ -347,7 +363,11 @@ pub async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<serde
 }
 
 /// `GET /api/v1/pools`.
-pub async fn list_pools(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn list_pools(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_farm_read(&state, caller)?;
     let pools = state.store.list_pools().await?;
     Ok(Json(
         serde_json::json!({ "pools": pools.into_iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>() }),

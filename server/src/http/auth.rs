@@ -1,41 +1,72 @@
-//! Who is calling: extractors for the admin, a pool's registration token, and a registered worker.
+//! Who is calling: the caller's scope (API tokens and the admin token), a pool's registration token, a
+//! registered worker; and reads of what may be private, checked against the caller.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
+use crate::access::Caller;
 use crate::auth::hash_token;
-use crate::store::TokenRecord;
+use crate::store::{JobRecord, PipelineRecord, RepoRecord, TokenRecord};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use gantry_model::wire::Scope;
 use uuid::Uuid;
 
-async fn token_of(parts: &Parts, state: &AppState) -> Result<TokenRecord, ApiError> {
-    let header = parts
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::Unauthorized("this call needs `Authorization: Bearer <token>`".into())
-        })?;
+        .map(str::trim)
+}
+
+async fn token_of(parts: &Parts, state: &AppState) -> Result<TokenRecord, ApiError> {
+    let token = bearer(parts).ok_or_else(|| {
+        ApiError::Unauthorized("this call needs `Authorization: Bearer <token>`".into())
+    })?;
     state
         .store
-        .find_token(&hash_token(header.trim()))
+        .find_token(&hash_token(token))
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))
 }
 
-/// The caller holds the admin token.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // A token that is given must be valid, even where none is needed: a revoked token should say so.
+        if bearer(parts).is_none() {
+            return Ok(Caller(None));
+        }
+        Ok(Caller(match token_of(parts, state).await? {
+            TokenRecord::Admin => Some(Scope::Admin),
+            TokenRecord::Api { scope, .. } => Some(scope),
+            TokenRecord::Pool(_) | TokenRecord::Worker { .. } => None,
+        }))
+    }
+}
+
+/// The caller holds the `admin` scope (the admin token, or an API token of that scope).
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match token_of(parts, state).await? {
-            TokenRecord::Admin => Ok(Admin),
-            _ => Err(ApiError::Unauthorized(
-                "this call needs the admin token".into(),
-            )),
-        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Admin, "this call")?;
+        Ok(Admin)
+    }
+}
+
+/// The caller holds the `write` scope or more: it may cancel, retry and trigger.
+pub struct Writer;
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Write, "this call")?;
+        Ok(Writer)
     }
 }
 
@@ -93,4 +124,74 @@ impl<S: Send + Sync> FromRequestParts<S> for LeaseId {
                 ))
             })
     }
+}
+
+/// Refuses a signed-out caller on a private farm; reads that span repositories start here.
+pub fn require_farm_read(state: &AppState, caller: Caller) -> ApiResult<()> {
+    caller.require_read(state.config.private, "reading this private farm")?;
+    Ok(())
+}
+
+/// Repository `name`, if it exists and the caller may read it.
+pub async fn readable_repo(state: &AppState, caller: Caller, name: &str) -> ApiResult<RepoRecord> {
+    // On a private farm, refuse before looking: a signed-out caller learns nothing, not even what exists.
+    require_farm_read(state, caller)?;
+    let repo = state
+        .store
+        .get_repo(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no repository named {name:?}")))?;
+    caller.require_read(
+        repo.private,
+        &format!("reading the private repository {name:?}"),
+    )?;
+    Ok(repo)
+}
+
+/// Pipeline `repo`#`number`, if it exists and the caller may read it.
+pub async fn readable_pipeline(
+    state: &AppState,
+    caller: Caller,
+    repo: &str,
+    number: i64,
+) -> ApiResult<PipelineRecord> {
+    readable_repo(state, caller, repo).await?;
+    super::api::find_pipeline(state, repo, number).await
+}
+
+/// Job `id` and its pipeline, if they exist and the caller may read them.
+pub async fn readable_job(
+    state: &AppState,
+    caller: Caller,
+    id: &str,
+) -> ApiResult<(JobRecord, PipelineRecord)> {
+    require_farm_read(state, caller)?;
+    let job = super::api::find_job(state, id).await?;
+    let pipeline = state
+        .store
+        .get_pipeline_by_id(job.pipeline_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline for job {id}")))?;
+    readable_repo(state, caller, &pipeline.repo).await?;
+    Ok((job, pipeline))
+}
+
+/// Names of the repositories the caller may not read (all of them are filtered from lists that span
+/// repositories).
+pub async fn unreadable_repos(
+    state: &AppState,
+    caller: Caller,
+) -> ApiResult<std::collections::HashSet<String>> {
+    require_farm_read(state, caller)?;
+    if caller.0.is_some() {
+        return Ok(Default::default());
+    }
+    Ok(state
+        .store
+        .list_repos()
+        .await?
+        .into_iter()
+        .filter(|r| r.private)
+        .map(|r| r.name)
+        .collect())
 }

@@ -2,8 +2,10 @@
 //! so a user can see why a hook did nothing.
 
 use super::AppState;
+use super::auth::readable_repo;
 use super::error::{ApiError, ApiResult};
-use crate::store::{DeliveryRecord, RepoRecord};
+use crate::access::Caller;
+use crate::store::DeliveryRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use gantry_model::wire::{DeliveryList, DeliveryView};
@@ -23,21 +25,13 @@ pub fn delivery_view(d: DeliveryRecord) -> DeliveryView {
     }
 }
 
-/// The repository called `name`, or 404.
-pub async fn repo_named(state: &AppState, name: &str) -> ApiResult<RepoRecord> {
-    state
-        .store
-        .get_repo(name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no repository named {name:?}")))
-}
-
 /// `GET /api/v1/repos/{repo}/deliveries`: the newest first, without bodies.
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Path(repo): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let repo = repo_named(&state, &repo).await?;
+    let repo = readable_repo(&state, caller, &repo).await?;
     let rows = state
         .store
         .recent_deliveries(repo.id, state.config.deliveries_kept)
@@ -50,9 +44,10 @@ pub async fn list(
 /// `GET /api/v1/repos/{repo}/deliveries/{id}`: one, with its redacted body.
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path((repo, id)): Path<(String, i64)>,
 ) -> ApiResult<Json<DeliveryView>> {
-    let repo = repo_named(&state, &repo).await?;
+    let repo = readable_repo(&state, caller, &repo).await?;
     let d = state
         .store
         .get_delivery(repo.id, id)

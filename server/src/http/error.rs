@@ -1,5 +1,6 @@
 //! The one place where errors become HTTP status codes. 5xx bodies say nothing internal; the details go to the log.
 
+use crate::access::Denied;
 use crate::artifacts::ArtifactError;
 use crate::forge::HookError;
 use crate::secrets::VaultError;
@@ -14,6 +15,9 @@ pub enum ApiError {
     /// No or a wrong bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller's token (or its absence) does not allow the call.
+    #[error(transparent)]
+    Denied(#[from] crate::access::Denied),
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -58,7 +62,10 @@ impl IntoResponse for ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Denied(Denied::SignedOut { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Denied(Denied::Insufficient { .. }) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::Repo(_) => StatusCode::BAD_REQUEST,
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,

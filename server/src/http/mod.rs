@@ -2,13 +2,14 @@
 
 pub(crate) mod api;
 mod artifacts;
-mod auth;
+pub(crate) mod auth;
 pub mod deliveries;
 pub mod error;
 mod hooks;
 mod limits;
 mod secrets;
 mod stream;
+mod tokens;
 mod workers;
 
 use crate::config::ServerConfig;
@@ -93,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/workers/register", post(workers::register))
         .route("/lease", post(workers::lease))
         .route("/pools", get(api::list_pools))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         // Log uploads are flushed every ~100 ms; this bounds one request, not the log.
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024));
     // Artifacts stream with their own limit (per job attempt, in `Artifacts`), not the API's body limit.

@@ -3,7 +3,9 @@
 //! (a step started or ended), `attempt` (a new attempt started: its log starts again at 0) and `end`.
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::auth::readable_job;
+use super::error::ApiResult;
+use crate::access::Caller;
 use crate::logs::LogUpdate;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -29,20 +31,14 @@ pub struct StreamQuery {
 /// Streams a job's log.
 pub async fn log_stream(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let id: Uuid = id
-        .parse()
-        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
-    // Subscribe before reading the store, so bytes stored in between arrive through the channel.
+    let id: Uuid = readable_job(&state, caller, &id).await?.0.id;
+    // Subscribe before the feed reads the store, so bytes stored in between arrive through the channel.
     let updates = state.hub.subscribe(id);
-    state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

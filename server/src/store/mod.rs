@@ -84,6 +84,17 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Adds another registration token for `pool`.
     async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()>;
+    /// Stores a named API token's hash; a name already taken is a conflict.
+    async fn create_api_token(
+        &self,
+        name: &str,
+        scope: gantry_model::wire::Scope,
+        hash: &str,
+    ) -> Result<ApiTokenRecord>;
+    /// Every named API token, by name.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Deletes a named API token (it stops working at once); says whether there was one.
+    async fn revoke_api_token(&self, name: &str) -> Result<bool>;
     /// Makes `hash` the only admin token (a configured admin token replaces earlier ones); idempotent.
     async fn set_admin_token(&self, hash: &str) -> Result<()>;
 

@@ -10,6 +10,13 @@ use uuid::Uuid;
 pub enum TokenRecord {
     /// The admin.
     Admin,
+    /// A named API token (`gantry token create`).
+    Api {
+        /// Its name.
+        name: String,
+        /// What it may do.
+        scope: gantry_model::wire::Scope,
+    },
     /// A pool's registration token.
     Pool(String),
     /// A registered worker.
@@ -19,6 +26,17 @@ pub enum TokenRecord {
         /// Its name.
         name: String,
     },
+}
+
+/// A named API token as listed (its value is never kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub scope: gantry_model::wire::Scope,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
 }
 
 /// A repository to add.
@@ -57,6 +75,8 @@ pub struct RepoRecord {
     pub cancel_previous: bool,
     /// Pull requests from forks may run jobs on `image: host`.
     pub fork_host_image: bool,
+    /// Readable only with a token.
+    pub private: bool,
     /// At most this many of its jobs run at once.
     pub max_running_jobs: Option<u32>,
     /// The forge's API base URL; none: derived from the clone URL.

@@ -22,7 +22,7 @@ macro_rules! pipeline_select {
 
 macro_rules! repo_select {
     () => {
-        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, max_running_jobs,
+        "SELECT id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, private, max_running_jobs,
                 forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
                 status_token IS NOT NULL AS has_status_token
          FROM repos "
@@ -35,7 +35,7 @@ macro_rules! impl_store {
         use chrono::{DateTime, Utc};
         use gantry_model::wire::PullRequest;
         use super::completion::{settle, Ending, Settled, SettlingJob};
-        use gantry_model::wire::{CompleteRequest, RepoSettings, StepReport};
+        use gantry_model::wire::{CompleteRequest, RepoSettings, Scope, StepReport};
         use gantry_model::{FailureKind, JobStatus, PipelineStatus};
         use sqlx::Row;
         use uuid::Uuid;
@@ -64,6 +64,7 @@ macro_rules! impl_store {
                 created_at: row.try_get("created_at")?,
                 cancel_previous: row.try_get("cancel_previous")?,
                 fork_host_image: row.try_get("fork_host_image")?,
+                private: row.try_get("private")?,
                 max_running_jobs: row.try_get::<Option<i64>, _>("max_running_jobs")?.map(|n| n as u32),
                 forge_api_url: row.try_get("forge_api_url")?,
                 status_context: row.try_get("status_context")?,
@@ -297,7 +298,7 @@ macro_rules! impl_store {
 
             async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
                 let Some(row) = sqlx::query(
-                    "SELECT t.kind, t.pool, t.worker_id, w.name AS worker_name
+                    "SELECT t.kind, t.pool, t.worker_id, t.name, t.scope, w.name AS worker_name
                      FROM tokens t LEFT JOIN workers w ON w.id = t.worker_id WHERE t.hash = $1",
                 )
                     .bind(hash)
@@ -309,6 +310,10 @@ macro_rules! impl_store {
                 let kind: String = row.try_get("kind")?;
                 Ok(match kind.as_str() {
                     "admin" => Some(TokenRecord::Admin),
+                    "api" => Some(TokenRecord::Api {
+                        name: row.try_get("name")?,
+                        scope: parse(row.try_get("scope")?)?,
+                    }),
                     "pool" => row.try_get::<Option<String>, _>("pool")?.map(TokenRecord::Pool),
                     "worker" => {
                         let id: Option<Uuid> = row.try_get("worker_id")?;
@@ -329,6 +334,58 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn create_api_token(&self, name: &str, scope: Scope, hash: &str) -> Result<ApiTokenRecord> {
+                let created_at = Utc::now();
+                let taken = sqlx::query("SELECT 1 AS taken FROM tokens WHERE kind = 'api' AND name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let inserted = match taken {
+                    Some(_) => Ok(None),
+                    None => sqlx::query(
+                        "INSERT INTO tokens (hash, kind, name, scope, created_at) VALUES ($1, 'api', $2, $3, $4)",
+                    )
+                    .bind(hash)
+                    .bind(name)
+                    .bind(scope.as_str())
+                    .bind(created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map(Some),
+                };
+                match inserted {
+                    Ok(Some(_)) => Ok(ApiTokenRecord { name: name.to_owned(), scope, created_at }),
+                    // Two creations racing for one name: the unique index refuses the second.
+                    Ok(None) | Err(sqlx::Error::Database(_)) => {
+                        Err(StoreError::Conflict(format!("a token named {name:?}")))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+                let rows = sqlx::query("SELECT name, scope, created_at FROM tokens WHERE kind = 'api' ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(ApiTokenRecord {
+                            name: row.try_get("name")?,
+                            scope: parse(row.try_get("scope")?)?,
+                            created_at: row.try_get("created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn revoke_api_token(&self, name: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM tokens WHERE kind = 'api' AND name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn set_admin_token(&self, hash: &str) -> Result<()> {
                 let mut tx = self.begin().await?;
                 sqlx::query("DELETE FROM tokens WHERE kind = 'admin' AND hash <> $1").bind(hash).execute(&mut *tx).await?;
@@ -345,7 +402,7 @@ macro_rules! impl_store {
                 let row = sqlx::query(
                     "INSERT INTO repos (name, url, forge, forge_full_name, secret, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING
-                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, max_running_jobs,
+                     RETURNING id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, fork_host_image, private, max_running_jobs,
                                forge_api_url, status_context, clone_credential IS NOT NULL AS has_clone_token,
                                status_token IS NOT NULL AS has_status_token",
                 )
@@ -697,6 +754,13 @@ macro_rules! impl_store {
                     sqlx::query("UPDATE repos SET fork_host_image = $2 WHERE name = $1")
                         .bind(name)
                         .bind(allowed)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(private) = settings.private {
+                    sqlx::query("UPDATE repos SET private = $2 WHERE name = $1")
+                        .bind(name)
+                        .bind(private)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -1,7 +1,9 @@
 //! The dashboard: server-rendered pages (tera, autoescaped, no external assets); the job page follows its log
 //! live through the SSE stream.
 
+use crate::access::Caller;
 use crate::http::AppState;
+use crate::http::auth::{readable_job, readable_pipeline, readable_repo, unreadable_repos};
 use crate::http::error::{ApiError, ApiResult};
 use crate::store::{JobRecord, PipelineRecord};
 use axum::Router;
@@ -10,7 +12,6 @@ use axum::response::Html;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use uuid::Uuid;
 
 /// The dashboard's templates, compiled into the binary.
 pub fn templates() -> Result<tera::Tera, tera::Error> {
@@ -95,9 +96,14 @@ fn job_json(j: &JobRecord) -> serde_json::Value {
     })
 }
 
-async fn index(State(state): State<AppState>) -> ApiResult<Html<String>> {
+async fn index(State(state): State<AppState>, caller: Caller) -> ApiResult<Html<String>> {
+    let hidden = unreadable_repos(&state, caller).await?;
     let pipelines = state.store.recent_pipelines(100).await?;
-    let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
+    let list: Vec<_> = pipelines
+        .iter()
+        .filter(|p| !hidden.contains(&p.repo))
+        .map(pipeline_json)
+        .collect();
     render(
         &state,
         "pipelines.html",
@@ -115,8 +121,12 @@ fn delivery_json(d: &crate::store::DeliveryRecord) -> serde_json::Value {
     })
 }
 
-async fn repo(State(state): State<AppState>, Path(repo): Path<String>) -> ApiResult<Html<String>> {
-    let record = crate::http::deliveries::repo_named(&state, &repo).await?;
+async fn repo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(repo): Path<String>,
+) -> ApiResult<Html<String>> {
+    let record = readable_repo(&state, caller, &repo).await?;
     let pipelines = state.store.list_pipelines(&repo, None, 100).await?;
     let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
     let deliveries = state
@@ -133,9 +143,10 @@ async fn repo(State(state): State<AppState>, Path(repo): Path<String>) -> ApiRes
 
 async fn delivery(
     State(state): State<AppState>,
+    caller: Caller,
     Path((repo, id)): Path<(String, i64)>,
 ) -> ApiResult<Html<String>> {
-    let record = crate::http::deliveries::repo_named(&state, &repo).await?;
+    let record = readable_repo(&state, caller, &repo).await?;
     let d = state
         .store
         .get_delivery(record.id, id)
@@ -160,9 +171,10 @@ async fn delivery(
 
 async fn pipeline(
     State(state): State<AppState>,
+    caller: Caller,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Html<String>> {
-    let p = crate::http::api::find_pipeline(&state, &repo, number).await?;
+    let p = readable_pipeline(&state, caller, &repo, number).await?;
     let jobs = state.store.pipeline_jobs(p.id).await?;
     let reasons = crate::http::api::pending_reasons(&state, &p, &jobs).await?;
     let jobs: Vec<_> = jobs
@@ -182,20 +194,12 @@ async fn pipeline(
     )
 }
 
-async fn job(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Html<String>> {
-    let id: Uuid = id
-        .parse()
-        .map_err(|_| ApiError::NotFound(format!("no job {id:?}")))?;
-    let j = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let p = state
-        .store
-        .get_pipeline_by_id(j.pipeline_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no pipeline".into()))?;
+async fn job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Html<String>> {
+    let (j, p) = readable_job(&state, caller, &id).await?;
     let steps = state.store.job_steps(j.id, j.attempt).await?;
     let artifacts = state.store.job_artifacts(j.id, j.attempt).await?;
     let log = state.store.read_log(j.id, j.attempt, 0).await?;
