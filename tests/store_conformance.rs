@@ -533,9 +533,12 @@ async fn an_expired_lease_requeues_the_job_as_a_new_attempt_until_the_retries_ru
     db.append_log(a, lease, 0, b"attempt two\n", 1000)
         .await
         .unwrap();
-    assert_eq!(db.read_log(a, 2, 0).await.unwrap(), b"attempt two\n");
     assert_eq!(
-        db.read_log(a, 1, 0).await.unwrap(),
+        db.read_log(a, 2, 0, usize::MAX).await.unwrap(),
+        b"attempt two\n"
+    );
+    assert_eq!(
+        db.read_log(a, 1, 0, usize::MAX).await.unwrap(),
         b"attempt one\n",
         "each attempt keeps its own log"
     );
@@ -1239,11 +1242,20 @@ async fn log_appends_are_idempotent_contiguous_and_capped(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        db.read_log(job, 1, 0).await.unwrap(),
+        db.read_log(job, 1, 0, usize::MAX).await.unwrap(),
         bytes,
         "the log is the bytes, in order, nothing inserted"
     );
-    assert_eq!(db.read_log(job, 1, 150).await.unwrap(), &bytes[150..]);
+    assert_eq!(
+        db.read_log(job, 1, 150, usize::MAX).await.unwrap(),
+        &bytes[150..]
+    );
+    // A window of a log: only the bytes asked for, across the uploads' chunks.
+    assert_eq!(db.read_log(job, 1, 90, 20).await.unwrap(), &bytes[90..110]);
+    assert_eq!(db.read_log(job, 1, 250, 100).await.unwrap(), &bytes[250..]);
+    assert!(db.read_log(job, 1, 256, 10).await.unwrap().is_empty());
+    assert_eq!(db.log_length(job, 1).await.unwrap(), 256);
+    assert_eq!(db.log_length(job, 2).await.unwrap(), 0);
     let exact = db
         .append_log(job, lease, 256, &[b'y'; 744], 1000)
         .await

@@ -42,6 +42,12 @@ pub struct ServerConfig {
     /// How long the first retry of a commit status the forge did not take waits; each next one waits twice as
     /// long, up to ten minutes (tests shorten it).
     pub status_retry: Duration,
+    /// A client must send a request's headers within this long (hyper's timer), or the connection closes.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (uploads that keep sending are not).
+    pub body_timeout: Duration,
+    /// Live log streams (SSE) open at once, all clients together; one more is answered 503.
+    pub max_log_streams: usize,
     /// How big one pipeline may get once expanded (`max_jobs_per_pipeline`, `max_expanded_bytes`).
     pub pipeline_limits: gantry_model::pipeline::Limits,
 }
@@ -68,6 +74,9 @@ impl ServerConfig {
             status_context: "gantry".into(),
             status_retry: Duration::from_secs(2),
             pipeline_limits: Default::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_log_streams: 256,
         }
     }
 

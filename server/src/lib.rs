@@ -44,9 +44,6 @@ pub enum StartError {
     /// A dashboard template does not compile.
     #[error("dashboard templates: {0}")]
     Templates(#[from] tera::Error),
-    /// Serving failed.
-    #[error("serving HTTP failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Tokens made on the first start; shown once, never again.
@@ -135,8 +132,9 @@ impl Server {
             artifacts,
             sealing,
             vault,
-            config: Arc::new(config),
             templates: Arc::new(web::templates()?),
+            log_streams: Arc::new(tokio::sync::Semaphore::new(config.max_log_streams)),
+            config: Arc::new(config),
         };
         Ok(Self {
             state,
@@ -175,38 +173,12 @@ impl Server {
             self.state.queue.clone().listen_to_other_servers(),
         ));
         let _statuses = AbortOnDrop(tokio::spawn(self.statuses.deliver_forever()));
+        let header_timeout = self.state.config.header_timeout;
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
-        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-        // Live logs are many small writes on one connection: without TCP_NODELAY, Nagle's algorithm holds each
-        // one until the client's (delayed, up to 40 ms) ACK of the one before.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = draining.send(());
-        });
-        let deadline = async {
-            if drain_started.await.is_ok() {
-                tokio::time::sleep(DRAIN).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            served = server => served.map_err(StartError::Serve),
-            _ = deadline => {
-                tracing::warn!("connections still open {DRAIN:?} after the shutdown began; closing them");
-                Ok(())
-            }
-        }
+        http::serve::serve(listener, app, header_timeout, shutdown).await;
+        Ok(())
     }
 }
-
-/// How long a stopping server waits for open connections.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -42,6 +42,8 @@ deliveries_kept = 100
 max_jobs_per_pipeline = 1000
 # ... and so does one whose jobs' env and steps, counted once per job and instance, add up to more bytes.
 max_expanded_bytes = 16777216
+# Live log streams (SSE) open at once, all clients together; one more is answered 503 (try again later).
+max_log_streams = 256
 # The context (GitLab: name) of the commit statuses posted to forges; `gantry repo set --status-context` changes
 # it for one repository (GANTRY_STATUS_CONTEXT).
 status_context = "gantry"
@@ -93,6 +95,7 @@ pub struct FileConfig {
     status_context: Option<String>,
     max_jobs_per_pipeline: Option<usize>,
     max_expanded_bytes: Option<usize>,
+    max_log_streams: Option<usize>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -165,7 +168,7 @@ pub struct ServerArgs {
     #[arg(long, env = "GANTRY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Every read (API, streams, artifacts, dashboard) needs a token; health checks and webhooks stay open.
-    #[arg(long, env = "GANTRY_PRIVATE")]
+    #[arg(long, env = "GANTRY_PRIVATE", value_parser = clap::builder::BoolishValueParser::new())]
     pub private: bool,
     /// A TOML configuration file (see `gantry default-config`).
     #[arg(long, env = "GANTRY_CONFIG")]
@@ -176,6 +179,12 @@ pub struct ServerArgs {
     /// The context (GitLab: name) of the commit statuses posted to forges [default: gantry].
     #[arg(long, env = "GANTRY_STATUS_CONTEXT")]
     pub status_context: Option<String>,
+    /// Milliseconds a client has to send a request's headers [default: 10 s] (tests shorten it).
+    #[arg(long, env = "GANTRY_HEADER_TIMEOUT_MS", hide = true)]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a request body may send nothing before it is cut off [default: 30 s] (tests shorten it).
+    #[arg(long, env = "GANTRY_BODY_TIMEOUT_MS", hide = true)]
+    pub body_timeout_ms: Option<u64>,
     /// Milliseconds before the first retry of a commit status a forge did not take (tests shorten it).
     #[arg(long, env = "GANTRY_STATUS_RETRY_MS", hide = true)]
     pub status_retry_ms: Option<u64>,
@@ -242,6 +251,15 @@ impl ServerArgs {
         }
         if let Some(bytes) = file.max_expanded_bytes {
             server.pipeline_limits.max_expanded_bytes = bytes;
+        }
+        if let Some(streams) = file.max_log_streams {
+            server.max_log_streams = streams.max(1);
+        }
+        if let Some(ms) = self.header_timeout_ms {
+            server.header_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = self.body_timeout_ms {
+            server.body_timeout = Duration::from_millis(ms.max(1));
         }
         if let Some(kept) = file.deliveries_kept {
             server.deliveries_kept = kept.max(1);

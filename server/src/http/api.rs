@@ -10,7 +10,7 @@ use crate::access::Caller;
 use crate::store::{JobRecord, PipelineRecord, RepoRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use gantry_model::wire::{
     CommitStatusView, JobView, NewRepo, PipelinePage, PipelineView, RepoSettings, RepoView,
@@ -317,32 +317,6 @@ pub async fn get_job(
     view.steps = steps;
     view.artifacts = artifacts;
     Ok(Json(view))
-}
-
-/// Which part of which attempt's log.
-#[derive(Deserialize)]
-pub struct LogQuery {
-    offset: Option<u64>,
-    attempt: Option<u32>,
-}
-
-/// `GET /api/v1/jobs/{id}/log`: the raw bytes.
-pub async fn get_log(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> ApiResult<impl IntoResponse> {
-    let (job, _) = readable_job(&state, caller, &id).await?;
-    let bytes = state
-        .store
-        .read_log(
-            job.id,
-            q.attempt.unwrap_or(job.attempt),
-            q.offset.unwrap_or(0),
-        )
-        .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
 }
 
 /// `GET /api/v1/workers`.

@@ -1,4 +1,4 @@
-//! The one place where errors become HTTP status codes. 5xx bodies say nothing internal; the details go to the log.
+//! The one place where errors become HTTP status codes. 500 bodies say nothing internal; the details go to the log.
 
 use crate::access::Denied;
 use crate::artifacts::ArtifactError;
@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The server is at a limit it sets itself (open log streams); the client may try again later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The request is invalid.
     #[error("{0}")]
     BadRequest(String),
@@ -49,7 +52,7 @@ impl IntoResponse for ApiError {
             }
             _ => self.status(),
         };
-        let message = if status.is_server_error() {
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
             "internal error (see the server's log)".to_owned()
         } else {
@@ -67,6 +70,7 @@ impl ApiError {
             }
             ApiError::Denied(Denied::Insufficient { .. }) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) | ApiError::Repo(_) => StatusCode::BAD_REQUEST,
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
             ApiError::Hook(_) => StatusCode::UNAUTHORIZED,

@@ -7,7 +7,9 @@ pub mod deliveries;
 pub mod error;
 mod hooks;
 mod limits;
+mod log;
 mod secrets;
+pub mod serve;
 mod stream;
 mod tokens;
 mod workers;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Dashboard templates.
     pub templates: Arc<tera::Tera>,
+    /// One permit per live log stream open (`max_log_streams`).
+    pub log_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Every route of the server.
@@ -84,7 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(api::cancel_job))
         .route(
             "/jobs/{id}/log",
-            get(api::get_log).post(workers::append_log),
+            get(log::get_log).post(workers::append_log),
         )
         .route("/jobs/{id}/log/stream", get(stream::log_stream))
         .route("/jobs/{id}/heartbeat", post(workers::heartbeat))
@@ -106,10 +110,14 @@ pub fn router(state: AppState) -> Router {
             get(artifacts::download).put(artifacts::upload),
         )
         .layer(DefaultBodyLimit::disable());
+    let body_timeout = state.config.body_timeout;
     Router::new()
         .merge(hooks)
         .nest("/api/v1", api.merge(artifacts))
         .merge(crate::web::routes())
         .route("/healthz", get(|| async { "ok" }))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::auth::readable_job;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use crate::access::Caller;
 use crate::logs::LogUpdate;
 use axum::extract::{Path, Query, State};
@@ -22,6 +22,12 @@ use uuid::Uuid;
 /// Bytes per SSE event when replaying a stored log.
 const EVENT_BYTES: usize = 64 * 1024;
 
+/// Bytes read from the store at a time when replaying a stored log.
+const CATCH_UP_BYTES: usize = 16 * EVENT_BYTES;
+
+/// Events queued for one client: what a slow reader makes the server hold is this many, not its log.
+const QUEUED_EVENTS: usize = 4;
+
 /// `?offset=N` starts later in the log (`Last-Event-ID` wins when both are given).
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -37,6 +43,12 @@ pub async fn log_stream(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id: Uuid = readable_job(&state, caller, &id).await?.0.id;
+    let permit = state.log_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable(format!(
+            "too many live log streams are open ({}, the server's max_log_streams); try again shortly",
+            state.config.max_log_streams
+        ))
+    })?;
     // Subscribe before the feed reads the store, so bytes stored in between arrive through the channel.
     let updates = state.hub.subscribe(id);
     let last_id = headers
@@ -44,7 +56,7 @@ pub async fn log_stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let start = last_id.or(q.offset).unwrap_or(0);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(QUEUED_EVENTS);
     tokio::spawn(async move {
         let mut feed = Feed {
             state,
@@ -56,6 +68,7 @@ pub async fn log_stream(
         if let Err(e) = feed.run(updates).await {
             tracing::debug!(job = %id, reason = %e, "log stream ended");
         }
+        drop(permit);
     });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
@@ -91,7 +104,12 @@ impl Feed {
             return self.end(job.status.as_str()).await;
         }
         loop {
-            match updates.recv().await {
+            // A client that went away frees its stream's permit now, not at the job's next output.
+            let update = tokio::select! {
+                update = updates.recv() => update,
+                () = self.tx.closed() => return Err(FeedEnd::Gone),
+            };
+            match update {
                 Ok(LogUpdate::Bytes {
                     attempt,
                     offset,
@@ -155,50 +173,53 @@ impl Feed {
         .await
     }
 
-    /// Sends what the store holds beyond `sent`, in events that never span a step boundary (a client files each
-    /// event's bytes under one step).
+    /// Sends what the store holds beyond `sent`, a window at a time (a reader far behind holds one window, not
+    /// the log), in events that never span a step boundary (a client files each event's bytes under one step).
     async fn catch_up(&mut self) -> Result<(), FeedEnd> {
-        let stored = self
-            .state
-            .store
-            .read_log(self.job, self.attempt, self.sent)
-            .await?;
-        if stored.is_empty() {
-            return Ok(());
-        }
-        let steps = self.state.store.job_steps(self.job, self.attempt).await?;
-        let start = self.sent;
-        let mut cuts: Vec<usize> = steps
-            .iter()
-            .map(|s| s.log_offset.saturating_sub(start) as usize)
-            .filter(|&cut| cut > 0 && cut < stored.len())
-            .collect();
-        cuts.push(stored.len());
-        cuts.sort_unstable();
-        let mut from = 0;
-        for cut in cuts {
-            for chunk in stored[from..cut].chunks(EVENT_BYTES) {
-                self.send_bytes(chunk).await?;
+        loop {
+            let stored = self
+                .state
+                .store
+                .read_log(self.job, self.attempt, self.sent, CATCH_UP_BYTES)
+                .await?;
+            if stored.is_empty() {
+                return Ok(());
             }
-            from = cut;
+            let steps = self.state.store.job_steps(self.job, self.attempt).await?;
+            let start = self.sent;
+            let mut cuts: Vec<usize> = steps
+                .iter()
+                .map(|s| s.log_offset.saturating_sub(start) as usize)
+                .filter(|&cut| cut > 0 && cut < stored.len())
+                .collect();
+            cuts.push(stored.len());
+            cuts.sort_unstable();
+            let mut from = 0;
+            for cut in cuts {
+                self.send_bytes(&stored[from..cut]).await?;
+                from = cut;
+            }
+            if stored.len() < CATCH_UP_BYTES {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
+    /// Sends `data` (which follows what was sent) in events of at most EVENT_BYTES.
     async fn send_bytes(&mut self, data: &[u8]) -> Result<(), FeedEnd> {
-        if data.is_empty() {
-            return Ok(());
+        for piece in data.chunks(EVENT_BYTES) {
+            let event = LogEvent {
+                offset: self.sent,
+                data: base64::engine::general_purpose::STANDARD.encode(piece),
+            };
+            self.sent += piece.len() as u64;
+            let event = Event::default()
+                .id(self.sent.to_string())
+                .json_data(event)
+                .expect("log events serialise");
+            self.send(event).await?;
         }
-        let event = LogEvent {
-            offset: self.sent,
-            data: base64::engine::general_purpose::STANDARD.encode(data),
-        };
-        self.sent += data.len() as u64;
-        let event = Event::default()
-            .id(self.sent.to_string())
-            .json_data(event)
-            .expect("log events serialise");
-        self.send(event).await
+        Ok(())
     }
 
     async fn end(&mut self, status: &str) -> Result<(), FeedEnd> {

@@ -9,6 +9,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+/// Updates a job's channel keeps for its slowest watcher. A watcher that falls further behind reads the store
+/// instead, so this bounds what a busy job's channel holds (its last uploads), not what a watcher can see.
+const UPDATES_KEPT: usize = 64;
+
 /// Something new about a job.
 #[derive(Clone, Debug)]
 pub enum LogUpdate {
@@ -40,7 +44,7 @@ impl LogHub {
         channels.retain(|_, tx| tx.receiver_count() > 0);
         channels
             .entry(job)
-            .or_insert_with(|| broadcast::channel(1024).0)
+            .or_insert_with(|| broadcast::channel(UPDATES_KEPT).0)
             .subscribe()
     }
 

@@ -226,8 +226,10 @@ pub trait Store: Send + Sync + 'static {
         data: &[u8],
         cap: u64,
     ) -> Result<Appended>;
-    /// Bytes of an attempt's log from `from` on.
-    async fn read_log(&self, job: Uuid, attempt: u32, from: u64) -> Result<Vec<u8>>;
+    /// At most `max` bytes of an attempt's log from `from` on (fewer at its end).
+    async fn read_log(&self, job: Uuid, attempt: u32, from: u64, max: usize) -> Result<Vec<u8>>;
+    /// How many bytes an attempt's log holds.
+    async fn log_length(&self, job: Uuid, attempt: u32) -> Result<u64>;
     /// Records a step's start or end.
     async fn record_step(&self, job: Uuid, lease: Uuid, step: &StepReport) -> Result<()>;
     /// Ends a leased job with the worker's report, skips what can no longer run, and settles the pipeline. A

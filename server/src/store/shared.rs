@@ -1036,14 +1036,18 @@ macro_rules! impl_store {
                 Ok(Appended { attempt, offset: length, data: new, length: end })
             }
 
-            async fn read_log(&self, job: Uuid, attempt: u32, from: u64) -> Result<Vec<u8>> {
+            async fn read_log(&self, job: Uuid, attempt: u32, from: u64, max: usize) -> Result<Vec<u8>> {
+                // Only the chunks that overlap [from, from + max): a reader of a big log holds one window.
+                let until = from.saturating_add(max as u64).min(i64::MAX as u64);
                 let rows = sqlx::query(
                     "SELECT start_offset, data FROM log_chunks
-                     WHERE job_id = $1 AND attempt = $2 AND end_offset > $3 ORDER BY start_offset",
+                     WHERE job_id = $1 AND attempt = $2 AND end_offset > $3 AND start_offset < $4
+                     ORDER BY start_offset",
                 )
                 .bind(job)
                 .bind(attempt as i64)
                 .bind(from as i64)
+                .bind(until as i64)
                 .fetch_all(&self.pool)
                 .await?;
                 let mut out = Vec::new();
@@ -1051,9 +1055,24 @@ macro_rules! impl_store {
                     let start = row.try_get::<i64, _>("start_offset")? as u64;
                     let data: Vec<u8> = row.try_get("data")?;
                     let skip = from.saturating_sub(start) as usize;
-                    out.extend_from_slice(&data[skip.min(data.len())..]);
+                    let room = max - out.len();
+                    let piece = &data[skip.min(data.len())..];
+                    out.extend_from_slice(&piece[..piece.len().min(room)]);
                 }
                 Ok(out)
+            }
+
+            async fn log_length(&self, job: Uuid, attempt: u32) -> Result<u64> {
+                // The last chunk by the primary key's order ends the log: one index lookup, whatever its size.
+                let row = sqlx::query(
+                    "SELECT end_offset FROM log_chunks WHERE job_id = $1 AND attempt = $2
+                     ORDER BY start_offset DESC LIMIT 1",
+                )
+                .bind(job)
+                .bind(attempt as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map_or(Ok(0), |row| Ok(row.try_get::<i64, _>("end_offset")? as u64))
             }
 
             async fn record_step(&self, job: Uuid, lease: Uuid, step: &StepReport) -> Result<()> {

@@ -111,6 +111,9 @@ async fn index(State(state): State<AppState>, caller: Caller) -> ApiResult<Html<
     )
 }
 
+/// The most of a job's log its page shows (its end).
+const PAGE_LOG_BYTES: usize = 1 << 20;
+
 /// Deliveries listed on a repository's page.
 const DELIVERIES_SHOWN: u32 = 20;
 
@@ -202,14 +205,21 @@ async fn job(
     let (j, p) = readable_job(&state, caller, &id).await?;
     let steps = state.store.job_steps(j.id, j.attempt).await?;
     let artifacts = state.store.job_artifacts(j.id, j.attempt).await?;
-    let log = state.store.read_log(j.id, j.attempt, 0).await?;
+    // A page shows at most the log's last PAGE_LOG_BYTES (the live stream goes on from its end); the whole log
+    // is a link away. Rendering 64 MiB into one page would cost the server and the browser that much each.
+    let length = state.store.log_length(j.id, j.attempt).await?;
+    let shown_from = length.saturating_sub(PAGE_LOG_BYTES as u64);
+    let log = state
+        .store
+        .read_log(j.id, j.attempt, shown_from, PAGE_LOG_BYTES)
+        .await?;
     // Each step shows the bytes from its offset to the next step's; bytes before the first step are a preamble.
-    // Offsets come from the worker: clamp them into the log and keep them in order, whatever it sent.
+    // Offsets come from the worker: clamp them into the shown part and keep them in order, whatever it sent.
     let mut floor = 0;
     let bounds: Vec<usize> = steps
         .iter()
         .map(|s| {
-            floor = (s.log_offset as usize).clamp(floor, log.len());
+            floor = (s.log_offset.saturating_sub(shown_from) as usize).clamp(floor, log.len());
             floor
         })
         .collect();
@@ -229,7 +239,8 @@ async fn job(
         .collect();
     let context = json!({
         "p": pipeline_json(&p), "job": job_json(&j), "steps": steps_json, "preamble": preamble,
-        "log_length": log.len(), "live": !j.status.is_finished(), "artifacts": artifacts,
+        "log_length": length, "log_skipped": shown_from, "live": !j.status.is_finished(),
+        "artifacts": artifacts,
     });
     render(&state, "job.html", context)
 }
