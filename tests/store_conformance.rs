@@ -185,6 +185,7 @@ fn report(exit_code: i32) -> CompleteRequest {
         cpu_seconds: Some(0.5),
         peak_memory_bytes: Some(1 << 20),
         tests: Vec::new(),
+        no_retry: false,
     }
 }
 

@@ -63,6 +63,14 @@ user_namespace = true
 # Host paths jobs on `image: host` see read-only, at the same place, although homes (/root, /home) are empty
 # there: toolchains kept in a home, such as rustup's. Each one's bin/ goes first on the steps' PATH.
 # host_paths = ["/root/.rustup", "/root/.cargo"]
+# The most a job may ask for; a job asking more ends in error (infra) saying which, and is not retried.
+# Defaults: this machine's memory and cores, 32768 processes, six hours.
+# max_memory = "8G"
+# max_pids = 32768
+# max_cpus = 4
+# max_timeout = "6h"
+# Bytes one image layer may unpack to, counted while unpacking (a gzip bomb stops there).
+max_layer_bytes = "16G"
 
 # Registries (images like `registry.example.com/team/app:1.0`). Loopback registries (127.0.0.1, localhost)
 # get plain HTTP, every other TLS unless `plain_http = true`. A registry without an entry is pulled from
@@ -123,6 +131,61 @@ pub struct WorkerFileConfig {
     /// Host paths shown read-only to jobs on the host image.
     #[serde(default)]
     pub host_paths: Vec<PathBuf>,
+    /// The most memory a job may ask for.
+    max_memory: Option<Size>,
+    /// The most processes a job may ask for.
+    max_pids: Option<u64>,
+    /// The most cores a job may ask for.
+    max_cpus: Option<f64>,
+    /// The longest timeout a job may ask for.
+    max_timeout: Option<Size>,
+    /// Bytes one image layer may unpack to.
+    max_layer_bytes: Option<Size>,
+}
+
+/// A size or a duration as the file gives it: a number, or text with a unit (`"8G"`, `"6h"`).
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+enum Size {
+    Number(u64),
+    Text(String),
+}
+
+impl Size {
+    fn read(&self, key: &str, parse: fn(&str) -> Result<u64, String>) -> Result<u64> {
+        match self {
+            Size::Number(n) => Ok(*n),
+            Size::Text(text) => parse(text).map_err(|e| anyhow::anyhow!("[worker] {key}: {e}")),
+        }
+    }
+}
+
+impl WorkerFileConfig {
+    /// The most a job may ask of this worker (defaults: what the machine has, 32,768 processes, six hours),
+    /// and the bytes one image layer may unpack to.
+    pub fn job_limits(&self) -> Result<(gantry_worker::exec::JobLimits, u64)> {
+        use gantry_model::units::{parse_duration_secs, parse_size_bytes};
+        let mut limits = gantry_worker::exec::JobLimits::default();
+        if let Some(memory) = &self.max_memory {
+            limits.max_memory = memory.read("max_memory", parse_size_bytes)?;
+        }
+        if let Some(pids) = self.max_pids {
+            limits.max_pids = pids;
+        }
+        if let Some(cpus) = self.max_cpus {
+            anyhow::ensure!(cpus > 0.0, "[worker] max_cpus must be positive");
+            limits.max_cpus = cpus;
+        }
+        if let Some(timeout) = &self.max_timeout {
+            limits.max_timeout =
+                Duration::from_secs(timeout.read("max_timeout", parse_duration_secs)?);
+        }
+        let layer = match &self.max_layer_bytes {
+            Some(bytes) => bytes.read("max_layer_bytes", parse_size_bytes)?,
+            None => gantry_worker::image::DEFAULT_MAX_LAYER_BYTES,
+        };
+        Ok((limits, layer))
+    }
 }
 
 impl FileConfig {

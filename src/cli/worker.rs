@@ -62,6 +62,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     gantry_worker::private_dir(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let (limits, max_layer_bytes) = file.job_limits()?;
     let mut masked_paths = file.mask;
     masked_paths.extend(args.masks);
     masked_paths.extend(secret_files);
@@ -82,6 +83,8 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         image_dirs: file.image_dirs,
         user_namespace: file.user_namespace.unwrap_or(true),
         host_paths: file.host_paths,
+        limits,
+        max_layer_bytes,
     };
     // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
     let signals = super::signal_count();

@@ -104,6 +104,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
         cpu_seconds: None,
         peak_memory_bytes: None,
         tests: Vec::new(),
+        no_retry: false,
     };
     let started = Instant::now();
     let tasks = ids.into_iter().map(|(id, name)| {

@@ -195,6 +195,10 @@ pub struct CompleteRequest {
     /// The test cases of its `reports:`.
     #[serde(default)]
     pub tests: Vec<TestCase>,
+    /// A failure of Gantry's side (`infra`) that another attempt would repeat (the job asks more than the
+    /// worker allows): the server ends the job instead of retrying it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_retry: bool,
 }
 
 /// One SSE event of a log stream: bytes at an offset, base64 so that any bytes survive.

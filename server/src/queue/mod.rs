@@ -395,11 +395,12 @@ impl Queue {
             }
             None => report,
         };
-        // Gantry's own failures (a worker lost, an image not pulled) run again, up to the automatic retries.
+        // Gantry's own failures (a worker lost, an image not pulled) run again, up to the automatic retries, unless
+        // the worker says another attempt would end the same way.
         let infra = matches!(
             report.failure_kind,
             Some(FailureKind::WorkerLost | FailureKind::Infra)
-        );
+        ) && !report.no_retry;
         let requeued = if infra {
             self.store
                 .requeue_infra(job, lease, report, self.infra_retries)

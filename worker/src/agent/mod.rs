@@ -49,6 +49,10 @@ pub struct WorkerConfig {
     pub user_namespace: bool,
     /// Host paths shown read-only to jobs on the host image (see `RuntimeOptions::host_paths`).
     pub host_paths: Vec<PathBuf>,
+    /// The most a job may ask for.
+    pub limits: crate::exec::JobLimits,
+    /// Bytes one image layer may unpack to.
+    pub max_layer_bytes: u64,
 }
 
 /// Why the worker stopped.
@@ -122,6 +126,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         registries: config.registries.clone(),
         local_dirs: config.image_dirs.clone(),
+        max_layer_bytes: Some(config.max_layer_bytes),
     })?;
     tokio::pin!(shutdown);
     let Some(client) = register(&config, &mut shutdown).await? else {
@@ -141,6 +146,7 @@ pub async fn run(
         masked_paths: config.masked_paths.clone(),
         worker_name: config.name.clone(),
         journal,
+        limits: config.limits.clone(),
         running: Default::default(),
     });
     let slots = Arc::new(Semaphore::new(config.capacity.max(1) as usize));
@@ -229,6 +235,7 @@ async fn report_lost_jobs(client: &Client, journal: &LeaseJournal) {
             cpu_seconds: None,
             peak_memory_bytes: None,
             tests: Vec::new(),
+            no_retry: false,
         };
         match client.complete(&lease, &report).await {
             Ok(()) => {

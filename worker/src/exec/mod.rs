@@ -3,11 +3,13 @@
 mod artifacts;
 mod config;
 mod control;
+mod limits;
 mod outputs;
 mod services;
 mod upload;
 
 pub use config::{Placement, PreparedImages, container_config, prepare_images};
+pub use limits::JobLimits;
 
 use crate::agent::client::{Client, with_retries};
 use crate::checkout::MirrorCache;
@@ -40,6 +42,8 @@ pub struct JobRunner {
     pub worker_name: String,
     /// Leases of running jobs, on disk, for reporting them lost after a crash.
     pub journal: crate::agent::journal::LeaseJournal,
+    /// The most a job may ask for.
+    pub limits: JobLimits,
     /// The jobs running now, for abandoning them when the worker must stop at once.
     pub running: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<JobControl>>>,
 }
@@ -85,7 +89,8 @@ impl JobRunner {
     }
 
     /// Runs the job to its end and reports it; never panics on the job's account.
-    pub async fn run(self: Arc<Self>, lease: Lease) {
+    pub async fn run(self: Arc<Self>, mut lease: Lease) {
+        self.limits.fit_defaults(&mut lease.spec);
         let span = tracing::info_span!("job", job = %lease.job_id, name = %lease.spec.name, attempt = lease.attempt);
         async move {
             let workspace = self.workspaces.join(lease.job_id.simple().to_string());
@@ -94,11 +99,15 @@ impl JobRunner {
             self.running.lock().expect("lock poisoned").insert(lease.job_id, control.clone());
             // Heartbeats run from the lease to the report: a long checkout must not let the lease expire.
             let heartbeat = tokio::spawn(heartbeats(self.client.clone(), lease.clone(), control.clone()));
-            let (outcome, steps, log_length) = match self.checkout(&lease, &workspace).await {
+            let refused = self.limits.refusal(&lease.spec);
+            let (outcome, steps, log_length) = match refused {
+                Some(message) => (Outcome { no_retry: true, ..infra(message) }, Vec::new(), 0),
+                None => match self.checkout(&lease, &workspace).await {
                 Err(message) => (infra(message), Vec::new(), 0),
                 Ok(()) => match artifacts::fetch(&self.client, &lease, &workspace).await {
                     Err(failed) => (failed_with(failed), Vec::new(), 0),
                     Ok(()) => self.run_container(&lease, workspace.clone(), &control).await,
+                },
                 },
             };
             let (outcome, tests) = self.collect(&lease, &workspace, outcome, &control).await;
@@ -153,6 +162,7 @@ impl JobRunner {
             cpu_seconds: outcome.cpu_seconds,
             peak_memory_bytes: outcome.peak_memory_bytes,
             tests: tests.into_iter().map(|case| case.masked(&masker)).collect(),
+            no_retry: outcome.no_retry,
         };
         let result = with_retries(PATIENCE, || self.client.complete(lease, &report)).await;
         if control.check(result, "reporting the job's end").is_some() {

@@ -58,7 +58,13 @@ pub struct ImageOptions {
     /// Host directories under which `dir:` and `oci:` images may be; none means local images are refused (a
     /// pipeline must not be able to make `/` or `/etc` its image and read the host's secrets unmasked).
     pub local_dirs: Vec<PathBuf>,
+    /// Bytes one layer may unpack to (its uncompressed tar), counted while it is unpacked: a gzip bomb stops
+    /// there. None: [`DEFAULT_MAX_LAYER_BYTES`].
+    pub max_layer_bytes: Option<u64>,
 }
+
+/// 16 GiB: more than the largest layers of common images (CUDA's are a few GiB), far less than a disk.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 16 << 30;
 
 /// An image ready to be a container's root file system.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,7 +93,8 @@ fn is_layer(media_type: &str) -> bool {
 impl ImageStore {
     /// Opens the store under the data dir (sweeping half-done unpacks) and checks the local image dirs.
     pub fn open(options: ImageOptions) -> Result<ImageStore, ImageError> {
-        let store = store::Store::open(&options.data_dir)?;
+        let max_layer_bytes = options.max_layer_bytes.unwrap_or(DEFAULT_MAX_LAYER_BYTES);
+        let store = store::Store::open(&options.data_dir, max_layer_bytes)?;
         let local_dirs = options
             .local_dirs
             .iter()

@@ -46,6 +46,8 @@ pub(crate) fn sha256(data: &[u8]) -> String {
 #[derive(Debug)]
 pub(crate) struct Store {
     root: PathBuf,
+    /// Bytes one layer may unpack to.
+    max_layer_bytes: u64,
     /// One async lock per digest being fetched; entries go when nobody waits on them any more.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -57,9 +59,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageEr
 
 impl Store {
     /// Opens (creating) the store under `data_dir` and removes unpacks that a killed worker left half done.
-    pub(crate) fn open(data_dir: &Path) -> Result<Store, ImageError> {
+    pub(crate) fn open(data_dir: &Path, max_layer_bytes: u64) -> Result<Store, ImageError> {
         let store = Store {
             root: data_dir.to_owned(),
+            max_layer_bytes,
             inflight: Mutex::default(),
         };
         for dir in ["layers", "images"] {
@@ -155,11 +158,11 @@ impl Store {
         let unique = uuid::Uuid::now_v7().simple();
         let tmp = self.root.join(format!("layers/tmp/{hex}-{unique}"));
         let dir = self.root.join("layers/sha256").join(hex);
-        let (blob, tmp_dir) = (blob.to_owned(), tmp.clone());
+        let (blob, tmp_dir, max_bytes) = (blob.to_owned(), tmp.clone(), self.max_layer_bytes);
         let unpacked = tokio::task::spawn_blocking(move || -> Result<Unpacked, ImageError> {
             std::fs::create_dir(&tmp_dir).map_err(io("create", &tmp_dir))?;
             let file = std::fs::File::open(&blob).map_err(io("open", &blob))?;
-            Ok(unpack::unpack(file, &tmp_dir)?)
+            Ok(unpack::unpack(file, &tmp_dir, max_bytes)?)
         })
         .await
         .map_err(|e| ImageError::Invalid(format!("the unpack task failed: {e}")))
@@ -307,7 +310,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_for_a_layer_fetch_it_once() {
         let data_dir = tempfile::tempdir().unwrap();
-        let store = Store::open(data_dir.path()).unwrap();
+        let store = Store::open(data_dir.path(), u64::MAX).unwrap();
         let blob = tar_with("hello", b"world");
         let digest = sha256(&blob);
         let fetches = AtomicUsize::new(0);
@@ -335,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_blob_that_does_not_match_its_digest_is_refused_and_leaves_nothing() {
         let data_dir = tempfile::tempdir().unwrap();
-        let store = Store::open(data_dir.path()).unwrap();
+        let store = Store::open(data_dir.path(), u64::MAX).unwrap();
         let digest = sha256(b"something else");
         let blob = tar_with("x", b"y");
         let err = store

@@ -39,6 +39,14 @@ pub enum UnpackError {
     /// The layer is not a tar we can read.
     #[error("unreadable layer: {0}")]
     Format(String),
+    /// The layer unpacks to more than the worker allows (a gzip bomb, or an image too big for it).
+    #[error(
+        "the layer unpacks to more than {limit} bytes (the worker's max_layer_bytes); unpacking stopped there"
+    )]
+    TooLarge {
+        /// The worker's `max_layer_bytes`.
+        limit: u64,
+    },
     /// Writing the unpacked tree failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -60,8 +68,9 @@ pub struct Unpacked {
     pub diff_id: String,
 }
 
-/// Unpacks `blob` into `dest` (an existing, empty directory of ours). Returns the digests it computed.
-pub fn unpack(blob: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
+/// Unpacks `blob` into `dest` (an existing, empty directory of ours), refusing it once its uncompressed tar
+/// passes `max_bytes`. Returns the digests it computed.
+pub fn unpack(blob: impl Read, dest: &Path, max_bytes: u64) -> Result<Unpacked, UnpackError> {
     let mut input = BufReader::new(Hashing::new(blob));
     let head = input.fill_buf().map_err(format_error)?;
     let gzip = head.starts_with(&[0x1f, 0x8b]);
@@ -77,16 +86,25 @@ pub fn unpack(blob: impl Read, dest: &Path) -> Result<Unpacked, UnpackError> {
             Box::new(&mut input)
         };
         let mut tar_stream = Hashing::new(decoded);
-        let mut unpacker = Unpacker::new(dest);
-        for entry in tar::Archive::new(&mut tar_stream)
-            .entries()
-            .map_err(format_error)?
-        {
-            unpacker.entry(&mut entry.map_err(format_error)?)?;
+        tar_stream.limit = max_bytes;
+        let unpacked = (|| {
+            let mut unpacker = Unpacker::new(dest);
+            for entry in tar::Archive::new(&mut tar_stream)
+                .entries()
+                .map_err(format_error)?
+            {
+                unpacker.entry(&mut entry.map_err(format_error)?)?;
+            }
+            unpacker.finish()?;
+            // The digest covers every byte, including the padding after the tar's end-of-archive blocks.
+            io::copy(&mut tar_stream, &mut io::sink()).map_err(format_error)?;
+            Ok(())
+        })();
+        // Past the limit, the read failed, and whatever error that caused is the limit's.
+        if tar_stream.count > max_bytes {
+            return Err(UnpackError::TooLarge { limit: max_bytes });
         }
-        unpacker.finish()?;
-        // The digest covers every byte, including the padding after the tar's end-of-archive blocks.
-        io::copy(&mut tar_stream, &mut io::sink()).map_err(format_error)?;
+        unpacked?;
         tar_stream.finish()
     };
     io::copy(&mut input, &mut io::sink()).map_err(format_error)?;
@@ -100,10 +118,12 @@ fn format_error(e: io::Error) -> UnpackError {
     UnpackError::Format(e.to_string())
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that hashes and counts what passes through it, and fails once more than `limit` bytes did.
 struct Hashing<R> {
     inner: R,
     hasher: Sha256,
+    count: u64,
+    limit: u64,
 }
 
 impl<R: Read> Hashing<R> {
@@ -111,6 +131,8 @@ impl<R: Read> Hashing<R> {
         Self {
             inner,
             hasher: Sha256::new(),
+            count: 0,
+            limit: u64::MAX,
         }
     }
 
@@ -123,6 +145,10 @@ impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::other("over the size limit"));
+        }
         Ok(n)
     }
 }

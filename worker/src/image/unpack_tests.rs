@@ -73,7 +73,7 @@ impl Scratch {
     }
 
     fn unpack(&self, entries: &[E]) -> Result<Unpacked, UnpackError> {
-        unpack(&tar_of(entries)[..], &self.layer)
+        unpack(&tar_of(entries)[..], &self.layer, u64::MAX)
     }
 
     fn assert_outside_unchanged(&self) {
@@ -117,7 +117,7 @@ fn a_gzip_layer_unpacks_with_both_digests() {
         file("ro/inside", b"x"),
     ]);
     let blob = gzip(&tar);
-    let unpacked = unpack(&blob[..], &s.layer).unwrap();
+    let unpacked = unpack(&blob[..], &s.layer, u64::MAX).unwrap();
     assert_eq!(unpacked.blob_digest, sha(&blob));
     assert_eq!(unpacked.diff_id, sha(&tar));
     assert_eq!(
@@ -135,7 +135,7 @@ fn a_gzip_layer_unpacks_with_both_digests() {
     assert!(s.layer.join("ro/inside").exists());
     // A plain tar is fine too, with equal digests.
     let plain = Scratch::new();
-    let unpacked = unpack(&tar[..], &plain.layer).unwrap();
+    let unpacked = unpack(&tar[..], &plain.layer, u64::MAX).unwrap();
     assert_eq!(unpacked.blob_digest, unpacked.diff_id);
 }
 
@@ -266,8 +266,34 @@ fn whiteouts_become_overlay_whiteouts() {
 #[test]
 fn zstd_and_garbage_are_refused_with_a_message() {
     let s = Scratch::new();
-    let err = unpack(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0][..], &s.layer).unwrap_err();
+    let err = unpack(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0][..], &s.layer, u64::MAX).unwrap_err();
     assert!(err.to_string().contains("zstd"), "{err}");
-    let err = unpack(&gzip(b"not a tar at all, just some bytes")[..], &s.layer);
+    let err = unpack(
+        &gzip(b"not a tar at all, just some bytes")[..],
+        &s.layer,
+        u64::MAX,
+    );
     assert!(err.is_err());
+}
+
+#[test]
+fn a_gzip_bomb_stops_at_the_layer_limit() {
+    // 64 MiB of zeros in one file: about 64 KiB once gzipped.
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = gzip(&tar_of(&[file("zeros", &zeros)]));
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let s = Scratch::new();
+    let limit = 4 << 20;
+    match unpack(&bomb[..], &s.layer, limit) {
+        Err(e @ UnpackError::TooLarge { .. }) => {
+            assert!(e.to_string().contains("max_layer_bytes"), "{e}")
+        }
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    // Unpacking stopped at the limit: what was written is about the limit, not the file.
+    let written = fs::metadata(s.layer.join("zeros")).map_or(0, |m| m.len());
+    assert!(written <= limit, "{written} bytes written");
+    // Under the limit, the same layer unpacks.
+    let roomy = Scratch::new();
+    unpack(&bomb[..], &roomy.layer, 65 << 20).unwrap();
 }

@@ -187,6 +187,7 @@ pub async fn run(
         data_dir: data_dir.clone(),
         registries: options.registries,
         local_dirs: options.image_dirs,
+        max_layer_bytes: None,
     })?;
     let jobs = Jobs {
         runtime: Arc::new(runtime),

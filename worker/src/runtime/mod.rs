@@ -144,6 +144,8 @@ pub struct Outcome {
     pub cpu_seconds: Option<f64>,
     /// Peak memory of the cgroup.
     pub peak_memory_bytes: Option<u64>,
+    /// Running it again would end the same way (it asks more than the worker allows): not to be retried.
+    pub no_retry: bool,
 }
 
 /// Errors of the runtime itself (not of the job).
