@@ -231,3 +231,68 @@ fn webhooks_for_unknown_repositories_or_malformed_bodies_get_clear_errors() {
         assert_eq!(pipeline_count(&farm).await, 0);
     });
 }
+
+/// Peak resident memory of `pid` so far (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn a_big_unsigned_post_is_neither_parsed_whole_nor_kept() {
+    run(Duration::from_secs(120), async {
+        let farm = Farm::serve_with(&[]);
+        farm.gantry(&[
+            "repo",
+            "add",
+            "hello",
+            "--url",
+            "https://github.com/Codertocat/Hello-World.git",
+            "--forge",
+            "github",
+            "--secret",
+            "the-webhook-secret",
+        ]);
+        // 24 MB of small JSON objects (a parsed tree of them is several times that), with a field redaction
+        // would look for; nobody signed it.
+        let mut body = String::from("{\"token\": \"planted\", \"items\": [");
+        while body.len() < 24 << 20 {
+            body.push_str("{\"a\": 1, \"b\": [true, null]},");
+        }
+        body.push_str("{}]}");
+        let before = peak_memory(farm.pid());
+        for _ in 0..3 {
+            let refused = farm
+                .post_raw(
+                    "/hooks/github?repo=hello",
+                    &headers("push", None),
+                    body.clone().into_bytes(),
+                )
+                .await;
+            assert_eq!(refused.status(), 401);
+        }
+        let grown = peak_memory(farm.pid()) - before;
+        eprintln!(
+            "3 unsigned 24 MB posts: the server's peak grew by {} MiB",
+            grown >> 20
+        );
+        let deliveries = farm.get("/repos/hello/deliveries").await;
+        let id = deliveries["deliveries"][0]["id"].as_i64().unwrap();
+        let kept = farm.get(&format!("/repos/hello/deliveries/{id}")).await;
+        let kept = kept["body"].as_str().unwrap();
+        assert!(
+            kept.starts_with("(a body of ") && kept.contains("not kept"),
+            "{:.300}",
+            kept
+        );
+        assert!(
+            grown < 100 << 20,
+            "unsigned posts grew the server by {} MiB",
+            grown >> 20
+        );
+    });
+}

@@ -81,7 +81,7 @@ fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
 const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Bytes kept of a refused delivery's body.
-const REFUSED_BODY_KEPT: usize = 64 * 1024;
+pub const REFUSED_BODY_KEPT: usize = 64 * 1024;
 
 /// Turns deliveries into pipelines.
 #[derive(Clone)]

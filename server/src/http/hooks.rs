@@ -72,17 +72,29 @@ struct Arrival<'a> {
 }
 
 impl Arrival<'_> {
-    fn delivery(&self, repo: &RepoRecord) -> NewDelivery {
+    /// The delivery to record. A refused one's body is kept redacted only when it is small: nobody vouched for
+    /// those bytes, so a big one is neither parsed nor copied (up to 25 MB, from anyone), only described.
+    fn delivery(&self, repo: &RepoRecord, refused: bool) -> NewDelivery {
         let delivery_id = self
             .id
             .map(str::to_owned)
             .unwrap_or_else(|| hex::encode(Sha256::digest(self.body)));
+        let body = if refused && self.body.len() > crate::intake::REFUSED_BODY_KEPT {
+            format!(
+                "(a body of {} bytes, not kept: a refused delivery keeps its body up to {} bytes)",
+                self.body.len(),
+                crate::intake::REFUSED_BODY_KEPT
+            )
+            .into_bytes()
+        } else {
+            forge::redact::redact_delivery(self.body, &repo.secret)
+        };
         NewDelivery {
             repo_id: repo.id,
             delivery_id,
             forge: self.forge.into(),
             event: self.event.into(),
-            body: forge::redact::redact_delivery(self.body, &repo.secret),
+            body,
         }
     }
 }
@@ -95,7 +107,7 @@ async fn receive(
     arrival: Arrival<'_>,
     checked: Result<HookEvent, HookError>,
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
-    let d = arrival.delivery(repo);
+    let d = arrival.delivery(repo, checked.is_err());
     match checked {
         Ok(event) => Ok(answer(state.intake.accept(repo, d, event).await?)),
         Err(e) => {
