@@ -140,18 +140,7 @@ fn a_pipeline_file_with_a_yaml_error_gives_an_error_pipeline_naming_the_line() {
 
 /// The server's resident memory, from `/proc`.
 fn rss_bytes(pid: u32) -> u64 {
-    proc_status_bytes(pid, "VmRSS:")
-}
-
-/// A size of `/proc/PID/status` (`VmRSS:`, `VmHWM:` — the peak, which a freed buffer does not lower).
-fn proc_status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    support::memory_of(pid, "VmRSS")
 }
 
 #[test]
@@ -206,7 +195,7 @@ fn a_pipeline_file_of_256_mib_is_refused_without_being_read() {
         // The peak: a blob inflated and freed leaves the RSS where it was. The mirror's fetch (libgit2's pack
         // indexer) still holds the blob whole once (+262 MiB here); reading it must not hold it again (before:
         // +518 MiB).
-        let grew = proc_status_bytes(farm.pid(), "VmHWM:").saturating_sub(before);
+        let grew = support::memory_of(farm.pid(), "VmHWM").saturating_sub(before);
         eprintln!("the server grew by {} MiB", grew >> 20);
         assert!(grew < 384 << 20, "the server grew by {} MiB", grew >> 20);
         assert_eq!(p["status"], "error", "{p:#}");

@@ -232,14 +232,8 @@ fn webhooks_for_unknown_repositories_or_malformed_bodies_get_clear_errors() {
     });
 }
 
-/// Peak resident memory of `pid` so far (`VmHWM`), in bytes.
 fn peak_memory(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    support::memory_of(pid, "VmHWM")
 }
 
 #[test]

@@ -163,14 +163,8 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
     });
 }
 
-/// Resident memory of `pid` in bytes (`/proc/PID/status`), or 0 once it is gone.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    support::memory_of(pid, "VmRSS")
 }
 
 #[test]

@@ -10,14 +10,8 @@ use support::{eventually, run};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Resident memory of `pid` in bytes (`/proc/PID/status`).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    support::memory_of(pid, "VmRSS")
 }
 
 /// Sends a raw HTTP/1.1 GET of `path` and reads the first `keep` bytes of the answer, then returns the socket

@@ -203,19 +203,7 @@ impl Farm {
 
     /// Runs a `gantry` client verb against this farm, as the admin; panics on failure; returns stdout.
     pub fn gantry(&self, args: &[&str]) -> String {
-        let out = Command::new(GANTRY)
-            .args(args)
-            .env("GANTRY_SERVER", &self.url)
-            .env("GANTRY_TOKEN", &self.admin)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "gantry {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        gantry_as(self, &self.admin, args)
     }
 
     /// A bare repository (with a working clone) in `dir`, added to the farm as `name` with Gantry's

@@ -106,3 +106,13 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`, …) in bytes, or 0 once it is gone.
+pub fn memory_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
