@@ -71,6 +71,9 @@ impl Client {
     ) -> Result<(Client, Uuid), ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // The server closes a connection that sends no request for its header timeout (10 s): let idle
+            // connections go well before that, so none is reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build()?;
         let base = format!("{}/api/v1", server.trim_end_matches('/'));
         let response = http
