@@ -441,8 +441,11 @@ async fn a_revoked_token_stops_working_at_once_and_tokens_are_never_listed_with_
         "{refused}"
     );
 
-    let pools = support::farm::gantry_as(&farm, &tokens.read, &["repo", "list"]);
-    assert!(pools.is_empty(), "{pools}");
+    let repos = support::farm::gantry_as(&farm, &tokens.read, &["repo", "list"]);
+    assert!(
+        repos.is_empty(),
+        "a read token reads the private farm: {repos}"
+    );
     let revoked = farm.gantry(&["token", "revoke", "ci-read"]);
     assert!(revoked.contains("revoked"), "{revoked}");
     let after = support::farm::gantry_fails(&farm, Some(&tokens.read), &["repo", "list"]);
