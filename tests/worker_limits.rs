@@ -82,5 +82,20 @@ fn a_job_asking_more_than_the_worker_allows_ends_in_error_unretried_and_a_gzip_b
             );
             assert!(j.log.contains(said), "{name}: {}", j.log);
         }
+        // Nothing of the bomb, nor of the busybox layer whose pull it cut short, stays half done in the
+        // worker's store (an unpack already started finishes on its own thread, so allow it a moment).
+        let tmp = farm.data_dir.join("worker/layers/tmp");
+        let left = || -> Vec<_> {
+            std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !left().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(left().is_empty(), "left in {}: {:?}", tmp.display(), left());
     });
 }

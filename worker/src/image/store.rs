@@ -133,61 +133,31 @@ impl Store {
             return Ok(dir);
         }
         let hex = digest_hex(digest)?.to_owned();
-        let _guard = self.exclusive(&hex).await?;
+        let guard = self.exclusive(&hex).await?;
         if dir.is_dir() {
             return Ok(dir);
         }
         let unique = uuid::Uuid::now_v7().simple();
-        let download = self.root.join(format!("layers/tmp/{hex}-{unique}.blob"));
-        let blob = fetch(download.clone()).await;
-        let result = match blob {
-            Ok(blob) => self.unpack_into_place(&blob, &hex, digest, diff_id).await,
-            Err(e) => Err(e),
+        let download = RemovedOnDrop(self.root.join(format!("layers/tmp/{hex}-{unique}.blob")));
+        let blob = fetch(download.0.clone()).await?;
+        let unpack = Unpack {
+            blob,
+            tmp: self.root.join(format!("layers/tmp/{hex}-{unique}")),
+            dir: dir.clone(),
+            digest: digest.to_owned(),
+            diff_id: diff_id.map(str::to_owned),
+            max_bytes: self.max_layer_bytes,
         };
-        let _ = std::fs::remove_file(&download);
-        result.map(|()| dir)
-    }
-
-    async fn unpack_into_place(
-        &self,
-        blob: &Path,
-        hex: &str,
-        digest: &str,
-        diff_id: Option<&str>,
-    ) -> Result<(), ImageError> {
-        let unique = uuid::Uuid::now_v7().simple();
-        let tmp = self.root.join(format!("layers/tmp/{hex}-{unique}"));
-        let dir = self.root.join("layers/sha256").join(hex);
-        let (blob, tmp_dir, max_bytes) = (blob.to_owned(), tmp.clone(), self.max_layer_bytes);
-        let unpacked = tokio::task::spawn_blocking(move || -> Result<Unpacked, ImageError> {
-            std::fs::create_dir(&tmp_dir).map_err(io("create", &tmp_dir))?;
-            let file = std::fs::File::open(&blob).map_err(io("open", &blob))?;
-            Ok(unpack::unpack(file, &tmp_dir, max_bytes)?)
+        // The unpack owns the locks and the download: if this future is dropped (a sibling layer failed, the
+        // job was cancelled), the unpack still ends by moving its directory into place or removing it, and no
+        // other unpack of the digest starts before it has.
+        tokio::task::spawn_blocking(move || {
+            let _held = (guard, download);
+            unpack.run()
         })
         .await
-        .map_err(|e| ImageError::Invalid(format!("the unpack task failed: {e}")))
-        .and_then(|r| r);
-        let checked = unpacked.and_then(|u| {
-            if u.blob_digest != digest {
-                return Err(ImageError::Invalid(format!(
-                    "layer {digest} has digest {} (corrupt or tampered with)",
-                    u.blob_digest
-                )));
-            }
-            match diff_id {
-                Some(expected) if expected != u.diff_id => Err(ImageError::Invalid(format!(
-                    "layer {digest} unpacks to {} but the image config says {expected}",
-                    u.diff_id
-                ))),
-                _ => Ok(()),
-            }
-        });
-        let placed =
-            checked.and_then(|()| std::fs::rename(&tmp, &dir).map_err(io("move into place", &dir)));
-        if placed.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        placed
+        .map_err(|e| ImageError::Invalid(format!("the unpack task failed: {e}")))??;
+        Ok(dir)
     }
 
     /// A small blob (an image config) from the store, or fetched (once, like layers), verified and stored.
@@ -286,6 +256,58 @@ impl Store {
     }
 }
 
+/// A file removed when dropped: a download cut short leaves nothing in `layers/tmp`.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One layer blob to unpack, check and move into place, on a blocking thread.
+struct Unpack {
+    blob: PathBuf,
+    tmp: PathBuf,
+    dir: PathBuf,
+    digest: String,
+    diff_id: Option<String>,
+    max_bytes: u64,
+}
+
+impl Unpack {
+    /// Unpacks into `tmp`, checks the digests and renames `tmp` to `dir`; `tmp` is removed on any failure.
+    fn run(self) -> Result<(), ImageError> {
+        let placed = self.unpack_and_check().and_then(|()| {
+            std::fs::rename(&self.tmp, &self.dir).map_err(io("move into place", &self.dir))
+        });
+        if placed.is_err() {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+        placed
+    }
+
+    fn unpack_and_check(&self) -> Result<(), ImageError> {
+        std::fs::create_dir(&self.tmp).map_err(io("create", &self.tmp))?;
+        let file = std::fs::File::open(&self.blob).map_err(io("open", &self.blob))?;
+        let unpacked: Unpacked = unpack::unpack(file, &self.tmp, self.max_bytes)?;
+        let digest = &self.digest;
+        if unpacked.blob_digest != *digest {
+            return Err(ImageError::Invalid(format!(
+                "layer {digest} has digest {} (corrupt or tampered with)",
+                unpacked.blob_digest
+            )));
+        }
+        match &self.diff_id {
+            Some(expected) if *expected != unpacked.diff_id => Err(ImageError::Invalid(format!(
+                "layer {digest} unpacks to {} but the image config says {expected}",
+                unpacked.diff_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Both locks of one digest, released when dropped. The in-process lock stays in the map afterwards: one
 /// small entry per layer this worker ever fetched, which costs less than the bookkeeping to remove it safely.
 struct Exclusive {
@@ -333,6 +355,48 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("hello")).unwrap(), b"world");
         let tmp = std::fs::read_dir(data_dir.path().join("layers/tmp")).unwrap();
         assert_eq!(tmp.count(), 0, "temporary files left behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_layer_dropped_while_it_downloads_or_unpacks_leaves_nothing_half_done() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(data_dir.path(), u64::MAX).unwrap();
+        let tmp_entries = || {
+            std::fs::read_dir(data_dir.path().join("layers/tmp"))
+                .unwrap()
+                .count()
+        };
+        let blob = tar_with("big", &vec![7u8; 32 << 20]);
+        let digest = sha256(&blob);
+
+        // Dropped mid-download: the partial file goes at once.
+        let stalled = store.layer(&digest, None, |path| async move {
+            std::fs::write(&path, b"half a blob").unwrap();
+            std::future::pending::<()>().await;
+            Ok(path)
+        });
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(50), stalled).await;
+        assert!(cut.is_err());
+        assert_eq!(tmp_entries(), 0, "a cut download was left behind");
+
+        // Dropped as soon as the download is done, so while it unpacks: the unpack still finishes and
+        // moves into place, and meanwhile nobody else starts one.
+        let (downloaded, mut told) = tokio::sync::mpsc::unbounded_channel();
+        let (blob_ref, downloaded) = (&blob, &downloaded);
+        tokio::select! {
+            _ = store.layer(&digest, None, |path| async move {
+                std::fs::write(&path, blob_ref).unwrap();
+                downloaded.send(()).unwrap();
+                Ok(path)
+            }) => panic!("the unpack was expected to outlast the download"),
+            _ = told.recv() => {}
+        }
+        let again = store
+            .layer(&digest, None, |_| async { panic!("fetched twice") })
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(again.join("big")).unwrap().len(), 32 << 20);
+        assert_eq!(tmp_entries(), 0, "an unpack was left behind");
     }
 
     #[tokio::test]
