@@ -55,6 +55,7 @@ conformance!(
     a_newer_push_supersedes_the_unfinished_pipelines_of_its_branch,
     jobs_go_only_to_workers_with_all_their_labels,
     the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit,
+    claims_racing_never_run_more_of_a_repository_than_its_limit,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     a_finished_pipeline_retried_runs_what_did_not_succeed_again,
     an_attempt_lost_to_gantry_itself_runs_again_up_to_the_automatic_retries,
@@ -79,6 +80,9 @@ conformance!(
 #[path = "store_conformance/commit_statuses.rs"]
 mod commit_statuses;
 use commit_statuses::*;
+#[path = "store_conformance/repo_limits.rs"]
+mod repo_limits;
+use repo_limits::*;
 
 async fn repo(db: &Db, name: &str) -> i64 {
     let r = NewRepoRecord {

@@ -2,7 +2,9 @@
 //! pipelines through the server's own `Queue` and `Store` (no HTTP, no containers): jobs leased and completed
 //! per second, on a SQLite file (WAL, synchronous=NORMAL) and, when `GANTRY_BENCH_POSTGRES` names a database
 //! (with fsync on, as PostgreSQL's default), on PostgreSQL. Targets: ≥ 2,000/s on SQLite, ≥ 1,000/s on
-//! PostgreSQL. Prints one JSON line per database.
+//! PostgreSQL. Prints one JSON line per database. `GANTRY_BENCH_REPO_LIMIT=N` gives the repository a
+//! `max_running_jobs` of N (above WORKERS, it is never reached but every claim checks it: on PostgreSQL that
+//! is the per-repository lock of migration 0011).
 //!
 //! Run: `cargo run --release -p gantry-bench --bin dispatch [JOBS] [WORKERS]`
 
@@ -48,6 +50,17 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
             secret: "bench-secret".into(),
         })
         .await?;
+    let repo_limit = match std::env::var("GANTRY_BENCH_REPO_LIMIT") {
+        Ok(n) => Some(n.parse::<u32>()?),
+        Err(_) => None,
+    };
+    if let Some(max) = repo_limit {
+        let settings = gantry_model::wire::RepoSettings {
+            max_running_jobs: Some(max),
+            ..Default::default()
+        };
+        db.update_repo_settings(&repo.name, &settings).await?;
+    }
     let spec = Pipeline::parse("jobs:\n  nothing:\n    steps: [true]\n")?
         .jobs
         .remove(0);
@@ -144,6 +157,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
             "what": "jobs leased and completed through Queue + Store by in-process workers doing no work",
             "jobs": jobs,
             "workers": workers,
+            "repo_max_running_jobs": repo_limit,
             "seconds": seconds,
             "jobs_per_second": jobs as f64 / seconds,
             "lease_ms": {"p50": quantile(&mut leases, 0.5), "p99": quantile(&mut leases, 0.99)},

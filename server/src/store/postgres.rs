@@ -97,9 +97,18 @@ impl PgStore {
 
 /// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
 /// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment) and its
-/// repository runs fewer jobs than its `max_running_jobs`; claims committing at the same instant each count
-/// the others' jobs as queued, so the limit can be passed by the number of claimers racing (it holds once they
-/// settle). The source comes back with the job, so a claim is one statement.
+/// repository runs fewer jobs than its `max_running_jobs`. That count is in the statement's snapshot, so claims
+/// racing could each count the others' jobs as queued: for a limited repository the claim then counts again,
+/// under a per-repository lock and in a fresh snapshot (`claim_within_repo_limit`, migration 0011), and fails
+/// with [`OVER_LIMIT`] if it would pass the limit. The source comes back with the job, so a claim is one
+/// statement.
+/// The SQLSTATE of a claim `claim_within_repo_limit` refused because its repository is full (migration 0011).
+const OVER_LIMIT: &str = "GA001";
+
+/// Claims refused for a full repository in a row before giving up until the next wake-up: each refusal means
+/// another claim of that repository committed, and the next snapshot skips the repository.
+const OVER_LIMIT_RETRIES: usize = 16;
+
 pub(super) const CLAIM_SQL: &str = concat!(
     "WITH claimed AS (
        UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
@@ -119,7 +128,9 @@ pub(super) const CLAIM_SQL: &str = concat!(
      SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event, p.pr_number,
             p.source_branch, p.target_branch, p.from_fork, r.clone_credential, p.repo_id,
             EXISTS (SELECT 1 FROM repo_secrets s WHERE s.repo_id = p.repo_id) AS has_secrets
-     FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id"
+     FROM claimed JOIN pipelines p ON p.id = claimed.pipeline_id JOIN repos r ON r.id = p.repo_id
+     WHERE CASE WHEN r.max_running_jobs IS NULL THEN TRUE
+                ELSE claim_within_repo_limit(claimed.id, r.id, r.max_running_jobs) END"
 );
 
 /// Settling a pipeline takes its row first: under READ COMMITTED, the next statement then sees what a
@@ -141,15 +152,29 @@ impl PgStore {
     /// migration 0005, starts the pipeline and marks the worker busy within it), on `claimer`'s connections.
     async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
         let mut conn = self.claimer().await?;
-        let Some(row) = sqlx::query(CLAIM_SQL)
-            .bind(claim.lease_id)
-            .bind(claim.worker_id)
-            .bind(&claim.worker_name)
-            .bind(claim.deadline_ms)
-            .bind(Utc::now())
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
+        let mut refused = 0;
+        let row = loop {
+            let claimed = sqlx::query(CLAIM_SQL)
+                .bind(claim.lease_id)
+                .bind(claim.worker_id)
+                .bind(&claim.worker_name)
+                .bind(claim.deadline_ms)
+                .bind(Utc::now())
+                .fetch_optional(&mut *conn)
+                .await;
+            match claimed {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some(OVER_LIMIT) && refused < OVER_LIMIT_RETRIES =>
+                {
+                    refused += 1;
+                }
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(OVER_LIMIT) => {
+                    return Ok(None);
+                }
+                other => break other?,
+            }
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
         Ok(Some(ClaimedJob {
