@@ -78,7 +78,8 @@ pub(crate) fn made_by(worker: &str, name: &str) -> bool {
 }
 
 /// Kills and removes the cgroups of `worker`'s containers (and the per-container scratch dirs earlier versions
-/// made), except those `live` says are in use; returns how many containers.
+/// made), except those `live` says are in use; returns how many containers of jobs (a spare init left beside
+/// them is removed too, but never ran anything: counting it would report two containers for one job).
 pub(crate) fn sweep(
     layout: &CgroupLayout,
     state_dir: &Path,
@@ -107,7 +108,8 @@ pub(crate) fn sweep(
         remove_scratch(&state_dir.join(id))?;
         tracing::info!(container = %id, "removed a container left behind by an earlier run of this worker");
     }
-    Ok(ids.len())
+    let spare = format!("{worker}.spare-");
+    Ok(ids.iter().filter(|id| !id.starts_with(&spare)).count())
 }
 
 /// Removes a container's scratch dir. Its mounts live in the container's mount namespace, so on the host it
