@@ -56,6 +56,7 @@ conformance!(
     jobs_go_only_to_workers_with_all_their_labels,
     the_claim_takes_priority_first_and_keeps_a_repository_under_its_limit,
     claims_racing_never_run_more_of_a_repository_than_its_limit,
+    a_report_of_thousands_of_test_cases_is_stored_whole_and_once,
     a_failed_job_runs_again_as_often_as_its_retry_says,
     a_finished_pipeline_retried_runs_what_did_not_succeed_again,
     an_attempt_lost_to_gantry_itself_runs_again_up_to_the_automatic_retries,
@@ -83,6 +84,9 @@ use commit_statuses::*;
 #[path = "store_conformance/repo_limits.rs"]
 mod repo_limits;
 use repo_limits::*;
+#[path = "store_conformance/test_reports.rs"]
+mod test_reports;
+use test_reports::*;
 
 async fn repo(db: &Db, name: &str) -> i64 {
     let r = NewRepoRecord {
@@ -132,6 +136,20 @@ async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid
     let ids = jobs.iter().map(|j| j.id).collect();
     db.add_jobs(created.id, &jobs).await.unwrap();
     (created.id, ids)
+}
+
+fn quota(attempt: u32, used_bytes: u64) -> store::ArtifactQuota {
+    store::ArtifactQuota {
+        attempt,
+        used_bytes,
+    }
+}
+
+fn sealed(name: &str, value: &[u8]) -> store::SealedSecret {
+    store::SealedSecret {
+        name: name.into(),
+        sealed: value.to_vec(),
+    }
 }
 
 fn claim(worker: Uuid) -> Claim {
@@ -1026,7 +1044,7 @@ async fn artifacts_are_indexed_per_attempt_under_the_lease(db: Db) {
     .await;
     let first = db.claim_job(&claim(w)).await.unwrap().unwrap();
     let lease = first.job.lease_id.unwrap();
-    assert_eq!(db.artifact_quota(ids[0], lease).await.unwrap(), (1, 0));
+    assert_eq!(db.artifact_quota(ids[0], lease).await.unwrap(), quota(1, 0));
     db.record_artifact(ids[0], lease, &artifact("bin/app", 100))
         .await
         .unwrap();
@@ -1036,7 +1054,10 @@ async fn artifacts_are_indexed_per_attempt_under_the_lease(db: Db) {
     db.record_artifact(ids[0], lease, &artifact("bin/lib.so", 30))
         .await
         .unwrap();
-    assert_eq!(db.artifact_quota(ids[0], lease).await.unwrap(), (1, 150));
+    assert_eq!(
+        db.artifact_quota(ids[0], lease).await.unwrap(),
+        quota(1, 150)
+    );
     assert!(
         db.pipeline_artifacts(pipeline_id).await.unwrap().is_empty(),
         "a running job hands nothing on yet"
@@ -1056,7 +1077,10 @@ async fn artifacts_are_indexed_per_attempt_under_the_lease(db: Db) {
         db.artifact_quota(ids[0], lease).await,
         Err(StoreError::StaleLease(_))
     ));
-    assert_eq!(db.artifact_quota(ids[0], lease2).await.unwrap(), (2, 0));
+    assert_eq!(
+        db.artifact_quota(ids[0], lease2).await.unwrap(),
+        quota(2, 0)
+    );
     db.record_artifact(ids[0], lease2, &artifact("bin/app", 7))
         .await
         .unwrap();
@@ -1536,17 +1560,14 @@ async fn repository_secrets_are_set_listed_without_values_and_removed(db: Db) {
     assert!(listed[1].updated_at > first_set, "and says when");
     assert_eq!(
         db.sealed_repo_secrets(r).await.unwrap(),
-        [
-            ("API_KEY".to_owned(), b"sealed-2".to_vec()),
-            ("TOKEN".to_owned(), b"sealed-3".to_vec())
-        ]
+        [sealed("API_KEY", b"sealed-2"), sealed("TOKEN", b"sealed-3")]
     );
     assert!(db.delete_repo_secret(r, "TOKEN").await.unwrap());
     assert!(!db.delete_repo_secret(r, "TOKEN").await.unwrap(), "gone");
     assert_eq!(db.list_repo_secrets(r).await.unwrap().len(), 1);
     assert_eq!(
         db.sealed_repo_secrets(other).await.unwrap(),
-        [("TOKEN".to_owned(), b"other-sealed".to_vec())],
+        [sealed("TOKEN", b"other-sealed")],
         "another repository's secret of the same name is untouched"
     );
 }

@@ -3,7 +3,7 @@
 //! streamed to the object store, hashed and counted on the way, refused past the job's limit or when its
 //! checksum is wrong, and indexed only while the uploader's lease is still the job's lease.
 
-use crate::store::{NewArtifact, Store, StoreError};
+use crate::store::{ArtifactQuota, NewArtifact, Store, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use gantry_model::wire::ArtifactRef;
@@ -127,7 +127,10 @@ impl Artifacts {
         body: impl Stream<Item = Result<Bytes, E>>,
     ) -> Result<ArtifactRef, ArtifactError> {
         gantry_model::artifact::check_path(&upload.path).map_err(ArtifactError::BadPath)?;
-        let (attempt, used) = self.store.artifact_quota(job, lease).await?;
+        let ArtifactQuota {
+            attempt,
+            used_bytes: used,
+        } = self.store.artifact_quota(job, lease).await?;
         let location = key(job, attempt, &upload.path);
         let mut writer = WriteMultipart::new(self.objects.put_multipart(&location).await?);
         let (mut size, mut hasher) = (0u64, Sha256::new());

@@ -3,7 +3,9 @@
 //! mirrors clone with.
 
 use super::{SealError, SealingKey};
-use crate::store::{ClaimedJob, RepoCredential, RepoRecord, SecretRecord, Store, StoreError};
+use crate::store::{
+    ClaimedJob, RepoCredential, RepoRecord, SealedSecret, SecretRecord, Store, StoreError,
+};
 use gantry_model::secret::{self, CloneCredential, SecretEnv, SecretError};
 use gantry_model::wire::RepoSettings;
 use std::sync::Arc;
@@ -139,7 +141,8 @@ impl Vault {
             return Ok(SecretEnv::default());
         }
         let mut env = Vec::new();
-        for (name, sealed) in self.store.sealed_repo_secrets(claimed.repo_id).await? {
+        for SealedSecret { name, sealed } in self.store.sealed_repo_secrets(claimed.repo_id).await?
+        {
             match self.key.open(&place(claimed.repo_id, &name), &sealed) {
                 Ok(plain) => env.push((name, String::from_utf8_lossy(&plain).into_owned())),
                 // Left out rather than failing the lease: the job says which variable it misses.

@@ -1,29 +1,34 @@
 //! Storage behind one interface ([`Store`]), with a SQLite and a PostgreSQL implementation chosen once at start.
 //!
-//! Both implementations share their SQL (see `shared.rs`); each adds what its dialect does differently:
-//! connecting, migrating, how a transaction starts, and how a job is claimed and completed (on SQLite, through
-//! rusqlite: `sqlite/dispatch.rs`).
+//! The SQL is written once, by area (`tokens`, `repos`, `pipelines`, `jobs`, `logs`, `cancel`, `completion`,
+//! `retry`, `deliveries`, `artifacts`, `secrets`, `statuses`, `workers`), over the small driver interface of
+//! `db/`; `backend.rs` is the one [`Store`] implementation, for any [`dialect::Dialect`]; each dialect
+//! (`postgres.rs`, `sqlite/`) supplies its connections, how a write transaction starts, and its claim.
 
-#[macro_use]
 mod artifacts;
-#[macro_use]
+mod backend;
+mod cancel;
 mod completion;
-#[macro_use]
+mod db;
 mod deliveries;
-#[macro_use]
-mod retry;
-#[macro_use]
-mod secrets;
-#[macro_use]
-mod shared;
-#[macro_use]
-mod statuses;
+mod dialect;
+mod jobs;
+mod logs;
+mod pipelines;
 mod postgres;
 mod records;
+mod repos;
+mod retry;
+mod secrets;
 mod sqlite;
 mod status_records;
+mod statuses;
+mod tokens;
+mod workers;
 
+pub use artifacts::ArtifactQuota;
 pub use records::*;
+pub use secrets::SealedSecret;
 pub use status_records::*;
 
 use async_trait::async_trait;
@@ -66,6 +71,9 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A thread of the store could not start or panicked.
+    #[error("a store thread failed: {0}")]
+    Thread(String),
 }
 
 /// Result of storage calls.
@@ -186,7 +194,7 @@ pub trait Store: Send + Sync + 'static {
     /// A repository's secrets by name, without their values.
     async fn list_repo_secrets(&self, repo_id: i64) -> Result<Vec<SecretRecord>>;
     /// A repository's secrets by name, sealed, for a lease.
-    async fn sealed_repo_secrets(&self, repo_id: i64) -> Result<Vec<(String, Vec<u8>)>>;
+    async fn sealed_repo_secrets(&self, repo_id: i64) -> Result<Vec<SealedSecret>>;
     /// Ends an attempt that failed on Gantry's side (`worker_lost`, `infra`) by queueing the job again while it
     /// has had fewer than `cap` automatic retries; `None` when it may not run again (then complete it).
     async fn requeue_infra(
@@ -242,7 +250,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Completed>;
 
     /// Checks that `lease` is the running job's lease; says its attempt and the bytes of artifacts it uploaded.
-    async fn artifact_quota(&self, job: Uuid, lease: Uuid) -> Result<(u32, u64)>;
+    async fn artifact_quota(&self, job: Uuid, lease: Uuid) -> Result<ArtifactQuota>;
     /// Records an artifact whose bytes are stored, while `lease` is still the job's lease.
     async fn record_artifact(&self, job: Uuid, lease: Uuid, artifact: &NewArtifact) -> Result<()>;
     /// The artifacts an attempt of a job uploaded, by path.

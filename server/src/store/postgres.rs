@@ -1,8 +1,16 @@
 //! The PostgreSQL store, for clusters: several servers can share it.
 
-use super::Result;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use super::completion::{self, Ending, FINISH_ATTEMPT_LOCKING_SQL};
+use super::db::query;
+use super::dialect::Dialect;
+use super::jobs::{JOB_COLUMNS, claimed_from};
+use super::{Claim, ClaimedJob, Completed, News, Result, StoreError};
+use chrono::Utc;
+use const_format::concatcp;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// [`super::Store`] on a PostgreSQL database.
 pub struct PgStore {
@@ -10,9 +18,6 @@ pub struct PgStore {
     /// For claims: connections whose commits do not wait for the WAL to reach the disk (see `claimer`).
     claims: PgPool,
 }
-
-/// What the shared code's transactions are here.
-pub(super) type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 impl PgStore {
     /// Connects and migrates.
@@ -44,43 +49,69 @@ impl PgStore {
     /// the worker's next call with the lost lease gets 409 and it stops (DESIGN §3's fencing), as if it were
     /// lost. Whatever commits after it (the worker's first log bytes, its completion) flushes it, so nothing
     /// that depends on a claim outlives it. A SIGKILL of Gantry's server loses nothing: PostgreSQL has the commit.
-    pub(super) async fn claimer(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    async fn claimer(&self) -> Result<PoolConnection<Postgres>> {
         Ok(self.claims.acquire().await?)
-    }
-
-    pub(super) async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
-    }
-
-    /// A connection for a single statement, which is a transaction of its own.
-    pub(super) async fn writer(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        Ok(self.pool.acquire().await?)
     }
 }
 
-impl PgStore {
+impl Dialect for PgStore {
+    const NAME: &'static str = "postgres";
+    /// Settling a pipeline takes its row first: under READ COMMITTED, the next statement then sees what a
+    /// transaction that settled it before committed.
+    const LOCK_PIPELINE_SQL: Option<&'static str> =
+        Some("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE");
+
+    type Reader = PoolConnection<Postgres>;
+    type Writer = PoolConnection<Postgres>;
+    type Tx = sqlx::Transaction<'static, Postgres>;
+
+    async fn reader(&self) -> Result<Self::Reader> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn writer(&self) -> Result<Self::Writer> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn begin(&self) -> Result<Self::Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
+        self.claim_next(claim).await
+    }
+
+    /// Five round trips on a pooled connection: the attempt's end with its pipeline's lock, its steps, its test
+    /// cases, the pipeline's jobs and what settling them changed; then the commit.
+    async fn complete_attempt(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        ending: &Ending<'_>,
+    ) -> Result<Option<Completed>> {
+        let tx = self.pool.begin().await?;
+        completion::complete_attempt(tx, FINISH_ATTEMPT_LOCKING_SQL, job, lease, ending).await
+    }
+
     /// `NOTIFY`, through `pg_notify` so the channel can be a parameter.
-    pub(super) async fn announce_news(&self, news: super::News) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
+    async fn announce_news(&self, news: News) -> Result<()> {
+        query("SELECT pg_notify($1, '')")
             .bind(news.channel())
-            .execute(&self.pool)
+            .execute(&mut self.pool.acquire().await?)
             .await?;
         Ok(())
     }
 
     /// `LISTEN` on a connection of its own. The listener reconnects by itself when the connection drops;
     /// what was announced meanwhile is lost, so both kinds of news are passed on then, to make everyone look.
-    pub(super) async fn listen_for_news(
-        &self,
-        heard: Box<dyn Fn(super::News) + Send + Sync>,
-    ) -> Result<()> {
+    async fn listen_for_news(&self, heard: Box<dyn Fn(News) + Send + Sync>) -> Result<()> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        let news = [super::News::JobsReady, super::News::CancelRequested];
-        listener.listen_all(news.map(super::News::channel)).await?;
+        let news = [News::JobsReady, News::CancelRequested];
+        listener.listen_all(news.map(News::channel)).await?;
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    if let Some(news) = super::News::from_channel(notification.channel()) {
+                    if let Some(news) = News::from_channel(notification.channel()) {
                         heard(news);
                     }
                 }
@@ -95,13 +126,6 @@ impl PgStore {
     }
 }
 
-/// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
-/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment) and its
-/// repository runs fewer jobs than its `max_running_jobs`. That count is in the statement's snapshot, so claims
-/// racing could each count the others' jobs as queued: for a limited repository the claim then counts again,
-/// under a per-repository lock and in a fresh snapshot (`claim_within_repo_limit`, migration 0011), and fails
-/// with [`OVER_LIMIT`] if it would pass the limit. The source comes back with the job, so a claim is one
-/// statement.
 /// The SQLSTATE of a claim `claim_within_repo_limit` refused because its repository is full (migration 0011).
 const OVER_LIMIT: &str = "GA001";
 
@@ -109,7 +133,14 @@ const OVER_LIMIT: &str = "GA001";
 /// another claim of that repository committed, and the next snapshot skips the repository.
 const OVER_LIMIT_RETRIES: usize = 16;
 
-pub(super) const CLAIM_SQL: &str = concat!(
+/// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
+/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment) and its
+/// repository runs fewer jobs than its `max_running_jobs`. That count is in the statement's snapshot, so claims
+/// racing could each count the others' jobs as queued: for a limited repository the claim then counts again,
+/// under a per-repository lock and in a fresh snapshot (`claim_within_repo_limit`, migration 0011), and fails
+/// with [`OVER_LIMIT`] if it would pass the limit. The source comes back with the job, so a claim is one
+/// statement.
+const CLAIM_SQL: &str = concatcp!(
     "WITH claimed AS (
        UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
          lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
@@ -123,7 +154,7 @@ pub(super) const CLAIM_SQL: &str = concat!(
                              WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL), FALSE)
          ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
        RETURNING ",
-    job_columns!(),
+    JOB_COLUMNS,
     ")
      SELECT claimed.*, r.name AS repo, r.url AS clone_url, p.number, p.commit_sha, p.git_ref, p.event, p.pr_number,
             p.source_branch, p.target_branch, p.from_fork, r.clone_credential, p.repo_id,
@@ -133,42 +164,30 @@ pub(super) const CLAIM_SQL: &str = concat!(
                 ELSE claim_within_repo_limit(claimed.id, r.id, r.max_running_jobs) END"
 );
 
-/// Settling a pipeline takes its row first: under READ COMMITTED, the next statement then sees what a
-/// transaction that settled it before committed.
-pub(super) const LOCK_PIPELINE_SQL: Option<&str> =
-    Some("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE");
-
-/// A completion's first statement: the attempt ends and then its pipeline's row is locked (the order of the
-/// claim's trigger and of a cancel: job, then pipeline), in one round trip. The pipeline's jobs are read by the
-/// next statement, whose snapshot comes after the lock: one taken in the same statement would predate it.
-const FINISH_SQL: &str = concat!(
-    "WITH finished AS (",
-    finish_attempt_sql!(),
-    ") SELECT f.attempt, f.pipeline_id FROM finished f JOIN pipelines p ON p.id = f.pipeline_id FOR UPDATE OF p"
-);
-
 impl PgStore {
     /// Leases the next ready job to the worker: one statement, no transaction (the `jobs_claimed` trigger,
     /// migration 0005, starts the pipeline and marks the worker busy within it), on `claimer`'s connections.
-    async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
+    async fn claim_next(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
         let mut conn = self.claimer().await?;
         let mut refused = 0;
         let row = loop {
-            let claimed = sqlx::query(CLAIM_SQL)
+            let claimed = query(CLAIM_SQL)
                 .bind(claim.lease_id)
                 .bind(claim.worker_id)
                 .bind(&claim.worker_name)
                 .bind(claim.deadline_ms)
                 .bind(Utc::now())
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut conn)
                 .await;
             match claimed {
-                Err(sqlx::Error::Database(e))
+                Err(StoreError::Database(sqlx::Error::Database(e)))
                     if e.code().as_deref() == Some(OVER_LIMIT) && refused < OVER_LIMIT_RETRIES =>
                 {
                     refused += 1;
                 }
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(OVER_LIMIT) => {
+                Err(StoreError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some(OVER_LIMIT) =>
+                {
                     return Ok(None);
                 }
                 other => break other?,
@@ -177,70 +196,6 @@ impl PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        Ok(Some(ClaimedJob {
-            job: job_from(&row)?,
-            repo: row.try_get("repo")?,
-            clone_url: row.try_get("clone_url")?,
-            number: row.try_get("number")?,
-            commit: row.try_get("commit_sha")?,
-            git_ref: row.try_get("git_ref")?,
-            event: row.try_get("event")?,
-            pull_request: pull_request_from(&row)?,
-            clone_credential: row.try_get("clone_credential")?,
-            repo_id: row.try_get("repo_id")?,
-            has_secrets: row.try_get("has_secrets")?,
-        }))
-    }
-
-    /// Ends an attempt if `lease` is the job's, stores its steps and test cases, and settles its pipeline, in
-    /// one transaction of five round trips; `None` when the lease is not (or no longer) the running job's.
-    async fn complete_attempt(
-        &self,
-        job: Uuid,
-        lease: Uuid,
-        ending: &Ending<'_>,
-    ) -> Result<Option<Completed>> {
-        let report = ending.report;
-        let mut tx = self.begin().await?;
-        let Some(row) = sqlx::query(FINISH_SQL)
-            .bind(job)
-            .bind(ending.status.as_str())
-            .bind(report.exit_code.map(i64::from))
-            .bind(ending.failure.map(FailureKind::as_str))
-            .bind(&report.message)
-            .bind(ending.now)
-            .bind(report.cpu_seconds)
-            .bind(report.peak_memory_bytes.map(|b| b as i64))
-            .bind(lease)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let pipeline: Uuid = row.try_get("pipeline_id")?;
-        let attempt = row.try_get::<i64, _>("attempt")? as u32;
-        let jobs = sqlx::query(concat!(
-            pipeline_jobs_sql!(),
-            "WHERE j.pipeline_id = $1 ORDER BY j.position"
-        ))
-        .bind(pipeline)
-        .fetch_all(&mut *tx)
-        .await?;
-        for step in &report.steps {
-            upsert_step(&mut tx, job, attempt, step).await?;
-        }
-        insert_test_cases(&mut tx, job, attempt, &report.tests).await?;
-        let settled = settle_jobs(&mut tx, &jobs, ending.now).await?;
-        if settled.changed {
-            set_pipeline_status(&mut tx, pipeline, settled.status, ending.now).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(Completed {
-            status: ending.status,
-            pipeline_status: settled.status,
-            skipped: settled.skip,
-        }))
+        claimed_from(&row).map(Some)
     }
 }
-
-impl_store!(PgStore, sqlx::Postgres, "postgres");

@@ -1,19 +1,25 @@
 //! The SQLite store: one file in WAL mode, the default for `gantry up`.
 
+mod checkpoint;
 mod dispatch;
 
-use super::Result;
+use super::completion::{self, Ending, FINISH_ATTEMPT_SQL};
+use super::db::sqlite::RusqliteTx;
+use super::db::{Exec, Query, Transaction};
+use super::dialect::Dialect;
+use super::{Claim, ClaimedJob, Completed, News, Result};
 use sqlx::ConnectOptions;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use uuid::Uuid;
 
 /// [`super::Store`] on a SQLite file.
 pub struct SqliteStore {
@@ -23,6 +29,8 @@ pub struct SqliteStore {
     /// one writer at a time anyway, and a writer that finds the file locked sleeps a millisecond or more in
     /// SQLite's busy handler; connections of their own also skip the pool's ping of each one it takes back.
     writer: Arc<Mutex<Writer>>,
+    /// Copies the WAL back into the file, off the async threads.
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 /// The writing connections: sqlx's for everything but dispatch, and rusqlite's for dispatch (`dispatch.rs`).
@@ -30,9 +38,6 @@ pub(super) struct Writer {
     sqlx: SqliteConnection,
     dispatch: dispatch::Dispatch,
 }
-
-/// What the shared code's transactions are here.
-pub(super) type Tx = WriteTx;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
@@ -82,53 +87,63 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(writer)),
+            _checkpointer: checkpoint::Checkpointer::start(&path)?,
         })
     }
 
     /// The writer connection, for a single statement (which is a transaction of its own).
-    pub(super) async fn writer(&self) -> Result<OwnedMappedMutexGuard<Writer, SqliteConnection>> {
+    async fn sqlx_writer(&self) -> WriterConn {
         let writer = self.writer.clone().lock_owned().await;
-        Ok(OwnedMutexGuard::map(writer, |w| &mut w.sqlx))
-    }
-
-    /// A transaction on the writer connection. `IMMEDIATE` takes the write lock up front, so that it never has to
-    /// upgrade a read lock against a write through the pool (SQLite answers that with SQLITE_BUSY at once).
-    pub(super) async fn begin(&self) -> Result<WriteTx> {
-        let mut conn = self.writer().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(WriteTx { conn: Some(conn) })
+        WriterConn(OwnedMutexGuard::map(writer, |w| &mut w.sqlx))
     }
 }
 
-/// A transaction on the writer connection, rolled back when dropped before [`WriteTx::commit`].
-pub(super) struct WriteTx {
+/// The sqlx writer connection, held until dropped.
+pub(crate) struct WriterConn(OwnedMappedMutexGuard<Writer, SqliteConnection>);
+
+impl Exec for WriterConn {
+    type Row = SqliteRow;
+
+    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
+        (*self.0).execute(query).await
+    }
+
+    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<SqliteRow>> {
+        (*self.0).fetch_all(query).await
+    }
+}
+
+/// A transaction on the writer connection, rolled back when dropped before [`Transaction::commit`].
+pub(crate) struct WriteTx {
     conn: Option<OwnedMappedMutexGuard<Writer, SqliteConnection>>,
 }
 
 impl WriteTx {
-    /// Commits, and lets the next writer have the connection.
-    pub(super) async fn commit(mut self) -> Result<()> {
-        sqlx::query("COMMIT").execute(&mut *self).await?;
-        self.conn = None;
-        Ok(())
-    }
-}
-
-impl Deref for WriteTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        self.conn
-            .as_ref()
-            .expect("a transaction has its connection until it ends")
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn conn(&mut self) -> &mut SqliteConnection {
         self.conn
             .as_mut()
             .expect("a transaction has its connection until it ends")
+    }
+}
+
+impl Exec for WriteTx {
+    type Row = SqliteRow;
+
+    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
+        self.conn().execute(query).await
+    }
+
+    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<SqliteRow>> {
+        self.conn().fetch_all(query).await
+    }
+}
+
+impl Transaction for WriteTx {
+    /// Commits, and lets the next writer have the connection.
+    async fn commit(mut self) -> Result<()> {
+        sqlx::query("COMMIT").execute(self.conn()).await?;
+        self.conn = None;
+        Ok(())
     }
 }
 
@@ -145,72 +160,39 @@ impl Drop for WriteTx {
     }
 }
 
-impl SqliteStore {
-    /// One server has a SQLite file to itself: there is nobody to tell.
-    pub(super) async fn announce_news(&self, _news: super::News) -> Result<()> {
-        Ok(())
+impl Dialect for SqliteStore {
+    const NAME: &'static str = "sqlite";
+    /// Writers take turns on one connection, so settling needs no lock of its own.
+    const LOCK_PIPELINE_SQL: Option<&'static str> = None;
+
+    type Reader = PoolConnection<Sqlite>;
+    type Writer = WriterConn;
+    type Tx = WriteTx;
+
+    async fn reader(&self) -> Result<Self::Reader> {
+        Ok(self.pool.acquire().await?)
     }
 
-    /// Nobody else writes to the file: there is nothing to hear.
-    pub(super) async fn listen_for_news(
-        &self,
-        _heard: Box<dyn Fn(super::News) + Send + Sync>,
-    ) -> Result<()> {
-        Ok(())
+    async fn writer(&self) -> Result<Self::Writer> {
+        Ok(self.sqlx_writer().await)
     }
-}
 
-/// SQLite serialises writers, so the ready job of highest priority, then oldest, whose `runs-on` labels the
-/// worker all has and whose repository is under its `max_running_jobs`, can simply be taken (the count is exact:
-/// no other claim runs meanwhile). The count walks the running jobs (`jobs_leases`), not the repository's
-/// history of pipelines. `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk `jobs_claim` in order
-/// and stop at the first match; bare, it picked another index on `status` and sorted every queued job per claim.
-/// The source comes back with the job (the subqueries see the claimed row), so a claim is one statement.
-pub(super) const CLAIM_SQL: &str = concat!(
-    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_id = $1, worker_id = $2, worker_name = $3,
-       lease_deadline_ms = $4, started_at = $5, finished_at = NULL, log_length = 0, exit_code = NULL,
-       failure_kind = NULL, message = NULL
-     WHERE status = 'queued' AND id = (
-       SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.ready = TRUE
-         AND NOT EXISTS (SELECT 1 FROM json_each(j.runs_on) AS wanted
-                         WHERE wanted.value NOT IN (SELECT label.value FROM workers w, json_each(w.labels) AS label
-                                                    WHERE w.id = $2))
-         AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id
-                         WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
-                           AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
-                                                      AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id))
-       ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1)
-     RETURNING ",
-    job_columns!(),
-    ",
-       (SELECT r.name FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id) AS repo,
-       (SELECT r.url FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id) AS clone_url,
-       (SELECT p.number FROM pipelines p WHERE p.id = jobs.pipeline_id) AS number,
-       (SELECT p.commit_sha FROM pipelines p WHERE p.id = jobs.pipeline_id) AS commit_sha,
-       (SELECT p.git_ref FROM pipelines p WHERE p.id = jobs.pipeline_id) AS git_ref,
-       (SELECT p.event FROM pipelines p WHERE p.id = jobs.pipeline_id) AS event,
-       (SELECT p.pr_number FROM pipelines p WHERE p.id = jobs.pipeline_id) AS pr_number,
-       (SELECT p.source_branch FROM pipelines p WHERE p.id = jobs.pipeline_id) AS source_branch,
-       (SELECT p.target_branch FROM pipelines p WHERE p.id = jobs.pipeline_id) AS target_branch,
-       (SELECT p.from_fork FROM pipelines p WHERE p.id = jobs.pipeline_id) AS from_fork,
-       (SELECT r.clone_credential FROM pipelines p JOIN repos r ON r.id = p.repo_id WHERE p.id = jobs.pipeline_id)
-         AS clone_credential,
-       (SELECT p.repo_id FROM pipelines p WHERE p.id = jobs.pipeline_id) AS repo_id,
-       EXISTS (SELECT 1 FROM pipelines p JOIN repo_secrets s ON s.repo_id = p.repo_id WHERE p.id = jobs.pipeline_id)
-         AS has_secrets"
-);
+    /// A transaction on the writer connection. `IMMEDIATE` takes the write lock up front, so that it never has to
+    /// upgrade a read lock against a write through the pool (SQLite answers that with SQLITE_BUSY at once).
+    async fn begin(&self) -> Result<WriteTx> {
+        let WriterConn(mut conn) = self.sqlx_writer().await;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        Ok(WriteTx { conn: Some(conn) })
+    }
 
-/// Writers take turns on one connection, so settling needs no lock of its own.
-pub(super) const LOCK_PIPELINE_SQL: Option<&str> = None;
-
-impl SqliteStore {
-    /// Leases the next ready job to the worker (`dispatch.rs`).
+    /// On the dispatch connection, on the caller's thread (`dispatch.rs`).
     async fn claim(&self, claim: &Claim) -> Result<Option<ClaimedJob>> {
         let mut writer = self.writer.clone().lock_owned().await;
-        writer.dispatch.claim(claim, Utc::now())
+        writer.dispatch.claim(claim).await
     }
 
-    /// Ends an attempt, stores its steps and test cases and settles its pipeline (`dispatch.rs`).
+    /// On the dispatch connection: on the caller's thread, or on a blocking thread for a report big enough to
+    /// hold a tokio thread noticeably (thousands of test cases).
     async fn complete_attempt(
         &self,
         job: Uuid,
@@ -218,11 +200,43 @@ impl SqliteStore {
         ending: &Ending<'_>,
     ) -> Result<Option<Completed>> {
         let mut writer = self.writer.clone().lock_owned().await;
-        writer.dispatch.complete(job, lease, ending)
+        let items = ending.report.steps.len() + ending.report.tests.len();
+        if items < dispatch::INLINE_REPORT_ITEMS {
+            let tx = RusqliteTx::begin(writer.dispatch.connection())?;
+            return completion::complete_attempt(tx, FINISH_ATTEMPT_SQL, job, lease, ending).await;
+        }
+        let (status, failure, now) = (ending.status, ending.failure, ending.now);
+        let report = ending.report.clone();
+        tokio::task::spawn_blocking(move || {
+            let ending = Ending {
+                status,
+                failure,
+                report: &report,
+                now,
+            };
+            let tx = RusqliteTx::begin(writer.dispatch.connection())?;
+            futures::executor::block_on(completion::complete_attempt(
+                tx,
+                FINISH_ATTEMPT_SQL,
+                job,
+                lease,
+                &ending,
+            ))
+        })
+        .await
+        .map_err(|e| super::StoreError::Thread(format!("a completion: {e}")))?
+    }
+
+    /// One server has a SQLite file to itself: there is nobody to tell.
+    async fn announce_news(&self, _news: News) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nobody else writes to the file: there is nothing to hear.
+    async fn listen_for_news(&self, _heard: Box<dyn Fn(News) + Send + Sync>) -> Result<()> {
+        Ok(())
     }
 }
-
-impl_store!(SqliteStore, sqlx::Sqlite, "sqlite");
 
 #[cfg(test)]
 mod tests {

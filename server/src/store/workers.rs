@@ -1,0 +1,76 @@
+//! Workers: registration (by name, with a fresh token each time) and the list the dashboard shows.
+
+use super::db::{Row, Transaction, json, query};
+use super::dialect::Dialect;
+use super::{NewWorker, Result, StoreError, WorkerRecord};
+use chrono::Utc;
+use uuid::Uuid;
+
+pub(crate) async fn register_worker(
+    db: &impl Dialect,
+    w: &NewWorker,
+    token_hash: &str,
+) -> Result<Uuid> {
+    let now = Utc::now();
+    let mut tx = db.begin().await?;
+    let id: Uuid = query(
+        "INSERT INTO workers (id, name, pool, labels, capacity, protocol_version, state, registered_at, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7)
+         ON CONFLICT (name) DO UPDATE SET labels = excluded.labels,
+           capacity = excluded.capacity, protocol_version = excluded.protocol_version,
+           state = 'idle', registered_at = excluded.registered_at, last_seen = excluded.last_seen
+         WHERE workers.pool = excluded.pool
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&w.name)
+    .bind(&w.pool)
+    .bind(serde_json::to_string(&w.labels).expect("labels serialise"))
+    .bind(w.capacity)
+    .bind(w.protocol_version)
+    .bind(now)
+    .fetch_optional(&mut tx)
+    .await?
+    .ok_or_else(|| StoreError::Conflict(format!("a worker named {:?} in another pool", w.name)))?
+    .get("id")?;
+    query("DELETE FROM tokens WHERE worker_id = $1")
+        .bind(id)
+        .execute(&mut tx)
+        .await?;
+    query("INSERT INTO tokens (hash, kind, worker_id, created_at) VALUES ($1, 'worker', $2, $3)")
+        .bind(token_hash)
+        .bind(id)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub(crate) async fn list_workers(db: &impl Dialect) -> Result<Vec<WorkerRecord>> {
+    let rows = query(
+        "SELECT id, name, pool, labels, capacity, state, last_seen FROM workers ORDER BY name",
+    )
+    .fetch_all(&mut db.reader().await?)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(WorkerRecord {
+                id: row.get("id")?,
+                name: row.get("name")?,
+                pool: row.get("pool")?,
+                labels: json(&row.get::<String>("labels")?)?,
+                capacity: row.get("capacity")?,
+                state: row.get("state")?,
+                last_seen: row.get("last_seen")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn list_pools(db: &impl Dialect) -> Result<Vec<String>> {
+    let rows = query("SELECT name FROM pools ORDER BY name")
+        .fetch_all(&mut db.reader().await?)
+        .await?;
+    rows.iter().map(|r| r.get("name")).collect()
+}
