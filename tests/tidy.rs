@@ -84,10 +84,24 @@ fn drivers_outside_the_store(files: &[Source]) -> Vec<String> {
     found
 }
 
-/// Crates other than the server that depend on a database driver (dev-dependencies, for tests, aside).
-fn driver_dependencies(manifests: &[Source]) -> Vec<String> {
+/// Lines that use git2 outside the `git` crate (tests included: they go through it too).
+fn git2_outside_the_git_crate(files: &[Source]) -> Vec<String> {
     let mut found = Vec::new();
-    for manifest in manifests.iter().filter(|m| m.path != "server/Cargo.toml") {
+    for file in files.iter().filter(|f| !f.path.starts_with("git/")) {
+        for (n, line) in file.text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if names_crate(code, "git2") {
+                found.push(format!("{}:{}: {}", file.path, n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Crates other than `owner` that depend on one of `crates` (dev-dependencies, for tests, aside).
+fn dependencies_outside(manifests: &[Source], crates: &[&str], owner: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for manifest in manifests.iter().filter(|m| m.path != owner) {
         let mut section = "";
         for line in manifest.text.lines() {
             if line.starts_with('[') {
@@ -97,7 +111,7 @@ fn driver_dependencies(manifests: &[Source]) -> Vec<String> {
             let dependency = section == "[dependencies]"
                 || section.starts_with("[target.") && section.ends_with(".dependencies]");
             let name = line.split(['=', '.']).next().unwrap_or_default().trim();
-            if dependency && (name == "sqlx" || name == "rusqlite") {
+            if dependency && crates.contains(&name) {
                 found.push(format!("{}: {}", manifest.path, line.trim()));
             }
         }
@@ -263,6 +277,7 @@ fn manifests() -> Vec<Source> {
     [
         "Cargo.toml",
         "model/Cargo.toml",
+        "git/Cargo.toml",
         "server/Cargo.toml",
         "worker/Cargo.toml",
         "bench/Cargo.toml",
@@ -285,10 +300,30 @@ fn database_drivers_are_used_only_in_the_store() {
         "sqlx or rusqlite outside server/src/store/",
         drivers_outside_the_store(&sources()),
     );
-    assert_none(
-        "a crate other than the server depends on a driver",
-        driver_dependencies(&manifests()),
-    );
+    let drivers = dependencies_outside(&manifests(), &["sqlx", "rusqlite"], "server/Cargo.toml");
+    assert_none("a crate other than the server depends on a driver", drivers);
+}
+
+#[test]
+fn git2_is_used_only_by_the_git_crate() {
+    let mut files = sources();
+    let mut tests = Vec::new();
+    walk(&root().join("tests"), &mut tests);
+    // This file plants violations in its own unit tests.
+    tests.retain(|path| !path.ends_with("tidy.rs"));
+    files.extend(tests.into_iter().map(|path| {
+        Source {
+            text: std::fs::read_to_string(&path).unwrap(),
+            path: path
+                .strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }));
+    assert_none("git2 outside git/", git2_outside_the_git_crate(&files));
+    let manifests = dependencies_outside(&manifests(), &["git2"], "git/Cargo.toml");
+    assert_none("a crate other than git/ depends on git2", manifests);
 }
 
 #[test]
@@ -371,10 +406,12 @@ mod planted {
             "worker/Cargo.toml",
             "[dependencies]\nrusqlite.workspace = true\n[dev-dependencies]\nsqlx = \"1\"\n",
         );
-        assert_eq!(
-            driver_dependencies(&manifest),
-            ["worker/Cargo.toml: rusqlite.workspace = true"]
-        );
+        let drivers = dependencies_outside(&manifest, &["sqlx", "rusqlite"], "server/Cargo.toml");
+        assert_eq!(drivers, ["worker/Cargo.toml: rusqlite.workspace = true"]);
+        let git = file("tests/forges.rs", "let repo = git2::Repository::init(dir);");
+        assert_eq!(git2_outside_the_git_crate(&git).len(), 1);
+        let inside = file("git/src/fetch.rs", "git2::FetchOptions::new()");
+        assert!(git2_outside_the_git_crate(&inside).is_empty());
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub max_log_streams: usize,
     /// How big one pipeline may get once expanded (`max_jobs_per_pipeline`, `max_expanded_bytes`).
     pub pipeline_limits: gantry_model::pipeline::Limits,
+    /// A fetch into a mirror that takes longer fails (a remote that hangs holds its repository no longer).
+    pub git_fetch_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -77,6 +79,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_log_streams: 256,
+            git_fetch_timeout: gantry_git::DEFAULT_FETCH_TIMEOUT,
         }
     }
 

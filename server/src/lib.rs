@@ -96,7 +96,8 @@ impl Server {
         let vault = secrets::Vault::new(store.clone(), sealing.clone());
         let queue = queue::Queue::new(store.clone(), hub.clone(), &config, vault.clone());
         let mirrors =
-            mirror::Mirrors::new(config.data_dir.join("mirrors")).with_credentials(vault.clone());
+            mirror::Mirrors::new(config.data_dir.join("mirrors"), config.git_fetch_timeout)
+                .with_credentials(vault.clone());
         let intake = intake::Intake::new(
             store.clone(),
             mirrors,

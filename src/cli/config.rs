@@ -44,6 +44,9 @@ max_jobs_per_pipeline = 1000
 max_expanded_bytes = 16777216
 # Live log streams (SSE) open at once, all clients together; one more is answered 503 (try again later).
 max_log_streams = 256
+# A git fetch (the server's mirror, a worker's checkout) that takes longer fails, saying so: a remote that hangs
+# holds its repository no longer.
+git_fetch_timeout = "5m"
 # The context (GitLab: name) of the commit statuses posted to forges; `gantry repo set --status-context` changes
 # it for one repository (GANTRY_STATUS_CONTEXT).
 status_context = "gantry"
@@ -104,6 +107,7 @@ pub struct FileConfig {
     max_jobs_per_pipeline: Option<usize>,
     max_expanded_bytes: Option<usize>,
     max_log_streams: Option<usize>,
+    git_fetch_timeout: Option<Size>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -155,7 +159,7 @@ impl Size {
     fn read(&self, key: &str, parse: fn(&str) -> Result<u64, String>) -> Result<u64> {
         match self {
             Size::Number(n) => Ok(*n),
-            Size::Text(text) => parse(text).map_err(|e| anyhow::anyhow!("[worker] {key}: {e}")),
+            Size::Text(text) => parse(text).map_err(|e| anyhow::anyhow!("{key}: {e}")),
         }
     }
 }
@@ -167,7 +171,7 @@ impl WorkerFileConfig {
         use gantry_model::units::{parse_duration_secs, parse_size_bytes};
         let mut limits = gantry_worker::exec::JobLimits::default();
         if let Some(memory) = &self.max_memory {
-            limits.max_memory = memory.read("max_memory", parse_size_bytes)?;
+            limits.max_memory = memory.read("[worker] max_memory", parse_size_bytes)?;
         }
         if let Some(pids) = self.max_pids {
             limits.max_pids = pids;
@@ -178,10 +182,10 @@ impl WorkerFileConfig {
         }
         if let Some(timeout) = &self.max_timeout {
             limits.max_timeout =
-                Duration::from_secs(timeout.read("max_timeout", parse_duration_secs)?);
+                Duration::from_secs(timeout.read("[worker] max_timeout", parse_duration_secs)?);
         }
         let layer = match &self.max_layer_bytes {
-            Some(bytes) => bytes.read("max_layer_bytes", parse_size_bytes)?,
+            Some(bytes) => bytes.read("[worker] max_layer_bytes", parse_size_bytes)?,
             None => gantry_worker::image::DEFAULT_MAX_LAYER_BYTES,
         };
         Ok((limits, layer))
@@ -189,6 +193,21 @@ impl WorkerFileConfig {
 }
 
 impl FileConfig {
+    /// How long a git fetch may take (`git_fetch_timeout`, seconds or text like `"5m"`).
+    pub fn git_fetch_timeout(&self) -> Result<Duration> {
+        match &self.git_fetch_timeout {
+            Some(timeout) => {
+                let secs = timeout.read(
+                    "git_fetch_timeout",
+                    gantry_model::units::parse_duration_secs,
+                )?;
+                anyhow::ensure!(secs > 0, "git_fetch_timeout must be at least a second");
+                Ok(Duration::from_secs(secs))
+            }
+            None => Ok(gantry_git::DEFAULT_FETCH_TIMEOUT),
+        }
+    }
+
     /// The configuration file at `path` and every file it names that holds a secret: jobs must see none of
     /// them (a worker masks them), wherever they are.
     pub fn secret_files(&self, path: Option<&PathBuf>) -> Vec<PathBuf> {
@@ -267,6 +286,7 @@ impl ServerArgs {
     /// Layers defaults, the file, the environment and the flags.
     pub fn resolve(&self) -> Result<Resolved> {
         let file = read_file(self.config.as_ref())?;
+        let git_fetch_timeout = file.git_fetch_timeout()?;
         let listen = self
             .listen
             .clone()
@@ -295,6 +315,7 @@ impl ServerArgs {
             server.database_url = url;
         }
         server.admin_token = self.admin_token.clone().or(file.admin_token);
+        server.git_fetch_timeout = git_fetch_timeout;
         server.private = self.private || file.private.unwrap_or(false);
         if let Some(cap) = file.log_cap_bytes {
             server.log_cap_bytes = cap;

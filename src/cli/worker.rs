@@ -54,6 +54,7 @@ fn default_name(data_dir: &Path) -> String {
 pub async fn run(args: WorkerArgs) -> Result<()> {
     let whole = super::config::read_file(args.config.as_ref())?;
     let secret_files = whole.secret_files(args.config.as_ref());
+    let git_fetch_timeout = whole.git_fetch_timeout()?;
     let file = whole.worker;
     let data_dir = args
         .data_dir
@@ -85,6 +86,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         host_paths: file.host_paths,
         limits,
         max_layer_bytes,
+        git_fetch_timeout,
     };
     // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
     let signals = super::signal_count();

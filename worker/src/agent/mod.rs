@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     pub limits: crate::exec::JobLimits,
     /// Bytes one image layer may unpack to.
     pub max_layer_bytes: u64,
+    /// A fetch into a mirror that takes longer fails the job's checkout.
+    pub git_fetch_timeout: std::time::Duration,
 }
 
 /// Why the worker stopped.
@@ -140,7 +142,7 @@ pub async fn run(
     let runner = Arc::new(JobRunner {
         client: client.clone(),
         runtime,
-        mirrors: MirrorCache::new(mirrors),
+        mirrors: MirrorCache::new(mirrors, config.git_fetch_timeout),
         images: Arc::new(images),
         workspaces,
         masked_paths: config.masked_paths.clone(),

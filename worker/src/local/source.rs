@@ -28,37 +28,23 @@ impl TreeSource {
             dir.file_name()
                 .map_or("local".into(), |n| n.to_string_lossy().into_owned())
         };
-        let repo = match git2::Repository::discover(dir) {
-            Ok(repo) => repo,
+        match gantry_git::head(dir) {
+            Ok(Some(head)) => TreeSource {
+                repo: head.name.unwrap_or_else(own_name),
+                commit: head.commit,
+                git_ref: head.git_ref,
+            },
+            Ok(None) => TreeSource {
+                repo: own_name(),
+                ..TreeSource::default()
+            },
             Err(e) => {
-                if e.code() != git2::ErrorCode::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot read the git repository; GANTRY_COMMIT stays empty");
-                }
-                return TreeSource {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read the git repository; GANTRY_COMMIT stays empty");
+                TreeSource {
                     repo: own_name(),
                     ..TreeSource::default()
-                };
+                }
             }
-        };
-        let name = repo
-            .workdir()
-            .and_then(Path::file_name)
-            .map_or_else(own_name, |n| n.to_string_lossy().into_owned());
-        let commit = repo
-            .head()
-            .and_then(|head| head.peel_to_commit())
-            .map(|c| c.id().to_string())
-            .unwrap_or_default();
-        // Read as a symbolic ref, so that a branch with no commit yet still names itself.
-        let git_ref = repo
-            .find_reference("HEAD")
-            .ok()
-            .and_then(|head| head.symbolic_target().ok().flatten().map(str::to_owned))
-            .unwrap_or_default();
-        TreeSource {
-            repo: name,
-            commit,
-            git_ref,
         }
     }
 
@@ -89,19 +75,27 @@ mod tests {
     fn a_repository_gives_its_head_commit_and_branch() {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("app");
-        let repo = git2::Repository::init(&tree).unwrap();
-        repo.set_head("refs/heads/trunk").unwrap();
-        assert_eq!(TreeSource::read(&tree).git_ref, "refs/heads/trunk");
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let tree_id = repo.index().unwrap().write_tree().unwrap();
-        let empty = repo.find_tree(tree_id).unwrap();
-        let commit = repo
-            .commit(Some("HEAD"), &sig, &sig, "first", &empty, &[])
-            .unwrap();
-        std::fs::create_dir(tree.join("sub")).unwrap();
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .current_dir(&tree)
+                .output()
+                .expect("git (apt-get install git)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        git(&["init", "-q", "-b", "trunk"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "first"]);
+        let commit = git(&["rev-parse", "HEAD"]);
         let source = TreeSource::read(&tree.join("sub"));
         assert_eq!(source.repo, "app");
-        assert_eq!(source.commit, commit.to_string());
+        assert_eq!(source.commit, commit);
         assert!(
             source
                 .env("x")
