@@ -12,6 +12,7 @@ pub mod intake;
 pub mod logs;
 pub mod mirror;
 pub mod queue;
+pub mod read_model;
 pub mod repos;
 pub mod secrets;
 pub mod status;

@@ -7,6 +7,7 @@ use super::auth::{
 };
 use super::error::{ApiError, ApiResult};
 use crate::access::Caller;
+use crate::read_model;
 use crate::store::{JobRecord, PipelineRecord, RepoRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -173,24 +174,21 @@ pub async fn get_pipeline(
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<PipelineView>> {
     let p = readable_pipeline(&state, caller, &repo, number).await?;
-    let jobs = state.store.pipeline_jobs(p.id).await?;
-    let reasons = pending_reasons(&state, &p, &jobs).await?;
-    let tests = state.store.pipeline_tests(p.id).await?;
-    let last_status = state.store.commit_statuses(p.id).await?.pop();
-    let mut view = pipeline_view(p);
-    view.tests = tests;
-    view.commit_status = last_status.map(|s| CommitStatusView {
+    let detail = read_model::pipeline_detail(state.store.as_ref(), p).await?;
+    let mut view = pipeline_view(detail.pipeline);
+    view.tests = detail.tests;
+    view.commit_status = detail.last_status.map(|s| CommitStatusView {
         status: s.status,
         delivery: s.outcome.unwrap_or_else(|| "waiting".into()),
         attempts: s.attempts,
         error: s.last_error,
     });
-    view.jobs = jobs
+    view.jobs = detail
+        .jobs
         .into_iter()
-        .zip(reasons)
-        .map(|(j, reason)| JobView {
-            pending_reason: reason,
-            ..job_view(j)
+        .map(|j| JobView {
+            pending_reason: j.pending_reason,
+            ..job_view(j.job)
         })
         .collect();
     Ok(Json(view))
@@ -204,7 +202,7 @@ pub async fn cancel_pipeline(
     _: Writer,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let p = find_pipeline(&state, &repo, number).await?;
+    let p = read_model::pipeline_named(state.store.as_ref(), &repo, number).await?;
     let done = state.queue.cancel_pipeline(p.id).await?;
     let status = done.pipeline_status.unwrap_or(p.status);
     tracing::info!(%repo, number, ended = done.ended.len(), stopping = done.stopping.len(), "pipeline cancelled");
@@ -239,57 +237,19 @@ pub async fn retry_pipeline(
     _: Writer,
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let p = find_pipeline(&state, &repo, number).await?;
+    let p = read_model::pipeline_named(state.store.as_ref(), &repo, number).await?;
     let retried = state.queue.retry_pipeline(p.id).await?;
     if retried.reprepare {
         state.intake.prepare_again(&p).await?;
     }
     tracing::info!(%repo, number, jobs = retried.requeued.len(), "pipeline retried");
-    let status = find_pipeline(&state, &repo, number).await?.status;
+    let status = read_model::pipeline_named(state.store.as_ref(), &repo, number)
+        .await?
+        .status;
     Ok(Json(serde_json::json!({
         "status": status,
         "requeued_jobs": retried.requeued.len(),
     })))
-}
-
-/// Pipeline `repo`#`number`, or 404.
-pub(crate) async fn find_pipeline(
-    state: &AppState,
-    repo: &str,
-    number: i64,
-) -> ApiResult<PipelineRecord> {
-    state
-        .store
-        .get_pipeline(repo, number)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline {repo}#{number}")))
-}
-
-/// Why each of a pipeline's `jobs` waits, in order (see [`crate::queue::pending_reason`]).
-pub(crate) async fn pending_reasons(
-    state: &AppState,
-    pipeline: &PipelineRecord,
-    jobs: &[JobRecord],
-) -> ApiResult<Vec<Option<String>>> {
-    if !jobs
-        .iter()
-        .any(|j| j.status == gantry_model::JobStatus::Queued)
-    {
-        return Ok(vec![None; jobs.len()]);
-    }
-    let workers = state.store.list_workers().await?;
-    let repo = state.store.get_repo(&pipeline.repo).await?;
-    let limit = match repo.and_then(|r| r.max_running_jobs.map(|max| (r.id, max))) {
-        Some((id, max)) => Some(crate::queue::RepoLimit {
-            max,
-            running: state.store.running_jobs(id).await?,
-        }),
-        None => None,
-    };
-    Ok(jobs
-        .iter()
-        .map(|j| crate::queue::pending_reason(j, jobs, &workers, limit))
-        .collect())
 }
 
 /// Job `id`, or 404.

@@ -156,7 +156,7 @@ pub async fn readable_pipeline(
     number: i64,
 ) -> ApiResult<PipelineRecord> {
     readable_repo(state, caller, repo).await?;
-    super::api::find_pipeline(state, repo, number).await
+    Ok(crate::read_model::pipeline_named(state.store.as_ref(), repo, number).await?)
 }
 
 /// Job `id` and its pipeline, if they exist and the caller may read them.

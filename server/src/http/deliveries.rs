@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::auth::readable_repo;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use crate::access::Caller;
 use crate::store::DeliveryRecord;
 use axum::Json;
@@ -48,10 +48,6 @@ pub async fn get(
     Path((repo, id)): Path<(String, i64)>,
 ) -> ApiResult<Json<DeliveryView>> {
     let repo = readable_repo(&state, caller, &repo).await?;
-    let d = state
-        .store
-        .get_delivery(repo.id, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no delivery {id} for {:?}", repo.name)))?;
+    let d = crate::read_model::delivery(state.store.as_ref(), &repo, id).await?;
     Ok(Json(delivery_view(d)))
 }

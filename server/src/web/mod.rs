@@ -5,6 +5,7 @@ use crate::access::Caller;
 use crate::http::AppState;
 use crate::http::auth::{readable_job, readable_pipeline, readable_repo, unreadable_repos};
 use crate::http::error::{ApiError, ApiResult};
+use crate::read_model;
 use crate::store::{JobRecord, PipelineRecord};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -150,11 +151,7 @@ async fn delivery(
     Path((repo, id)): Path<(String, i64)>,
 ) -> ApiResult<Html<String>> {
     let record = readable_repo(&state, caller, &repo).await?;
-    let d = state
-        .store
-        .get_delivery(record.id, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no delivery {id} for {repo:?}")))?;
+    let d = read_model::delivery(state.store.as_ref(), &record, id).await?;
     let body = d
         .body
         .as_deref()
@@ -178,22 +175,20 @@ async fn pipeline(
     Path((repo, number)): Path<(String, i64)>,
 ) -> ApiResult<Html<String>> {
     let p = readable_pipeline(&state, caller, &repo, number).await?;
-    let jobs = state.store.pipeline_jobs(p.id).await?;
-    let reasons = crate::http::api::pending_reasons(&state, &p, &jobs).await?;
-    let jobs: Vec<_> = jobs
+    let detail = read_model::pipeline_detail(state.store.as_ref(), p).await?;
+    let jobs: Vec<_> = detail
+        .jobs
         .iter()
-        .zip(reasons)
-        .map(|(j, reason)| {
-            let mut view = job_json(j);
-            view["pending_reason"] = json!(reason);
+        .map(|j| {
+            let mut view = job_json(&j.job);
+            view["pending_reason"] = json!(j.pending_reason);
             view
         })
         .collect();
-    let tests = state.store.pipeline_tests(p.id).await?;
     render(
         &state,
         "pipeline.html",
-        json!({ "p": pipeline_json(&p), "jobs": jobs, "tests": tests }),
+        json!({ "p": pipeline_json(&detail.pipeline), "jobs": jobs, "tests": detail.tests }),
     )
 }
 
