@@ -16,31 +16,17 @@ use uuid::Uuid;
 
 type Db = Arc<dyn Store>;
 
-async fn sqlite() -> Db {
-    let dir = support::scratch_dir("store");
-    store::connect(&format!("sqlite://{}", dir.join("gantry.db").display()))
-        .await
-        .unwrap()
+/// A store on `url`, or on a SQLite file of its own.
+async fn open_store(url: Option<String>) -> Db {
+    let url = url.unwrap_or_else(|| {
+        let dir = support::scratch_dir("store");
+        format!("sqlite://{}", dir.join("gantry.db").display())
+    });
+    store::connect(&url).await.unwrap()
 }
 
-async fn postgres() -> Db {
-    store::connect(&support::postgres::fresh_database().await)
-        .await
-        .unwrap()
-}
-
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[test] fn $case() { super::support::run(std::time::Duration::from_secs(120), async { super::$case(super::sqlite().await).await }) })*
-        }
-        mod on_postgres {
-            $(#[test] fn $case() { super::support::run(std::time::Duration::from_secs(120), async { super::$case(super::postgres().await).await }) })*
-        }
-    };
-}
-
-conformance!(
+on_both_databases!(
+    with crate::open_store;
     first_start_tokens_are_made_once,
     api_tokens_have_a_unique_name_a_scope_and_are_revoked_at_once,
     repositories_have_unique_names,

@@ -87,24 +87,36 @@ pub fn first_child(pid: u32) -> Option<u32> {
         .and_then(|line| line.trim().parse().ok())
 }
 
-/// Makes each `async fn case(database: Option<String>)` two tests: `on_sqlite::case` (None: the farm's own
-/// SQLite file) and `on_postgres::case` (the URL of a fresh database on the throwaway PostgreSQL).
+/// Makes each case two tests, `on_sqlite::case` and `on_postgres::case`. Cases take the database's URL,
+/// `async fn case(database: Option<String>)` (None: the farm's own SQLite file; Some: a fresh database on the
+/// throwaway PostgreSQL), or with `with OPEN;` what `OPEN(url).await` makes of it (the store suite opens a store).
 #[macro_export]
 macro_rules! on_both_databases {
-    ($($case:ident),* $(,)?) => {
+    (with $open:path; $($case:ident),* $(,)?) => {
         mod on_sqlite {
             $(#[test] fn $case() {
-                $crate::support::run(std::time::Duration::from_secs(240), super::$case(None))
+                $crate::support::run(std::time::Duration::from_secs(240), async {
+                    super::$case($open(None).await).await
+                })
             })*
         }
         mod on_postgres {
             $(#[test] fn $case() {
                 $crate::support::run(std::time::Duration::from_secs(240), async {
-                    super::$case(Some($crate::support::postgres::fresh_database().await)).await
+                    let url = $crate::support::postgres::fresh_database().await;
+                    super::$case($open(Some(url)).await).await
                 })
             })*
         }
     };
+    ($($case:ident),* $(,)?) => {
+        $crate::on_both_databases!(with $crate::support::database_url; $($case),*);
+    };
+}
+
+/// The URL as it is: what cases of [`on_both_databases`] that take the URL get.
+pub async fn database_url(url: Option<String>) -> Option<String> {
+    url
 }
 
 /// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`, …) in bytes, or 0 once it is gone.
