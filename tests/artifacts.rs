@@ -8,8 +8,6 @@ mod support;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
-use support::eventually;
 use support::farm::{Farm, job};
 
 const BUILD_TEST_REPORT: &str = r#"
@@ -191,17 +189,7 @@ async fn uploads_need_the_lease_and_the_right_checksum(database: Option<String>)
     let token = farm.register_worker_by_hand("by-hand").await;
     let repo = farm.hooked_repo("uploads");
     repo.push_pipeline("jobs:\n  hold:\n    steps: [x]\n    artifacts: [a]\n");
-    let lease: serde_json::Value = eventually("a lease", Duration::from_secs(60), || async {
-        let answer = http
-            .post(format!("{api}/lease"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"wait_secs": 5}))
-            .send()
-            .await
-            .ok()?;
-        (answer.status() == 200).then_some(answer.json().await.ok()?)
-    })
-    .await;
+    let lease = farm.lease_by_hand(&token).await;
     let (id, lease_id) = (
         lease["job_id"].as_str().unwrap(),
         lease["lease_id"].as_str().unwrap(),

@@ -234,26 +234,14 @@ async fn read_stream(farm: &Farm, job: &str) -> (Vec<u8>, Instant, Instant) {
         .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut stream = response.bytes_stream();
-    let (mut buffer, mut log) = (Vec::new(), Vec::new());
+    let (mut reader, mut log) = (gantry_model::wire::SseReader::default(), Vec::new());
     let mut first = None;
     let mut expected_offset = 0u64;
     while let Some(chunk) = stream.next().await {
-        buffer.extend_from_slice(&chunk.unwrap());
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let event = String::from_utf8(buffer.drain(..end + 2).collect()).unwrap();
-            let kind = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event:"))
-                .map(str::trim)
-                .unwrap_or("message");
-            let data: String = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            match kind {
-                "message" if !data.is_empty() => {
-                    let e: Value = serde_json::from_str(&data).unwrap();
+        for event in reader.push(&chunk.unwrap()) {
+            match event.kind.as_str() {
+                "message" if !event.data.is_empty() => {
+                    let e: Value = serde_json::from_str(&event.data).unwrap();
                     assert_eq!(
                         e["offset"].as_u64().unwrap(),
                         expected_offset,
@@ -263,13 +251,7 @@ async fn read_stream(farm: &Farm, job: &str) -> (Vec<u8>, Instant, Instant) {
                         .decode(e["data"].as_str().unwrap())
                         .unwrap();
                     expected_offset += bytes.len() as u64;
-                    let id: u64 = event
-                        .lines()
-                        .find_map(|l| l.strip_prefix("id:"))
-                        .unwrap()
-                        .trim()
-                        .parse()
-                        .unwrap();
+                    let id: u64 = event.id.expect("an id").parse().unwrap();
                     assert_eq!(id, expected_offset, "an event's id is the offset after it");
                     log.extend_from_slice(&bytes);
                     first.get_or_insert_with(Instant::now);

@@ -7,9 +7,7 @@
 
 mod support;
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use support::farm::Farm;
 use support::git::{Repo, git};
 
@@ -72,11 +70,7 @@ impl Forge {
     /// The headers this forge sends with `body` for `event`, signed with `secret` its way.
     fn headers(self, event: &str, body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
         let id = uuid::Uuid::now_v7().to_string();
-        let hmac = || {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-            mac.update(body);
-            hex::encode(mac.finalize().into_bytes())
-        };
+        let hmac = || support::hmac_hex(secret, body);
         let mut h = vec![("content-type", "application/json".to_owned())];
         match self {
             Forge::GitHub => h.extend([
@@ -451,9 +445,7 @@ async fn a_generic_trigger_runs_a_pipeline_for_the_event_it_names(database: Opti
     let (_, sha) = repo.push_pipeline(FILE);
     let post = |body: Value| {
         let body = serde_json::to_vec(&body).unwrap();
-        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-        mac.update(&body);
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = support::signature(SECRET, &body);
         let headers = vec![
             ("x-gantry-signature", signature),
             ("content-type", "application/json".to_owned()),

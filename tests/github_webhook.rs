@@ -3,8 +3,6 @@
 
 mod support;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use std::time::Duration;
 use support::farm::Farm;
 use support::run;
@@ -15,9 +13,7 @@ const FIXTURE: &str = concat!(
 );
 
 fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    support::signature(secret, body)
 }
 
 fn headers(event: &str, signature: Option<String>) -> Vec<(&'static str, String)> {

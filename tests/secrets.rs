@@ -9,10 +9,7 @@ use gantry_model::Pipeline;
 use gantry_model::wire::PullRequest;
 use gantry_server::store::{self, NewDelivery, NewJob, NewPipeline};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-use support::eventually;
+use std::process::Command;
 use support::farm::{Farm, GANTRY};
 
 on_both_databases!(
@@ -20,33 +17,6 @@ on_both_databases!(
     secrets_are_refused_with_reasons_and_listed_without_values,
     a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server,
 );
-
-/// `gantry ARGS` against `farm` as the admin, with `input` on stdin; panics on failure; returns stdout.
-fn gantry_with_stdin(farm: &Farm, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(GANTRY)
-        .args(args)
-        .env("GANTRY_SERVER", &farm.url)
-        .env("GANTRY_TOKEN", &farm.admin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "gantry {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A prepared pull-request pipeline of `commit`, made straight in the store as intake would make it.
 async fn pull_request_pipeline(
@@ -99,7 +69,7 @@ async fn a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s(databas
     let repo = farm.hooked_repo("vault");
     let secret = format!("s3cr3t-{}", uuid::Uuid::now_v7().simple());
     let hash = hex::encode(Sha256::digest(secret.as_bytes()));
-    let out = gantry_with_stdin(
+    let out = support::farm::gantry_with_stdin(
         &farm,
         &["secret", "set", "vault", "MY_SECRET"],
         &format!("{secret}\n"),
@@ -297,17 +267,7 @@ async fn a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server(
         "leaky-value-42",
     ]);
     repo.push_pipeline("jobs:\n  leak:\n    steps: [echo $TOKEN]\n");
-    let lease: serde_json::Value = eventually("a lease", Duration::from_secs(60), || async {
-        let answer = http
-            .post(format!("{api}/lease"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"wait_secs": 5}))
-            .send()
-            .await
-            .ok()?;
-        (answer.status() == 200).then_some(answer.json().await.ok()?)
-    })
-    .await;
+    let lease = farm.lease_by_hand(&token).await;
     assert_eq!(
         lease["secrets"],
         serde_json::json!([["TOKEN", "leaky-value-42"]])

@@ -5,8 +5,6 @@
 
 mod support;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use support::farm::Farm;
@@ -24,9 +22,7 @@ fn free_port() -> u16 {
 
 /// Sends delivery `id` until the server answers 2xx; returns the pipeline number it answered with.
 async fn deliver(http: &reqwest::Client, url: &str, secret: &str, id: &str, body: &str) -> i64 {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = support::signature(secret, body.as_bytes());
     loop {
         let sent = http
             .post(format!("{url}/hooks/git?repo=kills"))

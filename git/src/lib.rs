@@ -23,7 +23,7 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     /// Fetching from the clone URL failed.
-    #[error("fetching {url} failed: {message}")]
+    #[error("could not fetch {url}: {message}")]
     Fetch {
         /// The clone URL, credentials redacted.
         url: String,
@@ -31,7 +31,7 @@ pub enum GitError {
         message: String,
     },
     /// The remote did not finish within the fetch timeout; the repository is free again for the next fetch.
-    #[error("fetching {url} took longer than {} s (git_fetch_timeout); gave up", after.as_secs())]
+    #[error("could not fetch {url}: it took longer than {} s (git_fetch_timeout)", after.as_secs())]
     TimedOut {
         /// The clone URL, credentials redacted.
         url: String,

@@ -426,26 +426,13 @@ async fn follow_log(api: &Api, id: &str) -> Result<()> {
         .await?;
     let response = Api::succeeded(response).await?;
     let mut stream = response.bytes_stream();
-    let mut buffer = Vec::new();
+    let mut reader = gantry_model::wire::SseReader::default();
     let mut stdout = std::io::stdout();
     while let Some(chunk) = stream.next().await {
-        buffer.extend_from_slice(&chunk?);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&event);
-            let kind = text
-                .lines()
-                .find_map(|l| l.strip_prefix("event:"))
-                .map(str::trim)
-                .unwrap_or("message");
-            let data: String = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            match kind {
-                "message" if !data.is_empty() => {
-                    let event: LogEvent = serde_json::from_str(&data)?;
+        for sse in reader.push(&chunk?) {
+            match sse.kind.as_str() {
+                "message" if !sse.data.is_empty() => {
+                    let event: LogEvent = serde_json::from_str(&sse.data)?;
                     stdout.write_all(
                         &base64::engine::general_purpose::STANDARD.decode(event.data)?,
                     )?;

@@ -296,6 +296,24 @@ impl Farm {
         registered["worker_token"].as_str().unwrap().to_owned()
     }
 
+    /// Leases a job over HTTP as the worker of `token` (registered by hand), playing the worker's part; waits
+    /// up to a minute for one.
+    pub async fn lease_by_hand(&self, token: &str) -> Value {
+        let url = format!("{}/api/v1/lease", self.url);
+        eventually("a lease", Duration::from_secs(60), || async {
+            let answer = self
+                .http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"wait_secs": 5}))
+                .send()
+                .await
+                .ok()?;
+            (answer.status() == 200).then_some(answer.json().await.ok()?)
+        })
+        .await
+    }
+
     /// Waits until pipeline `number` of `repo` exists and is finished; returns it with its jobs.
     pub async fn finished_pipeline(&self, repo: &str, number: i64) -> Value {
         let path = format!("/repos/{repo}/pipelines/{number}");
@@ -341,6 +359,35 @@ pub fn gantry_as(farm: &Farm, token: &str, args: &[&str]) -> String {
         .env("GANTRY_TOKEN", token)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gantry {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs a `gantry` client verb against `farm` as the admin with `input` on stdin; panics on failure; returns
+/// stdout.
+pub fn gantry_with_stdin(farm: &Farm, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(GANTRY)
+        .args(args)
+        .env("GANTRY_SERVER", &farm.url)
+        .env("GANTRY_TOKEN", &farm.admin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -119,6 +119,19 @@ pub async fn database_url(url: Option<String>) -> Option<String> {
     url
 }
 
+/// HMAC-SHA256 of `body` under `secret`, in hex: how forges sign a delivery (Gitea sends it bare).
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The `sha256=HEX` signature header value GitHub and Gantry's own hooks send.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret, body))
+}
+
 /// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`, …) in bytes, or 0 once it is gone.
 pub fn memory_of(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

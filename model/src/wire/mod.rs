@@ -2,9 +2,11 @@
 //! by both ends.
 
 mod api;
+mod sse;
 mod tokens;
 
 pub use api::*;
+pub use sse::{SseEvent, SseReader};
 pub use tokens::*;
 
 use crate::junit::TestCase;
