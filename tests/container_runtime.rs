@@ -2,6 +2,7 @@
 //! containers through the `gantry` binary's hidden `container-zygote` subcommand.
 
 use gantry_model::{FailureKind, Resources};
+use gantry_worker::runtime::cgroup::{CgroupLayout, Controller};
 use gantry_worker::runtime::{
     Container, ContainerConfig, ContainerEvent, ContainerRuntime, NamespacesRuntime, Outcome,
     RuntimeError, RuntimeOptions,
@@ -160,11 +161,16 @@ fn host_mounts() -> BTreeSet<String> {
         .collect()
 }
 
+/// This host's cgroup hierarchies, as the runtime reads them (v1, v2 or both: no path is assumed).
+fn layout() -> CgroupLayout {
+    CgroupLayout::detect().expect("cgroups: the memory and pids controllers must be mounted")
+}
+
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap();
-    hierarchies
-        .flatten()
-        .map(|h| h.path().join("gantry").join(id))
+    layout()
+        .parents()
+        .into_iter()
+        .map(|parent| parent.join(id))
         .filter(|dir| dir.exists())
         .collect()
 }
@@ -576,11 +582,8 @@ fn sweep_removes_what_this_worker_left_behind_and_nothing_of_other_workers() {
             .spawn()
             .unwrap();
         for (id, pid) in [(&ours, Some(sleeper.id())), (&theirs, None)] {
-            for controller in ["memory", "pids"] {
-                let dir = Path::new("/sys/fs/cgroup")
-                    .join(controller)
-                    .join("gantry")
-                    .join(id);
+            for controller in [Controller::Memory, Controller::Pids] {
+                let dir = layout().dir_of(controller, id).unwrap();
                 std::fs::create_dir_all(&dir).unwrap();
                 if let Some(pid) = pid {
                     std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
@@ -686,18 +689,22 @@ fn a_cpu_quota_is_applied_to_the_job_cgroup() {
         let farm = Farm::new();
         let mut config = farm.config(&["sleep 0.5"]);
         config.resources.cpus = Some(0.5);
-        let quota = Path::new("/sys/fs/cgroup/cpu/gantry")
-            .join(&config.id)
-            .join("cpu.cfs_quota_us");
+        let layout = layout();
+        let dir = layout
+            .dir_of(Controller::Cpu, &config.id)
+            .expect("this host has no cpu controller for a quota");
+        // v1: a quota of 50,000 µs per (default) 100,000 µs period; v2: both in one file.
+        let (quota, expected) = match layout.on_v1(Controller::Cpu) {
+            true => (dir.join("cpu.cfs_quota_us"), "50000"),
+            false => (dir.join("cpu.max"), "50000 100000"),
+        };
         let (seen_tx, seen_rx) = mpsc::channel();
         let run = run_with(&farm, config, move |_| {
             seen_tx.send(std::fs::read_to_string(&quota).ok()).unwrap();
         });
         assert_eq!(run.outcome.failure, None);
         let seen = seen_rx.recv().unwrap();
-        if Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists() {
-            assert_eq!(seen.as_deref().map(str::trim), Some("50000"));
-        }
+        assert_eq!(seen.as_deref().map(str::trim), Some(expected));
     });
 }
 
@@ -810,8 +817,9 @@ fn back_to_back_containers_get_their_own_cgroups_and_limits_and_spares_are_not_s
             let id = config.id.clone();
             let (seen_tx, seen_rx) = mpsc::channel();
             let run = run_with(&farm, config, move |_| {
-                let max = Path::new("/sys/fs/cgroup/pids/gantry")
-                    .join(&id)
+                let max = layout()
+                    .dir_of(Controller::Pids, &id)
+                    .unwrap()
                     .join("pids.max");
                 let limit = std::fs::read_to_string(max).ok();
                 seen_tx.send((limit, init_pid(&id).is_some())).unwrap();
@@ -829,10 +837,10 @@ fn back_to_back_containers_get_their_own_cgroups_and_limits_and_spares_are_not_s
         assert_eq!(run(&farm, farm.config(&["true"])).outcome.failure, None);
         let worker = farm.worker.clone();
         drop(farm);
-        let left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .unwrap()
-            .flatten()
-            .filter_map(|h| std::fs::read_dir(h.path().join("gantry")).ok())
+        let left: Vec<PathBuf> = layout()
+            .parents()
+            .into_iter()
+            .filter_map(|parent| std::fs::read_dir(parent).ok())
             .flat_map(|dirs| dirs.flatten().map(|d| d.path()))
             .filter(|dir| {
                 dir.file_name()

@@ -96,10 +96,11 @@ impl Tree {
         let canonical = self.data_dir.canonicalize().unwrap();
         let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
         let name = format!("local-{}-", &hex::encode(digest)[..8]);
-        let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-            .unwrap()
-            .flatten()
-            .filter_map(|hierarchy| std::fs::read_dir(hierarchy.path().join("gantry")).ok())
+        let layout = gantry_worker::runtime::cgroup::CgroupLayout::detect().unwrap();
+        let cgroups: Vec<PathBuf> = layout
+            .parents()
+            .into_iter()
+            .filter_map(|parent| std::fs::read_dir(parent).ok())
             .flatten()
             .flatten()
             .map(|e| e.path())

@@ -173,6 +173,22 @@ impl CgroupLayout {
                 .is_some_and(|(_, set)| set.contains(&controller))
     }
 
+    /// Whether `controller` is on a cgroup v1 hierarchy (its files then have v1 names: `cpu.cfs_quota_us`, not
+    /// `cpu.max`).
+    pub fn on_v1(&self, controller: Controller) -> bool {
+        self.v1.contains_key(&controller)
+    }
+
+    /// The directory of container `id`'s cgroup that holds `controller`, if a hierarchy holds it.
+    pub fn dir_of(&self, controller: Controller, id: &str) -> Option<PathBuf> {
+        if let Some(mount) = self.v1.get(&controller) {
+            return Some(mount.join(PARENT).join(id));
+        }
+        let (mount, set) = self.v2.as_ref()?;
+        set.contains(&controller)
+            .then(|| mount.join(PARENT).join(id))
+    }
+
     /// The `gantry` parent directory in each hierarchy in use.
     pub fn parents(&self) -> Vec<PathBuf> {
         let v1 = self.v1.values().map(|mount| mount.join(PARENT));
@@ -359,6 +375,11 @@ mod tests {
         );
         assert_eq!(layout.v2, None);
         assert_eq!(layout.parents().len(), 5);
+        assert!(layout.on_v1(Controller::Cpu));
+        assert_eq!(
+            layout.dir_of(Controller::Pids, "w-1").unwrap(),
+            Path::new("/sys/fs/cgroup/pids/gantry/w-1")
+        );
     }
 
     #[test]
@@ -370,6 +391,12 @@ mod tests {
         assert_eq!(mount, Path::new("/sys/fs/cgroup"));
         assert_eq!(set.len(), 5);
         assert_eq!(layout.cgroup("w-1").parts.len(), 1);
+        assert!(!layout.on_v1(Controller::Pids));
+        assert_eq!(
+            layout.dir_of(Controller::Pids, "w-1").unwrap(),
+            Path::new("/sys/fs/cgroup/gantry/w-1")
+        );
+        assert_eq!(layout.parents(), [Path::new("/sys/fs/cgroup/gantry")]);
     }
 
     #[test]
