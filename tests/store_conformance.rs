@@ -125,12 +125,9 @@ fn delivery(repo_id: i64, id: &str) -> NewPipeline {
 }
 
 /// A prepared pipeline from pipeline-file text; returns its id and its jobs' ids in file order.
-async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid, Vec<Uuid>) {
-    let created = db
-        .create_pipeline(&delivery(repo_id, delivery_id))
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = Pipeline::parse(yaml)
+/// The jobs of pipeline file `yaml`, as intake stores them.
+fn new_jobs(yaml: &str) -> Vec<NewJob> {
+    Pipeline::parse(yaml)
         .unwrap()
         .jobs
         .into_iter()
@@ -139,7 +136,15 @@ async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid
             spec,
             skipped: None,
         })
-        .collect();
+        .collect()
+}
+
+async fn pipeline(db: &Db, repo_id: i64, delivery_id: &str, yaml: &str) -> (Uuid, Vec<Uuid>) {
+    let created = db
+        .create_pipeline(&delivery(repo_id, delivery_id))
+        .await
+        .unwrap();
+    let jobs = new_jobs(yaml);
     let ids = jobs.iter().map(|j| j.id).collect();
     db.add_jobs(created.id, &jobs).await.unwrap();
     (created.id, ids)

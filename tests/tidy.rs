@@ -29,11 +29,23 @@ fn root() -> PathBuf {
 /// Every `.rs` file of the crates (not the tests, benches' sources included), by path from the root.
 fn sources() -> Vec<Source> {
     let mut files = Vec::new();
-    for dir in ["model/src", "server/src", "worker/src", "src", "bench/src"] {
+    for dir in [
+        "model/src",
+        "git/src",
+        "server/src",
+        "worker/src",
+        "src",
+        "bench/src",
+    ] {
         walk(&root().join(dir), &mut files);
     }
-    files.sort();
-    files
+    read(files)
+}
+
+/// The files at `paths`, sorted, by path from the root.
+fn read(mut paths: Vec<PathBuf>) -> Vec<Source> {
+    paths.sort();
+    paths
         .into_iter()
         .map(|path| Source {
             text: std::fs::read_to_string(&path).unwrap(),
@@ -311,16 +323,7 @@ fn git2_is_used_only_by_the_git_crate() {
     walk(&root().join("tests"), &mut tests);
     // This file plants violations in its own unit tests.
     tests.retain(|path| !path.ends_with("tidy.rs"));
-    files.extend(tests.into_iter().map(|path| {
-        Source {
-            text: std::fs::read_to_string(&path).unwrap(),
-            path: path
-                .strip_prefix(root())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned(),
-        }
-    }));
+    files.extend(read(tests));
     assert_none("git2 outside git/", git2_outside_the_git_crate(&files));
     let manifests = dependencies_outside(&manifests(), &["git2"], "git/Cargo.toml");
     assert_none("a crate other than git/ depends on git2", manifests);

@@ -54,16 +54,7 @@ pub(super) async fn preparing_stores_jobs_once_and_failing_records_the_reason(db
         "jobs:\n  a:\n    steps: [x]\n  b:\n    needs: [a]\n    steps: [y]\n",
     )
     .await;
-    let again: Vec<NewJob> = Pipeline::parse("jobs:\n  z:\n    steps: [x]\n")
-        .unwrap()
-        .jobs
-        .into_iter()
-        .map(|spec| NewJob {
-            id: Uuid::now_v7(),
-            spec,
-            skipped: None,
-        })
-        .collect();
+    let again = new_jobs("jobs:\n  z:\n    steps: [x]\n");
     db.add_jobs(id, &again).await.unwrap();
     let stored = db.pipeline_jobs(id).await.unwrap();
     assert_eq!(

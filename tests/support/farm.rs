@@ -359,6 +359,11 @@ pub fn gantry_as(farm: &Farm, token: &str, args: &[&str]) -> String {
         .env("GANTRY_TOKEN", token)
         .output()
         .unwrap();
+    succeeded(args, out)
+}
+
+/// The stdout of `gantry ARGS`, which must have succeeded.
+fn succeeded(args: &[&str], out: std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -387,14 +392,7 @@ pub fn gantry_with_stdin(farm: &Farm, args: &[&str], input: &str) -> String {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "gantry {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    succeeded(args, child.wait_with_output().unwrap())
 }
 
 /// Runs a `gantry` client verb against `farm` with `token` (or none) that must fail; returns its stderr.

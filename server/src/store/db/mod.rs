@@ -7,6 +7,31 @@
 //! `T: Encode<DB> + Type<DB>` for each type bound) are not implied by any trait, so every function would repeat
 //! them; and SQLite's claim and completion run on rusqlite (`sqlite/dispatch.rs`), which sqlx knows nothing of.
 
+/// `impl Exec` for a sqlx connection type `$conn` (its statements made by `$prepare`) and for the `$wrapper`
+/// types that dereference to it (a pooled connection, a transaction).
+macro_rules! sqlx_exec {
+    ($conn:ty, $row:ty, $prepare:path $(, $wrapper:ty)* $(,)?) => {
+        impl $crate::store::db::Exec for $conn {
+            type Row = $row;
+            async fn execute(&mut self, query: $crate::store::db::Query<'_>) -> $crate::store::Result<u64> {
+                Ok($prepare(query).execute(self).await?.rows_affected())
+            }
+            async fn fetch_all(&mut self, query: $crate::store::db::Query<'_>) -> $crate::store::Result<Vec<$row>> {
+                Ok($prepare(query).fetch_all(self).await?)
+            }
+        }
+        $(impl $crate::store::db::Exec for $wrapper {
+            type Row = $row;
+            async fn execute(&mut self, query: $crate::store::db::Query<'_>) -> $crate::store::Result<u64> {
+                (**self).execute(query).await
+            }
+            async fn fetch_all(&mut self, query: $crate::store::db::Query<'_>) -> $crate::store::Result<Vec<$row>> {
+                (**self).fetch_all(query).await
+            }
+        })*
+    };
+}
+
 mod pg;
 pub(super) mod sqlite;
 

@@ -1,6 +1,6 @@
 //! [`Exec`] on PostgreSQL, through sqlx.
 
-use super::{Exec, Query, Transaction, Value};
+use super::{Query, Transaction, Value};
 use crate::store::Result;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
@@ -22,41 +22,13 @@ fn prepare(query: Query<'_>) -> sqlx::query::Query<'_, Postgres, PgArguments> {
     prepared
 }
 
-impl Exec for PgConnection {
-    type Row = PgRow;
-
-    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
-        Ok(prepare(query).execute(self).await?.rows_affected())
-    }
-
-    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<PgRow>> {
-        Ok(prepare(query).fetch_all(self).await?)
-    }
-}
-
-impl Exec for PoolConnection<Postgres> {
-    type Row = PgRow;
-
-    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
-        (**self).execute(query).await
-    }
-
-    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<PgRow>> {
-        (**self).fetch_all(query).await
-    }
-}
-
-impl Exec for sqlx::Transaction<'_, Postgres> {
-    type Row = PgRow;
-
-    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
-        (**self).execute(query).await
-    }
-
-    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<PgRow>> {
-        (**self).fetch_all(query).await
-    }
-}
+sqlx_exec!(
+    PgConnection,
+    PgRow,
+    prepare,
+    PoolConnection<Postgres>,
+    sqlx::Transaction<'_, Postgres>,
+);
 
 impl Transaction for sqlx::Transaction<'_, Postgres> {
     async fn commit(self) -> Result<()> {

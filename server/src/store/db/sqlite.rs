@@ -45,29 +45,7 @@ fn prepare(query: Query<'_>) -> sqlx::query::Query<'_, Sqlite, SqliteArguments> 
     prepared
 }
 
-impl Exec for SqliteConnection {
-    type Row = SqliteRow;
-
-    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
-        Ok(prepare(query).execute(self).await?.rows_affected())
-    }
-
-    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<SqliteRow>> {
-        Ok(prepare(query).fetch_all(self).await?)
-    }
-}
-
-impl Exec for PoolConnection<Sqlite> {
-    type Row = SqliteRow;
-
-    async fn execute(&mut self, query: Query<'_>) -> Result<u64> {
-        (**self).execute(query).await
-    }
-
-    async fn fetch_all(&mut self, query: Query<'_>) -> Result<Vec<SqliteRow>> {
-        (**self).fetch_all(query).await
-    }
-}
+sqlx_exec!(SqliteConnection, SqliteRow, prepare, PoolConnection<Sqlite>);
 
 /// A row rusqlite answered, copied out of its statement.
 #[derive(Debug)]
