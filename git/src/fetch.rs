@@ -21,7 +21,7 @@ pub(crate) fn fetch(dir: &Path, source: &Source<'_>, timeout: Duration) -> Resul
     let request = Request {
         dir: dir.to_owned(),
         url: source.url.to_owned(),
-        refspecs: gantry_model::wire::fetch_refspecs(source.git_ref),
+        refspecs: refspecs(source.git_ref),
         credential: source.credential.cloned(),
         without_credential: source.without_credential.to_owned(),
         abandoned: abandoned.clone(),
@@ -53,6 +53,23 @@ pub(crate) fn fetch(dir: &Path, source: &Source<'_>, timeout: Duration) -> Resul
             message: "the fetch's thread ended without an answer".into(),
         }),
     }
+}
+
+/// What a mirror fetches to find a pipeline's commit: every branch and tag (so later pushes need small fetches),
+/// and the pipeline's own ref when it is neither — a pull request's head (`refs/pull/7/head`), which may live
+/// only there when it comes from a fork.
+pub(crate) fn refspecs(git_ref: &str) -> Vec<String> {
+    let mut specs = vec![
+        "+refs/heads/*:refs/heads/*".to_owned(),
+        "+refs/tags/*:refs/tags/*".to_owned(),
+    ];
+    if git_ref.starts_with("refs/")
+        && !git_ref.starts_with("refs/heads/")
+        && !git_ref.starts_with("refs/tags/")
+    {
+        specs.push(format!("+{git_ref}:{git_ref}"));
+    }
+    specs
 }
 
 /// What the fetch's thread needs, owned.
@@ -91,5 +108,20 @@ impl Request {
         let mut options = git2::FetchOptions::new();
         options.remote_callbacks(callbacks);
         remote.fetch(&self.refspecs, Some(&mut options), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn branches_and_tags_are_fetched_and_a_pull_request_s_own_ref_too() {
+        let branch = super::refspecs("refs/heads/main");
+        assert_eq!(
+            branch,
+            ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        );
+        let pull = super::refspecs("refs/pull/7/head");
+        assert_eq!(pull.last().unwrap(), "+refs/pull/7/head:refs/pull/7/head");
+        assert_eq!(super::refspecs("refs/tags/v1").len(), 2);
     }
 }

@@ -136,23 +136,6 @@ pub struct Source {
     pub credential: Option<CloneCredential>,
 }
 
-/// What a mirror fetches to find a pipeline's commit: every branch and tag (so later pushes need small fetches),
-/// and the pipeline's own ref when it is neither — a pull request's head (`refs/pull/7/head`), which may live
-/// only there when it comes from a fork.
-pub fn fetch_refspecs(git_ref: &str) -> Vec<String> {
-    let mut specs = vec![
-        "+refs/heads/*:refs/heads/*".to_owned(),
-        "+refs/tags/*:refs/tags/*".to_owned(),
-    ];
-    if git_ref.starts_with("refs/")
-        && !git_ref.starts_with("refs/heads/")
-        && !git_ref.starts_with("refs/tags/")
-    {
-        specs.push(format!("+{git_ref}:{git_ref}"));
-    }
-    specs
-}
-
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
