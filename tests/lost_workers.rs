@@ -93,8 +93,8 @@ async fn a_killed_workers_job_runs_again_on_another_worker_as_attempt_two(
     let second = farm.worker(&second_name);
     assert_second_attempt_won(&farm, "killed", &id, &second_name).await;
     drop(second);
-    // The killed worker's container outlived it; a restart of the worker sweeps it (and reports the lost job,
-    // which the server answers with 409).
+    // The killed worker's container died with it (tests/worker_death.rs); a restart of the worker sweeps what
+    // it left on disk (and reports the lost job, which the server answers with 409).
     let restarted = farm.worker(&first_name);
     eventually(
         "the restarted worker to sweep and register",

@@ -54,13 +54,17 @@ fn spawn_worker(
     data_dir: &Path,
     capacity: Option<u32>,
     config: Option<&Path>,
-) -> Result<Child> {
+) -> Result<(Child, std::io::PipeWriter)> {
     let exe = std::env::current_exe().context("cannot find the gantry binary")?;
+    // The worker's stdin is a pipe only `gantry up` holds open: however `gantry up` ends, even by SIGKILL, the
+    // worker reads EOF and stops at once, and its containers with it (a process group of its own, it would
+    // otherwise live on, long-polling a server that is gone).
+    let (alive, held) = std::io::pipe().context("cannot make the local worker's lifeline")?;
     let mut command = Command::new(exe);
     if let Some(config) = config {
         command.env("GANTRY_CONFIG", config);
     }
-    command.arg("worker");
+    command.args(["worker", "--exit-with-stdin"]);
     if let Some(capacity) = capacity {
         command.args(["--capacity", &capacity.to_string()]);
     }
@@ -71,11 +75,12 @@ fn spawn_worker(
         .arg("--mask")
         .arg(data_dir)
         .env("GANTRY_POOL_TOKEN", token)
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(alive))
         // Its own process group: a terminal's Ctrl-C reaches only `gantry up`, which relays it (see supervise).
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
+        .map(|child| (child, held))
         .context("cannot start the local worker")
 }
 
@@ -150,14 +155,14 @@ impl LocalWorker {
                 return Ok(());
             }
             let started = tokio::time::Instant::now();
-            let mut child = match spawn_worker(
+            let (mut child, _lifeline) = match spawn_worker(
                 &self.url,
                 &self.token,
                 &self.data_dir,
                 self.capacity,
                 self.config.as_deref(),
             ) {
-                Ok(child) => child,
+                Ok(started) => started,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot start the local worker; trying again");
                     tokio::time::sleep(pause).await;

@@ -33,6 +33,9 @@ pub struct WorkerArgs {
     /// A TOML configuration file (its `[worker]` table).
     #[arg(long, env = "GANTRY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Stop at once, containers and all, when stdin closes (`gantry up` holds it: its worker dies with it).
+    #[arg(long, hide = true)]
+    pub exit_with_stdin: bool,
 }
 
 /// A name that stays the same across restarts of the same worker and differs between workers on one host.
@@ -50,8 +53,25 @@ fn default_name(data_dir: &Path) -> String {
     format!("{host}-{}", &hex::encode(digest)[..8])
 }
 
+/// Exits the process when stdin reaches its end: the process that started this worker is gone. The exit closes
+/// the socket to the container zygote, which then kills every container.
+fn exit_with_stdin() -> Result<()> {
+    std::thread::Builder::new()
+        .name("gantry-lifeline".into())
+        .spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            eprintln!("gantry worker: the process that started it is gone; stopping now, and its jobs with it");
+            std::process::exit(1);
+        })
+        .context("cannot watch stdin")?;
+    Ok(())
+}
+
 /// Runs the worker until SIGINT/SIGTERM.
 pub async fn run(args: WorkerArgs) -> Result<()> {
+    if args.exit_with_stdin {
+        exit_with_stdin()?;
+    }
     let whole = super::config::read_file(args.config.as_ref())?;
     let secret_files = whole.secret_files(args.config.as_ref());
     let git_fetch_timeout = whole.git_fetch_timeout()?;

@@ -180,9 +180,18 @@ impl Zygote {
         id_map: Option<IdMap>,
     ) -> io::Result<()> {
         let (ours, theirs) = wire::seqpacket_pair()?;
+        let zygote = nix::unistd::getpid();
         // SAFETY: this process has a single thread (checked at start), so the child may do anything.
         match unsafe { fork() }? {
             ForkResult::Child => {
+                // The init dies with the zygote, whatever kills it, and with the init its container (PID 1
+                // dies with its init, and the kernel kills what is left of its PID namespace). Should the
+                // zygote be gone already, the parent is someone else: stop here.
+                let orphan = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+                    || nix::unistd::getppid() != zygote;
+                if orphan {
+                    std::process::exit(SETUP_FAILED);
+                }
                 close_fds_but(theirs.as_raw_fd());
                 std::process::exit(init::standby(
                     theirs,
@@ -261,15 +270,17 @@ impl Zygote {
         let _ = wire::send(&self.upstream, report, &[]);
     }
 
-    /// The runtime is gone: inits that never started die with their cgroups; running containers are left to
-    /// finish (their worker's next sweep removes whatever remains).
+    /// The runtime is gone (its worker stopped, or was killed): every container dies with it, so that a job
+    /// whose worker died never runs beside its re-run. Killing an init kills its PID 1, and with PID 1 the whole
+    /// PID namespace: daemons and `setsid` children too. Inits that never started take their cgroups with them;
+    /// a started container's cgroup and scratch dir are the worker's next sweep's.
     fn shutdown(&mut self) -> i32 {
-        for kid in self.kids.values().filter(|kid| !kid.started) {
+        for kid in self.kids.values() {
             let _ = kill(kid.pid, Signal::SIGKILL);
         }
         for kid in std::mem::take(&mut self.kids).into_values() {
+            let _ = waitpid(kid.pid, None);
             if !kid.started {
-                let _ = waitpid(kid.pid, None);
                 remove_cgroup(&kid.procs);
             }
         }
