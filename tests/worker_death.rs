@@ -38,8 +38,24 @@ fn gone_within(marker: &str, worker: &str, since: Instant, limit: Duration) -> D
         processes_with(marker).is_empty().then_some(())
     });
     let took = since.elapsed();
+    let occupied: Vec<PathBuf> = cgroups_of(worker)
+        .into_iter()
+        .filter(|dir| {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            !procs.trim().is_empty()
+        })
+        .collect();
+    assert!(
+        occupied.is_empty(),
+        "cgroups still holding processes: {occupied:?}"
+    );
+    took
+}
+
+/// The cgroup dirs of `worker`'s containers, in every hierarchy.
+fn cgroups_of(worker: &str) -> Vec<PathBuf> {
     let layout = gantry_worker::runtime::cgroup::CgroupLayout::detect().unwrap();
-    let occupied: Vec<PathBuf> = layout
+    layout
         .parents()
         .into_iter()
         .filter_map(|parent| std::fs::read_dir(parent).ok())
@@ -52,16 +68,16 @@ fn gone_within(marker: &str, worker: &str, since: Instant, limit: Duration) -> D
                 .to_string_lossy()
                 .starts_with(worker)
         })
-        .filter(|dir| {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            !procs.trim().is_empty()
-        })
-        .collect();
-    assert!(
-        occupied.is_empty(),
-        "cgroups still holding processes: {occupied:?}"
+        .collect()
+}
+
+/// Waits for `worker`'s killed containers' cgroups to be gone (their zygote removes them as it ends).
+fn cgroups_removed(worker: &str) {
+    eventually_blocking(
+        "the containers' cgroups to go",
+        Duration::from_secs(20),
+        || cgroups_of(worker).is_empty().then_some(()),
     );
-    took
 }
 
 fn unique(name: &str) -> String {
@@ -92,6 +108,7 @@ fn a_worker_killed_alone_takes_its_containers_with_it() {
                 "{case}: the container was gone {} ms after the kill",
                 took.as_millis()
             );
+            cgroups_removed(&name);
         }
     });
 }
@@ -124,5 +141,6 @@ fn a_local_worker_and_its_containers_die_with_gantry_up() {
             "gantry up SIGKILLed: its worker and the container were gone {} ms after",
             took.as_millis()
         );
+        cgroups_removed(&name);
     });
 }

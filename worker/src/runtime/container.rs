@@ -225,9 +225,16 @@ fn start_init(
     while let Ok(n @ 1..) = config_writer.write(&payload[sent..]) {
         sent += n;
     }
-    if let Some(init) = &container.parts().init {
-        init.start([&config_reader, &control_writer, &output_writer])?;
+    let parts = container.parts();
+    if let Some(init) = &parts.init {
+        let procs = parts
+            .cgroup
+            .as_ref()
+            .map(|cgroup| cgroup.procs_files())
+            .unwrap_or_default();
+        init.start([&config_reader, &control_writer, &output_writer], procs)?;
     }
+    drop(parts);
     // Our copies of the write ends close here: from now on, EOF on a pipe means every process that could write
     // to it is gone.
     drop((config_reader, control_writer, output_writer));

@@ -104,11 +104,12 @@ impl Init {
         self.conn.table.lock().failed.get(&self.child).cloned()
     }
 
-    /// Hands the init its config, control and output pipes; it builds the container now.
-    pub fn start(&self, pipes: [&OwnedFd; 3]) -> Result<(), RuntimeError> {
+    /// Hands the init its config, control and output pipes; it builds the container now. `procs`: its cgroup's
+    /// files, as named now.
+    pub fn start(&self, pipes: [&OwnedFd; 3], procs: Vec<PathBuf>) -> Result<(), RuntimeError> {
         let child = self.child;
-        self.conn
-            .send(&Request::Start { child }, &pipes.map(AsRawFd::as_raw_fd))
+        let start = Request::Start { child, procs };
+        self.conn.send(&start, &pipes.map(AsRawFd::as_raw_fd))
     }
 
     /// SIGKILLs the init if it is still running (a zygote that is gone has nothing to kill).

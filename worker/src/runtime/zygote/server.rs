@@ -153,14 +153,21 @@ impl Zygote {
                     self.report(&Report::Failed { child, message });
                 }
             }
-            Request::Start { child } => {
+            Request::Start { child, procs } => {
                 // An init that is dead already gets nothing: our copies of the pipes close, which tells the runtime.
                 let Some(kid) = self.kids.get_mut(&child).filter(|kid| !kid.started) else {
                     return;
                 };
                 if let Some(socket) = &kid.socket {
                     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-                    kid.started = wire::send(socket, &Request::Start { child }, &raw).is_ok();
+                    let start = Request::Start {
+                        child,
+                        procs: Vec::new(),
+                    };
+                    kid.started = wire::send(socket, &start, &raw).is_ok();
+                }
+                if !procs.is_empty() {
+                    kid.procs = procs;
                 }
             }
             Request::Kill { child } => {
@@ -272,17 +279,15 @@ impl Zygote {
 
     /// The runtime is gone (its worker stopped, or was killed): every container dies with it, so that a job
     /// whose worker died never runs beside its re-run. Killing an init kills its PID 1, and with PID 1 the whole
-    /// PID namespace: daemons and `setsid` children too. Inits that never started take their cgroups with them;
-    /// a started container's cgroup and scratch dir are the worker's next sweep's.
+    /// PID namespace: daemons and `setsid` children too. Their cgroups go with them (emptied first, should
+    /// anything be left in them); a started container's scratch dir is the worker's next sweep's.
     fn shutdown(&mut self) -> i32 {
         for kid in self.kids.values() {
             let _ = kill(kid.pid, Signal::SIGKILL);
         }
         for kid in std::mem::take(&mut self.kids).into_values() {
             let _ = waitpid(kid.pid, None);
-            if !kid.started {
-                remove_cgroup(&kid.procs);
-            }
+            remove_cgroup(&kid.procs);
         }
         0
     }

@@ -41,8 +41,13 @@ pub(crate) enum Request {
         id_map: Option<IdMap>,
     },
     /// Hand the init its config, control and output pipes (the message's fds, in that order): it builds the
-    /// container now.
-    Start { child: u64 },
+    /// container now. `procs` are the container's cgroup files as they are named now (a spare's cgroup is
+    /// renamed to the container's before it starts): the zygote removes them should the worker die.
+    Start {
+        child: u64,
+        #[serde(default)]
+        procs: Vec<PathBuf>,
+    },
     /// SIGKILL the init, unless it was reaped already.
     Kill { child: u64 },
 }
