@@ -70,6 +70,13 @@ async fn cancelling_a_running_pipeline_kills_its_container_promptly_and_skips_th
         (&"cancelled".into(), &"cancelled".into()),
         "{p:#}"
     );
+    // Its last step did not exit by itself: no exit code (not step 1's 0), and the message says where.
+    assert!(jobs[0]["exit_code"].is_null(), "{p:#}");
+    let message = jobs[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("stopped during step 2 (`sleep 120"),
+        "{message}"
+    );
     assert_eq!(jobs[1]["status"], "skipped", "{p:#}");
     let log = farm
         .get_bytes(&format!("/jobs/{}/log", jobs[0]["id"].as_str().unwrap()))

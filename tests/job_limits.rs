@@ -60,6 +60,10 @@ fn fork_bombs_memory_hogs_and_overruns_fail_with_their_own_kind_while_other_jobs
             "{p:#}"
         );
         assert_eq!(job(&p, "bystander")["status"], "success", "{p:#}");
+        // Killed mid-step: no exit code, and the message names the step.
+        assert!(job(&p, "overrun")["exit_code"].is_null(), "{p:#}");
+        let message = job(&p, "overrun")["message"].as_str().unwrap();
+        assert!(message.contains("killed during step 1"), "{message}");
         let overrun = seconds(job(&p, "overrun"));
         assert!(
             overrun < 8.0,

@@ -33,6 +33,8 @@ pub(crate) struct Progress {
     pub ready: bool,
     /// The control pipe closed: init and PID 1 have exited.
     pub init_exited: bool,
+    /// The last step that started.
+    pub last_started: Option<u32>,
     /// The last step that exited, and its status.
     pub last_exit: Option<(u32, i32)>,
     /// Init's report of a failed setup.
@@ -303,6 +305,7 @@ impl Reader {
                 self.shared.update(|p| p.ready = true);
             }
             InitMessage::StepStarted { index } => {
+                self.shared.update(|p| p.last_started = Some(index));
                 self.deliver(ContainerEvent::StepStarted { index });
             }
             InitMessage::StepExited { index, exit_code } => {

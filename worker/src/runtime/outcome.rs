@@ -22,8 +22,18 @@ pub(crate) struct Ending<'a> {
 /// whose steps all succeeded (a test suite may provoke and survive an OOM kill on purpose).
 pub(crate) fn decide(end: &Ending<'_>) -> Outcome {
     let progress = end.progress;
+    // The step that was running when the job was stopped (cancelled, timed out), if one was: then the job has
+    // no exit code — the last step did not exit by itself, and the one before it is not the job's.
+    let stopped_step = progress.last_started.filter(|&started| {
+        progress
+            .last_exit
+            .is_none_or(|(exited, _)| exited < started)
+    });
     let mut outcome = Outcome {
-        exit_code: progress.last_exit.map(|(_, code)| code),
+        exit_code: match stopped_step {
+            Some(_) => None,
+            None => progress.last_exit.map(|(_, code)| code),
+        },
         cpu_seconds: end.stats.cpu_seconds,
         peak_memory_bytes: end.stats.peak_memory_bytes,
         ..Outcome::default()
@@ -32,14 +42,28 @@ pub(crate) fn decide(end: &Ending<'_>) -> Outcome {
     let steps_done = progress
         .last_exit
         .map_or(0, |(index, _)| index as usize + 1);
+    let during = || match stopped_step {
+        Some(index) => {
+            let step = end.steps.get(index as usize).map_or("?", String::as_str);
+            format!(" during step {} (`{}`)", index + 1, short(step))
+        }
+        None => String::new(),
+    };
     let (kind, message) = if progress.cancelled {
-        (FailureKind::Cancelled, "the job was cancelled".to_string())
+        // The kind says "cancelled" already: the message says where.
+        let message = match (stopped_step, progress.last_started) {
+            (Some(_), _) => format!("stopped{}", during()),
+            (None, None) => "stopped before its first step".to_string(),
+            (None, Some(_)) => "stopped after its last step".to_string(),
+        };
+        (FailureKind::Cancelled, message)
     } else if end.timed_out {
         (
             FailureKind::Timeout,
             format!(
-                "the job ran longer than its timeout of {} and was killed",
-                duration(end.timeout)
+                "the job ran longer than its timeout of {} and was killed{}",
+                duration(end.timeout),
+                during()
             ),
         )
     } else if let Some(message) = &progress.service_failed {
@@ -188,6 +212,54 @@ mod tests {
             ..Progress::default()
         };
         assert_eq!(decide(&end(&steps, &passed, &stats, &res)).failure, None);
+    }
+
+    #[test]
+    fn a_job_stopped_mid_step_has_no_exit_code_and_says_where_it_was_stopped() {
+        let steps = vec!["true".to_string(), "sleep 100".to_string()];
+        let (stats, res) = (CgroupStats::default(), Resources::default());
+        // Step 1 exited 0, step 2 was running.
+        let running = |cancelled| Progress {
+            last_started: Some(1),
+            last_exit: Some((0, 0)),
+            cancelled,
+            ..Progress::default()
+        };
+        let cancelled = decide(&end(&steps, &running(true), &stats, &res));
+        assert_eq!(cancelled.failure, Some(FailureKind::Cancelled));
+        assert_eq!(cancelled.exit_code, None, "not step 1's 0");
+        assert_eq!(
+            cancelled.message.as_deref(),
+            Some("stopped during step 2 (`sleep 100`)")
+        );
+        let still_running = running(false);
+        let mut timed_out = end(&steps, &still_running, &stats, &res);
+        timed_out.timed_out = true;
+        let timed_out = decide(&timed_out);
+        assert_eq!(timed_out.exit_code, None);
+        assert!(
+            timed_out
+                .message
+                .unwrap()
+                .ends_with("killed during step 2 (`sleep 100`)")
+        );
+        // Cancelled before anything ran, and after the last step ended by itself (it keeps its code).
+        let none = Progress {
+            cancelled: true,
+            ..Progress::default()
+        };
+        let before = decide(&end(&steps, &none, &stats, &res));
+        assert_eq!(
+            (before.exit_code, before.message.as_deref()),
+            (None, Some("stopped before its first step"))
+        );
+        let done = Progress {
+            last_started: Some(1),
+            last_exit: Some((1, 0)),
+            cancelled: true,
+            ..Progress::default()
+        };
+        assert_eq!(decide(&end(&steps, &done, &stats, &res)).exit_code, Some(0));
     }
 
     #[test]
