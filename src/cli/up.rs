@@ -97,10 +97,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         bound.ip()
     };
     let local_url = format!("http://{}", std::net::SocketAddr::new(ip, bound.port()));
-    let userns = super::config::read_file(args.server.config.as_ref())?
-        .worker
-        .user_namespace
-        .unwrap_or(true);
+    let file_worker = super::config::read_file(args.server.config.as_ref())?.worker;
+    let userns = file_worker.user_namespace.unwrap_or(true);
+    let capacity = args.capacity.or(file_worker.capacity).unwrap_or(1);
     let worker_dir = data_dir.join("worker");
     if let Some(reason) =
         gantry_worker::runtime::NamespacesRuntime::user_namespace_unavailable(&worker_dir, userns)
@@ -113,6 +112,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     say!(
         "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
         server.dialect()
+    );
+    // Until pools grow by themselves, one job at a time is the default: say it, or `parallel: 4` looks stuck.
+    say!(
+        "Local worker: {capacity} job{} at a time (`gantry up --capacity N` or `[worker] capacity` to change)",
+        if capacity == 1 { "" } else { "s" }
     );
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(listener, async move {
