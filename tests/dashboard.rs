@@ -152,3 +152,34 @@ fn the_delivery_pages_show_what_arrived_as_text() {
         }
     });
 }
+
+#[test]
+fn a_page_that_does_not_exist_answers_a_page_and_the_api_answers_json() {
+    run(Duration::from_secs(120), async {
+        let farm = Farm::up();
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("{}{path}", farm.url)).send();
+        for path in [
+            "/no/such/page",
+            "/repos/nobody",
+            "/repos/nobody/pipelines/1",
+            "/jobs/not-a-job",
+        ] {
+            let answer = get(path).await.unwrap();
+            assert_eq!(answer.status(), 404, "{path}");
+            let kind = answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(kind.starts_with("text/html"), "{path}: {kind}");
+            let body = answer.text().await.unwrap();
+            assert!(body.contains("<a href=\"/\">"), "{path}: {body}");
+        }
+        for path in ["/api/v1/no/such/route", "/api/v1/repos/nobody/pipelines"] {
+            let answer = get(path).await.unwrap();
+            assert_eq!(answer.status(), 404, "{path}");
+            let body: serde_json::Value = answer.json().await.unwrap();
+            assert!(body["error"].is_string(), "{path}: {body}");
+        }
+    });
+}

@@ -46,23 +46,40 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self {
-            ApiError::Artifact(ArtifactError::Store(e)) | ApiError::Vault(VaultError::Store(e)) => {
-                return ApiError::Store(e).into_response();
-            }
-            _ => self.status(),
-        };
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, "request failed");
-            "internal error (see the server's log)".to_owned()
-        } else {
-            self.to_string()
-        };
+        let (status, message) = self.status_and_message();
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
 
+/// The status of a store error, wherever it surfaced.
+fn store_status(error: &StoreError) -> StatusCode {
+    match error {
+        StoreError::Conflict(_) | StoreError::StaleLease(_) | StoreError::Busy(_) => {
+            StatusCode::CONFLICT
+        }
+        StoreError::LogGap { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ApiError {
+    /// The status it answers with and what it says (the API as JSON, pages as HTML): a store error answers as
+    /// itself wherever it surfaced, and a server error only points to the log, which gets it.
+    pub(crate) fn status_and_message(&self) -> (StatusCode, String) {
+        let (status, message) = match self {
+            ApiError::Artifact(ArtifactError::Store(e)) | ApiError::Vault(VaultError::Store(e)) => {
+                (store_status(e), e.to_string())
+            }
+            _ => (self.status(), self.to_string()),
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "request failed");
+            return (status, "internal error (see the server's log)".to_owned());
+        }
+        (status, message)
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) | ApiError::Denied(Denied::SignedOut { .. }) => {
@@ -74,12 +91,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Repo(_) => StatusCode::BAD_REQUEST,
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
             ApiError::Hook(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Store(
-                StoreError::Conflict(_) | StoreError::StaleLease(_) | StoreError::Busy(_),
-            ) => StatusCode::CONFLICT,
-            ApiError::Store(StoreError::LogGap { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => store_status(e),
             ApiError::Vault(e) => match e {
                 VaultError::Invalid(_) | VaultError::BadToken(_) | VaultError::TooMany => {
                     StatusCode::BAD_REQUEST

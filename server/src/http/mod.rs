@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api.merge(artifacts))
         .merge(crate::web::routes())
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(crate::web::no_route)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,
         ))

@@ -4,7 +4,7 @@
 use crate::access::Caller;
 use crate::http::AppState;
 use crate::http::auth::{readable_job, readable_pipeline, readable_repo, unreadable_repos};
-use crate::http::error::{ApiError, ApiResult};
+use crate::http::error::ApiError;
 use crate::read_model;
 use crate::store::{JobRecord, PipelineRecord};
 use axum::Router;
@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::response::Html;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use error::PageResult;
 use serde_json::json;
 
 /// The dashboard's templates, compiled into the binary.
@@ -37,6 +38,10 @@ pub fn templates() -> Result<tera::Tera, tera::Error> {
 }
 
 /// The dashboard's routes.
+mod error;
+
+pub use error::no_route;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
@@ -46,7 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}", get(job))
 }
 
-fn render(state: &AppState, name: &str, context: serde_json::Value) -> ApiResult<Html<String>> {
+fn render(state: &AppState, name: &str, context: serde_json::Value) -> PageResult<Html<String>> {
     let context = tera::Context::from_serialize(context).expect("page contexts are JSON objects");
     state
         .templates
@@ -57,6 +62,7 @@ fn render(state: &AppState, name: &str, context: serde_json::Value) -> ApiResult
             ApiError::Store(crate::store::StoreError::Corrupt(format!(
                 "template {name}"
             )))
+            .into()
         })
 }
 
@@ -97,7 +103,7 @@ fn job_json(j: &JobRecord) -> serde_json::Value {
     })
 }
 
-async fn index(State(state): State<AppState>, caller: Caller) -> ApiResult<Html<String>> {
+async fn index(State(state): State<AppState>, caller: Caller) -> PageResult<Html<String>> {
     let hidden = unreadable_repos(&state, caller).await?;
     let pipelines = state.store.recent_pipelines(100).await?;
     let list: Vec<_> = pipelines
@@ -129,7 +135,7 @@ async fn repo(
     State(state): State<AppState>,
     caller: Caller,
     Path(repo): Path<String>,
-) -> ApiResult<Html<String>> {
+) -> PageResult<Html<String>> {
     let record = readable_repo(&state, caller, &repo).await?;
     let pipelines = state.store.list_pipelines(&repo, None, 100).await?;
     let list: Vec<_> = pipelines.iter().map(pipeline_json).collect();
@@ -149,7 +155,7 @@ async fn delivery(
     State(state): State<AppState>,
     caller: Caller,
     Path((repo, id)): Path<(String, i64)>,
-) -> ApiResult<Html<String>> {
+) -> PageResult<Html<String>> {
     let record = readable_repo(&state, caller, &repo).await?;
     let d = read_model::delivery(state.store.as_ref(), &record, id).await?;
     let body = d
@@ -173,7 +179,7 @@ async fn pipeline(
     State(state): State<AppState>,
     caller: Caller,
     Path((repo, number)): Path<(String, i64)>,
-) -> ApiResult<Html<String>> {
+) -> PageResult<Html<String>> {
     let p = readable_pipeline(&state, caller, &repo, number).await?;
     let detail = read_model::pipeline_detail(state.store.as_ref(), p).await?;
     let jobs: Vec<_> = detail
@@ -196,7 +202,7 @@ async fn job(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Html<String>> {
+) -> PageResult<Html<String>> {
     let (j, p) = readable_job(&state, caller, &id).await?;
     let steps = state.store.job_steps(j.id, j.attempt).await?;
     let artifacts = state.store.job_artifacts(j.id, j.attempt).await?;
