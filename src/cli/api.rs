@@ -212,15 +212,17 @@ pub enum PipelineCommand {
 pub enum JobCommand {
     /// One job and its steps.
     Show {
-        /// Job id.
-        id: String,
+        /// The job: its id, or REPO NUMBER JOB (`demo 1 hello`).
+        #[arg(num_args = 1..=3, required = true, value_name = "ID | REPO NUMBER JOB")]
+        job: Vec<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// A job's log (raw bytes); `--follow` streams it live until the job ends.
     Log {
-        /// Job id.
-        id: String,
+        /// The job: its id, or REPO NUMBER JOB (`demo 1 hello`).
+        #[arg(num_args = 1..=3, required = true, value_name = "ID | REPO NUMBER JOB")]
+        job: Vec<String>,
         /// Keep streaming until the job ends.
         #[arg(long, short)]
         follow: bool,
@@ -371,16 +373,54 @@ pub async fn pipeline(cmd: PipelineCommand) -> Result<()> {
                     j.message.as_deref().unwrap_or("")
                 );
             }
+            if let Some(j) = p.jobs.first() {
+                println!(
+                    "follow a job's log: gantry job log {repo} {number} {} --follow",
+                    j.name
+                );
+            }
         }
     }
     Ok(())
 }
 
+/// The id of the job `target` names: an id, or REPO NUMBER JOB (looked up in the pipeline).
+async fn job_id(api: &Api, target: &[String]) -> Result<String> {
+    match target {
+        [id] => Ok(id.clone()),
+        [repo, number, name] => {
+            let path = format!("/repos/{repo}/pipelines/{number}");
+            let mut p: PipelineView = api.get(&path).await?;
+            // Right after a push the pipeline may not have its jobs yet (its file is being read): wait a little.
+            for _ in 0..20 {
+                if !p.jobs.is_empty() || p.status.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                p = api.get(&path).await?;
+            }
+            match p.jobs.iter().find(|j| &j.name == name) {
+                Some(j) => Ok(j.id.to_string()),
+                None => {
+                    let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+                    bail!(
+                        "{repo} #{number} has no job {name:?}; its jobs: {}",
+                        names.join(", ")
+                    )
+                }
+            }
+        }
+        _ => bail!("name a job by its id, or by REPO NUMBER JOB (e.g. `demo 1 hello`)"),
+    }
+}
+
 /// Runs `gantry job …`.
 pub async fn job(cmd: JobCommand) -> Result<()> {
     match cmd {
-        JobCommand::Show { id, api } => {
-            let j: JobView = Api::new(&api).get(&format!("/jobs/{id}")).await?;
+        JobCommand::Show { job, api } => {
+            let api = Api::new(&api);
+            let id = job_id(&api, &job).await?;
+            let j: JobView = api.get(&format!("/jobs/{id}")).await?;
             println!(
                 "{}\t{}\tattempt {}\t{}",
                 j.name,
@@ -397,11 +437,12 @@ pub async fn job(cmd: JobCommand) -> Result<()> {
             }
         }
         JobCommand::Log {
-            id,
+            job,
             follow: false,
             api,
         } => {
             let api = Api::new(&api);
+            let id = job_id(&api, &job).await?;
             let response = api
                 .request(reqwest::Method::GET, &format!("/jobs/{id}/log"))
                 .send()
@@ -410,10 +451,14 @@ pub async fn job(cmd: JobCommand) -> Result<()> {
             std::io::stdout().write_all(&response.bytes().await?)?;
         }
         JobCommand::Log {
-            id,
+            job,
             follow: true,
             api,
-        } => follow_log(&Api::new(&api), &id).await?,
+        } => {
+            let api = Api::new(&api);
+            let id = job_id(&api, &job).await?;
+            follow_log(&api, &id).await?
+        }
     }
     Ok(())
 }
