@@ -175,6 +175,14 @@ fn a_page_that_does_not_exist_answers_a_page_and_the_api_answers_json() {
             let body = answer.text().await.unwrap();
             assert!(body.contains("<a href=\"/\">"), "{path}: {body}");
         }
+        // The reason repeats what the visitor asked for: it is escaped like everything a page shows.
+        let answer = get("/repos/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404);
+        let body = answer.text().await.unwrap();
+        assert!(!body.contains("<script>"), "{body}");
+        assert!(body.contains("&lt;script&gt;"), "{body}");
         for path in ["/api/v1/no/such/route", "/api/v1/repos/nobody/pipelines"] {
             let answer = get(path).await.unwrap();
             assert_eq!(answer.status(), 404, "{path}");
