@@ -37,17 +37,29 @@ fn gone_within(marker: &str, worker: &str, since: Instant, limit: Duration) -> D
     eventually_blocking("every process of the job to die", limit, || {
         processes_with(marker).is_empty().then_some(())
     });
+    // The kernel empties the cgroups as the last processes (some without the marker: the steps' `sleep`s) finish
+    // exiting, a moment after: wait for that too, within the same limit.
+    let occupied = || -> Vec<PathBuf> {
+        cgroups_of(worker)
+            .into_iter()
+            .filter(|dir| {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                !procs.trim().is_empty()
+            })
+            .collect()
+    };
+    let left = limit
+        .saturating_sub(since.elapsed())
+        .max(Duration::from_secs(1));
+    let deadline = Instant::now() + left;
+    while !occupied().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let took = since.elapsed();
-    let occupied: Vec<PathBuf> = cgroups_of(worker)
-        .into_iter()
-        .filter(|dir| {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            !procs.trim().is_empty()
-        })
-        .collect();
+    let still = occupied();
     assert!(
-        occupied.is_empty(),
-        "cgroups still holding processes: {occupied:?}"
+        still.is_empty(),
+        "cgroups still holding processes: {still:?}"
     );
     took
 }
