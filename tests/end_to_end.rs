@@ -204,29 +204,6 @@ fn a_pipeline_file_of_256_mib_is_refused_without_being_read() {
     });
 }
 
-#[test]
-fn a_commit_without_a_pipeline_file_gives_an_error_pipeline_saying_so() {
-    run(Duration::from_secs(120), async {
-        let (farm, repo) = farm_with_repo("nofile");
-        std::fs::write(repo.work.join("README"), "no pipeline here").unwrap();
-        support::git::git(&repo.work, &["add", "README"]);
-        support::git::git(&repo.work, &["commit", "-qm", "no pipeline"]);
-        support::git::git(
-            &repo.work,
-            &["push", "-q", "origin", "HEAD:refs/heads/main"],
-        );
-        let p = farm.finished_pipeline("nofile", 1).await;
-        assert_eq!(p["status"], "error");
-        assert!(
-            p["message"]
-                .as_str()
-                .unwrap()
-                .contains(".gantry.yml is missing"),
-            "{p:#}"
-        );
-    });
-}
-
 /// Reads a job's SSE stream to its `end` event; returns the bytes and when the first and last bytes came.
 async fn read_stream(farm: &Farm, job: &str) -> (Vec<u8>, Instant, Instant) {
     let response = reqwest::get(format!("{}/api/v1/jobs/{job}/log/stream", farm.url))

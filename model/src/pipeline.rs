@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
 
+mod diagnose;
 mod instances;
 mod limits;
 mod service;
@@ -109,6 +110,8 @@ pub struct PipelineError {
     pub key: Option<String>,
     /// What is wrong.
     pub message: String,
+    /// How to fix it, for the common mistakes (`diagnose.rs`).
+    pub hint: Option<String>,
 }
 
 impl fmt::Display for PipelineError {
@@ -123,7 +126,11 @@ impl fmt::Display for PipelineError {
         if let Some(key) = &self.key {
             write!(f, ", key `{key}`")?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +142,7 @@ impl PipelineError {
             column: known.then(|| loc.column()),
             key: Some(key.into()),
             message: message.into(),
+            hint: None,
         }
     }
 }
@@ -240,12 +248,13 @@ impl Pipeline {
                 column: None,
                 key: None,
                 message: format!("the file is larger than {MAX_FILE_BYTES} bytes"),
+                hint: None,
             });
         }
         // YAML 1.2 booleans only, so `y`, `on` or `no` in an env value stay the text the user wrote.
         let options = serde_saphyr::options! { strict_booleans: true };
-        let raw: RawFile =
-            serde_saphyr::from_str_with_options(text, options).map_err(yaml_error)?;
+        let raw: RawFile = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| diagnose::explain(text, yaml_error(e)))?;
         let default_image = raw
             .image
             .map(|image| check_image(image, "image".into()))
@@ -307,6 +316,7 @@ fn yaml_error(err: serde_saphyr::Error) -> PipelineError {
         column: loc.map(|l| l.column()),
         key: None,
         message,
+        hint: None,
     }
 }
 
@@ -364,6 +374,7 @@ fn expand_job(
             column: None,
             key: Some(key("env")),
             message: format!("{bad:?} is not a valid environment variable name"),
+            hint: None,
         });
     }
     let timeout_secs = match job.timeout {
@@ -520,6 +531,7 @@ fn check_needs<'a>(jobs: impl Iterator<Item = &'a JobSpec>) -> Result<(), Pipeli
         column: None,
         key: Some(format!("jobs.{}.needs", job.name)),
         message,
+        hint: None,
     };
     let index: std::collections::HashMap<&JobName, usize> = jobs
         .iter()

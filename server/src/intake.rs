@@ -1,6 +1,7 @@
 //! Intake (DESIGN §4b): a verified delivery becomes a committed, queued pipeline before it is acknowledged; then,
 //! in a task that resumes after a restart, the commit is fetched into the mirror, `.gantry.yml` is read and
-//! validated, and the jobs are stored — or the pipeline goes to `error` with the reason.
+//! validated, and the jobs are stored — or the pipeline goes to `error` with the reason. A commit without the
+//! file makes no pipeline: it is deleted again and its delivery says why. A delivery may wait for that verdict.
 
 use crate::forge::{BuildEvent, HookEvent};
 use crate::mirror::Mirrors;
@@ -12,8 +13,10 @@ use gantry_model::Pipeline;
 use gantry_model::image::ImageRef;
 use gantry_model::pipeline::Limits;
 use gantry_model::pipeline::PIPELINE_FILE;
-use gantry_model::wire::{HookOutcome, PullRequest};
+use gantry_model::wire::{FileVerdict, HookOutcome, PullRequest};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// A pipeline to prepare: where its file is, and what it was created for (its `when:` filters on that).
@@ -77,6 +80,29 @@ fn refused_on_host(jobs: &[NewJob]) -> Option<String> {
     })
 }
 
+/// How preparing a pipeline ended.
+enum Prepared {
+    /// The file was read: jobs, or the error the pipeline ended in.
+    Read(FileVerdict),
+    /// No pipeline after all (no file at this commit, or its `when:` filters the push out); the delivery
+    /// says why.
+    Dropped(String),
+}
+
+impl Prepared {
+    fn error(message: String) -> Self {
+        Prepared::Read(FileVerdict {
+            status: "error".into(),
+            error: Some(message),
+            jobs: Vec::new(),
+            skipped: Vec::new(),
+        })
+    }
+}
+
+/// Why a commit without a pipeline file makes no pipeline; its delivery shows it.
+pub const NO_PIPELINE_FILE: &str = "no .gantry.yml at this commit";
+
 /// The longest a pipeline file may take to read and expand.
 const PARSE_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -113,14 +139,30 @@ impl Intake {
     }
 
     /// Records a verified delivery; for a commit to build, commits a queued pipeline and starts preparing it.
+    /// Then waits up to `wait` for the pipeline file to be read, to answer with its verdict (a git hook shows it
+    /// to whoever pushed); the delivery is committed whatever happens after.
     pub async fn accept(
         &self,
         repo: &RepoRecord,
         delivery: NewDelivery,
         event: HookEvent,
+        wait: Duration,
     ) -> Result<HookOutcome, StoreError> {
-        let outcome = self.accept_recorded(repo, delivery, event).await?;
+        let (mut outcome, preparing) = self.accept_recorded(repo, delivery, event).await?;
         self.prune(repo).await;
+        let Some(preparing) = preparing.filter(|_| !wait.is_zero()) else {
+            return Ok(outcome);
+        };
+        // Dropping the handle on time-out leaves the preparation running.
+        match tokio::time::timeout(wait, preparing).await {
+            Ok(Ok(Prepared::Read(verdict))) => outcome.verdict = Some(verdict),
+            Ok(Ok(Prepared::Dropped(reason))) => {
+                outcome.outcome = "ignored".into();
+                outcome.pipeline = None;
+                outcome.reason = Some(reason);
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
         Ok(outcome)
     }
 
@@ -156,18 +198,22 @@ impl Intake {
         repo: &RepoRecord,
         delivery: NewDelivery,
         event: HookEvent,
-    ) -> Result<HookOutcome, StoreError> {
+    ) -> Result<(HookOutcome, Option<JoinHandle<Prepared>>), StoreError> {
         let push: BuildEvent = match event {
             HookEvent::Build(push) => push,
             HookEvent::Ignored(reason) => {
                 self.store
                     .record_ignored_delivery(&delivery, &reason)
                     .await?;
-                return Ok(HookOutcome {
-                    outcome: "ignored".into(),
-                    pipeline: None,
-                    reason: Some(reason),
-                });
+                return Ok((
+                    HookOutcome {
+                        outcome: "ignored".into(),
+                        pipeline: None,
+                        reason: Some(reason),
+                        verdict: None,
+                    },
+                    None,
+                ));
             }
         };
         let new = NewPipeline {
@@ -182,20 +228,28 @@ impl Intake {
         let created = match self.store.create_pipeline(&new).await {
             Err(StoreError::Conflict(_)) => {
                 let reason = "this delivery was received before and created nothing".to_owned();
-                return Ok(HookOutcome {
-                    outcome: "duplicate".into(),
-                    pipeline: None,
-                    reason: Some(reason),
-                });
+                return Ok((
+                    HookOutcome {
+                        outcome: "duplicate".into(),
+                        pipeline: None,
+                        reason: Some(reason),
+                        verdict: None,
+                    },
+                    None,
+                ));
             }
             other => other?,
         };
         if created.duplicate {
-            return Ok(HookOutcome {
-                outcome: "duplicate".into(),
-                pipeline: Some(created.number),
-                reason: None,
-            });
+            return Ok((
+                HookOutcome {
+                    outcome: "duplicate".into(),
+                    pipeline: Some(created.number),
+                    reason: None,
+                    verdict: None,
+                },
+                None,
+            ));
         }
         tracing::info!(repo = %repo.name, number = created.number, commit = %push.commit, "pipeline queued");
         // A branch's newer push, or a pull request's newer head, makes the older pipelines of the same ref moot.
@@ -204,7 +258,7 @@ impl Intake {
         {
             self.supersede(created.id).await?;
         }
-        self.spawn_prepare(Preparation {
+        let preparing = self.spawn_prepare(Preparation {
             pipeline: created.id,
             repo: repo.name.clone(),
             url: repo.url.clone(),
@@ -215,11 +269,15 @@ impl Intake {
             git_ref: new.git_ref,
             event: new.event,
         });
-        Ok(HookOutcome {
-            outcome: "created".into(),
-            pipeline: Some(created.number),
-            reason: None,
-        })
+        Ok((
+            HookOutcome {
+                outcome: "created".into(),
+                pipeline: Some(created.number),
+                reason: None,
+                verdict: None,
+            },
+            Some(preparing),
+        ))
     }
 
     /// Cancels what a newer push to the same branch makes moot (the repository's `cancel_previous`).
@@ -241,7 +299,7 @@ impl Intake {
             .get_repo(&p.repo)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("repository {}", p.repo)))?;
-        self.spawn_prepare(Preparation::of(p, repo));
+        drop(self.spawn_prepare(Preparation::of(p, repo)));
         Ok(())
     }
 
@@ -250,18 +308,19 @@ impl Intake {
         let pending: Vec<PipelineRecord> = self.store.unprepared_pipelines().await?;
         for p in &pending {
             if let Some(repo) = self.store.get_repo(&p.repo).await? {
-                self.spawn_prepare(Preparation::of(p, repo));
+                drop(self.spawn_prepare(Preparation::of(p, repo)));
             }
         }
         Ok(pending.len())
     }
 
-    fn spawn_prepare(&self, job: Preparation) {
+    fn spawn_prepare(&self, job: Preparation) -> JoinHandle<Prepared> {
         let this = self.clone();
         tokio::spawn(async move {
             let pipeline = job.pipeline;
-            let Err(e) = this.prepare(job).await else {
-                return;
+            let e = match this.prepare(job).await {
+                Ok(prepared) => return prepared,
+                Err(e) => e,
             };
             // Ended with the reason, not prepared again at every start: what failed once (storing 1,000 jobs,
             // say) would fail again. Only when even this write fails does the next start try once more.
@@ -273,10 +332,11 @@ impl Intake {
                 Err(again) => tracing::error!(%pipeline, error = %e, %again,
                     "preparing a pipeline failed, and so did ending it; it resumes at the next start"),
             }
-        });
+            Prepared::error(reason)
+        })
     }
 
-    async fn prepare(&self, job: Preparation) -> Result<(), StoreError> {
+    async fn prepare(&self, job: Preparation) -> Result<Prepared, StoreError> {
         let Preparation {
             pipeline,
             repo,
@@ -295,10 +355,10 @@ impl Intake {
         {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                let msg = format!("{PIPELINE_FILE} is missing at commit {commit}");
-                return self.store.fail_pipeline(pipeline, &msg).await;
+                tracing::info!(%pipeline, %commit, "no pipeline file at this commit; pipeline dropped");
+                return self.drop(pipeline, NO_PIPELINE_FILE.into()).await;
             }
-            Err(e) => return self.store.fail_pipeline(pipeline, &e.to_string()).await,
+            Err(e) => return self.fail(pipeline, e.to_string()).await,
         };
         let limits = self.limits;
         // Off the async threads, and within a budget: a hostile file must cost the server neither its
@@ -321,7 +381,7 @@ impl Intake {
                 if let Some(reason) = p.when.as_ref().and_then(|w| w.excludes(&when_ref, &event)) {
                     let reason = format!("the pipeline's when filters it out: {reason}");
                     tracing::info!(%pipeline, %reason, "pipeline dropped");
-                    return self.store.drop_pipeline(pipeline, &reason).await;
+                    return self.drop(pipeline, reason).await;
                 }
                 let jobs: Vec<NewJob> = p
                     .jobs
@@ -337,14 +397,34 @@ impl Intake {
                     })
                     .collect();
                 if let Some(reason) = refused_on_host(&jobs).filter(|_| host_refused) {
-                    return self.store.fail_pipeline(pipeline, &reason).await;
+                    return self.fail(pipeline, reason).await;
                 }
                 self.store.add_jobs(pipeline, &jobs).await?;
                 self.queue.jobs_ready();
-                Ok(())
+                let name = |j: &NewJob| j.spec.name.to_string();
+                Ok(Prepared::Read(FileVerdict {
+                    status: "queued".into(),
+                    error: None,
+                    jobs: jobs.iter().map(name).collect(),
+                    skipped: jobs
+                        .iter()
+                        .filter(|j| j.skipped.is_some())
+                        .map(name)
+                        .collect(),
+                }))
             }
-            Err(msg) => self.store.fail_pipeline(pipeline, &msg).await,
+            Err(msg) => self.fail(pipeline, msg).await,
         }
+    }
+
+    async fn fail(&self, pipeline: Uuid, message: String) -> Result<Prepared, StoreError> {
+        self.store.fail_pipeline(pipeline, &message).await?;
+        Ok(Prepared::error(message))
+    }
+
+    async fn drop(&self, pipeline: Uuid, reason: String) -> Result<Prepared, StoreError> {
+        self.store.drop_pipeline(pipeline, &reason).await?;
+        Ok(Prepared::Dropped(reason))
     }
 }
 

@@ -45,6 +45,14 @@ pub struct NotifyArgs {
     /// The webhook secret.
     #[arg(long, env = "GANTRY_HOOK_SECRET", hide_env_values = true)]
     secret: String,
+    /// How long to wait for the server's verdict of the pushed pipeline file (the server allows at most 5).
+    #[arg(
+        long,
+        env = "GANTRY_VERDICT_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 2.0
+    )]
+    wait: f64,
 }
 
 /// Runs `gantry hook …`.
@@ -106,15 +114,46 @@ pub async fn run(cmd: HookCommand) -> Result<()> {
     Ok(())
 }
 
+/// What the hook tells whoever pushed `git_ref`, a line each.
+fn report(repo: &str, git_ref: &str, outcome: &HookOutcome) -> Vec<String> {
+    let Some(n) = outcome.pipeline else {
+        return vec![match &outcome.reason {
+            Some(reason) => format!("{git_ref}: no pipeline: {reason}"),
+            None => format!("{git_ref}: {}", outcome.outcome),
+        }];
+    };
+    let head = format!("{git_ref}: pipeline #{n} ({})", outcome.outcome);
+    let follow = format!("follow it: gantry pipeline show {repo} {n}");
+    let Some(verdict) = &outcome.verdict else {
+        return vec![format!("{head}, reading its .gantry.yml"), follow];
+    };
+    if let Some(error) = &verdict.error {
+        return vec![format!("{head}: error: {error}")];
+    }
+    let n = verdict.jobs.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let mut jobs = format!("{head}: {n} job{plural}: {}", verdict.jobs.join(", "));
+    if !verdict.skipped.is_empty() {
+        jobs.push_str(&format!(
+            " ({} skipped by their `when:`)",
+            verdict.skipped.join(", ")
+        ));
+    }
+    vec![jobs, follow]
+}
+
 /// Reads post-receive lines (`OLD NEW REF`) from stdin and sends each branch update, signed.
 pub async fn notify(args: NotifyArgs) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
+    // The server answers with the pipeline, and with its verdict of the file if reading it takes less than
+    // `wait`: whoever pushed sees a broken file now, not later in `pipeline list`.
     let url = format!(
-        "{}/hooks/git?repo={}",
+        "{}/hooks/git?repo={}&wait={}",
         args.server.trim_end_matches('/'),
-        args.repo
+        args.repo,
+        args.wait
     );
     for line in std::io::stdin().lock().lines() {
         let line = line?;
@@ -150,15 +189,10 @@ pub async fn notify(args: NotifyArgs) -> Result<()> {
                     outcome: "sent".into(),
                     pipeline: None,
                     reason: None,
+                    verdict: None,
                 });
-                match (outcome.pipeline, outcome.reason) {
-                    (Some(n), _) => {
-                        println!("gantry: {git_ref}: pipeline #{n} ({})", outcome.outcome)
-                    }
-                    (None, Some(reason)) => {
-                        println!("gantry: {git_ref}: {} ({reason})", outcome.outcome)
-                    }
-                    (None, None) => println!("gantry: {git_ref}: {}", outcome.outcome),
+                for line in report(&args.repo, git_ref, &outcome) {
+                    say!("gantry: {line}");
                 }
             }
             Ok(r) => {

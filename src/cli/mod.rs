@@ -11,6 +11,7 @@ macro_rules! say {
 mod api;
 mod config;
 mod hook;
+mod lint;
 mod run;
 mod secret;
 mod serve;
@@ -40,6 +41,8 @@ enum Command {
     /// Run a working tree's pipeline here, with no server: logs to the terminal, exit 0 only if every job
     /// succeeded.
     Run(run::RunArgs),
+    /// Check a pipeline file before pushing it: its jobs, or the error with its line and a hint; exit 1 on error.
+    Lint(lint::LintArgs),
     /// Manage repositories.
     #[command(subcommand)]
     Repo(api::RepoCommand),
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Server(args) => serve::run(args).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Lint(args) => lint::run(args),
             Command::Repo(cmd) => api::repo(cmd).await,
             Command::Secret(cmd) => secret::run(cmd).await,
             Command::Token(cmd) => token::run(cmd).await,

@@ -121,6 +121,7 @@ pub(super) fn expand(jobs: Vec<(JobSpec, Vec<Instance>)>) -> Result<Vec<JobSpec>
                     column: None,
                     key: Some(format!("jobs.{}", job.name)),
                     message: e.to_string(),
+                    hint: None,
                 })
             })
             .collect()

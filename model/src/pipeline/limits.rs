@@ -55,6 +55,7 @@ impl Budget {
             column: None,
             key: Some(format!("jobs.{name}")),
             message,
+            hint: None,
         };
         if self.jobs > self.limits.max_jobs {
             return Err(refuse(format!(

@@ -168,6 +168,7 @@ fn expand_one(
             column: None,
             key: Some(key(".env")),
             message: format!("{bad:?} is not a valid environment variable name"),
+            hint: None,
         });
     }
     let ready = match raw.ready {

@@ -169,7 +169,7 @@ fn a_yaml_error_names_its_place_once() {
         "jobs:\n  build:\n    steps: [make\n  other: {\n",
     ] {
         let err = Pipeline::parse(text).unwrap_err().to_string();
-        assert_eq!(err.matches("line").count(), 1, "{err}");
+        assert_eq!(err.matches("column").count(), 1, "{err}");
         assert!(!err.contains("error:"), "{err}");
     }
 }

@@ -300,4 +300,24 @@ pub struct HookOutcome {
     pub pipeline: Option<i64>,
     /// Why nothing was created, when nothing was.
     pub reason: Option<String>,
+    /// How the server read the pipeline file, when the delivery asked to wait for it (`?wait=SECONDS`) and
+    /// that took less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<FileVerdict>,
+}
+
+/// How the server read a pushed pipeline file: the jobs it made, or why it made none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileVerdict {
+    /// The pipeline's status once its file was read: `queued`, or `error`.
+    pub status: String,
+    /// For `error`: what is wrong, with the line and a hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The jobs it made, in file order.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    /// Those of them that this push skips (their `when:`).
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }

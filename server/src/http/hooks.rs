@@ -12,10 +12,26 @@ use gantry_model::wire::{GANTRY_DELIVERY_HEADER, GANTRY_SIGNATURE_HEADER, HookOu
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// `?repo=NAME` picks the repository explicitly.
+/// `?repo=NAME` picks the repository explicitly; `?wait=SECONDS` (at most [`MAX_WAIT_SECS`]) waits that long
+/// for the pipeline file to be read, to answer with its verdict.
 #[derive(Deserialize)]
 pub struct HookQuery {
     repo: Option<String>,
+    wait: Option<f64>,
+}
+
+/// The longest a delivery may ask to wait for its verdict: forges give up on a hook after ~10 s.
+pub const MAX_WAIT_SECS: f64 = 5.0;
+
+impl HookQuery {
+    fn wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(
+            self.wait
+                .filter(|w| w.is_finite())
+                .unwrap_or(0.0)
+                .clamp(0.0, MAX_WAIT_SECS),
+        )
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -106,10 +122,11 @@ async fn receive(
     repo: &RepoRecord,
     arrival: Arrival<'_>,
     checked: Result<HookEvent, HookError>,
+    wait: std::time::Duration,
 ) -> ApiResult<(StatusCode, Json<HookOutcome>)> {
     let d = arrival.delivery(repo, checked.is_err());
     match checked {
-        Ok(event) => Ok(answer(state.intake.accept(repo, d, event).await?)),
+        Ok(event) => Ok(answer(state.intake.accept(repo, d, event, wait).await?)),
         Err(e) => {
             state.intake.refused(repo, d, &e.to_string()).await?;
             Err(e.into())
@@ -136,7 +153,7 @@ pub async fn github(
         id: header(&headers, "x-github-delivery"),
         body: &body,
     };
-    receive(&state, &repo, arrival, checked).await
+    receive(&state, &repo, arrival, checked, q.wait()).await
 }
 
 /// `POST /hooks/gitlab`.
@@ -157,7 +174,7 @@ pub async fn gitlab(
         id: first_header(&headers, &["idempotency-key", "x-gitlab-event-uuid"]),
         body: &body,
     };
-    receive(&state, &repo, arrival, checked).await
+    receive(&state, &repo, arrival, checked, q.wait()).await
 }
 
 /// `POST /hooks/gitea` and `/hooks/forgejo`.
@@ -179,7 +196,7 @@ pub async fn gitea(
         id: first_header(&headers, &["x-forgejo-delivery", "x-gitea-delivery"]),
         body: &body,
     };
-    receive(&state, &repo, arrival, checked).await
+    receive(&state, &repo, arrival, checked, q.wait()).await
 }
 
 /// `POST /hooks/git`: the post-receive hook of a plain git server.
@@ -204,7 +221,7 @@ pub async fn git(
         id: header(&headers, GANTRY_DELIVERY_HEADER),
         body: &body,
     };
-    receive(&state, &repo, arrival, checked).await
+    receive(&state, &repo, arrival, checked, q.wait()).await
 }
 
 /// `POST /hooks/generic`: a ref update from any tool, which may name its event (`manual`, `api`, …).
@@ -231,7 +248,7 @@ pub async fn generic(
         id: header(&headers, GANTRY_DELIVERY_HEADER),
         body: &body,
     };
-    receive(&state, &repo, arrival, checked).await
+    receive(&state, &repo, arrival, checked, q.wait()).await
 }
 
 /// The repository a route without payload matching names with `?repo=NAME`.

@@ -82,7 +82,7 @@ pub enum LocalError {
         /// The working tree.
         dir: PathBuf,
         /// What is wrong, and where.
-        source: PipelineError,
+        source: Box<PipelineError>,
     },
     /// `--job` names a job the pipeline does not have.
     #[error("the pipeline has no job named {name:?} (its jobs: {jobs})")]
@@ -242,7 +242,7 @@ fn read_pipeline(dir: &Path) -> Result<Pipeline, LocalError> {
     })?;
     Pipeline::parse(&text).map_err(|source| LocalError::Pipeline {
         dir: dir.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
