@@ -1,7 +1,8 @@
 //! Build once, test everywhere (issue 4, acceptance 1): a job compiles a binary, four shards on two workers with
 //! two slots each receive it and run at the same time, their JUnit reports add up on the pipeline, and a last
 //! job receives every shard's files. Also what goes wrong: patterns matching nothing, two shards uploading one
-//! path, uploads past the limit, wrong checksums and stale leases. Real `gantry server` and `gantry worker`
+//! path, uploads past the limit, wrong checksums and stale leases; on a private farm, a worker downloads what its
+//! running job needs and nothing else. Real `gantry server` and `gantry worker`
 //! processes, on SQLite and PostgreSQL.
 
 mod support;
@@ -45,6 +46,7 @@ on_both_databases!(
     a_built_binary_reaches_four_shards_running_at_once_and_their_reports_add_up,
     outputs_that_cannot_be_collected_or_handed_on_fail_with_a_reason,
     uploads_need_the_lease_and_the_right_checksum,
+    on_a_private_farm_a_job_gets_what_it_needs_and_a_worker_nothing_else,
 );
 
 async fn a_built_binary_reaches_four_shards_running_at_once_and_their_reports_add_up(
@@ -246,4 +248,41 @@ async fn uploads_need_the_lease_and_the_right_checksum(database: Option<String>)
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// On a private farm every read needs a token; the worker's own token reads what its running job needs (before,
+/// it counted as no token: the job that needed another failed with 401), and nothing more.
+async fn on_a_private_farm_a_job_gets_what_it_needs_and_a_worker_nothing_else(
+    database: Option<String>,
+) {
+    let farm = Farm::up_on(database.as_deref(), &["--private"]);
+    let repo = farm.hooked_repo("closed");
+    repo.push_pipeline(
+        "jobs:\n  build:\n    steps: [echo built here > out.txt]\n    artifacts: [out.txt]\n  use:\n    needs: [build]\n    steps: [cat out.txt]\n",
+    );
+    let p = farm.finished_pipeline("closed", 1).await;
+    assert_eq!(p["status"], "success", "{p:#}");
+    let jobs = farm.finished_jobs("closed", 1).await;
+    assert!(job(&jobs, "use").log.contains("built here"), "{p:#}");
+    // A worker whose jobs need nothing of it: refused, as anyone without a read token.
+    let stranger = farm.register_worker_by_hand("stranger").await;
+    let build = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "build")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in ["", "/out.txt"] {
+        let status = reqwest::Client::new()
+            .get(format!("{}/api/v1/jobs/{build}/artifacts{path}", farm.url))
+            .bearer_auth(&stranger)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "a stranger worker read artifacts{path}");
+    }
 }

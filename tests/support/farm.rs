@@ -140,19 +140,32 @@ impl Farm {
                 data_dir.with_extension("log").display()
             )
         });
+        let admin = admin
+            .or_else(|| {
+                let at = extra.iter().position(|flag| *flag == "--admin-token")?;
+                extra.get(at + 1).map(|token| token.to_string())
+            })
+            .expect("gantry printed no admin token (first start) and none was given");
+        // A private farm answers reads only to a token: the helpers read as the admin there.
+        let http = if extra.contains(&"--private") {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let value = format!("Bearer {admin}").parse().unwrap();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap()
+        } else {
+            reqwest::Client::new()
+        };
         Farm {
             child,
             url,
-            admin: admin
-                .or_else(|| {
-                    let at = extra.iter().position(|flag| *flag == "--admin-token")?;
-                    extra.get(at + 1).map(|token| token.to_string())
-                })
-                .expect("gantry printed no admin token (first start) and none was given"),
+            admin,
             data_dir,
             pool_token,
             banner,
-            http: reqwest::Client::new(),
+            http,
             command: (
                 command.to_owned(),
                 extra.iter().map(|s| s.to_string()).collect(),

@@ -2,10 +2,9 @@
 //! users. Bodies stream in both directions; nothing holds a whole file in memory.
 
 use super::AppState;
-use super::auth::readable_job;
+use super::auth::{ArtifactReader, job_for_artifacts};
 use super::auth::{LeaseId, Worker};
 use super::error::{ApiError, ApiResult};
-use crate::access::Caller;
 use crate::artifacts::Upload;
 use axum::Json;
 use axum::body::Body;
@@ -70,11 +69,11 @@ pub struct AttemptQuery {
 /// `GET /api/v1/jobs/{id}/artifacts`: the latest attempt's (or `?attempt=N`'s) artifacts.
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    reader: ArtifactReader,
     Path(id): Path<String>,
     Query(q): Query<AttemptQuery>,
 ) -> ApiResult<Json<Vec<ArtifactRef>>> {
-    let (job, _) = readable_job(&state, caller, &id).await?;
+    let job = job_for_artifacts(&state, reader, &id).await?;
     let attempt = q.attempt.unwrap_or(job.attempt);
     Ok(Json(state.store.job_artifacts(job.id, attempt).await?))
 }
@@ -82,11 +81,11 @@ pub async fn list(
 /// `GET /api/v1/jobs/{id}/artifacts/{*path}`: the bytes, with their checksum and mode in headers.
 pub async fn download(
     State(state): State<AppState>,
-    caller: Caller,
+    reader: ArtifactReader,
     Path((id, path)): Path<(String, String)>,
     Query(q): Query<AttemptQuery>,
 ) -> ApiResult<Response> {
-    let (job, _) = readable_job(&state, caller, &id).await?;
+    let job = job_for_artifacts(&state, reader, &id).await?;
     let attempt = q.attempt.unwrap_or(job.attempt);
     let (artifact, bytes) = state.artifacts.download(job.id, attempt, &path).await?;
     // A header value must be visible ASCII: anything else in the name becomes `_`.

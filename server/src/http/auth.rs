@@ -46,6 +46,58 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Who reads a job's artifacts: any caller (as for every read), or a registered worker, which may also read
+/// what a job it runs needs, whatever the farm or repository allows others.
+pub enum ArtifactReader {
+    /// A caller with the scope its token gives, or none.
+    Caller(Caller),
+    /// A registered worker, by name.
+    Worker(String),
+}
+
+impl FromRequestParts<AppState> for ArtifactReader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if bearer(parts).is_some()
+            && let TokenRecord::Worker { name, .. } = token_of(parts, state).await?
+        {
+            return Ok(ArtifactReader::Worker(name));
+        }
+        Ok(ArtifactReader::Caller(
+            Caller::from_request_parts(parts, state).await?,
+        ))
+    }
+}
+
+/// The job whose artifacts `reader` asks for, if it may read them: a worker may when one of the jobs it runs
+/// needs that job (its lease carried their paths); anyone else, or a worker asking for anything else, as any
+/// read of the job.
+pub async fn job_for_artifacts(
+    state: &AppState,
+    reader: ArtifactReader,
+    id: &str,
+) -> ApiResult<JobRecord> {
+    let worker = match reader {
+        ArtifactReader::Caller(caller) => return Ok(readable_job(state, caller, id).await?.0),
+        ArtifactReader::Worker(name) => name,
+    };
+    let job = super::api::find_job(state, id).await?;
+    let needed = state
+        .store
+        .pipeline_jobs(job.pipeline_id)
+        .await?
+        .iter()
+        .any(|j| {
+            j.status == gantry_model::JobStatus::Running
+                && j.worker_name.as_deref() == Some(worker.as_str())
+                && j.spec.needs.iter().any(|n| n.as_str() == job.name)
+        });
+    if needed {
+        return Ok(job);
+    }
+    Ok(readable_job(state, Caller(None), id).await?.0)
+}
+
 /// The caller holds the `admin` scope (the admin token, or an API token of that scope).
 pub struct Admin;
 
