@@ -20,7 +20,7 @@ if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
     exit 1
 fi
 work=$(mktemp -d -t gantry-readme.XXXX)
-echo "try-readme: working in $work (kept: up.log, try.log)"
+echo "try-readme: working in $work (the logs up.log and try.log are kept)"
 git clone -q "$here" "$work/gantry"
 git -C "$work/gantry" checkout -q "$commit"
 cd "$work/gantry"
@@ -45,7 +45,8 @@ stop_farm() {
     kill -KILL "$farm"
     return 1
 }
-trap 'stop_farm || true; rm -rf /srv/demo.git' EXIT
+# The clone (its build, its farm's data) goes; the logs stay.
+trap 'stop_farm || true; rm -rf /srv/demo.git "$work/gantry" "$work/terminal"' EXIT
 
 echo "try-readme: \$ $up_command   (in the background; output in $work/up.log)"
 bash -c "exec $up_command" >"$work/up.log" 2>&1 &
