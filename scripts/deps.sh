@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Gantry needs: `build` (to compile and run the farm) or `test` (also what the test
-# suite runs against). Installs only what is missing, so it is quick when everything is there.
+# Installs the Debian packages Gantry needs: `build` (to compile and run the farm), `test` (also what the test
+# suite runs against) or `bench` (also the container peers the benchmarks measure). Installs only what is missing, so it is quick when everything is there.
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
 test=("${build[@]}" postgresql util-linux procps chromium docker-registry skopeo umoci busybox-static)
+bench=("${test[@]}" crun runc bubblewrap)
 
 case "${1:-}" in
   build) wanted=("${build[@]}") ;;
   test) wanted=("${test[@]}") ;;
-  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+  bench) wanted=("${bench[@]}") ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" != 0 ]; then

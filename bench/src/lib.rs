@@ -1,5 +1,7 @@
-//! What the benchmarks share: a farm started from the release binary, a bare repository to trigger it, and
-//! percentiles.
+//! What the benchmarks share: a farm started from the release binary, a bare repository to trigger it,
+//! percentiles, and the container runtimes Gantry's container start is compared with.
+
+pub mod peers;
 
 use anyhow::{Context, Result, bail};
 use hmac::{Hmac, KeyInit, Mac};

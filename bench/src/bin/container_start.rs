@@ -1,12 +1,15 @@
-//! Container start: create → run `/bin/true` → destroy, with Gantry's runtime (overlay root over the host's `/`,
-//! every namespace including network, a cgroup with memory and pids limits, capabilities dropped, seccomp), the
-//! same without a network namespace of its own, and, in the same run, the peers measured by
-//! `../shared/tools/peer-container-bench` (fork/exec, unshare, bwrap, crun, runc on a busybox rootfs). Prints one
-//! JSON line per runtime and the ratios. Root only.
+//! Container start: create → run `/bin/true` → destroy, with Gantry's runtime (overlay root, every namespace
+//! including network, a cgroup with memory and pids limits, capabilities dropped, seccomp) on a busybox rootfs, the
+//! same without a network namespace of its own, and on image `host` (an overlay of the host's `/`); in the same run
+//! the peers of the bench's own harness, `gantry_bench::peers` (fork/exec, unshare, bwrap, crun, runc on a busybox
+//! rootfs). The VMs swing by 1.5×, so every round starts one container of each Gantry variant and runs each peer
+//! once, in an order shuffled anew each round (see `order`). Prints one JSON line per runtime and per peer, and the
+//! ratios; then the terminal guards' A/B. Root only.
 //!
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin container_start [RUNS]`
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use gantry_bench::peers::{self, Peer};
 use gantry_bench::{count_arg, gantry_bin, quantile, scratch};
 use gantry_model::Resources;
 use gantry_worker::runtime::{
@@ -15,40 +18,131 @@ use gantry_worker::runtime::{
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How many containers are started before measuring (page cache, the first spare init).
+/// How many rounds run before measuring (page cache, the first spare init, crun's and runc's first start).
 const WARMUP: usize = 5;
+
+/// One of Gantry's variants: its runtime, the image it starts, and its starts' times in ms.
+struct Variant {
+    name: &'static str,
+    namespaces: &'static str,
+    tag: &'static str,
+    runtime: NamespacesRuntime,
+    rootfs: Option<PathBuf>,
+    ms: Vec<f64>,
+}
 
 fn main() -> Result<()> {
     let runs = count_arg(200)?;
     let dir = scratch("start");
     let workspace = dir.join("workspace");
     std::fs::create_dir_all(&workspace)?;
-    // The peers run /bin/true in a busybox rootfs; ours gets the same one, as an image of one layer.
-    let busybox = busybox_rootfs(&dir.join("busybox"))?;
-    let ours = measure(&dir, &workspace, runs, Some(&busybox), false)?;
-    print(
-        "gantry",
-        "busybox rootfs, all namespaces, user included",
-        runs,
-        &ours,
-    );
-    let host_net = measure(&dir, &workspace, runs, Some(&busybox), true)?;
-    print(
-        "gantry-host-net",
-        "busybox rootfs, all namespaces but network and user",
-        runs,
-        &host_net,
-    );
-    let host_image = measure(&dir, &workspace, runs, None, false)?;
-    print(
-        "gantry-host-image",
-        "image host (an overlay of the host's /), all namespaces, user included",
-        runs,
-        &host_image,
-    );
+    // The peers run /bin/true in a busybox rootfs; ours gets the same one, as an image of one layer (a copy of
+    // its own: crun and runc write mount points into theirs).
+    let busybox = peers::busybox_rootfs(&dir.join("busybox"))?;
+    let mut peers = peers::prepare(&dir.join("peers"));
+    let variant = |name, namespaces, tag, host_net, rootfs: Option<&PathBuf>| -> Result<Variant> {
+        Ok(Variant {
+            name,
+            namespaces,
+            tag,
+            runtime: runtime(&dir, tag, host_net)?,
+            rootfs: rootfs.cloned(),
+            ms: Vec::with_capacity(runs),
+        })
+    };
+    let mut ours = [
+        variant(
+            "gantry",
+            "busybox rootfs, all namespaces, user included",
+            "nb",
+            false,
+            Some(&busybox),
+        )?,
+        variant(
+            "gantry-host-net",
+            "busybox rootfs, all namespaces but network and user",
+            "hb",
+            true,
+            Some(&busybox),
+        )?,
+        variant(
+            "gantry-host-image",
+            "image host (an overlay of the host's /), all namespaces, user included",
+            "nh",
+            false,
+            None,
+        )?,
+    ];
+    let contestants = ours.len() + peers.len();
+    for round in 0..WARMUP + runs {
+        let warmup = round < WARMUP;
+        for at in order(round, contestants) {
+            match ours.get_mut(at) {
+                Some(v) => {
+                    let config = config(v.tag, round, &workspace, v.rootfs.as_deref());
+                    let took = start_once(&v.runtime, &config)?;
+                    if !warmup {
+                        v.ms.push(took);
+                    }
+                }
+                None => peers[at - ours.len()].run_once(warmup),
+            }
+        }
+    }
+    let mut p50 = Vec::new();
+    for v in &mut ours {
+        let figures = [0.1, 0.5, 0.99].map(|q| quantile(&mut v.ms, q));
+        print(v.name, v.namespaces, runs, &figures);
+        p50.push((v.name, figures[1]));
+    }
+    // Their runtimes' spare inits and zygotes would only idle beside the guards' A/B.
+    drop(ours);
+    ratios(&peers, &p50[..2]);
     compare_guards(&dir, &workspace, runs, &busybox)?;
     let _ = std::fs::remove_dir_all(&dir);
-    peers(runs.min(100), ours[1], host_net[1])
+    Ok(())
+}
+
+/// The order of round `round`'s `n` contestants: a new shuffle each round (xorshift seeded by the round, so
+/// runs repeat). Not a mere rotation, which keeps each one's predecessor, and the predecessor matters: the first
+/// write to a cgroup v1 `cgroup.procs` after a quiet spell waits for an RCU grace period (~10 ms here), so crun
+/// (which writes one) measured p50 15 ms always following bwrap (which writes none), 9.7 ms shuffled.
+fn order(round: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (round as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// Prints each peer's line, then the p50 of `ours` over each peer's p50.
+fn ratios(peers: &[Peer], ours: &[(&str, f64)]) {
+    for peer in peers {
+        println!("{}", peer.summary());
+    }
+    for name in [
+        "crun",
+        "runc",
+        "unshare",
+        "unshare-net",
+        "bwrap",
+        "fork-exec",
+    ] {
+        let Some(peer_ms) = peers.iter().find(|p| p.name == name).and_then(Peer::p50) else {
+            continue;
+        };
+        let what = name;
+        for (runtime, value) in ours {
+            println!(
+                "{}",
+                serde_json::json!({"ratio": format!("{runtime} / {what}"), "peer_ms": peer_ms, "value": value / peer_ms})
+            );
+        }
+    }
 }
 
 /// What the terminal guards cost (a session per container, and seccomp's rules on `ioctl` and `socket`
@@ -98,48 +192,6 @@ fn compare_guards(dir: &Path, workspace: &Path, runs: usize, rootfs: &Path) -> R
         })
     );
     Ok(())
-}
-
-/// A rootfs like the peers' bench makes: a static busybox as `/bin/busybox`, `sh` and `true` links to it.
-fn busybox_rootfs(root: &Path) -> Result<PathBuf> {
-    let busybox = Path::new("/bin/busybox");
-    anyhow::ensure!(
-        busybox.exists(),
-        "/bin/busybox is missing: apt-get install busybox-static"
-    );
-    for sub in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(sub))?;
-    }
-    std::fs::copy(busybox, root.join("bin/busybox"))?;
-    for link in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(link))?;
-    }
-    Ok(root.to_path_buf())
-}
-
-/// p10, p50 and p99 in ms of `runs` starts of a runtime of its own, on `rootfs` as the image's one layer (none:
-/// image `host`), with the host's network if `host_net`.
-fn measure(
-    dir: &Path,
-    workspace: &Path,
-    runs: usize,
-    rootfs: Option<&Path>,
-    host_net: bool,
-) -> Result<[f64; 3]> {
-    let name = format!(
-        "{}{}",
-        if host_net { "h" } else { "n" },
-        if rootfs.is_some() { "b" } else { "h" }
-    );
-    let runtime = runtime(dir, &name, host_net)?;
-    let mut ms = Vec::with_capacity(runs);
-    for i in 0..runs + WARMUP {
-        let took = start_once(&runtime, &config(&name, i, workspace, rootfs))?;
-        if i >= WARMUP {
-            ms.push(took);
-        }
-    }
-    Ok([0.1, 0.5, 0.99].map(|q| quantile(&mut ms, q)))
 }
 
 /// A runtime of its own (`tag` tells its containers apart), with the host's network if `host_net`.
@@ -205,62 +257,4 @@ fn print(runtime: &str, namespaces: &str, runs: usize, [p10, p50, p99]: &[f64; 3
         "{}",
         serde_json::json!({"runtime": runtime, "what": what, "runs": runs, "p10_ms": p10, "p50_ms": p50, "p99_ms": p99})
     );
-}
-
-/// Runs the peers' bench and prints their figures and our ratios to each.
-fn peers(runs: usize, ours: f64, host_net: f64) -> Result<()> {
-    let tool = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/tools/peer-container-bench"
-    ));
-    if !tool.exists() {
-        println!(
-            "{}",
-            serde_json::json!({"peers": "skipped", "reason": format!("{} is not here (it lives beside the repository, not in it)", tool.display())})
-        );
-        return Ok(());
-    }
-    let out = std::process::Command::new(&tool)
-        .arg(runs.to_string())
-        .output()
-        .context("running the peers' bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "the peers' bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)?
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let median = |peer: &str| {
-        lines
-            .iter()
-            .find(|l| l["peer"] == peer)
-            .and_then(|l| l["median_ms"].as_f64())
-    };
-    let wrapper = median("wrapper").unwrap_or(0.0);
-    for line in &lines {
-        println!("{line}");
-    }
-    let ratio = |what: String, peer_ms: f64| {
-        for (runtime, value) in [("gantry", ours), ("gantry-host-net", host_net)] {
-            println!(
-                "{}",
-                serde_json::json!({"ratio": format!("{runtime} / {what}"), "peer_ms": peer_ms, "value": value / peer_ms})
-            );
-        }
-    };
-    for peer in ["crun", "runc"] {
-        if let Some(m) = median(peer) {
-            // crun and runc are started through a shell wrapper for unique ids.
-            ratio(format!("{peer} (net of its wrapper)"), m - wrapper);
-        }
-    }
-    for peer in ["unshare", "unshare-net", "bwrap", "fork-exec"] {
-        if let Some(m) = median(peer) {
-            ratio(peer.to_string(), m);
-        }
-    }
-    Ok(())
 }
