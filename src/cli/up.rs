@@ -15,8 +15,9 @@ use tokio::process::{Child, Command};
 pub struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Jobs the local worker runs at once [default: the config file's `[worker] capacity`, else 1].
-    #[arg(long)]
+    /// Jobs the local worker runs at once [default: the config file's `[worker] capacity`, else 1]. The
+    /// variable is the one `gantry worker` reads, which the local worker would otherwise inherit unannounced.
+    #[arg(long, env = "GANTRY_WORKER_CAPACITY")]
     capacity: Option<u32>,
 }
 
@@ -127,7 +128,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         url: local_url,
         token,
         data_dir,
-        capacity: args.capacity,
+        capacity: Some(capacity),
         config: args.server.config.clone(),
     };
     let supervisor = tokio::spawn(worker.supervise(signals.clone()));
