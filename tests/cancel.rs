@@ -1,4 +1,4 @@
-//! Cancelling a pipeline (DESIGN §3, §4): a running step's container is gone promptly — the cancel reaches the
+//! Cancelling a pipeline (docs/data-model.md, docs/api.md): a running step's container is gone promptly — the cancel reaches the
 //! worker through the heartbeat it holds open — the job ends `cancelled` and what needs it is skipped. A real
 //! `gantry up`, on SQLite and on PostgreSQL.
 

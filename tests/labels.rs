@@ -1,4 +1,4 @@
-//! Worker selection by labels (DESIGN §5 `runs-on`) and pending reasons: a job needing labels no worker has
+//! Worker selection by labels (`runs-on` in docs/pipeline.md) and pending reasons: a job needing labels no worker has
 //! stays queued and says so, in the API and on the dashboard, then runs when such a worker registers. Real
 //! `gantry server` and `gantry worker` processes, on SQLite and on PostgreSQL.
 

@@ -1,4 +1,4 @@
-//! Nothing lost when a worker dies (DESIGN §3): a job whose worker stops heartbeating goes back in the queue as
+//! Nothing lost when a worker dies (docs/data-model.md): a job whose worker stops heartbeating goes back in the queue as
 //! a new attempt and runs on another worker, and the lost worker's late calls get 409 and change nothing. Real
 //! `gantry server` and `gantry worker` processes, on SQLite and on PostgreSQL; leases shortened to 2 s.
 

@@ -1,4 +1,4 @@
-//! Durability (issue 4, acceptance 6; DESIGN §3): the server is SIGKILLed again and again while 200 signed
+//! Durability (issue 4, acceptance 6; docs/data-model.md): the server is SIGKILLed again and again while 200 signed
 //! webhooks are sent, each retried until it gets a 2xx, and a worker runs the pipelines they create. Every
 //! acknowledged delivery has exactly one pipeline, and no job runs twice. Real `gantry server` and `gantry
 //! worker` processes, on SQLite and PostgreSQL.

@@ -1,4 +1,4 @@
-//! Job services (DESIGN §5), through the real binary: a `postgres`-like busybox `nc` server from an image in a
+//! Job services (docs/pipeline.md), through the real binary: a `postgres`-like busybox `nc` server from an image in a
 //! real registry, waited for and reached on `localhost` and by name; readiness by command, checked inside the
 //! service's own container; and services that die or never get ready fail the job clearly, without running a
 //! step. Needs root (real containers) and the Debian packages docker-registry, skopeo, umoci, busybox-static.

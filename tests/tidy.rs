@@ -131,13 +131,17 @@ fn dependencies_outside(manifests: &[Source], crates: &[&str], owner: &str) -> V
     found
 }
 
-/// The files of `src/` ARCHITECTURE.md says call `nix`: the `src/…` paths of the paragraph that says so.
+/// The files of `src/` (and of the benchmarks) ARCHITECTURE.md says call `nix`: the `src/…` and `bench/src/…`
+/// paths of the paragraph that says so.
 fn nix_files_named(architecture: &str) -> BTreeSet<String> {
     architecture
         .split("\n\n")
         .filter(|paragraph| paragraph.contains("`nix`"))
         .flat_map(|paragraph| paragraph.split('`').skip(1).step_by(2))
-        .filter(|quoted| quoted.starts_with("src/") && quoted.ends_with(".rs"))
+        .filter(|quoted| {
+            (quoted.starts_with("src/") || quoted.starts_with("bench/src/"))
+                && quoted.ends_with(".rs")
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -302,6 +306,77 @@ fn manifests() -> Vec<Source> {
     .collect()
 }
 
+/// What points outside the repository, which a clone does not have: the design notes and tools that live beside
+/// it. Spelt in pieces so that this file does not name them.
+const OUTSIDE: [&str; 3] = [
+    concat!("../", "shared"),
+    concat!("DESIGN", " §"),
+    concat!("DESIGN", ".md"),
+];
+
+/// Every file git tracks that is text, by path from the root.
+fn tracked_text_files() -> Vec<Source> {
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root())
+        .output()
+        .expect("git must be installed (apt-get install git)");
+    assert!(
+        out.status.success(),
+        "git ls-files failed: the tests run in a git checkout"
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(root().join(path)).ok()?;
+            Some(Source {
+                path: path.to_owned(),
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Lines that refer to a document or tool outside the repository.
+fn references_outside(files: &[Source]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        for (n, line) in file.text.lines().enumerate() {
+            if OUTSIDE.iter().any(|o| line.contains(o)) {
+                found.push(format!("{}:{}: {}", file.path, n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Links of the Markdown files to files of the repository that do not exist (`[text](path)`, relative to the
+/// linking file; web links and anchors aside).
+fn broken_links(files: &[Source]) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| f.path.ends_with(".md")) {
+        let dir = Path::new(&file.path).parent().unwrap_or(Path::new(""));
+        for (n, line) in file.text.lines().enumerate() {
+            for (at, _) in line.match_indices("](") {
+                let rest = &line[at + 2..];
+                let Some(target) = rest.split(')').next() else {
+                    continue;
+                };
+                let path = target.split('#').next().unwrap_or_default();
+                if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+                    continue;
+                }
+                if !root().join(dir).join(path).exists() {
+                    found.push(format!("{}:{}: {target}", file.path, n + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn assert_none(rule: &str, found: Vec<String>) {
     assert!(found.is_empty(), "{rule}:\n{}", found.join("\n"));
 }
@@ -358,6 +433,23 @@ fn every_source_file_is_on_the_code_map() {
         "missing from the map",
         not_on_the_map(&sources(), &architecture()),
     );
+}
+
+#[test]
+fn the_repository_documents_itself_and_points_at_nothing_outside_it() {
+    // An applied migration may not change (its checksum is checked): the two that cite the old notes stay.
+    let checksums = std::fs::read_to_string(root().join(CHECKSUMS)).unwrap_or_default();
+    let mut files = tracked_text_files();
+    files.retain(|f| !checksums.contains(&format!(" {}\n", f.path)));
+    assert_none(
+        "references to what a clone does not have (docs/ says it now)",
+        references_outside(&files),
+    );
+}
+
+#[test]
+fn every_link_between_the_documents_leads_somewhere() {
+    assert_none("broken links", broken_links(&tracked_text_files()));
 }
 
 #[test]
@@ -448,6 +540,31 @@ mod planted {
             "// SAFETY: single-threaded here.\nunsafe { libc::fork() };",
         );
         assert!(unsafe_without_reason(&said).is_empty());
+    }
+
+    #[test]
+    fn a_reference_outside_the_repository() {
+        let cited = file(
+            "server/src/queue/mod.rs",
+            concat!("//! As DESIGN", " §3 says"),
+        );
+        assert_eq!(references_outside(&cited).len(), 1);
+        let tool = file(
+            "bench/README.md",
+            concat!("runs `../", "shared/tools/peer`"),
+        );
+        assert_eq!(references_outside(&tool).len(), 1);
+        let ours = file("server/src/queue/mod.rs", "//! As docs/data-model.md says");
+        assert!(references_outside(&ours).is_empty());
+    }
+
+    #[test]
+    fn a_link_to_a_missing_document() {
+        let readme = file(
+            "README.md",
+            "See [the API](docs/nope.md) and [tidy](tests/tidy.rs#L1), [web](https://x.org/a.md).",
+        );
+        assert_eq!(broken_links(&readme), ["README.md:1: docs/nope.md"]);
     }
 
     #[test]

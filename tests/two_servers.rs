@@ -1,4 +1,4 @@
-//! Two servers on one PostgreSQL share the queue (DESIGN §4): a worker long-polling server A gets a job whose
+//! Two servers on one PostgreSQL share the queue (docs/api.md, "Worker protocol"): a worker long-polling server A gets a job whose
 //! webhook went to server B at once, because B's `NOTIFY` wakes A's waiting long-poll; a cancel asked of B
 //! reaches the heartbeat the worker holds open on A the same way.
 

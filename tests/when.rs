@@ -1,4 +1,4 @@
-//! `when:` (DESIGN §5): a pipeline whose file filters out the pushed branch makes no pipeline (its delivery says
+//! `when:` (docs/pipeline.md): a pipeline whose file filters out the pushed branch makes no pipeline (its delivery says
 //! why), and a job filtered out is `skipped` with what needs it, while the rest runs. Real `gantry up`, real
 //! pushes to three branches, on SQLite and PostgreSQL.
 

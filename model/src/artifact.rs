@@ -1,4 +1,4 @@
-//! Artifacts (DESIGN §4, §5): the files a job hands to the jobs that need it. The rules for their paths and for
+//! Artifacts (docs/api.md, docs/pipeline.md): the files a job hands to the jobs that need it. The rules for their paths and for
 //! the `artifacts:` and `reports:` patterns live here, so that the parser, the server and the worker agree.
 
 use crate::wire::ArtifactRef;
@@ -65,7 +65,7 @@ pub fn literal_prefix(pattern: &str) -> &str {
 }
 
 /// What a job receives from the jobs it needs: every artifact once, or a message naming the two jobs that
-/// uploaded the same path (DESIGN §5: such a job fails rather than pick one).
+/// uploaded the same path (docs/pipeline.md: such a job fails rather than pick one).
 pub fn merge(artifacts: &[ArtifactRef]) -> Result<(), String> {
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for artifact in artifacts {

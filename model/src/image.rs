@@ -1,4 +1,4 @@
-//! The grammar of a job's `image:` (DESIGN §5–§6). Pure parsing: whether a directory exists or a registry
+//! The grammar of a job's `image:` (docs/pipeline.md, docs/container.md). Pure parsing: whether a directory exists or a registry
 //! answers is the worker's business.
 //!
 //! ```text

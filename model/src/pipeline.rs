@@ -1,4 +1,4 @@
-//! The pipeline file, `.gantry.yml` (DESIGN §5): parsed with line numbers, validated, expanded into job specs.
+//! The pipeline file, `.gantry.yml` (docs/pipeline.md): parsed with line numbers, validated, expanded into job specs.
 
 use crate::image::ImageRef;
 use crate::names::JobName;
@@ -38,7 +38,7 @@ pub struct Pipeline {
     pub when: Option<When>,
 }
 
-/// Everything a worker needs to know to run one job (DESIGN §5, expanded).
+/// Everything a worker needs to know to run one job (docs/pipeline.md, expanded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job's name.
@@ -549,7 +549,7 @@ fn check_needs<'a>(jobs: impl Iterator<Item = &'a JobSpec>) -> Result<(), Pipeli
             let Some(&n) = index.get(need) else {
                 return Err(error(
                     job,
-                    format!("needs {need:?}, which is not a job of this pipeline"),
+                    format!("needs `{need}`, which is not a job of this pipeline"),
                 ));
             };
             waiting[i] += 1;

@@ -1,4 +1,4 @@
-//! The states of jobs and pipelines, and how a pipeline's state follows from its jobs' (DESIGN §3).
+//! The states of jobs and pipelines, and how a pipeline's state follows from its jobs' (docs/data-model.md).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -72,7 +72,7 @@ text_enum!(
 );
 
 text_enum!(
-    /// Why a job did not succeed (DESIGN §3).
+    /// Why a job did not succeed (docs/data-model.md).
     FailureKind {
         /// A step exited non-zero.
         Exit = "exit",
@@ -123,7 +123,7 @@ impl PipelineStatus {
         !matches!(self, Self::Queued | Self::Running)
     }
 
-    /// A pipeline's status from its jobs' (DESIGN §3). An empty pipeline is still being prepared.
+    /// A pipeline's status from its jobs' (docs/data-model.md). An empty pipeline is still being prepared.
     pub fn from_jobs(jobs: impl IntoIterator<Item = JobStatus>) -> Self {
         let (mut any, mut running, mut queued) = (false, false, false);
         let (mut failed, mut cancelled, mut error) = (false, false, false);

@@ -1,4 +1,4 @@
-//! Artifacts: the bytes live in an object store (DESIGN §3: a directory under the data dir by default; the
+//! Artifacts: the bytes live in an object store (docs/data-model.md: a directory under the data dir by default; the
 //! `object_store` crate serves S3-compatible stores the same way), the index in the [`Store`]. An upload is
 //! streamed to the object store, hashed and counted on the way, refused past the job's limit or when its
 //! checksum is wrong, and indexed only while the uploader's lease is still the job's lease.

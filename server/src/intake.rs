@@ -1,4 +1,4 @@
-//! Intake (DESIGN §4b): a verified delivery becomes a committed, queued pipeline before it is acknowledged; then,
+//! Intake (docs/api.md): a verified delivery becomes a committed, queued pipeline before it is acknowledged; then,
 //! in a task that resumes after a restart, the commit is fetched into the mirror, `.gantry.yml` is read and
 //! validated, and the jobs are stored — or the pipeline goes to `error` with the reason. A commit without the
 //! file makes no pipeline: it is deleted again and its delivery says why. A delivery may wait for that verdict.

@@ -231,7 +231,7 @@ pub fn read_file(path: Option<&PathBuf>) -> Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-/// The server's options (DESIGN §4b), also read from the environment.
+/// The server's options (docs/configuration.md), also read from the environment.
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
     /// Address to listen on [default: 127.0.0.1:8080].

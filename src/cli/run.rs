@@ -1,4 +1,4 @@
-//! `gantry run [DIR]`: runs a working tree's pipeline on this machine with no server (DESIGN §6); the driver is
+//! `gantry run [DIR]`: runs a working tree's pipeline on this machine with no server (docs/container.md); the driver is
 //! `gantry_worker::local`.
 
 use anyhow::{Context, Result, bail};

@@ -6,7 +6,7 @@ use gantry_worker::agent::{self, WorkerConfig};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// A worker's options (DESIGN §4b).
+/// A worker's options (docs/configuration.md).
 #[derive(Args, Clone, Debug)]
 pub struct WorkerArgs {
     /// The server's URL.

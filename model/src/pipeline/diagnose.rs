@@ -25,8 +25,25 @@ pub(super) fn explain(text: &str, mut err: PipelineError) -> PipelineError {
         (err.line, err.column) = (Some(open.line), Some(open.column));
         return err;
     }
+    err.message = plain_words(err.message);
     err.hint = hint(text, line, column, &err.message);
     err
+}
+
+/// The YAML and serde libraries' wording, for their messages a user meets, said for a pipeline file.
+fn plain_words(message: String) -> String {
+    if let Some(key) = message
+        .strip_prefix("duplicate mapping key: ")
+        .and_then(|rest| rest.split(", set DuplicateKeyPolicy").next())
+    {
+        return format!(
+            "`{key}` appears twice in the same mapping: YAML keeps one of them, so each key is unique"
+        );
+    }
+    if message.contains("untagged enum Scalar") {
+        return "expected a value here (text, a number or true/false); write \"\" for an empty text".into();
+    }
+    message
 }
 
 fn hint(text: &str, line: u64, column: u64, message: &str) -> Option<String> {
@@ -265,6 +282,15 @@ mod tests {
         assert_eq!(e.hint.as_deref(), Some("did you mean `steps`?"));
         let e = error("jobs:\n  test:\n    zzzzzzzzz: 1\n    steps: [a]\n");
         assert_eq!(e.hint, None, "nothing is close to it");
+    }
+
+    #[test]
+    fn the_libraries_wording_is_said_for_a_pipeline_file() {
+        let e = error("jobs:\n  a:\n    steps: [x]\n  a:\n    steps: [y]\n");
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.starts_with("`a` appears twice"), "{e}");
+        let e = error("jobs:\n  a:\n    env: {A: }\n    steps: [x]\n");
+        assert!(e.message.starts_with("expected a value here"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `parallel: N` and `matrix:` (DESIGN §5): one job of the file becomes several, `test:1` … `test:N` with
+//! `parallel: N` and `matrix:` (docs/pipeline.md): one job of the file becomes several, `test:1` … `test:N` with
 //! `GANTRY_SHARD_INDEX` and `GANTRY_SHARD_TOTAL`, or one per combination of the matrix's values (`lint:stable`,
 //! `lint:stable,x86`) with each key in the env; a job that needs an expanded one needs all of its instances.
 

@@ -1,4 +1,4 @@
-//! A job's `services:` (DESIGN §5): sibling containers in the job's network namespace, started and made ready
+//! A job's `services:` (docs/pipeline.md): sibling containers in the job's network namespace, started and made ready
 //! before the steps, reachable from them on `localhost` and by name.
 
 use super::{PipelineError, Scalar, check_image, valid_env_name};

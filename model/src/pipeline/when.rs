@@ -1,4 +1,4 @@
-//! `when:` (DESIGN §5): which pushes and events a pipeline, or one job, runs for. Every key given must match
+//! `when:` (docs/pipeline.md): which pushes and events a pipeline, or one job, runs for. Every key given must match
 //! (branch, tag and event), and within a key any entry may; branch and tag entries are globs where `*` stays
 //! within one `/`-separated part and `**` crosses them.
 

@@ -1,4 +1,4 @@
-//! The JSON API's bodies (DESIGN §4b): repositories, pipelines, jobs, deliveries, and what the webhook routes
+//! The JSON API's bodies (docs/api.md): repositories, pipelines, jobs, deliveries, and what the webhook routes
 //! answer.
 
 use super::{ArtifactRef, StepReport};

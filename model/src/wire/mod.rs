@@ -1,4 +1,4 @@
-//! The worker protocol (DESIGN §4) and, in `api.rs`, the JSON API's bodies (§4b): what crosses the wire, shared
+//! The worker protocol (docs/api.md, "Worker protocol") and, in `api.rs`, the JSON API's bodies (docs/api.md): what crosses the wire, shared
 //! by both ends.
 
 mod api;
@@ -195,7 +195,7 @@ pub struct LogEvent {
     pub data: String,
 }
 
-/// The variables every job gets (DESIGN §5), before the file's own `env`.
+/// The variables every job gets (docs/pipeline.md), before the file's own `env`.
 pub fn builtin_env(
     repo: &str,
     commit: &str,

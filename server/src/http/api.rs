@@ -1,4 +1,4 @@
-//! The JSON API's read routes and repository management (DESIGN §4b).
+//! The JSON API's read routes and repository management (docs/api.md).
 
 use super::AppState;
 use super::auth::{

@@ -1,4 +1,4 @@
-//! Artifact transfer (DESIGN §4): `PUT` by the job's worker under its lease, `GET` by dependents' workers and
+//! Artifact transfer (docs/api.md, "Worker protocol"): `PUT` by the job's worker under its lease, `GET` by dependents' workers and
 //! users. Bodies stream in both directions; nothing holds a whole file in memory.
 
 use super::AppState;

@@ -1,4 +1,4 @@
-//! The worker protocol (DESIGN §4): register, long-poll for a lease, heartbeat, log, steps, complete.
+//! The worker protocol (docs/api.md, "Worker protocol"): register, long-poll for a lease, heartbeat, log, steps, complete.
 
 use super::AppState;
 use super::auth::{LeaseId, PoolMember, Worker};

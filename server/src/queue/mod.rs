@@ -185,7 +185,7 @@ impl Queue {
         }
     }
 
-    /// Takes back the leases whose workers stopped heartbeating (DESIGN §3): their jobs run again as new
+    /// Takes back the leases whose workers stopped heartbeating (docs/data-model.md): their jobs run again as new
     /// attempts, or end in `error` once their automatic retries are used up.
     pub async fn expire_leases(&self) -> Result<Vec<Expired>, StoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -218,7 +218,7 @@ impl Queue {
     }
 
     /// Gives every running job a full lease from now: while this server was down its workers could not
-    /// heartbeat, and that is no sign they are lost (DESIGN §3 promises nothing acknowledged is lost to a kill).
+    /// heartbeat, and that is no sign they are lost (docs/data-model.md promises nothing acknowledged is lost to a kill).
     pub async fn grant_restart_grace(&self) -> Result<u64, StoreError> {
         self.store.extend_leases(deadline_ms(self.lease)).await
     }

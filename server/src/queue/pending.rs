@@ -1,4 +1,4 @@
-//! Why a queued job waits (DESIGN §3's pending reasons), in words for the API and the dashboard.
+//! Why a queued job waits (docs/data-model.md, "Pending reasons"), in words for the API and the dashboard.
 
 use crate::store::{JobRecord, WorkerRecord};
 use gantry_model::JobStatus;

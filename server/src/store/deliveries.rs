@@ -1,4 +1,4 @@
-//! Webhook deliveries kept for users to see (DESIGN §3 `webhook_deliveries`): the newest of each repository,
+//! Webhook deliveries kept for users to see (docs/data-model.md, "Webhook deliveries"): the newest of each repository,
 //! refused ones apart from the others.
 
 use super::db::{Exec, Row, Transaction, query};

@@ -57,7 +57,7 @@ pub enum StoreError {
     /// The thing cannot change in its present state (a pipeline still running cannot be retried).
     #[error("{0}")]
     Busy(String),
-    /// The caller's lease on the job is no longer the job's lease (DESIGN §3): it must stop.
+    /// The caller's lease on the job is no longer the job's lease (docs/data-model.md): it must stop.
     #[error("the lease on job {0} is no longer valid")]
     StaleLease(Uuid),
     /// A log upload would leave a gap.

@@ -46,7 +46,7 @@ impl PgStore {
     /// A connection for a claim, whose commit returns before the WAL is flushed: the job is leased at once
     /// instead of after a disk flush, and it is as durable as a job can be. Only PostgreSQL itself crashing
     /// within the WAL writer's delay (≤ 3 × 200 ms) can lose the claim, and then the job is simply queued again:
-    /// the worker's next call with the lost lease gets 409 and it stops (DESIGN §3's fencing), as if it were
+    /// the worker's next call with the lost lease gets 409 and it stops (the fencing of docs/data-model.md), as if it were
     /// lost. Whatever commits after it (the worker's first log bytes, its completion) flushes it, so nothing
     /// that depends on a claim outlives it. A SIGKILL of Gantry's server loses nothing: PostgreSQL has the commit.
     async fn claimer(&self) -> Result<PoolConnection<Postgres>> {

@@ -375,7 +375,7 @@ pub struct Completed {
     pub skipped: Vec<Uuid>,
 }
 
-/// A job whose lease ran out: its worker stopped heartbeating (DESIGN §3).
+/// A job whose lease ran out: its worker stopped heartbeating (docs/data-model.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expired {
     /// The job.

@@ -1,5 +1,5 @@
 //! Running jobs again: a finished pipeline retried by hand (`POST …/retry`), and an attempt its worker reports
-//! lost to Gantry's machinery (DESIGN §3's automatic retries).
+//! lost to Gantry's machinery (docs/data-model.md, "Automatic retries").
 
 use super::completion::settle_pipeline;
 use super::db::{Row, Transaction, parse, query};

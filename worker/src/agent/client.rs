@@ -1,4 +1,4 @@
-//! The worker's side of the protocol (DESIGN §4): all it knows of the server.
+//! The worker's side of the protocol (docs/api.md, "Worker protocol"): all it knows of the server.
 
 use gantry_model::wire::{
     ArtifactRef, CompleteRequest, HeartbeatResponse, LEASE_HEADER, Lease, LeaseRequest,

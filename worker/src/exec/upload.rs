@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
-/// Output is sent at once when the last send is this long ago, else when it will be (DESIGN §4: at least every
+/// Output is sent at once when the last send is this long ago, else when it will be (docs/api.md, "Worker protocol": at least every
 /// ~100 ms).
 const IDLE: Duration = Duration::from_millis(50);
 /// …or as soon as this much is waiting.

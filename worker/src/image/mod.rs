@@ -1,4 +1,4 @@
-//! Images (DESIGN §6), behind one interface: [`ImageStore::resolve`] turns a job's `image:` (grammar in
+//! Images (docs/container.md), behind one interface: [`ImageStore::resolve`] turns a job's `image:` (grammar in
 //! [`gantry_model::image`]) into the read-only layers of its root file system and the config its steps run
 //! with. Kinds: `host` (no layers: the runtime overlays the host's `/`), a root file system directory, an OCI
 //! image layout on disk, and a registry reference. Layouts and registries go through one content-addressed

@@ -1,4 +1,4 @@
-//! `gantry run` (DESIGN §6): a pipeline file from a local working tree, run with no server by the same model
+//! `gantry run` (docs/container.md): a pipeline file from a local working tree, run with no server by the same model
 //! and the same runtime as on the farm. The tree is every job's `/workspace` as the read-only lower layer of an
 //! overlay, so jobs may write there and the user's files never change; images and the runtime's state live
 //! under the data dir; the logs go to the terminal as they come.

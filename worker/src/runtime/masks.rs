@@ -6,7 +6,7 @@ use super::protocol::Mask;
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
-/// Secrets of the host that every container hides (DESIGN §6), whatever their mode when the last walk for
+/// Secrets of the host that every container hides (docs/container.md), whatever their mode when the last walk for
 /// private files (`private_files`) ran; the runtime adds its state dirs and the configured masks.
 pub(crate) const DEFAULT_MASKS: &[&str] = &[
     "/etc/shadow",

@@ -1,4 +1,4 @@
-//! The container runtime (DESIGN §6): per job, a fresh container made by the worker itself — namespaces, a
+//! The container runtime (docs/container.md): per job, a fresh container made by the worker itself — namespaces, a
 //! cgroup with limits, an overlay root filesystem — in which the job's steps run in order.
 //!
 //! The agent only sees [`ContainerRuntime`] and [`Container`]; the namespaces backend below is the first
@@ -68,7 +68,7 @@ pub struct ContainerConfig {
     pub services: Vec<ServiceConfig>,
 }
 
-/// A service container (DESIGN §5): its own root file system, mount, UTS and IPC namespaces, but the job's
+/// A service container (docs/pipeline.md): its own root file system, mount, UTS and IPC namespaces, but the job's
 /// network namespace (so the steps reach it on `localhost`), PID namespace and cgroup (so its processes count
 /// against the job's limits and die with the job).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ pub struct RuntimeOptions {
     pub host_paths: Vec<PathBuf>,
 }
 
-/// Makes containers from namespaces, a cgroup and an overlay root file system (DESIGN §6).
+/// Makes containers from namespaces, a cgroup and an overlay root file system (docs/container.md).
 #[derive(Debug)]
 pub struct NamespacesRuntime {
     pub(super) options: RuntimeOptions,

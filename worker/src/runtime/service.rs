@@ -1,4 +1,4 @@
-//! Services (DESIGN §5). PID 1 forks one supervisor per service before it builds the steps' root. The
+//! Services (docs/pipeline.md). PID 1 forks one supervisor per service before it builds the steps' root. The
 //! supervisor unshares a mount, UTS and IPC namespace, builds the service's own root, drops privileges as the
 //! steps do, starts the service and checks until it is ready; then it tells PID 1 over a pipe and stays, reaping
 //! the service's orphans and draining its output, whose tail goes to the job's log if the service dies.

@@ -1,4 +1,4 @@
-//! User namespaces (DESIGN §6): root in a container is an unprivileged range of host uids, so a process that
+//! User namespaces (docs/container.md): root in a container is an unprivileged range of host uids, so a process that
 //! escaped every other wall would still own nothing on the host.
 //!
 //! Files keep their owners through id-mapped mounts: the image's layers (or the host's `/`) and the workspace

@@ -43,7 +43,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn connect(url: &str) -> Result<Self> {
         // WAL with synchronous=NORMAL: a commit survives the process being killed the next instant, which is the
-        // durability promise of DESIGN §3 (power loss is out of scope).
+        // durability promise of docs/data-model.md (power loss is out of scope).
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
