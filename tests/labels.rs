@@ -42,8 +42,17 @@ async fn a_job_waits_for_a_worker_with_its_labels_and_says_why(database: Option<
         "the dashboard says why the job waits: {page}"
     );
 
+    // Labels are the pool's: a pool that has them, and a worker in it.
+    let (status, made) = farm
+        .admin_call(
+            reqwest::Method::POST,
+            "/pools",
+            Some(serde_json::json!({"name": "big", "provider": "manual", "labels": ["linux", "big"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
     let able = format!("big-{tag}");
-    let worker = farm.worker_with(&able, &["--labels", "linux,big"]);
+    let worker = farm.worker_in_pool(&able, made["token"].as_str().unwrap(), &[]);
     let p = farm.finished_pipeline("labels", 1).await;
     assert_eq!(p["status"], "success", "{p:#}\n{}", worker.output());
     assert_eq!(p["jobs"][1]["worker"], able.as_str());

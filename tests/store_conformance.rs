@@ -62,8 +62,13 @@ on_both_databases!(
     repository_secrets_are_set_listed_without_values_and_removed,
     the_claim_says_whether_the_repository_has_secrets_and_credentials,
     what_a_claim_and_a_completion_write_reads_back_the_same_everywhere,
+    pools_are_written_rotated_and_keep_their_newest_decisions,
+    a_draining_worker_gets_no_job_and_stale_ones_are_removed,
 );
 
+#[path = "store_conformance/pools.rs"]
+mod pools;
+use pools::*;
 #[path = "store_conformance/tokens.rs"]
 mod tokens;
 use tokens::*;
@@ -183,6 +188,7 @@ async fn worker(db: &Db, name: &str) -> Uuid {
         labels: vec!["linux".into()],
         capacity: 2,
         protocol_version: 1,
+        managed: false,
     };
     db.register_worker(&w, &format!("token-of-{name}"))
         .await

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub pipeline_limits: gantry_model::pipeline::Limits,
     /// A fetch into a mirror that takes longer fails (a remote that hangs holds its repository no longer).
     pub git_fetch_timeout: Duration,
+    /// The configuration file's pools (`[[pool]]`), applied at every start.
+    pub pools: Vec<gantry_model::wire::Pool>,
+    /// A registered worker that runs nothing and has not called for this long is removed (no ghosts).
+    pub worker_grace: Duration,
 }
 
 impl ServerConfig {
@@ -69,6 +73,9 @@ impl ServerConfig {
             lease: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
             long_poll: Duration::from_secs(30),
+            // Two long-polls missed, and some: an idle worker calls at least every `long_poll`.
+            worker_grace: Duration::from_secs(75),
+            pools: Vec::new(),
             infra_retries: 2,
             artifact_limit_bytes: 1 << 30,
             secret_key_file: None,

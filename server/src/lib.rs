@@ -5,6 +5,7 @@
 pub mod access;
 pub mod artifacts;
 pub mod auth;
+pub mod autoscale;
 pub mod config;
 pub mod forge;
 pub mod http;
@@ -60,6 +61,8 @@ pub struct FirstStart {
 pub struct Server {
     state: http::AppState,
     statuses: status::Notifier,
+    /// The provider of `local` pools, once the binary said how to start workers.
+    local: Option<Arc<autoscale::LocalProvider>>,
     /// Set on the first start against an empty database.
     pub first_start: Option<FirstStart>,
 }
@@ -120,6 +123,7 @@ impl Server {
                 "resumed preparing pipelines accepted before a restart"
             );
         }
+        store.apply_config_pools(&config.pools).await?;
         let statuses = status::Notifier::new(
             store.clone(),
             sealing.clone(),
@@ -141,6 +145,7 @@ impl Server {
         Ok(Self {
             state,
             statuses,
+            local: None,
             first_start,
         })
     }
@@ -153,6 +158,34 @@ impl Server {
             .add_pool_token(&auth::hash_token(&token), pool)
             .await?;
         Ok(token)
+    }
+
+    /// Lets the autoscaler start `local` pools' workers as `launcher` says; the provider is returned so the
+    /// caller can drain its workers when it stops.
+    pub fn local_workers(
+        &mut self,
+        launcher: autoscale::LocalLauncher,
+    ) -> Arc<autoscale::LocalProvider> {
+        let provider = Arc::new(autoscale::LocalProvider::new(
+            launcher,
+            self.state.store.clone(),
+        ));
+        self.local = Some(provider.clone());
+        provider
+    }
+
+    /// Sets the labels of a pool not written in the configuration file (`gantry up`'s built-in `default`
+    /// takes `[worker] labels`).
+    pub async fn set_pool_labels(&self, pool: &str, labels: Vec<String>) -> Result<(), StartError> {
+        let store = &self.state.store;
+        if let Some(mut record) = store.find_pool(pool).await?
+            && !record.from_config
+            && record.pool.labels != labels
+        {
+            record.pool.labels = labels;
+            store.update_pool(&record.pool).await?;
+        }
+        Ok(())
     }
 
     /// The database in use: `sqlite` or `postgres`.
@@ -175,6 +208,13 @@ impl Server {
             self.state.queue.clone().listen_to_other_servers(),
         ));
         let _statuses = AbortOnDrop(tokio::spawn(self.statuses.deliver_forever()));
+        let scaler = autoscale::Autoscaler::new(
+            self.state.store.clone(),
+            self.state.queue.clone(),
+            self.local.clone(),
+            self.state.config.worker_grace,
+        );
+        let _scaler = AbortOnDrop(tokio::spawn(scaler.run()));
         let header_timeout = self.state.config.header_timeout;
         let app = http::router(self.state).layer(tower_http::trace::TraceLayer::new_for_http());
         http::serve::serve(listener, app, header_timeout, shutdown).await;

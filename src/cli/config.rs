@@ -108,6 +108,9 @@ pub struct FileConfig {
     max_expanded_bytes: Option<usize>,
     max_log_streams: Option<usize>,
     git_fetch_timeout: Option<Size>,
+    /// The `[[pool]]` tables.
+    #[serde(default)]
+    pub pool: Vec<gantry_model::wire::PoolSpec>,
     /// The `[worker]` table.
     #[serde(default)]
     pub worker: WorkerFileConfig,
@@ -192,6 +195,25 @@ impl WorkerFileConfig {
     }
 }
 
+/// The `[[pool]]` tables checked, each error naming its pool; two pools of one name are refused.
+pub fn check_pools(
+    specs: &[gantry_model::wire::PoolSpec],
+) -> Result<Vec<gantry_model::wire::Pool>> {
+    let mut pools: Vec<gantry_model::wire::Pool> = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let pool = spec
+            .check()
+            .map_err(|e| anyhow::anyhow!("[[pool]] number {} ({:?}): {e}", i + 1, spec.name))?;
+        anyhow::ensure!(
+            !pools.iter().any(|p| p.name == pool.name),
+            "[[pool]] {:?} is written twice",
+            pool.name
+        );
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
 impl FileConfig {
     /// How long a git fetch may take (`git_fetch_timeout`, seconds or text like `"5m"`).
     pub fn git_fetch_timeout(&self) -> Result<Duration> {
@@ -267,6 +289,13 @@ pub struct ServerArgs {
     /// Milliseconds a request body may send nothing before it is cut off [default: 30 s] (tests shorten it).
     #[arg(long, env = "GANTRY_BODY_TIMEOUT_MS", hide = true)]
     pub body_timeout_ms: Option<u64>,
+    /// Seconds after which a worker that stopped calling is removed [default: two long-polls and 15 s] (tests
+    /// shorten it).
+    #[arg(long, env = "GANTRY_WORKER_GRACE_SECS", hide = true)]
+    pub worker_grace_secs: Option<u64>,
+    /// Seconds a worker's lease request may wait for a job [default: 30] (tests shorten it).
+    #[arg(long, env = "GANTRY_LONG_POLL_SECS", hide = true)]
+    pub long_poll_secs: Option<u64>,
     /// Milliseconds before the first retry of a commit status a forge did not take (tests shorten it).
     #[arg(long, env = "GANTRY_STATUS_RETRY_MS", hide = true)]
     pub status_retry_ms: Option<u64>,
@@ -287,6 +316,7 @@ impl ServerArgs {
     pub fn resolve(&self) -> Result<Resolved> {
         let file = read_file(self.config.as_ref())?;
         let git_fetch_timeout = file.git_fetch_timeout()?;
+        let pools = check_pools(&file.pool)?;
         let listen = self
             .listen
             .clone()
@@ -358,6 +388,14 @@ impl ServerArgs {
             server.lease = Duration::from_secs(secs.max(1));
             server.heartbeat = Duration::from_secs((secs / 3).max(1));
         }
+        if let Some(secs) = self.long_poll_secs {
+            server.long_poll = Duration::from_secs(secs.max(1));
+        }
+        server.worker_grace = match self.worker_grace_secs {
+            Some(secs) => Duration::from_secs(secs.max(1)),
+            None => server.long_poll * 2 + Duration::from_secs(15),
+        };
+        server.pools = pools;
         Ok(Resolved {
             server,
             listen,

@@ -138,13 +138,3 @@ pub fn signal_count() -> tokio::sync::watch::Receiver<u32> {
     });
     rx
 }
-
-/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}

@@ -88,17 +88,21 @@ fn spawn_worker(
 /// Runs the farm until Ctrl-C or SIGTERM: on either, the worker finishes its running jobs first, then the
 /// server stops (so the worker's last reports still land).
 pub async fn run(args: UpArgs) -> Result<()> {
-    let (server, listener, url, data_dir) = super::serve::start(&args.server).await?;
+    let (mut server, listener, url, data_dir) = super::serve::start(&args.server).await?;
     let token = local_pool_token(&server, &data_dir).await?;
-    // The local worker talks to the server directly, not through the public URL (which may be a proxy).
-    let bound = listener.local_addr()?;
-    let ip = if bound.ip().is_unspecified() {
-        "127.0.0.1".parse()?
-    } else {
-        bound.ip()
-    };
-    let local_url = format!("http://{}", std::net::SocketAddr::new(ip, bound.port()));
-    let file_worker = super::config::read_file(args.server.config.as_ref())?.worker;
+    let local_url = super::serve::local_url(&listener)?;
+    let provider = server.local_workers(super::serve::local_launcher(
+        &listener,
+        &data_dir,
+        args.server.config.as_deref(),
+    )?);
+    let file = super::config::read_file(args.server.config.as_ref())?;
+    // A `[[pool]]` named `default` replaces the built-in local worker with an autoscaled pool.
+    let builtin = !file.pool.iter().any(|p| p.name == "default");
+    let file_worker = file.worker;
+    if builtin && let Some(labels) = file_worker.labels.clone() {
+        server.set_pool_labels("default", labels).await?;
+    }
     let userns = file_worker.user_namespace.unwrap_or(true);
     let capacity = args.capacity.or(file_worker.capacity).unwrap_or(1);
     let worker_dir = data_dir.join("worker");
@@ -114,11 +118,23 @@ pub async fn run(args: UpArgs) -> Result<()> {
         "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
         server.dialect()
     );
-    // Until pools grow by themselves, one job at a time is the default: say it, or `parallel: 4` looks stuck.
-    say!(
-        "Local worker: {capacity} job{} at a time (`gantry up --capacity N` or `[worker] capacity` to change)",
-        if capacity == 1 { "" } else { "s" }
-    );
+    if builtin {
+        // One job at a time is the default: say it, or `parallel: 4` looks stuck.
+        say!(
+            "Local worker: {capacity} job{} at a time (`gantry up --capacity N` or `[worker] capacity` to change)",
+            if capacity == 1 { "" } else { "s" }
+        );
+    }
+    for pool in &file.pool {
+        say!(
+            "Pool {}: {} workers, min {}, max {} (see {url}/api/v1/pools/{}/decisions)",
+            pool.name,
+            pool.provider.as_deref().unwrap_or("local"),
+            pool.min,
+            pool.max.unwrap_or(1),
+            pool.name
+        );
+    }
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = server_stopped.await;
@@ -131,12 +147,15 @@ pub async fn run(args: UpArgs) -> Result<()> {
         capacity: Some(capacity),
         config: args.server.config.clone(),
     };
-    let supervisor = tokio::spawn(worker.supervise(signals.clone()));
+    let supervisor = builtin.then(|| tokio::spawn(worker.supervise(signals.clone())));
     let _ = signals.wait_for(|n| *n >= 1).await;
     say!(
-        "Stopping: the worker finishes its running jobs, then the server stops (Ctrl-C again stops the jobs now)."
+        "Stopping: the workers finish their running jobs, then the server stops (Ctrl-C again stops the jobs now)."
     );
-    supervisor.await.context("the worker supervisor failed")??;
+    super::serve::stop_local_workers(&provider, signals.clone()).await;
+    if let Some(supervisor) = supervisor {
+        supervisor.await.context("the worker supervisor failed")??;
+    }
     let _ = server_stop.send(());
     serving.await.context("the server task failed")??;
     Ok(())

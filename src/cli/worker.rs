@@ -33,9 +33,13 @@ pub struct WorkerArgs {
     /// A TOML configuration file (its `[worker]` table).
     #[arg(long, env = "GANTRY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Stop at once, containers and all, when stdin closes (`gantry up` holds it: its worker dies with it).
+    /// Stop at once, containers and all, when stdin closes (`gantry up` holds it: its worker dies with it); a
+    /// line `drain` on stdin stops it as SIGTERM does.
     #[arg(long, hide = true)]
     pub exit_with_stdin: bool,
+    /// Run one job, then deregister and exit (a fresh worker per job).
+    #[arg(long, env = "GANTRY_WORKER_EPHEMERAL")]
+    pub ephemeral: bool,
 }
 
 /// A name that stays the same across restarts of the same worker and differs between workers on one host.
@@ -54,12 +58,21 @@ fn default_name(data_dir: &Path) -> String {
 }
 
 /// Exits the process when stdin reaches its end: the process that started this worker is gone. The exit closes
-/// the socket to the container zygote, which then kills every container.
-fn exit_with_stdin() -> Result<()> {
+/// the socket to the container zygote, which then kills every container. A line `drain` is answered as SIGTERM.
+fn exit_with_stdin(drain: tokio::sync::watch::Sender<bool>) -> Result<()> {
     std::thread::Builder::new()
         .name("gantry-lifeline".into())
-        .spawn(|| {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(line) if line.trim() == "drain" => {
+                        let _ = drain.send(true);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
             eprintln!("gantry worker: the process that started it is gone; stopping now, and its jobs with it");
             std::process::exit(1);
         })
@@ -69,8 +82,9 @@ fn exit_with_stdin() -> Result<()> {
 
 /// Runs the worker until SIGINT/SIGTERM.
 pub async fn run(args: WorkerArgs) -> Result<()> {
+    let (drain, mut drained) = tokio::sync::watch::channel(false);
     if args.exit_with_stdin {
-        exit_with_stdin()?;
+        exit_with_stdin(drain)?;
     }
     let whole = super::config::read_file(args.config.as_ref())?;
     let secret_files = whole.secret_files(args.config.as_ref());
@@ -91,10 +105,8 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         server: args.server,
         pool_token: args.pool_token,
         name: args.name.unwrap_or_else(|| default_name(&data_dir)),
-        labels: args
-            .labels
-            .or(file.labels)
-            .unwrap_or_else(|| vec!["linux".into()]),
+        // None given: the pool's, which the server sets.
+        labels: args.labels.or(file.labels).unwrap_or_default(),
         capacity: args.capacity.or(file.capacity).unwrap_or(1),
         data_dir,
         masked_paths,
@@ -107,12 +119,16 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         limits,
         max_layer_bytes,
         git_fetch_timeout,
+        ephemeral: args.ephemeral,
     };
     // The first SIGINT/SIGTERM stops leasing and lets running jobs finish; a second one stops them now.
     let signals = super::signal_count();
     let (mut first, mut second) = (signals.clone(), signals);
     let shutdown = async move {
-        let _ = first.wait_for(|n| *n >= 1).await;
+        tokio::select! {
+            _ = first.wait_for(|n| *n >= 1) => {}
+            _ = drained.wait_for(|d| *d) => {}
+        }
     };
     let abort = async move {
         let _ = second.wait_for(|n| *n >= 2).await;

@@ -114,6 +114,7 @@ pub(super) async fn jobs_go_only_to_workers_with_all_their_labels(db: Db) {
         labels: vec!["gpu".into(), "big".into(), "linux".into()],
         capacity: 1,
         protocol_version: 1,
+        managed: false,
     };
     let big = db.register_worker(&w, "token-of-big-one").await.unwrap();
     let second = db.claim_job(&claim(big)).await.unwrap().unwrap();

@@ -289,6 +289,25 @@ impl Farm {
         request.send().await.unwrap()
     }
 
+    /// Calls the JSON API (under /api/v1) as the admin: the status and the body (null when none).
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Registers a worker named `name` over HTTP, as a test playing the worker's part by hand; returns its token.
     pub async fn register_worker_by_hand(&self, name: &str) -> String {
         let registered: Value = self

@@ -24,12 +24,17 @@ impl Farm {
         self.worker_with(name, &[])
     }
 
-    /// [`Farm::worker`] with more flags (e.g. `--labels linux,big`).
+    /// [`Farm::worker`] with more flags (e.g. `--capacity 2`).
     pub fn worker_with(&self, name: &str, extra: &[&str]) -> Worker {
         let pool_token = self
             .pool_token
             .as_deref()
             .expect("workers need the pool token gantry server prints on first start");
+        self.worker_in_pool(name, pool_token, extra)
+    }
+
+    /// A worker registering with `pool_token` (another pool's, made with `POST /api/v1/pools`).
+    pub fn worker_in_pool(&self, name: &str, pool_token: &str, extra: &[&str]) -> Worker {
         let data_dir = self.data_dir.with_extension(name);
         let log = self.data_dir.with_extension(format!("{name}.log"));
         let child = Command::new(GANTRY)
@@ -68,6 +73,18 @@ impl Worker {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Its exit status, if it exited within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// What it wrote to stderr so far.

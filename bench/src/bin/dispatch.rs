@@ -101,6 +101,7 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
             labels: vec!["linux".into()],
             capacity: 1,
             protocol_version: gantry_model::wire::PROTOCOL_VERSION,
+            managed: false,
         };
         ids.push((
             db.register_worker(&worker, &format!("t-{}", worker.name))
@@ -127,7 +128,9 @@ async fn run(dialect: &str, url: &str, jobs: usize, workers: usize) -> Result<()
             let (mut leases, mut completions) = (Vec::new(), Vec::new());
             loop {
                 let asked = Instant::now();
-                let Some(lease) = queue.lease(id, &name, Duration::ZERO).await? else {
+                let gantry_server::queue::LeaseAnswer::Job(lease) =
+                    queue.lease(id, &name, Duration::ZERO).await?
+                else {
                     break;
                 };
                 let leased = Instant::now();

@@ -2,10 +2,12 @@
 //! by both ends.
 
 mod api;
+mod pools;
 mod sse;
 mod tokens;
 
 pub use api::*;
+pub use pools::*;
 pub use sse::{SseEvent, SseReader};
 pub use tokens::*;
 

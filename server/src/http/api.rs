@@ -2,8 +2,7 @@
 
 use super::AppState;
 use super::auth::{
-    Admin, Writer, readable_job, readable_pipeline, readable_repo, require_farm_read,
-    unreadable_repos,
+    Admin, Writer, readable_job, readable_pipeline, readable_repo, unreadable_repos,
 };
 use super::error::{ApiError, ApiResult};
 use crate::access::Caller;
@@ -277,33 +276,4 @@ pub async fn get_job(
     view.steps = steps;
     view.artifacts = artifacts;
     Ok(Json(view))
-}
-
-/// `GET /api/v1/workers`.
-pub async fn list_workers(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<serde_json::Value>> {
-    require_farm_read(&state, caller)?;
-    let workers = state.store.list_workers().await?;
-    let list: Vec<_> = workers
-        .into_iter()
-        .map(|w| {
-            serde_json::json!({"id": w.id, "name": w.name, "pool": w.pool, "labels": w.labels,
-                               "capacity": w.capacity, "state": w.state, "last_seen": w.last_seen})
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "workers": list })))
-}
-
-/// `GET /api/v1/pools`.
-pub async fn list_pools(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<serde_json::Value>> {
-    require_farm_read(&state, caller)?;
-    let pools = state.store.list_pools().await?;
-    Ok(Json(
-        serde_json::json!({ "pools": pools.into_iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>() }),
-    ))
 }

@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller(match token_of(parts, state).await? {
             TokenRecord::Admin => Some(Scope::Admin),
             TokenRecord::Api { scope, .. } => Some(scope),
-            TokenRecord::Pool(_) | TokenRecord::Worker { .. } => None,
+            TokenRecord::Pool(_) | TokenRecord::Provider(_) | TokenRecord::Worker { .. } => None,
         }))
     }
 }
@@ -123,13 +123,25 @@ impl FromRequestParts<AppState> for Writer {
 }
 
 /// The caller holds a pool's registration token.
-pub struct PoolMember(pub String);
+pub struct PoolMember {
+    /// The pool.
+    pub pool: String,
+    /// The token is the one the server's own provider gives the workers it starts.
+    pub managed: bool,
+}
 
 impl FromRequestParts<AppState> for PoolMember {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match token_of(parts, state).await? {
-            TokenRecord::Pool(pool) => Ok(PoolMember(pool)),
+            TokenRecord::Pool(pool) => Ok(PoolMember {
+                pool,
+                managed: false,
+            }),
+            TokenRecord::Provider(pool) => Ok(PoolMember {
+                pool,
+                managed: true,
+            }),
             _ => Err(ApiError::Unauthorized(
                 "registering needs a pool token".into(),
             )),

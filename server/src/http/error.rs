@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The caller's token (or its absence) does not allow the call.
     #[error(transparent)]
     Denied(#[from] crate::access::Denied),
+    /// The caller is who it says but may not do this (a worker claiming labels its pool lacks).
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -85,7 +88,9 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::Denied(Denied::SignedOut { .. }) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Denied(Denied::Insufficient { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Denied(Denied::Insufficient { .. }) | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) | ApiError::Repo(_) => StatusCode::BAD_REQUEST,

@@ -8,6 +8,7 @@ pub mod error;
 mod hooks;
 mod limits;
 mod log;
+mod pools;
 mod secrets;
 pub mod serve;
 mod stream;
@@ -94,10 +95,14 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/heartbeat", post(workers::heartbeat))
         .route("/jobs/{id}/steps", post(workers::record_step))
         .route("/jobs/{id}/complete", post(workers::complete))
-        .route("/workers", get(api::list_workers))
+        .route("/workers", get(pools::workers))
         .route("/workers/register", post(workers::register))
+        .route("/workers/deregister", post(workers::deregister))
         .route("/lease", post(workers::lease))
-        .route("/pools", get(api::list_pools))
+        .route("/pools", get(pools::list).post(pools::create))
+        .route("/pools/{name}", axum::routing::patch(pools::update))
+        .route("/pools/{name}/token", post(pools::rotate_token))
+        .route("/pools/{name}/decisions", get(pools::decisions))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         // Log uploads are flushed every ~100 ms; this bounds one request, not the log.

@@ -4,6 +4,7 @@ use super::AppState;
 use super::auth::{LeaseId, PoolMember, Worker};
 use super::error::{ApiError, ApiResult};
 use crate::auth::{generate_token, hash_token};
+use crate::queue::LeaseAnswer;
 use crate::store::NewWorker;
 use axum::Json;
 use axum::body::Bytes;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 /// `POST /api/v1/workers/register` (pool token).
 pub async fn register(
     State(state): State<AppState>,
-    PoolMember(pool): PoolMember,
+    PoolMember { pool, managed }: PoolMember,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
     if req.protocol_version != PROTOCOL_VERSION {
@@ -51,11 +52,34 @@ pub async fn register(
             "invalid worker label {bad:?}: use 1 to 63 letters, digits, '.', '_' and '-'"
         )));
     }
+    // A pool's labels are the server's to set: a worker may repeat them, never add to them (a label is a promise
+    // to the jobs that ask for it, and a trusted pool's labels must not be claimed by a machine outside it).
+    let settings = state
+        .store
+        .find_pool(&pool)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized(format!("pool {pool:?} no longer exists")))?;
+    if let Some(extra) = req
+        .labels
+        .iter()
+        .find(|label| !settings.pool.labels.contains(label))
+    {
+        return Err(ApiError::Forbidden(format!(
+            "pool {pool:?} does not have the label {extra:?} (its labels: {}); labels are set on the pool, in \
+             `[[pool]]` or with `PATCH /api/v1/pools/{pool}`, not by the worker",
+            if settings.pool.labels.is_empty() {
+                "none".to_owned()
+            } else {
+                settings.pool.labels.join(", ")
+            }
+        )));
+    }
     let token = generate_token("worker");
     let worker = NewWorker {
         name: req.name,
         pool,
-        labels: req.labels,
+        labels: settings.pool.labels.clone(),
+        managed,
         capacity: req.capacity.max(1),
         protocol_version: req.protocol_version,
     };
@@ -64,6 +88,7 @@ pub async fn register(
         .register_worker(&worker, &hash_token(&token))
         .await?;
     tracing::info!(worker = %worker.name, %worker_id, "worker registered");
+    state.queue.pools_changed();
     Ok(Json(RegisterResponse {
         worker_id,
         worker_token: token,
@@ -83,12 +108,33 @@ pub async fn lease(
         .unwrap_or(state.config.long_poll)
         .min(state.config.long_poll);
     match state.queue.lease(worker.id, &worker.name, wait).await? {
-        Some(lease) => {
+        LeaseAnswer::Job(lease) => {
             tracing::info!(job = %lease.job_id, worker = %worker.name, attempt = lease.attempt, "job leased");
             Ok(Json(lease).into_response())
         }
-        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        LeaseAnswer::Nothing => Ok(StatusCode::NO_CONTENT.into_response()),
+        LeaseAnswer::Gone => Err(ApiError::Unauthorized(
+            "this worker's registration was removed (its pool's token was rotated?)".into(),
+        )),
+        // 410: this worker is gone from the pool's point of view; it must not ask again.
+        LeaseAnswer::Drain => Ok((
+            StatusCode::GONE,
+            Json(serde_json::json!({
+                "error": "this worker is draining: finish the running jobs, deregister and exit",
+                "drain": true,
+            })),
+        )
+            .into_response()),
     }
+}
+
+/// `POST /api/v1/workers/deregister`: the worker leaves (its token stops working); what it still runs is the
+/// lease expiry's.
+pub async fn deregister(State(state): State<AppState>, worker: Worker) -> ApiResult<StatusCode> {
+    state.store.deregister_worker(worker.id).await?;
+    tracing::info!(worker = %worker.name, "worker deregistered");
+    state.queue.pools_changed();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn job_id(id: &str) -> ApiResult<Uuid> {

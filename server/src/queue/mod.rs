@@ -7,7 +7,8 @@ pub use pending::{RepoLimit, pending_reason};
 
 use crate::logs::{LogHub, LogUpdate};
 use crate::store::{
-    CancelledPipeline, Claim, Expired, ExpiredOutcome, News, RetriedPipeline, Store, StoreError,
+    CancelledPipeline, Claim, Expired, ExpiredOutcome, News, RetriedPipeline, Standing, Store,
+    StoreError,
 };
 use bytes::Bytes;
 use gantry_model::secret::mask::Masker;
@@ -19,6 +20,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+/// What a worker's long-poll is answered.
+#[derive(Debug)]
+pub enum LeaseAnswer {
+    /// A job to run.
+    Job(Box<Lease>),
+    /// Nothing came within the wait.
+    Nothing,
+    /// The worker is draining: it takes no new job, finishes what it runs, deregisters and exits.
+    Drain,
+    /// The worker's registration went while it waited (its pool's token was rotated).
+    Gone,
+}
+
 /// Hands jobs to workers and takes their reports.
 #[derive(Clone)]
 pub struct Queue {
@@ -29,6 +43,11 @@ pub struct Queue {
     cancels: Arc<Notify>,
     /// Woken when a pipeline may have a commit status to post (see `status`).
     statuses: Arc<Notify>,
+    /// Woken when the autoscaler may have something to do: jobs ready or ended, workers come or gone, pools
+    /// changed.
+    scaler: Arc<Notify>,
+    /// Woken when workers are asked to drain, so their waiting long-polls answer at once.
+    drains: Arc<Notify>,
     lease: Duration,
     heartbeat: Duration,
     log_cap: u64,
@@ -63,6 +82,8 @@ impl Queue {
             wakeup: Arc::new(Notify::new()),
             cancels: Arc::new(Notify::new()),
             statuses: Arc::new(Notify::new()),
+            scaler: Arc::new(Notify::new()),
+            drains: Arc::new(Notify::new()),
             lease: config.lease,
             heartbeat: config.heartbeat,
             log_cap: config.log_cap_bytes,
@@ -80,6 +101,22 @@ impl Queue {
         self.announce(News::JobsReady);
         // A pipeline just prepared has its `queued` status to post.
         self.statuses.notify_one();
+        self.scaler.notify_one();
+    }
+
+    /// What wakes the autoscaler.
+    pub fn scaler_wakeup(&self) -> Arc<Notify> {
+        self.scaler.clone()
+    }
+
+    /// Pools or workers changed: the autoscaler looks again.
+    pub fn pools_changed(&self) {
+        self.scaler.notify_one();
+    }
+
+    /// Workers were asked to drain: their waiting long-polls answer at once.
+    pub fn drained(&self) {
+        self.drains.notify_waiters();
     }
 
     /// What wakes the commit-status sender: a pipeline was prepared, cancelled or ended.
@@ -109,19 +146,28 @@ impl Queue {
         }
     }
 
-    /// Leases the next ready job to the worker, waiting up to `wait` for one.
+    /// Leases the next ready job to the worker, waiting up to `wait` for one; a draining worker is told so.
     pub async fn lease(
         &self,
         worker_id: Uuid,
         worker_name: &str,
         wait: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    ) -> Result<LeaseAnswer, StoreError> {
         let until = tokio::time::Instant::now() + wait;
         loop {
-            // Register for the wake-up before looking, so a job queued in between is not missed.
+            // Register for the wake-ups before looking, so a job queued (or a drain asked) in between is not
+            // missed.
             let notified = self.wakeup.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let drain = self.drains.notified();
+            tokio::pin!(drain);
+            drain.as_mut().enable();
+            match self.store.touch_worker(worker_id).await? {
+                Standing::Serving => {}
+                Standing::Draining => return Ok(LeaseAnswer::Drain),
+                Standing::Gone => return Ok(LeaseAnswer::Gone),
+            }
             let claim = Claim {
                 worker_id,
                 worker_name: worker_name.to_owned(),
@@ -159,7 +205,7 @@ impl Queue {
                         .expect("lock poisoned")
                         .insert(job.id, masker);
                 }
-                return Ok(Some(Lease {
+                return Ok(LeaseAnswer::Job(Box::new(Lease {
                     job_id: job.id,
                     lease_id: claim.lease_id,
                     attempt: job.attempt,
@@ -177,10 +223,16 @@ impl Queue {
                     artifact_limit_bytes: self.artifact_limit,
                     log_cap_bytes: self.log_cap,
                     secrets,
-                }));
+                })));
             }
-            if tokio::time::timeout_at(until, notified).await.is_err() {
-                return Ok(None);
+            let woken = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = drain => {}
+                }
+            });
+            if woken.await.is_err() {
+                return Ok(LeaseAnswer::Nothing);
             }
         }
     }
@@ -428,6 +480,8 @@ impl Queue {
                 .publish(skipped, LogUpdate::Finished(JobStatus::Skipped));
         }
         let pipeline_status = done.pipeline_status;
+        // A slot came free: the autoscaler's count of busy slots changed.
+        self.scaler.notify_one();
         if pipeline_status.is_finished() {
             self.statuses.notify_one();
         } else {

@@ -5,16 +5,18 @@ use super::{
     ApiTokenRecord, Appended, ArtifactQuota, CancelledPipeline, Claim, ClaimedJob,
     CommitStatusRecord, Completed, CreatedPipeline, DeliveryRecord, Expired, JobRecord,
     NewArtifact, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, News, PipelineRecord,
-    RepoCredential, RepoRecord, Result, RetriedPipeline, SealedSecret, SecretRecord, StatusOutcome,
-    StatusToSend, Store, TokenRecord, WorkerRecord,
+    PoolDecision, PoolRecord, ReadyJob, RepoCredential, RepoRecord, Result, RetriedPipeline,
+    SealedSecret, SecretRecord, Standing, StatusOutcome, StatusToSend, Store, TokenRecord,
+    WorkerRecord,
 };
 use super::{
-    artifacts, cancel, completion, deliveries, jobs, logs, pipelines, repos, retry, secrets,
-    statuses, tokens, workers,
+    artifacts, cancel, completion, deliveries, demand, jobs, logs, pipelines, pools, repos, retry,
+    secrets, statuses, tokens, workers,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use gantry_model::wire::{
-    ArtifactRef, CompleteRequest, RepoSettings, Scope, StepReport, TestSummary,
+    ArtifactRef, CompleteRequest, Pool, RepoSettings, Scope, StepReport, TestSummary,
 };
 use uuid::Uuid;
 
@@ -32,6 +34,12 @@ impl<D: Dialect> Store for D {
     }
     async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()> {
         tokens::add_pool_token(self, hash, pool).await
+    }
+    async fn add_provider_token(&self, hash: &str, pool: &str) -> Result<()> {
+        tokens::add_provider_token(self, hash, pool).await
+    }
+    async fn remove_provider_token(&self, hash: &str) -> Result<()> {
+        tokens::remove_provider_token(self, hash).await
     }
     async fn create_api_token(
         &self,
@@ -123,10 +131,70 @@ impl<D: Dialect> Store for D {
         workers::register_worker(self, worker, token_hash).await
     }
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
-        workers::list_workers(self).await
+        pools::list_workers(self).await
     }
-    async fn list_pools(&self) -> Result<Vec<String>> {
-        workers::list_pools(self).await
+    async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
+        pools::list_pool_records(self).await
+    }
+    async fn find_pool(&self, name: &str) -> Result<Option<PoolRecord>> {
+        pools::find_pool(self, name).await
+    }
+    async fn apply_config_pools(&self, list: &[Pool]) -> Result<()> {
+        pools::apply_config_pools(self, list).await
+    }
+    async fn create_pool(&self, pool: &Pool, token_hash: &str) -> Result<()> {
+        pools::create_pool(self, pool, token_hash).await
+    }
+    async fn update_pool(&self, pool: &Pool) -> Result<()> {
+        pools::update_pool(self, pool).await
+    }
+    async fn rotate_pool_token(&self, pool: &str, token_hash: &str) -> Result<()> {
+        pools::rotate_pool_token(self, pool, token_hash).await
+    }
+    async fn record_pool_decision(
+        &self,
+        pool: &str,
+        from: u32,
+        to: u32,
+        reason: &str,
+    ) -> Result<()> {
+        pools::record_pool_decision(self, pool, from, to, reason).await
+    }
+    async fn pool_decisions(&self, pool: &str) -> Result<Vec<PoolDecision>> {
+        pools::pool_decisions(self, pool).await
+    }
+    async fn set_pool_progress(&self, pool: &str, booting: u32, error: Option<&str>) -> Result<()> {
+        pools::set_pool_progress(self, pool, booting, error).await
+    }
+    async fn take_pool_turn(
+        &self,
+        pool: &str,
+        server: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        pools::take_pool_turn(self, pool, server, now_ms, until_ms).await
+    }
+    async fn drain_worker(&self, worker: Uuid) -> Result<bool> {
+        pools::drain_worker(self, worker).await
+    }
+    async fn touch_worker(&self, worker: Uuid) -> Result<Standing> {
+        pools::touch_worker(self, worker).await
+    }
+    async fn deregister_worker(&self, worker: Uuid) -> Result<()> {
+        pools::deregister_worker(self, worker).await
+    }
+    async fn ready_jobs(&self) -> Result<Vec<ReadyJob>> {
+        demand::ready_jobs(self).await
+    }
+    async fn recent_durations(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<(i64, String), i64>> {
+        demand::recent_durations(self, since).await
+    }
+    async fn remove_stale_workers(&self, seen_before: DateTime<Utc>) -> Result<Vec<String>> {
+        pools::remove_stale_workers(self, seen_before).await
     }
 
     async fn cancel_pipeline(&self, pipeline: Uuid) -> Result<CancelledPipeline> {

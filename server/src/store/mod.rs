@@ -11,10 +11,13 @@ mod cancel;
 mod completion;
 mod db;
 mod deliveries;
+mod demand;
 mod dialect;
 mod jobs;
 mod logs;
 mod pipelines;
+mod pool_records;
+mod pools;
 mod postgres;
 mod records;
 mod repos;
@@ -27,12 +30,17 @@ mod tokens;
 mod workers;
 
 pub use artifacts::ArtifactQuota;
+pub use pool_records::*;
+pub use pools::DECISIONS_KEPT;
 pub use records::*;
 pub use secrets::SealedSecret;
 pub use status_records::*;
 
 use async_trait::async_trait;
-use gantry_model::wire::{ArtifactRef, CompleteRequest, RepoSettings, StepReport, TestSummary};
+use chrono::{DateTime, Utc};
+use gantry_model::wire::{
+    ArtifactRef, CompleteRequest, Pool, RepoSettings, StepReport, TestSummary,
+};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -92,6 +100,10 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Adds another registration token for `pool`.
     async fn add_pool_token(&self, hash: &str, pool: &str) -> Result<()>;
+    /// Stores the registration token a server's provider gives the workers it starts for `pool`.
+    async fn add_provider_token(&self, hash: &str, pool: &str) -> Result<()>;
+    /// Removes a provider's token (its server stops).
+    async fn remove_provider_token(&self, hash: &str) -> Result<()>;
     /// Stores a named API token's hash; a name already taken is a conflict.
     async fn create_api_token(
         &self,
@@ -157,10 +169,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers (or re-registers, by name, within the same pool) a worker and stores its token's hash.
     async fn register_worker(&self, worker: &NewWorker, token_hash: &str) -> Result<Uuid>;
-    /// Every worker.
+    /// Every worker, with its state read from what it runs.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>>;
-    /// Every pool's name.
-    async fn list_pools(&self) -> Result<Vec<String>>;
+    /// Every pool, with its workers counted by state.
+    async fn list_pools(&self) -> Result<Vec<PoolRecord>>;
+    /// One pool (its worker counts are not read).
+    async fn find_pool(&self, name: &str) -> Result<Option<PoolRecord>>;
+    /// Writes the configuration file's pools (creating or rewriting each); pools it no longer has stay, unscaled.
+    async fn apply_config_pools(&self, pools: &[Pool]) -> Result<()>;
+    /// Creates a pool with its first registration token (`Conflict` when the name is taken).
+    async fn create_pool(&self, pool: &Pool, token_hash: &str) -> Result<()>;
+    /// Rewrites a pool made through the API (`Conflict` for a pool of the configuration file).
+    async fn update_pool(&self, pool: &Pool) -> Result<()>;
+    /// Replaces every registration token of a pool with this one: the old ones stop working at once.
+    async fn rotate_pool_token(&self, pool: &str, token_hash: &str) -> Result<()>;
+    /// Records a decision of the autoscaler (the pool's `desired` becomes `to`), keeping the newest 200.
+    async fn record_pool_decision(
+        &self,
+        pool: &str,
+        from: u32,
+        to: u32,
+        reason: &str,
+    ) -> Result<()>;
+    /// A pool's decisions, newest first.
+    async fn pool_decisions(&self, pool: &str) -> Result<Vec<PoolDecision>>;
+    /// What the autoscaler's provider is doing for a pool: instances booting, and its last error if it fails.
+    async fn set_pool_progress(&self, pool: &str, booting: u32, error: Option<&str>) -> Result<()>;
+    /// Takes (or keeps) the pool's autoscaling turn for `server` until `until_ms`, unless another server holds
+    /// it past `now_ms`; whether this server acts.
+    async fn take_pool_turn(
+        &self,
+        pool: &str,
+        server: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool>;
+    /// Marks a worker draining: it takes no new job. Whether it was not draining already.
+    async fn drain_worker(&self, worker: Uuid) -> Result<bool>;
+    /// Notes a call of the worker; where it stands.
+    async fn touch_worker(&self, worker: Uuid) -> Result<Standing>;
+    /// Removes a worker and its token.
+    async fn deregister_worker(&self, worker: Uuid) -> Result<()>;
+    /// The jobs ready to run, highest priority and oldest first (at most 5,000).
+    async fn ready_jobs(&self) -> Result<Vec<ReadyJob>>;
+    /// The median of the last 5 successful durations (ms) of each (repository id, job name) that ran since
+    /// `since`.
+    async fn recent_durations(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<std::collections::HashMap<(i64, String), i64>>;
+    /// Removes the workers that run nothing and have not called since `seen_before`; their names.
+    async fn remove_stale_workers(&self, seen_before: DateTime<Utc>) -> Result<Vec<String>>;
 
     /// Cancels a pipeline: jobs not started yet end `cancelled` at once, running ones are asked to stop (their
     /// heartbeats say so). A pipeline whose file was not read yet ends `cancelled` and is never prepared.

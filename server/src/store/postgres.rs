@@ -134,8 +134,9 @@ const OVER_LIMIT: &str = "GA001";
 const OVER_LIMIT_RETRIES: usize = 16;
 
 /// `SKIP LOCKED`: concurrent claimers (also on other servers) each take a different job without waiting. A job
-/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment) and its
-/// repository runs fewer jobs than its `max_running_jobs`. That count is in the statement's snapshot, so claims
+/// is the worker's to take when its `runs-on` labels are all among the worker's (JSON containment), its
+/// repository allows the worker's pool (`pools`), a fork's pull request is not on a trusted pool, the worker is
+/// not draining, and its repository runs fewer jobs than its `max_running_jobs`. That count is in the statement's snapshot, so claims
 /// racing could each count the others' jobs as queued: for a limited repository the claim then counts again,
 /// under a per-repository lock and in a fresh snapshot (`claim_within_repo_limit`, migration 0011), and fails
 /// with [`OVER_LIMIT`] if it would pass the limit. The source comes back with the job, so a claim is one
@@ -152,7 +153,13 @@ const CLAIM_SQL: &str = concatcp!(
                                    AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id)
                              FROM pipelines p JOIN repos r ON r.id = p.repo_id
                              WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL), FALSE)
+           AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id, workers w
+                           WHERE p.id = j.pipeline_id AND w.id = $2
+                             AND ((r.pools IS NOT NULL AND NOT (r.pools::jsonb ? w.pool))
+                                  OR (p.from_fork AND COALESCE((SELECT t.trusted FROM pools t
+                                                                WHERE t.name = w.pool), FALSE))))
          ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1 FOR UPDATE SKIP LOCKED)
+         AND NOT EXISTS (SELECT 1 FROM workers d WHERE d.id = $2 AND d.draining)
        RETURNING ",
     JOB_COLUMNS,
     ")

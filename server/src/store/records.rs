@@ -19,6 +19,9 @@ pub enum TokenRecord {
     },
     /// A pool's registration token.
     Pool(String),
+    /// The registration token a server's provider gives the workers it starts for a pool (rotating the pool's
+    /// token leaves it).
+    Provider(String),
     /// A registered worker.
     Worker {
         /// Its id.
@@ -290,6 +293,8 @@ pub struct NewWorker {
     pub capacity: u32,
     /// Protocol version.
     pub protocol_version: u32,
+    /// Registered with the token of the server's own provider, not the pool's.
+    pub managed: bool,
 }
 
 /// A stored worker.
@@ -309,6 +314,12 @@ pub struct WorkerRecord {
     pub state: String,
     /// Last call.
     pub last_seen: DateTime<Utc>,
+    /// When it last stopped running a job, or registered (Unix ms).
+    pub idle_since_ms: i64,
+    /// Started by the server's own provider (a rotated pool token does not stop it).
+    pub managed: bool,
+    /// Jobs it runs now.
+    pub running: u32,
 }
 
 /// A worker asking for a job.

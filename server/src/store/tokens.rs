@@ -58,6 +58,9 @@ pub(crate) async fn find_token(db: &impl Dialect, hash: &str) -> Result<Option<T
             scope: parse(row.get("scope")?)?,
         }),
         "pool" => row.get::<Option<String>>("pool")?.map(TokenRecord::Pool),
+        "provider" => row
+            .get::<Option<String>>("pool")?
+            .map(TokenRecord::Provider),
         "worker" => {
             let id: Option<Uuid> = row.get("worker_id")?;
             let name: Option<String> = row.get("worker_name")?;
@@ -69,10 +72,27 @@ pub(crate) async fn find_token(db: &impl Dialect, hash: &str) -> Result<Option<T
 }
 
 pub(crate) async fn add_pool_token(db: &impl Dialect, hash: &str, pool: &str) -> Result<()> {
-    query("INSERT INTO tokens (hash, kind, pool, created_at) VALUES ($1, 'pool', $2, $3)")
+    add_token_of_kind(db, hash, pool, "pool").await
+}
+
+pub(crate) async fn add_provider_token(db: &impl Dialect, hash: &str, pool: &str) -> Result<()> {
+    add_token_of_kind(db, hash, pool, "provider").await
+}
+
+pub(crate) async fn remove_provider_token(db: &impl Dialect, hash: &str) -> Result<()> {
+    query("DELETE FROM tokens WHERE hash = $1 AND kind = 'provider'")
+        .bind(hash)
+        .execute(&mut db.writer().await?)
+        .await?;
+    Ok(())
+}
+
+async fn add_token_of_kind(db: &impl Dialect, hash: &str, pool: &str, kind: &str) -> Result<()> {
+    query("INSERT INTO tokens (hash, kind, pool, created_at) VALUES ($1, $4, $2, $3)")
         .bind(hash)
         .bind(pool)
         .bind(Utc::now())
+        .bind(kind)
         .execute(&mut db.writer().await?)
         .await?;
     Ok(())

@@ -1,8 +1,8 @@
-//! Workers: registration (by name, with a fresh token each time) and the list the dashboard shows.
+//! Workers: registration (by name, with a fresh token each time); the rest of their life is in `pools.rs`.
 
-use super::db::{Row, Transaction, json, query};
+use super::db::{Row, Transaction, query};
 use super::dialect::Dialect;
-use super::{NewWorker, Result, StoreError, WorkerRecord};
+use super::{NewWorker, Result, StoreError};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -14,11 +14,13 @@ pub(crate) async fn register_worker(
     let now = Utc::now();
     let mut tx = db.begin().await?;
     let id: Uuid = query(
-        "INSERT INTO workers (id, name, pool, labels, capacity, protocol_version, state, registered_at, last_seen)
-         VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7)
+        "INSERT INTO workers (id, name, pool, labels, capacity, protocol_version, state, registered_at, last_seen,
+           idle_since_ms, draining, managed)
+         VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7, $8, FALSE, $9)
          ON CONFLICT (name) DO UPDATE SET labels = excluded.labels,
            capacity = excluded.capacity, protocol_version = excluded.protocol_version,
-           state = 'idle', registered_at = excluded.registered_at, last_seen = excluded.last_seen
+           state = 'idle', registered_at = excluded.registered_at, last_seen = excluded.last_seen,
+           idle_since_ms = excluded.idle_since_ms, draining = FALSE, managed = excluded.managed
          WHERE workers.pool = excluded.pool
          RETURNING id",
     )
@@ -29,6 +31,8 @@ pub(crate) async fn register_worker(
     .bind(w.capacity)
     .bind(w.protocol_version)
     .bind(now)
+    .bind(now.timestamp_millis())
+    .bind(w.managed)
     .fetch_optional(&mut tx)
     .await?
     .ok_or_else(|| StoreError::Conflict(format!("a worker named {:?} in another pool", w.name)))?
@@ -45,32 +49,4 @@ pub(crate) async fn register_worker(
         .await?;
     tx.commit().await?;
     Ok(id)
-}
-
-pub(crate) async fn list_workers(db: &impl Dialect) -> Result<Vec<WorkerRecord>> {
-    let rows = query(
-        "SELECT id, name, pool, labels, capacity, state, last_seen FROM workers ORDER BY name",
-    )
-    .fetch_all(&mut db.reader().await?)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(WorkerRecord {
-                id: row.get("id")?,
-                name: row.get("name")?,
-                pool: row.get("pool")?,
-                labels: json(&row.get::<String>("labels")?)?,
-                capacity: row.get("capacity")?,
-                state: row.get("state")?,
-                last_seen: row.get("last_seen")?,
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn list_pools(db: &impl Dialect) -> Result<Vec<String>> {
-    let rows = query("SELECT name FROM pools ORDER BY name")
-        .fetch_all(&mut db.reader().await?)
-        .await?;
-    rows.iter().map(|r| r.get("name")).collect()
 }

@@ -25,6 +25,12 @@ pub enum ClientError {
         /// The server's `error` message.
         message: String,
     },
+    /// 410 to a lease request: the server drains this worker (it finishes what it runs, deregisters, exits).
+    #[error("the server asked this worker to drain")]
+    Draining,
+    /// 401 to a worker's call: its registration was removed (its pool's token rotated, or it was deregistered).
+    #[error("the server no longer accepts this worker's token: {0}")]
+    Revoked(String),
     /// Something on the worker's side of the call failed (a file to send could not be read).
     #[error("{0}")]
     Local(String),
@@ -36,7 +42,10 @@ impl ClientError {
         match self {
             ClientError::Network(_) => true,
             ClientError::Refused { status, .. } => status.is_server_error(),
-            ClientError::StaleLease | ClientError::Local(_) => false,
+            ClientError::StaleLease
+            | ClientError::Local(_)
+            | ClientError::Draining
+            | ClientError::Revoked(_) => false,
         }
     }
 }
@@ -56,6 +65,9 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientE
     }
     if status == StatusCode::CONFLICT {
         return Err(ClientError::StaleLease);
+    }
+    if status == StatusCode::GONE {
+        return Err(ClientError::Draining);
     }
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     let message = body["error"].as_str().unwrap_or("no message").to_owned();
@@ -106,11 +118,29 @@ impl Client {
             .json(&request)
             .send()
             .await?;
-        let response = check(response).await?;
+        let response = match check(response).await {
+            Err(ClientError::Refused { status, message }) if status == StatusCode::UNAUTHORIZED => {
+                return Err(ClientError::Revoked(message));
+            }
+            other => other?,
+        };
         if response.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
         Ok(Some(response.json().await?))
+    }
+
+    /// Leaves the server: the worker's token stops working.
+    pub async fn deregister(&self) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/workers/deregister", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(())
     }
 
     fn job_call(&self, lease: &Lease, what: &str) -> reqwest::RequestBuilder {

@@ -55,6 +55,8 @@ pub struct WorkerConfig {
     pub max_layer_bytes: u64,
     /// A fetch into a mirror that takes longer fails the job's checkout.
     pub git_fetch_timeout: std::time::Duration,
+    /// Run one job, then deregister and exit.
+    pub ephemeral: bool,
 }
 
 /// Why the worker stopped.
@@ -72,6 +74,9 @@ pub enum AgentError {
     /// The data dir could not be made.
     #[error("cannot create {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    /// The server stopped accepting the worker's token.
+    #[error("{0} (was its pool's token rotated? start the worker again with the new one)")]
+    Revoked(ClientError),
 }
 
 /// Runs the worker until `shutdown` resolves; running jobs are then finished before it returns, unless `abort`
@@ -153,6 +158,7 @@ pub async fn run(
     });
     let slots = Arc::new(Semaphore::new(config.capacity.max(1) as usize));
     let mut pause = Duration::from_millis(200);
+    let mut revoked = None;
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => break,
@@ -170,14 +176,33 @@ pub async fn run(
                     runner.run(lease).await;
                     drop(permit);
                 });
+                if config.ephemeral {
+                    tracing::info!("ephemeral: this worker runs no other job");
+                    break;
+                }
             }
             Ok(None) => {}
+            Err(ClientError::Draining) => {
+                tracing::info!("the server asked this worker to drain");
+                break;
+            }
+            Err(e @ ClientError::Revoked(_)) => {
+                revoked = Some(e);
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "asking for a job failed; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    if let Some(e) = revoked {
+        // Nothing it runs can report any more: stop it, and say why.
+        tracing::error!(error = %e, "the server no longer accepts this worker; stopping its jobs");
+        runner.abandon_all();
+        let _all = slots.acquire_many(config.capacity.max(1)).await;
+        return Err(AgentError::Revoked(e));
     }
     tracing::info!(
         "stopping: no new jobs; waiting for running ones to finish (signal again to stop them now)"
@@ -188,6 +213,13 @@ pub async fn run(
             tracing::warn!("stopping now: killing running jobs and handing them back to the server");
             runner.abandon_all();
             let _all = slots.acquire_many(config.capacity.max(1)).await;
+        }
+    }
+    // Gone for good: no registration is left behind to look idle (a restart registers again).
+    match client.deregister().await {
+        Ok(()) => tracing::info!("deregistered"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot deregister; the server removes the worker later")
         }
     }
     Ok(())

@@ -21,7 +21,8 @@ use std::time::Duration;
 pub(super) const INLINE_REPORT_ITEMS: usize = 256;
 
 /// SQLite serialises writers, so the ready job of highest priority, then oldest, whose `runs-on` labels the
-/// worker all has and whose repository is under its `max_running_jobs`, can simply be taken (the count is exact:
+/// worker all has, whose repository is under its `max_running_jobs` and allows the worker's pool, and that is
+/// not a fork's pull request on a trusted pool, can simply be taken by a worker not draining (the count is exact:
 /// no other claim runs meanwhile). The count walks the running jobs (`jobs_leases`), not the repository's
 /// history of pipelines. `ready = TRUE` rather than bare `ready`: only an equality lets the planner walk
 /// `jobs_claim` in order and stop at the first match; bare, it picked another index on `status` and sorted every
@@ -40,7 +41,12 @@ const CLAIM_SQL: &str = concatcp!(
                          WHERE p.id = j.pipeline_id AND r.max_running_jobs IS NOT NULL
                            AND r.max_running_jobs <= (SELECT COUNT(*) FROM jobs k WHERE k.status = 'running'
                                                       AND (SELECT q.repo_id FROM pipelines q WHERE q.id = k.pipeline_id) = r.id))
+         AND NOT EXISTS (SELECT 1 FROM pipelines p JOIN repos r ON r.id = p.repo_id, workers w
+                         WHERE p.id = j.pipeline_id AND w.id = $2
+                           AND ((r.pools IS NOT NULL AND w.pool NOT IN (SELECT value FROM json_each(r.pools)))
+                                OR (p.from_fork AND (SELECT t.trusted FROM pools t WHERE t.name = w.pool))))
        ORDER BY j.priority DESC, j.queued_at, j.position LIMIT 1)
+       AND NOT EXISTS (SELECT 1 FROM workers d WHERE d.id = $2 AND d.draining)
      RETURNING ",
     JOB_COLUMNS,
     ",

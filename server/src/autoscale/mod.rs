@@ -1,0 +1,287 @@
+//! The autoscaler (docs/api.md, "Workers and pools"): a server task that keeps each scaled pool at the workers
+//! its ready work needs. Woken when jobs become ready, when a job ends, when a worker comes or goes and when a
+//! pool changes, and at least every second. For each pool whose turn this server holds (servers sharing a
+//! database take turns through a lease in it), it reconciles the provider's instances with the registered
+//! workers, decides (`plan.rs`), starts or drains, and records every decision in words.
+
+mod local;
+mod plan;
+mod provider;
+
+pub use local::{LocalLauncher, LocalProvider};
+pub use plan::{Look, Plan, decide, may_run};
+pub use provider::{Instance, Provider, ProviderError};
+
+use crate::queue::Queue;
+use crate::store::{PoolRecord, Store, StoreError, WorkerRecord};
+use chrono::Utc;
+use gantry_model::wire::Provider as ProviderKind;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest the autoscaler sleeps without news.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a server's turn on a pool lasts without renewal: another server takes over after this.
+const TURN_MS: i64 = 5_000;
+/// How often past durations are read again.
+const DURATIONS_EVERY: Duration = Duration::from_secs(15);
+/// How far back durations are read.
+const DURATIONS_SINCE: chrono::TimeDelta = chrono::TimeDelta::days(14);
+
+/// A provider that failed: not asked again before `until`, doubling from 1 s to 1 min.
+struct Backoff {
+    until: Instant,
+    pause: Duration,
+}
+
+/// The autoscaler of one server.
+pub struct Autoscaler {
+    store: Arc<dyn Store>,
+    queue: Queue,
+    /// This server, in the pools' turn column.
+    server: String,
+    local: Option<Arc<LocalProvider>>,
+    /// A registered worker that stopped calling is removed after this.
+    worker_grace: Duration,
+    backoff: HashMap<String, Backoff>,
+    durations: (Instant, HashMap<(i64, String), i64>),
+}
+
+impl Autoscaler {
+    /// An autoscaler over `store`; `local` starts the workers of `local` pools (none: such pools say why they
+    /// cannot grow).
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Queue,
+        local: Option<Arc<LocalProvider>>,
+        worker_grace: Duration,
+    ) -> Self {
+        let server = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        Self {
+            store,
+            queue,
+            server,
+            local,
+            worker_grace,
+            backoff: HashMap::new(),
+            durations: (Instant::now() - DURATIONS_EVERY * 2, HashMap::new()),
+        }
+    }
+
+    /// Runs for ever (the server aborts it when it stops).
+    pub async fn run(mut self) {
+        let wakeup = self.queue.scaler_wakeup();
+        loop {
+            if let Err(error) = self.look().await {
+                tracing::error!(%error, "the autoscaler could not look at the pools; trying again");
+            }
+            let _ = tokio::time::timeout(TICK, wakeup.notified()).await;
+        }
+    }
+
+    /// One look at every pool.
+    pub async fn look(&mut self) -> Result<(), StoreError> {
+        let stale_before = Utc::now() - self.worker_grace;
+        for gone in self.store.remove_stale_workers(stale_before).await? {
+            tracing::warn!(worker = %gone, "removed a worker that stopped calling");
+        }
+        let pools = self.store.list_pools().await?;
+        let scaled: Vec<_> = pools
+            .iter()
+            .filter(|p| p.pool.provider != ProviderKind::Manual)
+            .collect();
+        if scaled.is_empty() {
+            return Ok(());
+        }
+        let workers = self.store.list_workers().await?;
+        let ready = self.store.ready_jobs().await?;
+        if !ready.is_empty() && self.durations.0.elapsed() > DURATIONS_EVERY {
+            let since = Utc::now() - DURATIONS_SINCE;
+            self.durations = (Instant::now(), self.store.recent_durations(since).await?);
+        }
+        for record in scaled {
+            let now_ms = Utc::now().timestamp_millis();
+            let name = &record.pool.name;
+            if !self
+                .store
+                .take_pool_turn(name, &self.server, now_ms, now_ms + TURN_MS)
+                .await?
+            {
+                continue;
+            }
+            let pool_workers: Vec<_> = workers.iter().filter(|w| &w.pool == name).collect();
+            if let Err(error) = self.reconcile(record, &pool_workers, &ready).await {
+                tracing::error!(pool = %name, %error, "cannot scale the pool");
+            }
+        }
+        Ok(())
+    }
+
+    fn provider(&self, kind: ProviderKind) -> Result<Arc<dyn Provider>, ProviderError> {
+        match kind {
+            ProviderKind::Local => self.local.clone().map(|p| p as Arc<dyn Provider>).ok_or_else(|| {
+                ProviderError(
+                    "this server cannot start local workers (run `gantry up`, or `gantry serve`, which can)"
+                        .into(),
+                )
+            }),
+            ProviderKind::Manual => Err(ProviderError("a manual pool is not scaled".into())),
+        }
+    }
+
+    async fn reconcile(
+        &mut self,
+        record: &PoolRecord,
+        workers: &[&WorkerRecord],
+        ready: &[crate::store::ReadyJob],
+    ) -> Result<(), StoreError> {
+        let pool = &record.pool;
+        let provider = match self.provider(pool.provider) {
+            Ok(provider) => provider,
+            Err(e) => return self.failed(record, &e.to_string()).await,
+        };
+        let instances = match provider.list(&pool.name).await {
+            Ok(list) => list,
+            Err(e) => {
+                return self
+                    .failed(record, &format!("listing instances: {e}"))
+                    .await;
+            }
+        };
+        let registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        let existing: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+        let mut error = None;
+        // Instances that never registered are destroyed; the pool says so until it starts one that does.
+        let mut booting = 0;
+        for instance in instances
+            .iter()
+            .filter(|i| !registered.contains(i.name.as_str()))
+        {
+            let waited = instance.started.elapsed();
+            if waited.as_millis() as i64 > pool.boot_timeout_ms {
+                let why = format!(
+                    "worker {} did not register within {} → destroyed",
+                    instance.name,
+                    gantry_model::wire::duration_text(pool.boot_timeout_ms)
+                );
+                tracing::warn!(pool = %pool.name, "{why}");
+                if let Err(e) = provider.destroy(&pool.name, &instance.name).await {
+                    tracing::warn!(pool = %pool.name, error = %e, "cannot destroy an instance");
+                }
+                let live = record.workers.idle + record.workers.busy;
+                self.store
+                    .record_pool_decision(&pool.name, live, live, &why)
+                    .await?;
+                error = Some(why);
+            } else {
+                booting += 1;
+            }
+        }
+        // A managed worker whose instance is gone (its process died) and that runs nothing is a ghost: removed
+        // now. One that runs a job is the lease expiry's, which runs the job again elsewhere.
+        for ghost in workers
+            .iter()
+            .filter(|w| w.managed && w.running == 0 && !existing.contains(w.name.as_str()))
+        {
+            tracing::warn!(pool = %pool.name, worker = %ghost.name, "its instance is gone: removing the worker");
+            self.store.deregister_worker(ghost.id).await?;
+        }
+        let live_workers: Vec<_> = workers
+            .iter()
+            .copied()
+            .filter(|w| !w.managed || existing.contains(w.name.as_str()) || w.running > 0)
+            .collect();
+        let ready: Vec<_> = ready.iter().filter(|j| may_run(pool, j)).collect();
+        let now_ms = Utc::now().timestamp_millis();
+        let plan = decide(&Look {
+            pool,
+            ready,
+            durations: &self.durations.1,
+            workers: live_workers,
+            booting,
+            now_ms,
+        });
+        if plan.start > 0 {
+            let backed_off = self
+                .backoff
+                .get(&pool.name)
+                .is_some_and(|b| b.until > Instant::now());
+            if !backed_off {
+                self.store
+                    .record_pool_decision(
+                        &pool.name,
+                        plan.live,
+                        plan.live + plan.start,
+                        &plan.reason,
+                    )
+                    .await?;
+                let taken: HashSet<&str> = registered.union(&existing).copied().collect();
+                let prefix = provider.name_prefix(&pool.name);
+                let mut names = (1..).map(|i| format!("{prefix}-{i}"));
+                for _ in 0..plan.start {
+                    let name = names
+                        .by_ref()
+                        .find(|n| !taken.contains(n.as_str()))
+                        .expect("an endless supply of names");
+                    match provider.create(pool, &name).await {
+                        Ok(()) => {
+                            booting += 1;
+                            self.backoff.remove(&pool.name);
+                        }
+                        Err(e) => {
+                            let why = format!("starting {name}: {e}");
+                            let b = self.backoff.entry(pool.name.clone()).or_insert(Backoff {
+                                until: Instant::now(),
+                                pause: Duration::from_millis(500),
+                            });
+                            b.pause = (b.pause * 2).min(Duration::from_secs(60));
+                            b.until = Instant::now() + b.pause;
+                            tracing::warn!(pool = %pool.name, "{why}; trying again in {:?}", b.pause);
+                            error = Some(why);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let mut drained = false;
+        let mut live = plan.live;
+        for (worker, why) in &plan.drain {
+            if self.store.drain_worker(*worker).await? {
+                tracing::info!(pool = %pool.name, "{why}");
+                self.store
+                    .record_pool_decision(&pool.name, live, live - 1, why)
+                    .await?;
+                live -= 1;
+                drained = true;
+            }
+        }
+        if drained {
+            self.queue.drained();
+        }
+        // A failure stays shown until the pool is where it should be with every instance registered.
+        let settled = plan.start == 0 && booting == 0;
+        let error = error.or_else(|| record.error.clone().filter(|_| !settled));
+        if booting != record.workers.booting || error != record.error {
+            self.store
+                .set_pool_progress(&pool.name, booting, error.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn failed(&mut self, record: &PoolRecord, why: &str) -> Result<(), StoreError> {
+        if record.error.as_deref() != Some(why) {
+            tracing::warn!(pool = %record.pool.name, "{why}");
+            self.store
+                .set_pool_progress(&record.pool.name, 0, Some(why))
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! What makes and removes a pool's instances (docs/api.md, "Workers and pools"): one trait, so the autoscaler
+//! treats every provider alike. This only one is `local`.
+
+use async_trait::async_trait;
+use gantry_model::wire::Pool;
+use std::time::Instant;
+
+/// An instance a provider made (its worker registers under the same name).
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// Its name, which its worker registers with.
+    pub name: String,
+    /// When the provider started it.
+    pub started: Instant,
+}
+
+/// Why a provider call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderError(pub String);
+
+/// Makes, removes and lists a pool's instances.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Starts an instance named `name` for `pool`.
+    async fn create(&self, pool: &Pool, name: &str) -> Result<(), ProviderError>;
+    /// Removes the instance `name` of `pool`, whatever it runs.
+    async fn destroy(&self, pool: &str, name: &str) -> Result<(), ProviderError>;
+    /// The instances of `pool` that exist now.
+    async fn list(&self, pool: &str) -> Result<Vec<Instance>, ProviderError>;
+    /// What the names of `pool`'s instances start with (`PREFIX-1`, `PREFIX-2`, …): unique to this provider
+    /// wherever its workers run, since a worker's name marks everything it makes on its host.
+    fn name_prefix(&self, pool: &str) -> String;
+}

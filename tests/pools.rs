@@ -1,0 +1,319 @@
+//! Elastic pools (docs/api.md, "Workers and pools"): pools made, changed and rotated by the admin; labels set by
+//! the pool, not the worker; a `local` pool that grows with the queue, drains only idle workers and shrinks
+//! back to zero; registrations that stopped calling removed. Real `gantry up`/`server`/`worker` processes, on
+//! SQLite and on PostgreSQL.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::eventually;
+use support::farm::Farm;
+
+on_both_databases!(
+    pools_are_made_changed_and_rotated_by_the_admin_and_set_their_workers_labels,
+    a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_interrupting_a_job,
+    scale_in_never_picks_a_busy_worker,
+    a_worker_that_stopped_calling_leaves_the_list,
+);
+
+fn database_flags(database: &Option<String>) -> Vec<&str> {
+    match database {
+        Some(url) => vec!["--database", url],
+        None => vec![],
+    }
+}
+
+async fn pools_are_made_changed_and_rotated_by_the_admin_and_set_their_workers_labels(
+    database: Option<String>,
+) {
+    let farm = Farm::serve_on(database.as_deref(), &[]);
+    let pools = farm.get("/pools").await;
+    assert_eq!(pools["pools"][0]["name"], "default", "{pools:#}");
+    assert_eq!(pools["pools"][0]["provider"], "manual", "{pools:#}");
+
+    let big = json!({"name": "big", "provider": "manual", "labels": ["linux", "big"]});
+    let anonymous = reqwest::Client::new()
+        .post(format!("{}/api/v1/pools", farm.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "making a pool needs the admin");
+    let (status, made) = farm
+        .admin_call(Method::POST, "/pools", Some(big.clone()))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let first_token = made["token"].as_str().unwrap().to_owned();
+    let (status, again) = farm.admin_call(Method::POST, "/pools", Some(big)).await;
+    assert_eq!(status, 409, "{again}");
+    let (status, bad) = farm
+        .admin_call(
+            Method::POST,
+            "/pools",
+            Some(json!({"name": "x", "min": 3, "max": 2})),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("min (3) is more than max (2)"),
+        "{bad}"
+    );
+
+    // A worker may not give itself labels its pool lacks; one that claims none gets the pool's.
+    let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    let mut liar = farm.worker_in_pool(
+        &format!("liar-{tag}"),
+        &first_token,
+        &["--labels", "linux,gpu"],
+    );
+    let status = liar
+        .wait_exit(Duration::from_secs(60))
+        .expect("the refused worker exits");
+    assert!(!status.success());
+    assert!(
+        liar.output()
+            .contains("pool \"big\" does not have the label \"gpu\""),
+        "{}",
+        liar.output()
+    );
+    let name = format!("big-{tag}");
+    let mut worker = farm.worker_in_pool(&name, &first_token, &[]);
+    let listed = eventually(
+        "the worker to register",
+        Duration::from_secs(60),
+        || async {
+            let workers = farm.get("/workers").await;
+            workers["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == name.as_str())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(listed["labels"], json!(["linux", "big"]), "{listed}");
+    assert_eq!(listed["pool"], "big");
+    assert_eq!(listed["state"], "idle");
+
+    let (status, patched) = farm
+        .admin_call(Method::PATCH, "/pools/big", Some(json!({"max": 3})))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (patched["max"].as_u64(), patched["labels"].clone()),
+        (Some(3), json!(["linux", "big"]))
+    );
+    let (status, _) = farm
+        .admin_call(Method::PATCH, "/pools/nope", Some(json!({"max": 3})))
+        .await;
+    assert_eq!(status, 404);
+
+    // Rotating the token stops the old one at once, and the worker that registered with it.
+    let (status, rotated) = farm
+        .admin_call(Method::POST, "/pools/big/token", None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["token"].as_str().unwrap(), first_token);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v1/workers/register", farm.url))
+        .bearer_auth(&first_token)
+        .json(&json!({"name": "late", "capacity": 1, "protocol_version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let status = worker
+        .wait_exit(Duration::from_secs(20))
+        .expect("the worker of the old token stops within seconds");
+    assert!(!status.success(), "it exits non-zero");
+    assert!(
+        worker
+            .output()
+            .contains("no longer accepts this worker's token"),
+        "it says why: {}",
+        worker.output()
+    );
+    let new_one = farm.worker_in_pool(
+        &format!("new-{tag}"),
+        rotated["token"].as_str().unwrap(),
+        &[],
+    );
+    eventually(
+        "the new token to register a worker",
+        Duration::from_secs(60),
+        || async {
+            let workers = farm.get("/workers").await;
+            workers["workers"]
+                .as_array()?
+                .iter()
+                .any(|w| w["name"] == new_one.name.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+const POOL_OF_FOUR: &str = r#"
+[[pool]]
+name = "default"
+provider = "local"
+min = 0
+max = 4
+idle_timeout = "3s"
+"#;
+
+async fn decisions(farm: &Farm, pool: &str) -> Vec<Value> {
+    farm.get(&format!("/pools/{pool}/decisions")).await["decisions"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_interrupting_a_job(
+    database: Option<String>,
+) {
+    let farm = Farm::up_with_config(POOL_OF_FOUR, &database_flags(&database));
+    let repo = farm.hooked_repo("burst");
+    repo.push_pipeline("jobs:\n  test:\n    parallel: 8\n    steps: [sleep 3]\n");
+    let most_busy = std::sync::atomic::AtomicUsize::new(0);
+    let finished = eventually("the 8 jobs to finish", Duration::from_secs(180), || async {
+        let workers = farm.get("/workers").await;
+        let busy = workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "busy")
+            .count();
+        most_busy.fetch_max(busy, std::sync::atomic::Ordering::Relaxed);
+        let p = farm.get("/repos/burst/pipelines/1").await;
+        (p["status"] == "success" || p["status"] == "failure" || p["status"] == "error")
+            .then_some(p)
+    })
+    .await;
+    assert_eq!(finished["status"], "success", "{finished:#}");
+    for job in finished["jobs"].as_array().unwrap() {
+        assert_eq!(job["attempt"], 1, "no job was interrupted: {job}");
+    }
+    let most_busy = most_busy.into_inner();
+    assert!(
+        most_busy >= 3,
+        "at least 3 workers busy at once, saw {most_busy}"
+    );
+    let grown = decisions(&farm, "default").await;
+    assert!(
+        grown
+            .iter()
+            .any(|d| d["reason"].as_str().unwrap().contains("jobs ready")
+                && d["to"].as_u64() > d["from"].as_u64()),
+        "a decision to grow, saying why: {grown:#?}"
+    );
+    eventually(
+        "the pool to be back to zero workers",
+        Duration::from_secs(90),
+        || async {
+            let pools = farm.get("/pools").await;
+            let default = pools["pools"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "default")?
+                .clone();
+            let w = &default["workers"];
+            (w["idle"] == 0 && w["busy"] == 0 && w["draining"] == 0 && w["booting"] == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let all = decisions(&farm, "default").await;
+    assert!(
+        all.iter()
+            .any(|d| d["reason"].as_str().unwrap().ends_with("→ drain")),
+        "the drains are decisions too: {all:#?}"
+    );
+    let workers = farm.get("/workers").await;
+    assert_eq!(workers["workers"], json!([]), "no ghost registrations");
+    let (status, refused) = farm
+        .admin_call(Method::PATCH, "/pools/default", Some(json!({"max": 8})))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("edit it there"),
+        "{refused}"
+    );
+}
+
+async fn scale_in_never_picks_a_busy_worker(database: Option<String>) {
+    let config = POOL_OF_FOUR
+        .replace("max = 4", "max = 2")
+        .replace("\"3s\"", "\"1s\"");
+    let farm = Farm::up_with_config(&config, &database_flags(&database));
+    let repo = farm.hooked_repo("long");
+    repo.push_pipeline("jobs:\n  long:\n    steps: [sleep 12]\n  short:\n    steps: [sleep 1]\n");
+    let p = farm.finished_pipeline("long", 1).await;
+    assert_eq!(p["status"], "success", "{p:#}");
+    let long = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "long")
+        .unwrap();
+    assert_eq!(
+        long["attempt"], 1,
+        "the long job was never interrupted: {long}"
+    );
+    let ended: chrono::DateTime<chrono::Utc> =
+        long["finished_at"].as_str().unwrap().parse().unwrap();
+    let busy_worker = long["worker"].as_str().unwrap();
+    let all = decisions(&farm, "default").await;
+    let drains: Vec<_> = all
+        .iter()
+        .filter(|d| d["reason"].as_str().unwrap().ends_with("→ drain"))
+        .collect();
+    assert!(
+        drains.iter().any(|d| {
+            let at: chrono::DateTime<chrono::Utc> = d["at"].as_str().unwrap().parse().unwrap();
+            at < ended
+        }),
+        "the other worker drained while the long job ran: {all:#?}"
+    );
+    for d in &drains {
+        let at: chrono::DateTime<chrono::Utc> = d["at"].as_str().unwrap().parse().unwrap();
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            !(reason.starts_with(&format!("worker {busy_worker} ")) && at < ended),
+            "the busy worker was drained while it ran: {d}"
+        );
+    }
+}
+
+async fn a_worker_that_stopped_calling_leaves_the_list(database: Option<String>) {
+    let mut flags = database_flags(&database);
+    // Idle workers call at least every long-poll: the grace must be longer.
+    flags.extend(["--long-poll-secs", "1", "--worker-grace-secs", "4"]);
+    let farm = Farm::serve_on(None, &flags);
+    let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    let mut worker = farm.worker(&format!("doomed-{tag}"));
+    eventually(
+        "the worker to register",
+        Duration::from_secs(60),
+        || async {
+            let workers = farm.get("/workers").await;
+            (workers["workers"].as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
+    worker.kill();
+    eventually(
+        "the killed worker to leave the list",
+        Duration::from_secs(90),
+        || async {
+            let workers = farm.get("/workers").await;
+            workers["workers"].as_array()?.is_empty().then_some(())
+        },
+    )
+    .await;
+}
