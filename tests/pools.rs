@@ -16,6 +16,7 @@ on_both_databases!(
     a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_interrupting_a_job,
     scale_in_never_picks_a_busy_worker,
     a_worker_that_stopped_calling_leaves_the_list,
+    a_fork_s_pull_request_never_runs_on_a_trusted_pool_and_a_repository_keeps_to_its_pools,
 );
 
 fn database_flags(database: &Option<String>) -> Vec<&str> {
@@ -236,6 +237,21 @@ async fn a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_inter
     );
     let workers = farm.get("/workers").await;
     assert_eq!(workers["workers"], json!([]), "no ghost registrations");
+    let metrics = reqwest::get(format!("{}/metrics", farm.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "gantry_autoscaler_decisions_total{pool=\"default\",direction=\"up\"}",
+        "gantry_autoscaler_decisions_total{pool=\"default\",direction=\"down\"}",
+        "gantry_pool_workers{pool=\"default\",state=\"busy\"} 0",
+        "gantry_pool_desired{pool=\"default\"}",
+        "gantry_queue_jobs{pool=\"default\"} 0",
+    ] {
+        assert!(metrics.contains(line), "/metrics has {line}: {metrics}");
+    }
     let (status, refused) = farm
         .admin_call(Method::PATCH, "/pools/default", Some(json!({"max": 8})))
         .await;
@@ -316,4 +332,61 @@ async fn a_worker_that_stopped_calling_leaves_the_list(database: Option<String>)
         },
     )
     .await;
+}
+
+async fn a_fork_s_pull_request_never_runs_on_a_trusted_pool_and_a_repository_keeps_to_its_pools(
+    database: Option<String>,
+) {
+    let farm = Farm::serve_on(database.as_deref(), &[]);
+    let trusted = json!({"name": "vault", "provider": "manual", "trusted": true});
+    let (status, made) = farm.admin_call(Method::POST, "/pools", Some(trusted)).await;
+    assert_eq!(status, 201, "{made}");
+    let tag = &uuid::Uuid::now_v7().simple().to_string()[24..];
+    let vault_worker = format!("vault-{tag}");
+    let _vault = farm.worker_in_pool(&vault_worker, made["token"].as_str().unwrap(), &[]);
+    let repo = farm.hooked_repo("trust");
+    let (_, commit) = repo.push_pipeline("jobs:\n  build:\n    steps: [true]\n");
+    let db_url = database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", farm.data_dir.join("gantry.db").display()));
+    let id = gantry_server::store::connect(&db_url)
+        .await
+        .unwrap()
+        .get_repo("trust")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let pr = "jobs:\n  pr:\n    steps: [true]\n";
+    support::pulls::pull_request_pipeline(&db_url, id, &commit, true, pr).await;
+    support::pulls::pull_request_pipeline(&db_url, id, &commit, false, pr).await;
+    for number in [1, 3] {
+        let p = farm.finished_pipeline("trust", number).await;
+        assert_eq!(p["status"], "success", "{p:#}");
+        assert_eq!(p["jobs"][0]["worker"], vault_worker.as_str(), "{p:#}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fork = farm.get("/repos/trust/pipelines/2").await;
+    assert_eq!(
+        fork["jobs"][0]["status"], "queued",
+        "a fork's job waits: {fork:#}"
+    );
+
+    // A repository kept to pools: refused for an unknown one, its jobs only on the ones named.
+    let out = support::farm::gantry_fails(
+        &farm,
+        Some(&farm.admin),
+        &["repo", "set", "trust", "--pools", "nope"],
+    );
+    assert!(out.contains("no pool named \"nope\""), "{out}");
+    let out = farm.gantry(&["repo", "set", "trust", "--pools", "default"]);
+    assert!(out.contains("pools default"), "{out}");
+    repo.push_pipeline("jobs:\n  kept:\n    steps: [true]\n");
+    let default_worker = format!("plain-{tag}");
+    let _plain = farm.worker(&default_worker);
+    for number in [2, 4] {
+        let p = farm.finished_pipeline("trust", number).await;
+        assert_eq!(p["status"], "success", "{p:#}");
+        assert_eq!(p["jobs"][0]["worker"], default_worker.as_str(), "{p:#}");
+    }
 }

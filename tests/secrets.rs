@@ -5,9 +5,7 @@
 
 mod support;
 
-use gantry_model::Pipeline;
-use gantry_model::wire::PullRequest;
-use gantry_server::store::{self, NewDelivery, NewJob, NewPipeline};
+use gantry_server::store;
 use sha2::{Digest, Sha256};
 use std::process::Command;
 use support::farm::{Farm, GANTRY};
@@ -17,52 +15,6 @@ on_both_databases!(
     secrets_are_refused_with_reasons_and_listed_without_values,
     a_worker_that_uploads_a_secret_unmasked_has_it_masked_by_the_server,
 );
-
-/// A prepared pull-request pipeline of `commit`, made straight in the store as intake would make it.
-async fn pull_request_pipeline(
-    database: &str,
-    repo_id: i64,
-    commit: &str,
-    from_fork: bool,
-    yaml: &str,
-) {
-    let db = store::connect(database).await.unwrap();
-    let number = if from_fork { 7 } else { 8 };
-    let created = db
-        .create_pipeline(&NewPipeline {
-            delivery: NewDelivery {
-                repo_id,
-                delivery_id: format!("pr-{number}"),
-                forge: "github".into(),
-                event: "pull_request".into(),
-                body: b"{}".to_vec(),
-            },
-            commit: commit.into(),
-            git_ref: "refs/heads/main".into(),
-            event: "pull_request".into(),
-            author: None,
-            message: None,
-            pull_request: Some(PullRequest {
-                number,
-                source_branch: "feature".into(),
-                target_branch: "main".into(),
-                from_fork,
-            }),
-        })
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = Pipeline::parse(yaml)
-        .unwrap()
-        .jobs
-        .into_iter()
-        .map(|spec| NewJob {
-            id: uuid::Uuid::now_v7(),
-            spec,
-            skipped: None,
-        })
-        .collect();
-    db.add_jobs(created.id, &jobs).await.unwrap();
-}
 
 async fn a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s(database: Option<String>) {
     let farm = Farm::serve_on(database.as_deref(), &[]);
@@ -97,9 +49,9 @@ async fn a_secret_reaches_push_jobs_masked_in_the_log_and_never_a_fork_s(databas
         .unwrap()
         .id;
     let fork = "jobs:\n  fork:\n    steps: ['test -z \"$MY_SECRET\"', 'test \"$GANTRY_PR_FROM_FORK\" = true']\n";
-    pull_request_pipeline(&db_url, id, &commit, true, fork).await;
+    support::pulls::pull_request_pipeline(&db_url, id, &commit, true, fork).await;
     let same = format!("jobs:\n  same:\n    steps: ['{proves}']\n");
-    pull_request_pipeline(&db_url, id, &commit, false, &same).await;
+    support::pulls::pull_request_pipeline(&db_url, id, &commit, false, &same).await;
     let _worker = farm.worker("vault-worker");
 
     for number in 1..=3 {

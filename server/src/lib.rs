@@ -11,6 +11,7 @@ pub mod forge;
 pub mod http;
 pub mod intake;
 pub mod logs;
+pub mod metrics;
 pub mod mirror;
 pub mod queue;
 pub mod read_model;
@@ -140,6 +141,7 @@ impl Server {
             vault,
             templates: Arc::new(web::templates()?),
             log_streams: Arc::new(tokio::sync::Semaphore::new(config.max_log_streams)),
+            metrics: Arc::new(metrics::Metrics::default()),
             config: Arc::new(config),
         };
         Ok(Self {
@@ -213,6 +215,7 @@ impl Server {
             self.state.queue.clone(),
             self.local.clone(),
             self.state.config.worker_grace,
+            self.state.metrics.clone(),
         );
         let _scaler = AbortOnDrop(tokio::spawn(scaler.run()));
         let header_timeout = self.state.config.header_timeout;

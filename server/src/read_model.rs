@@ -75,6 +75,7 @@ async fn pending_reasons(
         return Ok(vec![None; jobs.len()]);
     }
     let workers = store.list_workers().await?;
+    let pools = store.list_pools().await?;
     let repo = store.get_repo(&pipeline.repo).await?;
     let limit = match repo.and_then(|r| r.max_running_jobs.map(|max| (r.id, max))) {
         Some((id, max)) => Some(RepoLimit {
@@ -85,7 +86,7 @@ async fn pending_reasons(
     };
     Ok(jobs
         .iter()
-        .map(|j| pending_reason(j, jobs, &workers, limit))
+        .map(|j| pending_reason(j, jobs, &workers, &pools, limit))
         .collect())
 }
 

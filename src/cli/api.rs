@@ -169,6 +169,9 @@ pub enum RepoCommand {
         /// At most this many of its jobs run at once (0: no limit).
         #[arg(long)]
         max_running_jobs: Option<u32>,
+        /// The pools its jobs may run on, comma-separated ("": any pool).
+        #[arg(long)]
+        pools: Option<String>,
         /// Only tokens (read scope or more) may read its pipelines, logs, deliveries and artifacts, whatever
         /// the farm's `private`.
         #[arg(long)]
@@ -292,18 +295,27 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
             cancel_previous,
             fork_host_image,
             max_running_jobs,
+            pools,
             private,
             forge_api_url,
             status_context,
             tokens,
             api,
         } => {
+            let pools = pools.map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            });
             let (clone_token, status_token) = tokens.read()?;
             let settings = RepoSettings {
                 cancel_previous,
                 fork_host_image,
                 max_running_jobs,
                 private,
+                pools,
                 forge_api_url,
                 status_context,
                 clone_token,
@@ -317,11 +329,14 @@ pub async fn repo(cmd: RepoCommand) -> Result<()> {
                 .map_or("no limit".to_owned(), |n| n.to_string());
             println!(
                 "{}: private {}, cancel_previous {}, fork_host_image {}, max_running_jobs {limit}, \
-                 clone token {}, status token {}",
+                 pools {}, clone token {}, status token {}",
                 repo.name,
                 repo.private,
                 repo.cancel_previous,
                 repo.fork_host_image,
+                repo.pools
+                    .as_ref()
+                    .map_or("any".to_owned(), |p| p.join(",")),
                 if repo.has_clone_token { "set" } else { "none" },
                 if repo.has_status_token { "set" } else { "none" },
             );

@@ -7,6 +7,7 @@ pub mod git_http;
 pub mod local;
 pub mod oci;
 pub mod postgres;
+pub mod pulls;
 pub mod registry;
 pub mod standin;
 pub mod terminal;

@@ -53,6 +53,9 @@ pub struct RepoView {
     /// At most this many of its jobs run at once; none: no limit.
     #[serde(default)]
     pub max_running_jobs: Option<u32>,
+    /// The pools its jobs may run on; none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<String>>,
     /// It has a clone token (the token itself is never shown).
     #[serde(default)]
     pub has_clone_token: bool,
@@ -79,6 +82,9 @@ pub struct RepoSettings {
     /// Only tokens with the `read` scope may read it, whether the farm is private or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private: Option<bool>,
+    /// The pools its jobs may run on; an empty list lifts the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<String>>,
     /// The forge's API base URL for commit statuses (e.g. `https://ghe.example.com/api/v3`); empty: derived
     /// from the clone URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +113,7 @@ impl std::fmt::Debug for RepoSettings {
             .field("fork_host_image", &self.fork_host_image)
             .field("max_running_jobs", &self.max_running_jobs)
             .field("private", &self.private)
+            .field("pools", &self.pools)
             .field("clone_token", &hidden(&self.clone_token))
             .field("status_token", &hidden(&self.status_token))
             .field("forge_api_url", &self.forge_api_url)

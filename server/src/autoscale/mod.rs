@@ -45,6 +45,7 @@ pub struct Autoscaler {
     /// A registered worker that stopped calling is removed after this.
     worker_grace: Duration,
     backoff: HashMap<String, Backoff>,
+    metrics: Arc<crate::metrics::Metrics>,
     durations: (Instant, HashMap<(i64, String), i64>),
 }
 
@@ -56,6 +57,7 @@ impl Autoscaler {
         queue: Queue,
         local: Option<Arc<LocalProvider>>,
         worker_grace: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let server = format!(
             "{}-{}",
@@ -69,6 +71,7 @@ impl Autoscaler {
             local,
             worker_grace,
             backoff: HashMap::new(),
+            metrics,
             durations: (Instant::now() - DURATIONS_EVERY * 2, HashMap::new()),
         }
     }
@@ -174,9 +177,7 @@ impl Autoscaler {
                     tracing::warn!(pool = %pool.name, error = %e, "cannot destroy an instance");
                 }
                 let live = record.workers.idle + record.workers.busy;
-                self.store
-                    .record_pool_decision(&pool.name, live, live, &why)
-                    .await?;
+                self.decide(&pool.name, live, live, &why).await?;
                 error = Some(why);
             } else {
                 booting += 1;
@@ -212,13 +213,7 @@ impl Autoscaler {
                 .get(&pool.name)
                 .is_some_and(|b| b.until > Instant::now());
             if !backed_off {
-                self.store
-                    .record_pool_decision(
-                        &pool.name,
-                        plan.live,
-                        plan.live + plan.start,
-                        &plan.reason,
-                    )
+                self.decide(&pool.name, plan.live, plan.live + plan.start, &plan.reason)
                     .await?;
                 let taken: HashSet<&str> = registered.union(&existing).copied().collect();
                 let prefix = provider.name_prefix(&pool.name);
@@ -254,9 +249,7 @@ impl Autoscaler {
         for (worker, why) in &plan.drain {
             if self.store.drain_worker(*worker).await? {
                 tracing::info!(pool = %pool.name, "{why}");
-                self.store
-                    .record_pool_decision(&pool.name, live, live - 1, why)
-                    .await?;
+                self.decide(&pool.name, live, live - 1, why).await?;
                 live -= 1;
                 drained = true;
             }
@@ -273,6 +266,11 @@ impl Autoscaler {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn decide(&self, pool: &str, from: u32, to: u32, why: &str) -> Result<(), StoreError> {
+        self.metrics.decision(pool, from, to);
+        self.store.record_pool_decision(pool, from, to, why).await
     }
 
     async fn failed(&mut self, record: &PoolRecord, why: &str) -> Result<(), StoreError> {

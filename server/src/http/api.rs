@@ -37,6 +37,7 @@ pub fn repo_view(state: &AppState, r: RepoRecord, with_secret: bool) -> RepoView
         fork_host_image: r.fork_host_image,
         private: r.private,
         max_running_jobs: r.max_running_jobs,
+        pools: r.pools,
         has_clone_token: r.has_clone_token,
         has_status_token: r.has_status_token,
     }
@@ -137,6 +138,22 @@ pub async fn update_repo(
     Path(repo): Path<String>,
     Json(settings): Json<RepoSettings>,
 ) -> ApiResult<Json<RepoView>> {
+    if let Some(wanted) = &settings.pools {
+        // A typo would leave the repository's jobs waiting for a pool that never comes.
+        let known: Vec<String> = state
+            .store
+            .list_pools()
+            .await?
+            .into_iter()
+            .map(|p| p.pool.name)
+            .collect();
+        if let Some(unknown) = wanted.iter().find(|p| !known.contains(p)) {
+            return Err(ApiError::BadRequest(format!(
+                "no pool named {unknown:?} (pools: {})",
+                known.join(", ")
+            )));
+        }
+    }
     let updated = state.vault.update_repo(&repo, &settings).await?;
     tracing::info!(%repo, ?settings, "repository settings changed");
     Ok(Json(repo_view(&state, updated, false)))

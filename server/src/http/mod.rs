@@ -48,6 +48,8 @@ pub struct AppState {
     pub templates: Arc<tera::Tera>,
     /// One permit per live log stream open (`max_log_streams`).
     pub log_streams: Arc<tokio::sync::Semaphore>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every route of the server.
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api.merge(artifacts))
         .merge(crate::web::routes())
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(pools::metrics))
         .fallback(crate::web::no_route)
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_timeout,

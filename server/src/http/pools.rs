@@ -127,3 +127,15 @@ pub async fn workers(State(state): State<AppState>, caller: Caller) -> ApiResult
             .collect(),
     }))
 }
+
+/// `GET /metrics`: Prometheus' text format; open like `/healthz` (it names pools and counts, nothing else).
+pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let text = state.metrics.render(state.store.as_ref()).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
+}

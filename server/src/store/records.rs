@@ -82,6 +82,8 @@ pub struct RepoRecord {
     pub private: bool,
     /// At most this many of its jobs run at once.
     pub max_running_jobs: Option<u32>,
+    /// The pools its jobs may run on; none: any.
+    pub pools: Option<Vec<String>>,
     /// The forge's API base URL; none: derived from the clone URL.
     pub forge_api_url: Option<String>,
     /// The context of its commit statuses; none: the server's.

@@ -1,6 +1,6 @@
 //! Repositories: registration, settings and sealed credentials.
 
-use super::db::{Row, Transaction, query};
+use super::db::{Row, Transaction, json, query};
 use super::dialect::Dialect;
 use super::{NewRepoRecord, RepoCredential, RepoRecord, Result, StoreError};
 use chrono::Utc;
@@ -9,7 +9,7 @@ use gantry_model::wire::RepoSettings;
 
 /// The columns [`repo_from`] reads.
 const REPO_COLUMNS: &str = "id, name, url, forge, forge_full_name, secret, created_at, cancel_previous, \
-     fork_host_image, private, max_running_jobs, forge_api_url, status_context, \
+     fork_host_image, private, max_running_jobs, pools, forge_api_url, status_context, \
      clone_credential IS NOT NULL AS has_clone_token, status_token IS NOT NULL AS has_status_token";
 
 const SELECT_REPOS: &str = concatcp!("SELECT ", REPO_COLUMNS, " FROM repos ");
@@ -28,6 +28,10 @@ fn repo_from(row: &impl Row) -> Result<RepoRecord> {
         fork_host_image: row.get("fork_host_image")?,
         private: row.get("private")?,
         max_running_jobs: row.get("max_running_jobs")?,
+        pools: row
+            .get::<Option<String>>("pools")?
+            .map(|p| json(&p))
+            .transpose()?,
         forge_api_url: row.get("forge_api_url")?,
         status_context: row.get("status_context")?,
         has_clone_token: row.get("has_clone_token")?,
@@ -125,6 +129,15 @@ pub(crate) async fn update_repo_settings(
         query("UPDATE repos SET max_running_jobs = $2 WHERE name = $1")
             .bind(name)
             .bind((max > 0).then_some(max))
+            .execute(&mut tx)
+            .await?;
+    }
+    if let Some(pools) = &settings.pools {
+        let pools =
+            (!pools.is_empty()).then(|| serde_json::to_string(pools).expect("names serialise"));
+        query("UPDATE repos SET pools = $2 WHERE name = $1")
+            .bind(name)
+            .bind(pools)
             .execute(&mut tx)
             .await?;
     }
