@@ -163,11 +163,6 @@ impl Queue {
             let drain = self.drains.notified();
             tokio::pin!(drain);
             drain.as_mut().enable();
-            match self.store.touch_worker(worker_id).await? {
-                Standing::Serving => {}
-                Standing::Draining => return Ok(LeaseAnswer::Drain),
-                Standing::Gone => return Ok(LeaseAnswer::Gone),
-            }
             let claim = Claim {
                 worker_id,
                 worker_name: worker_name.to_owned(),
@@ -224,6 +219,13 @@ impl Queue {
                     log_cap_bytes: self.log_cap,
                     secrets,
                 })));
+            }
+            // Nothing to run: note the call (a claim notes it itself) and say whether the worker should leave. The
+            // claim refuses a draining worker, so the common lease costs no extra write.
+            match self.store.touch_worker(worker_id).await? {
+                Standing::Serving => {}
+                Standing::Draining => return Ok(LeaseAnswer::Drain),
+                Standing::Gone => return Ok(LeaseAnswer::Gone),
             }
             let woken = tokio::time::timeout_at(until, async {
                 tokio::select! {

@@ -1,0 +1,176 @@
+//! Burst (issue 16): JOBS jobs of 1 s (`parallel: JOBS`, one push) onto an empty `local` pool (min 0, max 4,
+//! idle_timeout 3 s), against a fixed pool of 4 (min = max = 4, its workers registered before the push),
+//! alternated for ROUNDS rounds. Per run: job ready → the autoscaler asks the provider (the first decision to
+//! grow, against the jobs' `queued_at`: both the server's clock), push → first job running (worker process start
+//! included), makespan (push → last job finished), and, for the elastic pool, last job finished → 0 workers.
+//! Targets: ready → asked p50 ≤ 50 ms, first job ≤ 1 s, makespan ≤ 1.1× the fixed pool's. Peers for reference:
+//! Buildkite's scaler polls every ≥ 10 s, Woodpecker's autoscaler reconciles every minute, Drone's every 5.
+//!
+//! Run: `cargo build --release && cargo run --release -p gantry-bench --bin burst [ROUNDS] [JOBS]`
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use gantry_bench::{Farm, count_arg, count_arg_at, quantile, scratch};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const ELASTIC: &str =
+    "[[pool]]\nname = \"default\"\nprovider = \"local\"\nmin = 0\nmax = 4\nidle_timeout = \"3s\"\n";
+const FIXED: &str =
+    "[[pool]]\nname = \"default\"\nprovider = \"local\"\nmin = 4\nmax = 4\nidle_timeout = \"3s\"\n";
+
+struct Run {
+    ready_to_asked_ms: Option<f64>,
+    first_running_ms: f64,
+    makespan_ms: f64,
+    back_to_zero_ms: Option<f64>,
+}
+
+fn time(v: &Value) -> Result<DateTime<Utc>> {
+    Ok(v.as_str().context("no timestamp")?.parse()?)
+}
+
+async fn get(client: &reqwest::Client, farm: &Farm, path: &str) -> Result<Value> {
+    Ok(client
+        .get(format!("{}/api/v1{path}", farm.url))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+async fn pool_workers(client: &reqwest::Client, farm: &Farm) -> Result<Value> {
+    let pools = get(client, farm, "/pools").await?;
+    pools["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "default"))
+        .map(|p| p["workers"].clone())
+        .context("no default pool")
+}
+
+async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
+    let path = scratch("burst-config").with_extension(format!("{}.toml", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(path.parent().context("a parent")?)?;
+    std::fs::write(&path, config)?;
+    let farm = Farm::start("up", &["--config", path.to_str().context("path")?])?;
+    let client = reqwest::Client::new();
+    if !elastic {
+        let until = Instant::now() + Duration::from_secs(120);
+        while pool_workers(&client, &farm).await?["idle"] != 4 {
+            anyhow::ensure!(
+                Instant::now() < until,
+                "the fixed pool's 4 workers did not register"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let pipeline = format!("jobs:\n  test:\n    parallel: {jobs}\n    steps: [sleep 1]\n");
+    let (sha, secret) = farm.repo("burst", &pipeline).await?;
+    let pushed = Utc::now();
+    farm.trigger(&client, "burst", &secret, &sha, "main")
+        .await?;
+    let until = Instant::now() + Duration::from_secs(600);
+    let p = loop {
+        let p = get(&client, &farm, "/repos/burst/pipelines/1").await?;
+        if !matches!(p["status"].as_str(), Some("queued" | "running")) {
+            break p;
+        }
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the burst did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    anyhow::ensure!(p["status"] == "success", "the burst failed: {p}");
+    let all = p["jobs"].as_array().context("no jobs")?;
+    let mut queued = Vec::new();
+    let (mut started, mut finished) = (Vec::new(), Vec::new());
+    for job in all {
+        queued.push(time(&job["queued_at"])?);
+        started.push(time(&job["started_at"])?);
+        finished.push(time(&job["finished_at"])?);
+    }
+    let ready = *queued.iter().min().context("no job")?;
+    let last = *finished.iter().max().context("no job")?;
+    let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+    let decisions = get(&client, &farm, "/pools/default/decisions").await?;
+    let asked = decisions["decisions"]
+        .as_array()
+        .context("no decisions")?
+        .iter()
+        .filter(|d| d["to"].as_u64() > d["from"].as_u64())
+        .filter_map(|d| time(&d["at"]).ok())
+        .filter(|at| *at >= ready)
+        .min();
+    let mut back_to_zero_ms = None;
+    if elastic {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let w = pool_workers(&client, &farm).await?;
+            if w["idle"] == 0 && w["busy"] == 0 && w["draining"] == 0 && w["booting"] == 0 {
+                back_to_zero_ms = Some(ms(Utc::now() - last));
+                break;
+            }
+            anyhow::ensure!(Instant::now() < until, "the pool did not shrink to zero");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(Run {
+        ready_to_asked_ms: asked.map(|at| ms(at - ready)),
+        first_running_ms: ms(*started.iter().min().context("no job")? - pushed),
+        makespan_ms: ms(last - pushed),
+        back_to_zero_ms,
+    })
+}
+
+fn p50(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    quantile(&mut v, 0.5)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let rounds = count_arg(3)?;
+    let jobs = count_arg_at(2, 50)?;
+    let (mut elastic, mut fixed) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternated, starting with each in turn: the VM's speed drifts over minutes.
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_elastic in order {
+            let r = run(if is_elastic { ELASTIC } else { FIXED }, jobs, is_elastic).await?;
+            println!(
+                "{}",
+                json!({"bench": "burst", "pool": if is_elastic { "elastic 0..4" } else { "fixed 4" },
+                       "round": round, "jobs": jobs,
+                       "ready_to_provider_ms": r.ready_to_asked_ms, "first_job_running_ms": r.first_running_ms,
+                       "makespan_ms": r.makespan_ms, "last_job_to_zero_workers_ms": r.back_to_zero_ms})
+            );
+            if is_elastic {
+                elastic.push(r)
+            } else {
+                fixed.push(r)
+            }
+        }
+    }
+    let elastic_makespan = p50(elastic.iter().map(|r| r.makespan_ms));
+    let fixed_makespan = p50(fixed.iter().map(|r| r.makespan_ms));
+    println!(
+        "{}",
+        json!({"bench": "burst", "summary": true, "rounds": rounds, "jobs": jobs,
+               "ready_to_provider_ms_p50": p50(elastic.iter().filter_map(|r| r.ready_to_asked_ms)),
+               "first_job_running_ms_p50": {"elastic": p50(elastic.iter().map(|r| r.first_running_ms)),
+                                            "fixed": p50(fixed.iter().map(|r| r.first_running_ms))},
+               "makespan_ms_p50": {"elastic": elastic_makespan, "fixed": fixed_makespan},
+               "makespan_ratio": elastic_makespan / fixed_makespan,
+               "last_job_to_zero_workers_ms_p50": p50(elastic.iter().filter_map(|r| r.back_to_zero_ms)),
+               "idle_timeout_ms": 3000,
+               "peers": {"buildkite_scaler_poll_s": 10, "woodpecker_reconcile_s": 60, "drone_reconcile_s": 300}})
+    );
+    Ok(())
+}
