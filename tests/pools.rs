@@ -252,6 +252,16 @@ async fn a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_inter
     ] {
         assert!(metrics.contains(line), "/metrics has {line}: {metrics}");
     }
+    let page = farm.page("/pools/default").await;
+    assert!(
+        page.contains("→ drain") && page.contains("jobs ready"),
+        "the pool page shows the decisions: {page}"
+    );
+    assert!(
+        farm.page("/pools")
+            .await
+            .contains("href=\"/pools/default\"")
+    );
     let (status, refused) = farm
         .admin_call(Method::PATCH, "/pools/default", Some(json!({"max": 8})))
         .await;

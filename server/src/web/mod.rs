@@ -33,15 +33,17 @@ pub fn templates() -> Result<tera::Tera, tera::Error> {
             "delivery.html",
             include_str!("../../../templates/delivery.html"),
         ),
+        ("pools.html", include_str!("../../../templates/pools.html")),
     ])?;
     Ok(tera)
 }
 
-/// The dashboard's routes.
 mod error;
+mod pools;
 
 pub use error::no_route;
 
+/// The dashboard's routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
@@ -49,6 +51,8 @@ pub fn routes() -> Router<AppState> {
         .route("/repos/{repo}/pipelines/{number}", get(pipeline))
         .route("/repos/{repo}/deliveries/{id}", get(delivery))
         .route("/jobs/{id}", get(job))
+        .route("/pools", get(pools::list))
+        .route("/pools/{name}", get(pools::show))
 }
 
 fn render(state: &AppState, name: &str, context: serde_json::Value) -> PageResult<Html<String>> {
