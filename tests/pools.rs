@@ -19,6 +19,23 @@ on_both_databases!(
     a_fork_s_pull_request_never_runs_on_a_trusted_pool_and_a_repository_keeps_to_its_pools,
 );
 
+/// Waits for worker `name` to be in `/api/v1/workers`; returns its entry.
+async fn registered(farm: &Farm, name: &str) -> Value {
+    eventually(
+        &format!("{name} to register"),
+        Duration::from_secs(60),
+        || async {
+            let workers = farm.get("/workers").await;
+            workers["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == name)
+                .cloned()
+        },
+    )
+    .await
+}
+
 fn database_flags(database: &Option<String>) -> Vec<&str> {
     match database {
         Some(url) => vec!["--database", url],
@@ -84,19 +101,7 @@ async fn pools_are_made_changed_and_rotated_by_the_admin_and_set_their_workers_l
     );
     let name = format!("big-{tag}");
     let mut worker = farm.worker_in_pool(&name, &first_token, &[]);
-    let listed = eventually(
-        "the worker to register",
-        Duration::from_secs(60),
-        || async {
-            let workers = farm.get("/workers").await;
-            workers["workers"]
-                .as_array()?
-                .iter()
-                .find(|w| w["name"] == name.as_str())
-                .cloned()
-        },
-    )
-    .await;
+    let listed = registered(&farm, &name).await;
     assert_eq!(listed["labels"], json!(["linux", "big"]), "{listed}");
     assert_eq!(listed["pool"], "big");
     assert_eq!(listed["state"], "idle");
@@ -144,19 +149,7 @@ async fn pools_are_made_changed_and_rotated_by_the_admin_and_set_their_workers_l
         rotated["token"].as_str().unwrap(),
         &[],
     );
-    eventually(
-        "the new token to register a worker",
-        Duration::from_secs(60),
-        || async {
-            let workers = farm.get("/workers").await;
-            workers["workers"]
-                .as_array()?
-                .iter()
-                .any(|w| w["name"] == new_one.name.as_str())
-                .then_some(())
-        },
-    )
-    .await;
+    registered(&farm, &new_one.name).await;
 }
 
 const POOL_OF_FOUR: &str = r#"

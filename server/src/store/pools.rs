@@ -354,16 +354,21 @@ pub(crate) async fn touch_worker(db: &impl Dialect, id: Uuid) -> Result<Standing
     })
 }
 
-pub(crate) async fn deregister_worker(db: &impl Dialect, id: Uuid) -> Result<()> {
-    let mut tx = db.begin().await?;
+async fn delete_worker(tx: &mut impl Exec, id: Uuid) -> Result<()> {
     query("DELETE FROM tokens WHERE worker_id = $1")
         .bind(id)
-        .execute(&mut tx)
+        .execute(tx)
         .await?;
     query("DELETE FROM workers WHERE id = $1")
         .bind(id)
-        .execute(&mut tx)
+        .execute(tx)
         .await?;
+    Ok(())
+}
+
+pub(crate) async fn deregister_worker(db: &impl Dialect, id: Uuid) -> Result<()> {
+    let mut tx = db.begin().await?;
+    delete_worker(&mut tx, id).await?;
     tx.commit().await
 }
 
@@ -384,15 +389,7 @@ pub(crate) async fn remove_stale_workers(
     .await?;
     let mut names = Vec::with_capacity(rows.len());
     for row in &rows {
-        let id: Uuid = row.get("id")?;
-        query("DELETE FROM tokens WHERE worker_id = $1")
-            .bind(id)
-            .execute(&mut tx)
-            .await?;
-        query("DELETE FROM workers WHERE id = $1")
-            .bind(id)
-            .execute(&mut tx)
-            .await?;
+        delete_worker(&mut tx, row.get("id")?).await?;
         names.push(row.get("name")?);
     }
     tx.commit().await?;
