@@ -95,6 +95,19 @@ fn every_route(repo: &str, job: &str, delivery: i64) -> Vec<Route> {
         route(Method::GET, format!("{j}/artifacts/out.txt"), Read),
         route(Method::GET, "/api/v1/workers", Read),
         route(Method::GET, "/api/v1/pools", Read),
+        route(Method::GET, "/api/v1/pools/default/decisions", Read),
+        route(Method::GET, "/pools", Read),
+        route(Method::GET, "/pools/default", Read),
+        route(Method::GET, "/metrics", Open),
+        with_body(
+            route(Method::POST, "/api/v1/pools", Admin),
+            json!({"name": "made-by-the-test", "provider": "manual"}),
+        ),
+        with_body(
+            route(Method::PATCH, "/api/v1/pools/made-by-the-test", Admin),
+            json!({"max": 2}),
+        ),
+        route(Method::POST, "/api/v1/pools/made-by-the-test/token", Admin),
         route(Method::POST, format!("{p}/cancel"), Write),
         route(Method::POST, format!("{p}/retry"), Write),
         route(Method::POST, format!("{j}/cancel"), Write),
@@ -135,6 +148,7 @@ fn every_route(repo: &str, job: &str, delivery: i64) -> Vec<Route> {
             route(Method::POST, "/api/v1/lease", Worker),
             json!({"wait_secs": 0}),
         ),
+        route(Method::POST, "/api/v1/workers/deregister", Worker),
         route(Method::POST, format!("{j}/heartbeat"), Worker),
         route(Method::POST, format!("{j}/steps"), Worker),
         route(Method::POST, format!("{j}/complete"), Worker),
@@ -300,11 +314,17 @@ async fn every_route_refuses_what_the_caller_s_scope_does_not_allow(database: Op
     let (open_job, open_delivery) = finished(&farm, "open", &tokens.read).await;
     let closed_routes: Vec<Route> = every_route("closed", &closed_job, closed_delivery)
         .into_iter()
-        // Lists span repositories: they stay open, without the private one (checked below).
+        // Lists span repositories: they stay open, without the private one (checked below); pools belong to
+        // the farm, not to a repository.
         .filter(|r| {
             !matches!(
                 r.path.as_str(),
-                "/" | "/api/v1/repos" | "/api/v1/workers" | "/api/v1/pools"
+                "/" | "/api/v1/repos"
+                    | "/api/v1/workers"
+                    | "/api/v1/pools"
+                    | "/api/v1/pools/default/decisions"
+                    | "/pools"
+                    | "/pools/default"
             )
         })
         .collect();
