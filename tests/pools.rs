@@ -393,3 +393,32 @@ async fn a_fork_s_pull_request_never_runs_on_a_trusted_pool_and_a_repository_kee
         assert_eq!(p["jobs"][0]["worker"], default_worker.as_str(), "{p:#}");
     }
 }
+
+#[test]
+fn the_first_ctrl_c_drains_the_pools_and_starts_no_worker_in_their_place() {
+    support::run(Duration::from_secs(180), async {
+        let config = POOL_OF_FOUR.replace("min = 0", "min = 2");
+        let mut farm = Farm::up_with_config(&config, &[]);
+        eventually("the pool's 2 workers", Duration::from_secs(90), || async {
+            let pools = farm.get("/pools").await;
+            (pools["pools"][0]["workers"]["idle"] == 2).then_some(())
+        })
+        .await;
+        let pid = nix::unistd::Pid::from_raw(farm.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = farm.wait_exit(Duration::from_secs(60)).expect(
+            "one Ctrl-C stops the farm: its workers drain and none is started in their place",
+        );
+        assert!(status.success(), "{status}");
+        let workers_dir = farm.data_dir.join("workers");
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", workers_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "no worker of the pool outlives the farm: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    });
+}

@@ -54,10 +54,17 @@ async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
     std::fs::create_dir_all(path.parent().context("a parent")?)?;
     std::fs::write(&path, config)?;
     let farm = Farm::start("up", &["--config", path.to_str().context("path")?])?;
+    let measured = measure(&farm, jobs, elastic).await;
+    drop(farm);
+    let _ = std::fs::remove_file(&path);
+    measured
+}
+
+async fn measure(farm: &Farm, jobs: usize, elastic: bool) -> Result<Run> {
     let client = reqwest::Client::new();
     if !elastic {
         let until = Instant::now() + Duration::from_secs(120);
-        while pool_workers(&client, &farm).await?["idle"] != 4 {
+        while pool_workers(&client, farm).await?["idle"] != 4 {
             anyhow::ensure!(
                 Instant::now() < until,
                 "the fixed pool's 4 workers did not register"
@@ -72,7 +79,7 @@ async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
         .await?;
     let until = Instant::now() + Duration::from_secs(600);
     let p = loop {
-        let p = get(&client, &farm, "/repos/burst/pipelines/1").await?;
+        let p = get(&client, farm, "/repos/burst/pipelines/1").await?;
         if !matches!(p["status"].as_str(), Some("queued" | "running")) {
             break p;
         }
@@ -94,7 +101,7 @@ async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
     let ready = *queued.iter().min().context("no job")?;
     let last = *finished.iter().max().context("no job")?;
     let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
-    let decisions = get(&client, &farm, "/pools/default/decisions").await?;
+    let decisions = get(&client, farm, "/pools/default/decisions").await?;
     let asked = decisions["decisions"]
         .as_array()
         .context("no decisions")?
@@ -107,7 +114,7 @@ async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
     if elastic {
         let until = Instant::now() + Duration::from_secs(120);
         loop {
-            let w = pool_workers(&client, &farm).await?;
+            let w = pool_workers(&client, farm).await?;
             if w["idle"] == 0 && w["busy"] == 0 && w["draining"] == 0 && w["booting"] == 0 {
                 back_to_zero_ms = Some(ms(Utc::now() - last));
                 break;
@@ -116,7 +123,6 @@ async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let _ = std::fs::remove_file(&path);
     Ok(Run {
         ready_to_asked_ms: asked.map(|at| ms(at - ready)),
         first_running_ms: ms(*started.iter().min().context("no job")? - pushed),

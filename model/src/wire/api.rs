@@ -239,6 +239,9 @@ pub struct JobView {
     pub attempt: u32,
     /// The worker that ran it.
     pub worker: Option<String>,
+    /// When it was last queued (ready or not).
+    #[serde(default)]
+    pub queued_at: Option<DateTime<Utc>>,
     /// When it started.
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.

@@ -45,6 +45,8 @@ pub struct LocalProvider {
     /// The registration token of each pool's workers, made at this server's first start of one.
     tokens: tokio::sync::Mutex<HashMap<String, String>>,
     children: Mutex<HashMap<String, LocalChild>>,
+    /// Set by `drain_all`: the server is stopping.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl LocalProvider {
@@ -55,6 +57,7 @@ impl LocalProvider {
             store,
             tokens: Default::default(),
             children: Default::default(),
+            stopping: Default::default(),
         }
     }
 
@@ -74,6 +77,9 @@ impl LocalProvider {
 
     /// Asks every worker to finish its jobs and leave (the server is stopping).
     pub async fn drain_all(&self) {
+        // First, so the autoscaler does not start others in their place.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let lifelines: Vec<_> = {
             let mut children = self.children.lock().expect("lock poisoned");
             children
@@ -196,6 +202,10 @@ impl Provider for LocalProvider {
 
     /// `POOL-HASH`, the hash of the workers' dir: two farms on one host never share a worker name, and a
     /// farm's workers keep their names (and caches) across its restarts.
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn name_prefix(&self, pool: &str) -> String {
         let dir = hash_token(&self.launcher.workers_dir.display().to_string());
         let pool: String = pool.chars().take(80).collect();

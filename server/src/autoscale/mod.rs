@@ -148,6 +148,9 @@ impl Autoscaler {
             Ok(provider) => provider,
             Err(e) => return self.failed(record, &e.to_string()).await,
         };
+        if provider.stopping() {
+            return Ok(());
+        }
         let instances = match provider.list(&pool.name).await {
             Ok(list) => list,
             Err(e) => {

@@ -31,4 +31,8 @@ pub trait Provider: Send + Sync {
     /// What the names of `pool`'s instances start with (`PREFIX-1`, `PREFIX-2`, …): unique to this provider
     /// wherever its workers run, since a worker's name marks everything it makes on its host.
     fn name_prefix(&self, pool: &str) -> String;
+    /// Whether its server is stopping: its pools are then left alone (a drained worker is not replaced).
+    fn stopping(&self) -> bool {
+        false
+    }
 }

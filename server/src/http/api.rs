@@ -73,6 +73,7 @@ pub fn job_view(j: JobRecord) -> JobView {
         message: j.message,
         attempt: j.attempt,
         worker: j.worker_name,
+        queued_at: Some(j.queued_at),
         started_at: j.started_at,
         finished_at: j.finished_at,
         peak_memory_bytes: j.peak_memory_bytes,
