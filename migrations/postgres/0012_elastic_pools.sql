@@ -5,6 +5,12 @@
 ALTER TABLE pools ADD COLUMN provider TEXT NOT NULL DEFAULT 'manual';
 -- Every worker so far had the label `linux` unless told otherwise; the pools keep it for them.
 ALTER TABLE pools ADD COLUMN labels TEXT NOT NULL DEFAULT '["linux"]';
+-- A pool whose workers registered with labels of their own keeps them all, so that they are not refused after
+-- the upgrade (the pool's labels are now the only ones a worker may have).
+UPDATE pools p SET labels = (
+    SELECT jsonb_agg(DISTINCT l ORDER BY l)::text
+    FROM workers w, jsonb_array_elements_text(w.labels::jsonb) AS l WHERE w.pool = p.name)
+WHERE EXISTS (SELECT 1 FROM workers w WHERE w.pool = p.name AND w.labels <> '[]');
 ALTER TABLE pools ADD COLUMN min_workers BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE pools ADD COLUMN max_workers BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE pools ADD COLUMN slots BIGINT NOT NULL DEFAULT 1;

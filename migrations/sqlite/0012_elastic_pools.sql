@@ -5,6 +5,13 @@
 ALTER TABLE pools ADD COLUMN provider TEXT NOT NULL DEFAULT 'manual';
 -- Every worker so far had the label `linux` unless told otherwise; the pools keep it for them.
 ALTER TABLE pools ADD COLUMN labels TEXT NOT NULL DEFAULT '["linux"]';
+-- A pool whose workers registered with labels of their own keeps them all, so that they are not refused after
+-- the upgrade (the pool's labels are now the only ones a worker may have).
+UPDATE pools SET labels = (
+    SELECT json_group_array(label) FROM (
+        SELECT DISTINCT l.value AS label FROM workers w, json_each(w.labels) AS l
+        WHERE w.pool = pools.name ORDER BY 1))
+WHERE EXISTS (SELECT 1 FROM workers w WHERE w.pool = pools.name AND w.labels <> '[]');
 ALTER TABLE pools ADD COLUMN min_workers INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pools ADD COLUMN max_workers INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pools ADD COLUMN slots INTEGER NOT NULL DEFAULT 1;
