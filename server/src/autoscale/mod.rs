@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_secs(1);
 /// How long a server's turn on a pool lasts without renewal: another server takes over after this.
 const TURN_MS: i64 = 5_000;
+/// How often registrations that stopped calling are looked for.
+const STALE_SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often past durations are read again.
 const DURATIONS_EVERY: Duration = Duration::from_secs(15);
 /// How far back durations are read.
@@ -45,6 +47,8 @@ pub struct Autoscaler {
     /// A registered worker that stopped calling is removed after this.
     worker_grace: Duration,
     backoff: HashMap<String, Backoff>,
+    /// When stale registrations were last looked for.
+    swept: Instant,
     metrics: Arc<crate::metrics::Metrics>,
     durations: (Instant, HashMap<(i64, String), i64>),
 }
@@ -71,6 +75,7 @@ impl Autoscaler {
             local,
             worker_grace,
             backoff: HashMap::new(),
+            swept: Instant::now() - STALE_SWEEP_EVERY,
             metrics,
             durations: (Instant::now() - DURATIONS_EVERY * 2, HashMap::new()),
         }
@@ -89,9 +94,13 @@ impl Autoscaler {
 
     /// One look at every pool.
     pub async fn look(&mut self) -> Result<(), StoreError> {
-        let stale_before = Utc::now() - self.worker_grace;
-        for gone in self.store.remove_stale_workers(stale_before).await? {
-            tracing::warn!(worker = %gone, "removed a worker that stopped calling");
+        // The sweep is a write transaction: once per few seconds is enough against a grace of a minute or more.
+        if self.swept.elapsed() >= STALE_SWEEP_EVERY {
+            self.swept = Instant::now();
+            let stale_before = Utc::now() - self.worker_grace;
+            for gone in self.store.remove_stale_workers(stale_before).await? {
+                tracing::warn!(worker = %gone, "removed a worker that stopped calling");
+            }
         }
         let pools = self.store.list_pools().await?;
         let scaled: Vec<_> = pools

@@ -31,13 +31,7 @@ pub async fn register(
             req.protocol_version
         )));
     }
-    if req.name.is_empty()
-        || req.name.len() > 100
-        || !req
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
+    if !gantry_model::wire::valid_worker_name(&req.name) {
         return Err(ApiError::BadRequest(format!(
             "invalid worker name {:?}: use letters, digits, '.', '_' and '-'",
             req.name
