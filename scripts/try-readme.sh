@@ -59,7 +59,7 @@ for _ in $(seq 3600); do
     sleep 1
 done
 [ -n "$token" ] || { echo "try-readme: no admin token after an hour" >&2; exit 1; }
-grep -q "Local worker: " "$work/up.log" || { echo "try-readme: the farm did not say its capacity" >&2; exit 1; }
+grep -q "Pool default: local workers" "$work/up.log" || { echo "try-readme: the farm did not say its capacity" >&2; exit 1; }
 echo "try-readme: the farm is up; the dashboard answers on http://127.0.0.1:8080/"
 
 # "Try it", in a second terminal: a fresh shell with nothing of ours but a git identity for the commit.

@@ -323,20 +323,22 @@ fn setid_plant(userns: bool) {
     let repo = farm.hooked_repo("plant");
     run(Duration::from_secs(240), async {
         repo.push_pipeline(steps);
-        let workspaces = farm.data_dir.join("worker/workspaces");
         // Once the step's chmod is done too (`cp` makes it first, without the bit).
         let set_id = |p: &std::path::Path| {
             std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o4755)
         };
         let planted = support::eventually("the planted file", Duration::from_secs(120), || {
-            let found = std::fs::read_dir(&workspaces).ok().and_then(|dirs| {
-                dirs.flatten()
+            let found = farm.worker_dirs().into_iter().find_map(|worker| {
+                std::fs::read_dir(worker.join("workspaces"))
+                    .ok()?
+                    .flatten()
                     .map(|d| d.path().join("planted"))
                     .find(|p| set_id(p))
             });
             async move { found }
         })
         .await;
+        let workspaces = planted.parent().unwrap().parent().unwrap().to_path_buf();
         // The attack's premise holds: a setuid-root file is on the host's disk...
         let meta = std::fs::metadata(&planted).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o4755);
@@ -358,7 +360,8 @@ fn setid_plant(userns: bool) {
         for dir in [
             farm.data_dir.clone(),
             workspaces.clone(),
-            farm.data_dir.join("worker"),
+            workspaces.parent().unwrap().to_path_buf(),
+            farm.data_dir.join("workers"),
         ] {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());

@@ -127,8 +127,9 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
             .status()
             .unwrap();
         assert!(killed.success());
-        // gantry up restarts its worker; the new one sweeps what the old one left and reports the job lost, which
-        // puts it back in the queue: it runs again as attempt 2.
+        // gantry up's pool starts the worker again under its name; the new process sweeps what the old one left
+        // and reports the job lost, which puts it back in the queue: it runs again as attempt 2, long before the
+        // lease would have ended.
         eventually("attempt 2 to run", Duration::from_secs(60), || async {
             let j = farm.get(&format!("/jobs/{job_id}")).await;
             (j["attempt"] == 2 && j["status"] == "running").then_some(())
@@ -145,7 +146,8 @@ fn a_worker_killed_mid_job_leaves_nothing_once_restarted_and_reports_the_job_los
         assert_eq!(cancel.status(), 200);
         let p = farm.finished_pipeline("crash", 1).await;
         assert_eq!(p["jobs"][0]["status"], "cancelled", "{p:#}");
-        let data = farm.data_dir.join("worker");
+        // The pool started it again under its name, in its data dir.
+        let data = farm.data_dir.join("workers").join(&worker_name);
         for dir in ["containers", "workspaces", "leases"] {
             let left: Vec<_> = std::fs::read_dir(data.join(dir))
                 .unwrap()

@@ -34,9 +34,11 @@ pub struct Farm {
 }
 
 impl Farm {
-    /// Starts a farm with `capacity` job slots on its local worker.
+    /// Starts a farm with one local worker of `capacity` job slots (the figures compare across versions and
+    /// with peers by slots, so the built-in pool does not grow).
     pub fn up(capacity: u32) -> Result<Farm> {
-        Farm::start("up", &["--capacity", &capacity.to_string()])
+        let slots = capacity.to_string();
+        Farm::start("up", &["--capacity", &slots, "--max-workers", "1"])
     }
 
     /// Starts `gantry COMMAND` (`up`, or `server` for one without a worker) on a scratch data dir, on port 0,

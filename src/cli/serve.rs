@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 /// Binds, starts the server, prints where it is (and the first tokens), and serves until SIGINT/SIGTERM; the
 /// workers of its `local` pools are drained first.
 pub async fn run(args: ServerArgs) -> Result<()> {
-    let (mut server, listener, url, data_dir) = start(&args).await?;
+    let (mut server, listener, url, data_dir) = start(&args, Vec::new()).await?;
     let provider = server.local_workers(local_launcher(
         &listener,
         &data_dir,
@@ -80,9 +80,14 @@ pub async fn stop_local_workers(
     provider.forget_tokens().await;
 }
 
-/// Starts a server from the flags; returns it with its listener, its public URL and its data dir.
-pub async fn start(args: &ServerArgs) -> Result<(Server, TcpListener, String, std::path::PathBuf)> {
+/// Starts a server from the flags, with `builtin` pools besides the file's; returns it with its listener, its
+/// public URL and its data dir.
+pub async fn start(
+    args: &ServerArgs,
+    builtin: Vec<gantry_model::wire::Pool>,
+) -> Result<(Server, TcpListener, String, std::path::PathBuf)> {
     let mut resolved = args.resolve()?;
+    resolved.server.pools.extend(builtin);
     let listener = TcpListener::bind(&resolved.listen)
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;

@@ -214,6 +214,15 @@ impl Farm {
         std::mem::forget(again);
     }
 
+    /// The data dirs of the local workers `gantry up` started so far (`DATA_DIR/workers/NAME`).
+    pub fn worker_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.data_dir.join("workers"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+
     /// Runs a `gantry` client verb against this farm, as the admin; panics on failure; returns stdout.
     pub fn gantry(&self, args: &[&str]) -> String {
         gantry_as(self, &self.admin, args)

@@ -47,8 +47,13 @@ async fn main() -> Result<()> {
         "--admin-token",
         admin.as_str(),
     ];
-    let a = Farm::start("up", &[&["--capacity", "1"][..], &shared[..]].concat())?;
+    // B first: each server applies its own pools at start, and A's built-in one (a single local worker) must be
+    // the one that stays.
     let b = Farm::start("server", &shared)?;
+    let a = Farm::start(
+        "up",
+        &[&["--capacity", "1", "--max-workers", "1"][..], &shared[..]].concat(),
+    )?;
     let mut ms = measure(&b, &a, runs).await?;
     println!(
         "{}",

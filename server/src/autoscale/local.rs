@@ -200,12 +200,12 @@ impl Provider for LocalProvider {
         Ok(())
     }
 
-    /// `POOL-HASH`, the hash of the workers' dir: two farms on one host never share a worker name, and a
-    /// farm's workers keep their names (and caches) across its restarts.
     fn stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// `POOL-HASH`, the hash of the workers' dir: two farms on one host never share a worker name, and a
+    /// farm's workers keep their names (and caches) across its restarts.
     fn name_prefix(&self, pool: &str) -> String {
         let dir = hash_token(&self.launcher.workers_dir.display().to_string());
         let pool: String = pool.chars().take(80).collect();

@@ -168,7 +168,7 @@ impl Autoscaler {
                     .await;
             }
         };
-        let registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+        let mut registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
         let existing: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         let mut error = None;
         // Instances that never registered are destroyed; the pool says so until it starts one that does.
@@ -203,6 +203,42 @@ impl Autoscaler {
         {
             tracing::warn!(pool = %pool.name, worker = %ghost.name, "its instance is gone: removing the worker");
             self.store.deregister_worker(ghost.id).await?;
+            // Its name (and so its data dir, with its caches) is the next one started.
+            registered.remove(ghost.name.as_str());
+        }
+        // A managed worker whose process died mid-job starts again under its name and data dir: it sweeps what
+        // the dead one left and reports its jobs lost, so they run again now rather than when their leases end.
+        let prefix = format!("{}-", provider.name_prefix(&pool.name));
+        let orphans: Vec<_> = workers
+            .iter()
+            .filter(|w| w.managed && w.running > 0 && !existing.contains(w.name.as_str()))
+            .filter(|w| w.name.starts_with(&prefix))
+            .collect();
+        let live = record.workers.idle + record.workers.busy;
+        for orphan in orphans {
+            if self.backed_off(&pool.name) {
+                break;
+            }
+            match provider.create(pool, &orphan.name).await {
+                Ok(()) => {
+                    self.backoff.remove(&pool.name);
+                    let (jobs, them) = match orphan.running {
+                        1 => ("1 job".to_owned(), "it"),
+                        n => (format!("{n} jobs"), "them"),
+                    };
+                    let why = format!(
+                        "worker {}'s process is gone while it ran {jobs} → started again to recover {them}",
+                        orphan.name
+                    );
+                    tracing::warn!(pool = %pool.name, "{why}");
+                    self.decide(&pool.name, live, live, &why).await?;
+                }
+                Err(e) => {
+                    error =
+                        Some(self.back_off(&pool.name, &format!("starting {}: {e}", orphan.name)));
+                    break;
+                }
+            }
         }
         let live_workers: Vec<_> = workers
             .iter()
@@ -219,39 +255,25 @@ impl Autoscaler {
             booting,
             now_ms,
         });
-        if plan.start > 0 {
-            let backed_off = self
-                .backoff
-                .get(&pool.name)
-                .is_some_and(|b| b.until > Instant::now());
-            if !backed_off {
-                self.decide(&pool.name, plan.live, plan.live + plan.start, &plan.reason)
-                    .await?;
-                let taken: HashSet<&str> = registered.union(&existing).copied().collect();
-                let prefix = provider.name_prefix(&pool.name);
-                let mut names = (1..).map(|i| format!("{prefix}-{i}"));
-                for _ in 0..plan.start {
-                    let name = names
-                        .by_ref()
-                        .find(|n| !taken.contains(n.as_str()))
-                        .expect("an endless supply of names");
-                    match provider.create(pool, &name).await {
-                        Ok(()) => {
-                            booting += 1;
-                            self.backoff.remove(&pool.name);
-                        }
-                        Err(e) => {
-                            let why = format!("starting {name}: {e}");
-                            let b = self.backoff.entry(pool.name.clone()).or_insert(Backoff {
-                                until: Instant::now(),
-                                pause: Duration::from_millis(500),
-                            });
-                            b.pause = (b.pause * 2).min(Duration::from_secs(60));
-                            b.until = Instant::now() + b.pause;
-                            tracing::warn!(pool = %pool.name, "{why}; trying again in {:?}", b.pause);
-                            error = Some(why);
-                            break;
-                        }
+        if plan.start > 0 && !self.backed_off(&pool.name) {
+            self.decide(&pool.name, plan.live, plan.live + plan.start, &plan.reason)
+                .await?;
+            let taken: HashSet<&str> = registered.union(&existing).copied().collect();
+            let prefix = provider.name_prefix(&pool.name);
+            let mut names = (1..).map(|i| format!("{prefix}-{i}"));
+            for _ in 0..plan.start {
+                let name = names
+                    .by_ref()
+                    .find(|n| !taken.contains(n.as_str()))
+                    .expect("an endless supply of names");
+                match provider.create(pool, &name).await {
+                    Ok(()) => {
+                        booting += 1;
+                        self.backoff.remove(&pool.name);
+                    }
+                    Err(e) => {
+                        error = Some(self.back_off(&pool.name, &format!("starting {name}: {e}")));
+                        break;
                     }
                 }
             }
@@ -278,6 +300,24 @@ impl Autoscaler {
                 .await?;
         }
         Ok(())
+    }
+
+    fn backed_off(&self, pool: &str) -> bool {
+        self.backoff
+            .get(pool)
+            .is_some_and(|b| b.until > Instant::now())
+    }
+
+    /// Notes that `pool`'s provider failed (`why`): it is not asked again for a while, doubling each time.
+    fn back_off(&mut self, pool: &str, why: &str) -> String {
+        let b = self.backoff.entry(pool.to_owned()).or_insert(Backoff {
+            until: Instant::now(),
+            pause: Duration::from_millis(500),
+        });
+        b.pause = (b.pause * 2).min(Duration::from_secs(60));
+        b.until = Instant::now() + b.pause;
+        tracing::warn!(pool = %pool, "{why}; trying again in {:?}", b.pause);
+        why.to_owned()
     }
 
     async fn decide(&self, pool: &str, from: u32, to: u32, why: &str) -> Result<(), StoreError> {

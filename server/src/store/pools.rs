@@ -128,7 +128,8 @@ pub(crate) async fn update_pool(db: &impl Dialect, pool: &Pool) -> Result<()> {
         .ok_or_else(|| StoreError::NotFound(format!("pool {}", pool.name)))?;
     if row.get::<bool>("from_config")? {
         return Err(StoreError::Conflict(format!(
-            "pool {:?} comes from the configuration file, which is applied at every start: edit it there",
+            "pool {:?} comes from the configuration file (or is `gantry up`'s built-in one), which is applied at \
+             every start: edit it there (a [[pool]] named default replaces the built-in one)",
             pool.name
         )));
     }
