@@ -17,6 +17,7 @@ on_both_databases!(
     scale_in_never_picks_a_busy_worker,
     a_worker_that_stopped_calling_leaves_the_list,
     a_fork_s_pull_request_never_runs_on_a_trusted_pool_and_a_repository_keeps_to_its_pools,
+    gantry_up_without_pools_scales_a_built_in_default_pool_and_replaces_dead_workers,
 );
 
 /// Waits for worker `name` to be in `/api/v1/workers`; returns its entry.
@@ -175,14 +176,25 @@ async fn a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_inter
     let repo = farm.hooked_repo("burst");
     repo.push_pipeline("jobs:\n  test:\n    parallel: 8\n    steps: [sleep 3]\n");
     let most_busy = std::sync::atomic::AtomicUsize::new(0);
+    // Each worker's states in the order the API showed them.
+    let states = std::sync::Mutex::new(std::collections::BTreeMap::<String, Vec<String>>::new());
     let finished = eventually("the 8 jobs to finish", Duration::from_secs(180), || async {
         let workers = farm.get("/workers").await;
-        let busy = workers["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["state"] == "busy")
-            .count();
+        let workers = workers["workers"].as_array().unwrap();
+        for w in workers {
+            let state = w["state"].as_str().unwrap().to_owned();
+            // A booting worker has not registered: no id, no call yet.
+            assert_eq!(state == "booting", w["id"].is_null(), "{w}");
+            assert_eq!(state == "booting", w["last_seen"].is_null(), "{w}");
+            let mut states = states.lock().unwrap();
+            let seen = states
+                .entry(w["name"].as_str().unwrap().to_owned())
+                .or_default();
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+        }
+        let busy = workers.iter().filter(|w| w["state"] == "busy").count();
         most_busy.fetch_max(busy, std::sync::atomic::Ordering::Relaxed);
         let p = farm.get("/repos/burst/pipelines/1").await;
         (p["status"] == "success" || p["status"] == "failure" || p["status"] == "error")
@@ -192,6 +204,24 @@ async fn a_local_pool_grows_with_the_queue_and_drains_back_to_zero_without_inter
     assert_eq!(finished["status"], "success", "{finished:#}");
     for job in finished["jobs"].as_array().unwrap() {
         assert_eq!(job["attempt"], 1, "no job was interrupted: {job}");
+    }
+    let states = states.into_inner().unwrap();
+    assert!(
+        states
+            .values()
+            .any(|seen| seen.first().map(String::as_str) == Some("booting")
+                && seen.iter().any(|s| s == "busy")),
+        "a worker is shown booting from the moment the pool asks for it, then busy: {states:#?}"
+    );
+    for seen in states.values() {
+        let booting_again = seen
+            .iter()
+            .skip_while(|s| *s == "booting")
+            .any(|s| s == "booting");
+        assert!(
+            !booting_again,
+            "a registered worker never shows as booting again: {states:#?}"
+        );
     }
     let most_busy = most_busy.into_inner();
     assert!(
@@ -421,4 +451,97 @@ fn the_first_ctrl_c_drains_the_pools_and_starts_no_worker_in_their_place() {
             String::from_utf8_lossy(&left.stdout)
         );
     });
+}
+
+async fn gantry_up_without_pools_scales_a_built_in_default_pool_and_replaces_dead_workers(
+    database: Option<String>,
+) {
+    let mut flags = database_flags(&database);
+    flags.extend(["--max-workers", "2", "--capacity", "1"]);
+    let farm = Farm::up_with(&flags);
+    assert!(
+        farm.banner.contains(
+            "Pool default: local workers, 1 ready and up to 2 while jobs wait, each running 1 job"
+        ),
+        "{}",
+        farm.banner
+    );
+    let pools = farm.get("/pools").await;
+    let default = &pools["pools"][0];
+    assert_eq!(
+        (
+            &default["name"],
+            &default["provider"],
+            &default["min"],
+            &default["max"]
+        ),
+        (&json!("default"), &json!("local"), &json!(1), &json!(2)),
+        "{pools:#}"
+    );
+    assert_eq!(default["from_config"], true, "{pools:#}");
+    let (status, refused) = farm
+        .admin_call(Method::PATCH, "/pools/default", Some(json!({"max": 8})))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("built-in"),
+        "{refused}"
+    );
+    // One worker is kept ready; two jobs at once get a second.
+    let ready = eventually(
+        "the pool's ready worker",
+        Duration::from_secs(60),
+        || async {
+            let workers = farm.get("/workers").await;
+            let first = workers["workers"].as_array()?.first()?.clone();
+            (first["state"] == "idle").then_some(first)
+        },
+    )
+    .await;
+    let repo = farm.hooked_repo("builtin");
+    repo.push_pipeline("jobs:\n  test:\n    parallel: 2\n    steps: [sleep 4]\n");
+    let p = farm.finished_pipeline("builtin", 1).await;
+    assert_eq!(p["status"], "success", "{p:#}");
+    let ran_on: std::collections::BTreeSet<String> = p["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["worker"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ran_on.len(),
+        2,
+        "the two jobs ran on two workers at once: {p:#}"
+    );
+    assert!(ran_on.contains(ready["name"].as_str().unwrap()), "{p:#}");
+    // Every worker SIGKILLed while idle: the pool removes them at once (no ghost waits for the grace period)
+    // and starts its one ready worker again, under the first one's name (so in its data dir, with its caches).
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &farm.pid().to_string()])
+        .output()
+        .unwrap();
+    let children = String::from_utf8(children.stdout).unwrap();
+    assert_eq!(
+        children.lines().count(),
+        2,
+        "two worker processes: {children}"
+    );
+    for pid in children.lines() {
+        let pid = nix::unistd::Pid::from_raw(pid.trim().parse().unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    eventually(
+        "the ready worker to be back",
+        Duration::from_secs(30),
+        || async {
+            let workers = farm.get("/workers").await;
+            let workers = workers["workers"].as_array()?;
+            (workers.len() == 1
+                && workers[0]["name"] == ready["name"]
+                && workers[0]["id"] != ready["id"]
+                && workers[0]["state"] == "idle")
+                .then_some(())
+        },
+    )
+    .await;
 }

@@ -75,10 +75,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
              capabilities, seccomp and masks only): {reason}"
         );
     }
-    say!(
-        "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
-        server.dialect()
-    );
     if let Some(pool) = &builtin {
         // One job at a time per worker is the default: say it, or `parallel: 4` looks slow.
         say!(
@@ -99,6 +95,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
             pool.name
         );
     }
+    // Last: what reads the output (a test, a script) may stop reading at this line.
+    say!(
+        "Gantry is up: dashboard at {url}/ (database: {}; Ctrl-C stops it)",
+        server.dialect()
+    );
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = server_stopped.await;

@@ -341,8 +341,8 @@ pub struct DecisionList {
 /// A worker in `GET /api/v1/workers`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerView {
-    /// Its id.
-    pub id: Uuid,
+    /// Its id; none while it boots (it has not registered).
+    pub id: Option<Uuid>,
     /// Its name.
     pub name: String,
     /// Its pool.
@@ -351,10 +351,12 @@ pub struct WorkerView {
     pub labels: Vec<String>,
     /// Jobs at once.
     pub capacity: u32,
-    /// `idle`, `busy` or `draining`.
+    /// Jobs it runs now.
+    pub running: u32,
+    /// `booting` (its pool's provider started it; it has not registered yet), `idle`, `busy` or `draining`.
     pub state: String,
-    /// Its last call.
-    pub last_seen: DateTime<Utc>,
+    /// Its last call; none while it boots.
+    pub last_seen: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/v1/workers`.

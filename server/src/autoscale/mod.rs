@@ -7,10 +7,12 @@
 mod local;
 mod plan;
 mod provider;
+mod roster;
 
 pub use local::{LocalLauncher, LocalProvider};
 pub use plan::{Look, Plan, decide, may_run};
 pub use provider::{Instance, Provider, ProviderError};
+pub use roster::roster;
 
 use crate::queue::Queue;
 use crate::store::{PoolRecord, Store, StoreError, WorkerRecord};
@@ -51,6 +53,8 @@ pub struct Autoscaler {
     swept: Instant,
     metrics: Arc<crate::metrics::Metrics>,
     durations: (Instant, HashMap<(i64, String), i64>),
+    /// Instances (pool, name) seen registered, and since when they are not (they deregistered and are leaving).
+    leaving: HashMap<(String, String), Option<Instant>>,
 }
 
 impl Autoscaler {
@@ -78,6 +82,7 @@ impl Autoscaler {
             swept: Instant::now() - STALE_SWEEP_EVERY,
             metrics,
             durations: (Instant::now() - DURATIONS_EVERY * 2, HashMap::new()),
+            leaving: HashMap::new(),
         }
     }
 
@@ -171,12 +176,30 @@ impl Autoscaler {
         let mut registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
         let existing: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         let mut error = None;
+        // An instance that registered and no longer is has deregistered and is on its way out: neither booting
+        // nor a failure, though one that lingers is destroyed.
+        self.leaving
+            .retain(|(p, name), _| p != &pool.name || existing.contains(name.as_str()));
+        for instance in &instances {
+            let key = (pool.name.clone(), instance.name.clone());
+            if registered.contains(instance.name.as_str()) {
+                self.leaving.insert(key, None);
+            } else if let Some(since) = self.leaving.get_mut(&key) {
+                let since = since.get_or_insert_with(Instant::now);
+                if since.elapsed().as_millis() as i64 > pool.boot_timeout_ms {
+                    tracing::warn!(pool = %pool.name, worker = %instance.name, "deregistered long ago: destroyed");
+                    let _ = provider.destroy(&pool.name, &instance.name).await;
+                }
+            }
+        }
         // Instances that never registered are destroyed; the pool says so until it starts one that does.
-        let mut booting = 0;
-        for instance in instances
-            .iter()
-            .filter(|i| !registered.contains(i.name.as_str()))
-        {
+        let mut booting: Vec<String> = Vec::new();
+        for instance in instances.iter().filter(|i| {
+            !registered.contains(i.name.as_str())
+                && !self
+                    .leaving
+                    .contains_key(&(pool.name.clone(), i.name.clone()))
+        }) {
             let waited = instance.started.elapsed();
             if waited.as_millis() as i64 > pool.boot_timeout_ms {
                 let why = format!(
@@ -192,7 +215,7 @@ impl Autoscaler {
                 self.decide(&pool.name, live, live, &why).await?;
                 error = Some(why);
             } else {
-                booting += 1;
+                booting.push(instance.name.clone());
             }
         }
         // A managed worker whose instance is gone (its process died) and that runs nothing is a ghost: removed
@@ -252,7 +275,7 @@ impl Autoscaler {
             ready,
             durations: &self.durations.1,
             workers: live_workers,
-            booting,
+            booting: booting.len() as u32,
             now_ms,
         });
         if plan.start > 0 && !self.backed_off(&pool.name) {
@@ -268,7 +291,7 @@ impl Autoscaler {
                     .expect("an endless supply of names");
                 match provider.create(pool, &name).await {
                     Ok(()) => {
-                        booting += 1;
+                        booting.push(name);
                         self.backoff.remove(&pool.name);
                     }
                     Err(e) => {
@@ -292,11 +315,12 @@ impl Autoscaler {
             self.queue.drained();
         }
         // A failure stays shown until the pool is where it should be with every instance registered.
-        let settled = plan.start == 0 && booting == 0;
+        let settled = plan.start == 0 && booting.is_empty();
+        booting.sort();
         let error = error.or_else(|| record.error.clone().filter(|_| !settled));
-        if booting != record.workers.booting || error != record.error {
+        if booting != record.booting_workers || error != record.error {
             self.store
-                .set_pool_progress(&pool.name, booting, error.as_deref())
+                .set_pool_progress(&pool.name, &booting, error.as_deref())
                 .await?;
         }
         Ok(())
@@ -329,7 +353,7 @@ impl Autoscaler {
         if record.error.as_deref() != Some(why) {
             tracing::warn!(pool = %record.pool.name, "{why}");
             self.store
-                .set_pool_progress(&record.pool.name, 0, Some(why))
+                .set_pool_progress(&record.pool.name, &[], Some(why))
                 .await?;
         }
         Ok(())

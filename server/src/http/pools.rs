@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use gantry_model::wire::{
     DecisionList, DecisionView, PoolList, PoolPatch, PoolSpec, PoolToken, PoolView, WorkerList,
-    WorkerView,
 };
 
 async fn pool_named(state: &AppState, name: &str) -> ApiResult<PoolRecord> {
@@ -111,21 +110,8 @@ pub async fn decisions(
 /// `GET /api/v1/workers`.
 pub async fn workers(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<WorkerList>> {
     require_farm_read(&state, caller)?;
-    let workers = state.store.list_workers().await?;
-    Ok(Json(WorkerList {
-        workers: workers
-            .into_iter()
-            .map(|w| WorkerView {
-                id: w.id,
-                name: w.name,
-                pool: w.pool,
-                labels: w.labels,
-                capacity: w.capacity,
-                state: w.state,
-                last_seen: w.last_seen,
-            })
-            .collect(),
-    }))
+    let workers = crate::autoscale::roster(state.store.as_ref(), None).await?;
+    Ok(Json(WorkerList { workers }))
 }
 
 /// `GET /metrics`: Prometheus' text format; open like `/healthz` (it names pools and counts, nothing else).

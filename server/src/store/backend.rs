@@ -163,7 +163,12 @@ impl<D: Dialect> Store for D {
     async fn pool_decisions(&self, pool: &str) -> Result<Vec<PoolDecision>> {
         pools::pool_decisions(self, pool).await
     }
-    async fn set_pool_progress(&self, pool: &str, booting: u32, error: Option<&str>) -> Result<()> {
+    async fn set_pool_progress(
+        &self,
+        pool: &str,
+        booting: &[String],
+        error: Option<&str>,
+    ) -> Result<()> {
         pools::set_pool_progress(self, pool, booting, error).await
     }
     async fn take_pool_turn(

@@ -193,8 +193,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// A pool's decisions, newest first.
     async fn pool_decisions(&self, pool: &str) -> Result<Vec<PoolDecision>>;
-    /// What the autoscaler's provider is doing for a pool: instances booting, and its last error if it fails.
-    async fn set_pool_progress(&self, pool: &str, booting: u32, error: Option<&str>) -> Result<()>;
+    /// What the autoscaler's provider is doing for a pool: the instances booting (by name), and its last error
+    /// if it fails.
+    async fn set_pool_progress(
+        &self,
+        pool: &str,
+        booting: &[String],
+        error: Option<&str>,
+    ) -> Result<()>;
     /// Takes (or keeps) the pool's autoscaling turn for `server` until `until_ms`, unless another server holds
     /// it past `now_ms`; whether this server acts.
     async fn take_pool_turn(

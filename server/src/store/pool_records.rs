@@ -14,6 +14,8 @@ pub struct PoolRecord {
     pub desired: u32,
     /// Why its provider last failed, while it does.
     pub error: Option<String>,
+    /// The workers its provider is starting, not registered yet, by name.
+    pub booting_workers: Vec<String>,
     /// Its workers by state (`booting` is what the provider says it is starting).
     pub workers: WorkerCounts,
 }

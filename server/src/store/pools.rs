@@ -1,4 +1,4 @@
-//! Pools (migration 0012): their settings from the configuration file or the API, their tokens, the
+//! Pools (migrations 0012, 0013): their settings from the configuration file or the API, their tokens, the
 //! autoscaler's decisions and turn, and the workers' side of it: state read from their jobs, draining,
 //! deregistration, and the registrations that stopped calling.
 
@@ -15,7 +15,7 @@ pub const DECISIONS_KEPT: i64 = 200;
 
 const POOL_COLUMNS: &str = "p.name, p.provider, p.labels, p.min_workers, p.max_workers, p.slots, p.warm,
     p.idle_timeout_ms, p.boot_timeout_ms, p.target_wait_ms, p.trusted, p.from_config, p.desired, p.booting,
-    p.error";
+    p.booting_workers, p.error";
 
 /// A worker's state, read from what it runs: `draining`, else `busy` while it runs a job, else `idle`.
 const WORKER_STATE: &str = "CASE WHEN w.draining THEN 'draining'
@@ -41,6 +41,7 @@ fn pool_from(row: &impl Row) -> Result<PoolRecord> {
         from_config: row.get("from_config")?,
         desired: row.get("desired")?,
         error: row.get("error")?,
+        booting_workers: json(&row.get::<String>("booting_workers")?)?,
         workers: WorkerCounts {
             booting: row.get("booting")?,
             ..WorkerCounts::default()
@@ -269,12 +270,13 @@ pub(crate) async fn pool_decisions(db: &impl Dialect, pool: &str) -> Result<Vec<
 pub(crate) async fn set_pool_progress(
     db: &impl Dialect,
     pool: &str,
-    booting: u32,
+    booting: &[String],
     error: Option<&str>,
 ) -> Result<()> {
-    query("UPDATE pools SET booting = $2, error = $3 WHERE name = $1")
+    query("UPDATE pools SET booting = $2, booting_workers = $3, error = $4 WHERE name = $1")
         .bind(pool)
-        .bind(booting)
+        .bind(booting.len() as u32)
+        .bind(serde_json::to_string(booting).expect("names serialise"))
         .bind(error)
         .execute(&mut db.writer().await?)
         .await?;

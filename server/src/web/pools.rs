@@ -40,15 +40,12 @@ pub async fn show(
         .iter()
         .find(|p| p.pool.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("no pool {name:?}")))?;
-    let workers: Vec<_> = state
-        .store
-        .list_workers()
+    let workers: Vec<_> = crate::autoscale::roster(state.store.as_ref(), Some(&name))
         .await?
         .into_iter()
-        .filter(|w| w.pool == name)
         .map(|w| {
             json!({"name": w.name, "state": w.state, "running": w.running, "capacity": w.capacity,
-                   "labels": w.labels, "last_seen": time(Some(w.last_seen))})
+                   "labels": w.labels, "last_seen": time(w.last_seen)})
         })
         .collect();
     let decisions: Vec<_> = state

@@ -1,0 +1,5 @@
+-- Keep in step with the PostgreSQL twin.
+-- The names of the workers a pool's provider is starting and that have not registered yet (a JSON array), so
+-- that GET /api/v1/workers shows them as `booting` from the moment they are asked for. `booting` stays their
+-- count.
+ALTER TABLE pools ADD COLUMN booting_workers TEXT NOT NULL DEFAULT '[]';
