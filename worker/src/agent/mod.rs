@@ -115,12 +115,13 @@ pub async fn run(
         ),
     }
     let runtime = Arc::new(runtime);
-    // The first walk for the host's private files runs while the worker sweeps and registers; no job starts
-    // before it is done (a container on the host image would wait for it on a thread of the runtime's).
-    let walked = {
+    // The first walk for the host's private files starts now and runs while the worker sweeps, registers and
+    // takes its first jobs: only a container on the host image waits for it (in `exec`, on a blocking thread),
+    // not the lease or the checkout, nor a job on an image.
+    {
         let runtime = runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.wait_for_private_files())
-    };
+        tokio::task::spawn_blocking(move || runtime.wait_for_private_files());
+    }
     let swept = runtime.sweep()?;
     if swept > 0 {
         tracing::warn!(
@@ -143,7 +144,6 @@ pub async fn run(
     let journal =
         LeaseJournal::open(journal_dir.clone()).map_err(|e| AgentError::DataDir(journal_dir, e))?;
     report_lost_jobs(&client, &journal).await;
-    let _ = walked.await;
     let runner = Arc::new(JobRunner {
         client: client.clone(),
         runtime,

@@ -263,9 +263,19 @@ impl JobRunner {
         // Secrets last: a secret wins over the file's `env:` of the same name (the farm's value is the real one).
         config::set_env(&mut config.env, lease.secrets.0.iter().cloned());
         let (tx, rx) = tokio::sync::mpsc::channel(crate::runtime::EVENTS_CAPACITY);
-        let container = match self.runtime.start(config, tx) {
-            Ok(c) => c,
-            Err(e) => return (infra(e.to_string()), Vec::new(), 0),
+        // On a thread that may block: a container on the host image waits for the worker's first walk of the
+        // host's private files (started with the worker, ~1 s), which the job's lease and checkout did not.
+        let runtime = self.runtime.clone();
+        let container = match tokio::task::spawn_blocking(move || runtime.start(config, tx)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return (infra(e.to_string()), Vec::new(), 0),
+            Err(e) => {
+                return (
+                    infra(format!("the container's start failed: {e}")),
+                    Vec::new(),
+                    0,
+                );
+            }
         };
         control.attach(container.clone());
         let upload = tokio::spawn(upload(
