@@ -72,6 +72,8 @@ impl Farm {
 struct Run {
     outcome: Outcome,
     events: Vec<(Instant, ContainerEvent)>,
+    /// From the container's start returning to its end (the start may wait for the runtime's first walk of the
+    /// host's private files, which a loaded machine makes slow).
     elapsed: Duration,
 }
 
@@ -124,11 +126,11 @@ fn run_with(farm: &Farm, config: ContainerConfig, during: impl FnOnce(Arc<dyn Co
         }
         seen
     });
-    let started = Instant::now();
     let container = farm
         .runtime
         .start(config, events)
         .expect("the container starts");
+    let started = Instant::now();
     during(container.clone());
     let outcome = container
         .wait()

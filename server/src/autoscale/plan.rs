@@ -138,10 +138,12 @@ pub fn decide(look: &Look) -> Plan {
             if plan.start == 1 { "" } else { "s" }
         );
     } else if wanted < live {
-        // Only workers idle past the timeout go, the longest idle first; a busy one never.
+        // Only workers idle past the timeout go, the longest idle first; a busy one never. Nor one started by
+        // hand (it joined with the pool's token): nobody would start it again, so it counts but stays.
         let mut idle: Vec<_> = serving
             .iter()
-            .filter(|w| w.running == 0 && look.now_ms - w.idle_since_ms >= pool.idle_timeout_ms)
+            .filter(|w| w.managed && w.running == 0)
+            .filter(|w| look.now_ms - w.idle_since_ms >= pool.idle_timeout_ms)
             .collect();
         idle.sort_by_key(|w| w.idle_since_ms);
         for worker in idle.into_iter().take((live - wanted) as usize) {

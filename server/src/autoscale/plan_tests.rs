@@ -166,3 +166,22 @@ fn a_pool_runs_only_what_its_labels_repositories_and_trust_allow() {
         "a fork's pull request on a trusted pool"
     );
 }
+
+#[test]
+fn a_worker_started_by_hand_counts_but_is_never_drained() {
+    let pool = pool(0, 4, 1);
+    let none = HashMap::new();
+    let mut by_hand = worker("remote", 0, 3_600_000, "idle");
+    by_hand.managed = false;
+    let workers = [by_hand, worker("big-1", 0, 3_600_000, "idle")];
+    let plan = decide(&look(&pool, &[], &workers, &none, 0));
+    assert_eq!(plan.live, 2);
+    assert_eq!(plan.drain.len(), 1, "{plan:?}");
+    assert!(plan.drain[0].1.starts_with("worker big-1 idle"), "{plan:?}");
+    let ready = [job("t", 0)];
+    assert_eq!(
+        decide(&look(&pool, &ready, &workers[..1], &none, 0)).start,
+        0,
+        "its idle slot takes the ready job"
+    );
+}
