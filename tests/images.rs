@@ -14,7 +14,7 @@ use support::oci::{Entry, Layout, busybox_layer, layer};
 use support::registry::Registry;
 use support::{run, scratch_dir};
 
-/// A farm (worker capacity 8, local images allowed under `image_dirs`) with one repository and its hook.
+/// A farm (one worker of capacity 8, local images allowed under `image_dirs`) with one repository and its hook.
 fn farm_with_repo(name: &str, image_dirs: &[&Path]) -> (Farm, Repo) {
     let dir = scratch_dir(name);
     let config = dir.join("gantry.toml");
@@ -30,7 +30,8 @@ fn farm_with_repo(name: &str, image_dirs: &[&Path]) -> (Farm, Repo) {
         ),
     )
     .unwrap();
-    let farm = Farm::up_with(&["--config", config.to_str().unwrap()]);
+    // One worker: the tests count what its image store pulls.
+    let farm = Farm::up_with(&["--config", config.to_str().unwrap(), "--max-workers", "1"]);
     let repo = farm.hooked_repo_in(name, &dir);
     (farm, repo)
 }
@@ -102,7 +103,15 @@ fn a_pulled_image_runs_with_its_config_and_a_second_job_pulls_nothing() {
 
         let downloads = Registry::blob_downloads(&registry.log()[before..]);
         assert_eq!(downloads.len(), 2, "a config and one layer: {downloads:?}");
-        let layers = farm.data_dir.join("worker/layers/sha256");
+        let worker = job(&first, "probe").json["worker"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let layers = farm
+            .data_dir
+            .join("workers")
+            .join(worker)
+            .join("layers/sha256");
         for layer in std::fs::read_dir(&layers).unwrap() {
             let written = layer.unwrap().path().join("bin/written-by-job");
             assert!(!written.exists(), "a job wrote into a shared layer");

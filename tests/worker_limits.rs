@@ -83,19 +83,24 @@ fn a_job_asking_more_than_the_worker_allows_ends_in_error_unretried_and_a_gzip_b
             assert!(j.log.contains(said), "{name}: {}", j.log);
         }
         // Nothing of the bomb, nor of the busybox layer whose pull it cut short, stays half done in the
-        // worker's store (an unpack already started finishes on its own thread, so allow it a moment).
-        let tmp = farm.data_dir.join("worker/layers/tmp");
+        // workers' stores (an unpack already started finishes on its own thread, so allow it a moment).
+        let tmp: Vec<_> = farm
+            .worker_dirs()
+            .iter()
+            .map(|w| w.join("layers/tmp"))
+            .filter(|t| t.exists())
+            .collect();
+        assert!(!tmp.is_empty(), "no worker pulled a layer");
         let left = || -> Vec<_> {
-            std::fs::read_dir(&tmp)
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name())
+            tmp.iter()
+                .flat_map(|t| std::fs::read_dir(t).unwrap().flatten())
+                .map(|e| e.path())
                 .collect()
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !left().is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(left().is_empty(), "left in {}: {:?}", tmp.display(), left());
+        assert!(left().is_empty(), "left: {:?}", left());
     });
 }
