@@ -152,16 +152,6 @@ impl Server {
         })
     }
 
-    /// Makes another registration token for `pool` (shown to the caller only).
-    pub async fn issue_pool_token(&self, pool: &str) -> Result<String, StartError> {
-        let token = auth::generate_token("pool");
-        self.state
-            .store
-            .add_pool_token(&auth::hash_token(&token), pool)
-            .await?;
-        Ok(token)
-    }
-
     /// Lets the autoscaler start `local` pools' workers as `launcher` says; the provider is returned so the
     /// caller can drain its workers when it stops.
     pub fn local_workers(
@@ -174,20 +164,6 @@ impl Server {
         ));
         self.local = Some(provider.clone());
         provider
-    }
-
-    /// Sets the labels of a pool not written in the configuration file (`gantry up`'s built-in `default`
-    /// takes `[worker] labels`).
-    pub async fn set_pool_labels(&self, pool: &str, labels: Vec<String>) -> Result<(), StartError> {
-        let store = &self.state.store;
-        if let Some(mut record) = store.find_pool(pool).await?
-            && !record.from_config
-            && record.pool.labels != labels
-        {
-            record.pool.labels = labels;
-            store.update_pool(&record.pool).await?;
-        }
-        Ok(())
     }
 
     /// The database in use: `sqlite` or `postgres`.

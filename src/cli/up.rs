@@ -24,6 +24,12 @@ pub struct UpArgs {
 /// one always ready, one more per core while jobs wait, each running `--capacity` jobs with `[worker]`'s labels.
 fn builtin_pool(args: &UpArgs, file: &FileConfig) -> Result<Option<Pool>> {
     if file.pool.iter().any(|p| p.name == "default") {
+        if args.capacity.is_some() || args.max_workers.is_some() {
+            say!(
+                "Note: --capacity and --max-workers size the built-in pool; the [[pool]] named default in the \
+                 configuration file replaces it (set its slots and max there)."
+            );
+        }
         return Ok(None);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);

@@ -1,9 +1,10 @@
 //! Burst (issue 16): JOBS jobs of 1 s (`parallel: JOBS`, one push) onto an empty `local` pool (min 0, max 4,
-//! idle_timeout 3 s), against a fixed pool of 4 (min = max = 4, its workers registered before the push),
-//! alternated for ROUNDS rounds. Per run: job ready → the autoscaler asks the provider (the first decision to
-//! grow, against the jobs' `queued_at`: both the server's clock), push → first job running (leased: worker
-//! process start included), push → first step started (its container made: after the worker's first walk of the
-//! host's private files, since the jobs are on the host image), makespan (push → last job finished), and, for the elastic pool, last job finished → 0 workers.
+//! idle_timeout 3 s), against a fixed pool of 4 (min = max = 4, its workers registered before the push), and onto
+//! the empty pool again with the jobs on a busybox `dir:` image, alternated for ROUNDS rounds. Per run: job ready →
+//! the autoscaler asks the provider (the first decision to grow, against the jobs' `queued_at`: both the server's
+//! clock), push → first job running (leased: worker process start included), push → first step started (a
+//! container on the host image waits for its worker's first walk of the host's private files; one on an image
+//! does not), makespan (push → last job finished), and, for the empty pool, last job finished → 0 workers.
 //! Targets: ready → asked p50 ≤ 50 ms, first job ≤ 1 s, makespan ≤ 1.1× the fixed pool's. Peers for reference:
 //! Buildkite's scaler polls every ≥ 10 s, Woodpecker's autoscaler reconciles every minute, Drone's every 5.
 //!
@@ -51,18 +52,50 @@ async fn pool_workers(client: &reqwest::Client, farm: &Farm) -> Result<Value> {
         .context("no default pool")
 }
 
-async fn run(config: &str, jobs: usize, elastic: bool) -> Result<Run> {
+/// One of the compared set-ups.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// The empty pool (0..4), jobs on the host image.
+    Elastic,
+    /// The pool of 4, registered before the push, jobs on the host image.
+    Fixed,
+    /// The empty pool, jobs on a busybox `dir:` image (no wait for the worker's walk of the host's files).
+    ElasticImage,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Elastic => "elastic 0..4",
+            Case::Fixed => "fixed 4",
+            Case::ElasticImage => "elastic 0..4, dir: image",
+        }
+    }
+}
+
+async fn run(case: Case, jobs: usize, rootfs: &std::path::Path) -> Result<Run> {
     let path = scratch("burst-config").with_extension(format!("{}.toml", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(path.parent().context("a parent")?)?;
+    let (config, image) = match case {
+        Case::Elastic => (ELASTIC.to_owned(), String::new()),
+        Case::Fixed => (FIXED.to_owned(), String::new()),
+        Case::ElasticImage => (
+            format!(
+                "{ELASTIC}[worker]\nimage_dirs = [{:?}]\n",
+                rootfs.display().to_string()
+            ),
+            format!("image: dir:{}\n", rootfs.display()),
+        ),
+    };
     std::fs::write(&path, config)?;
     let farm = Farm::start("up", &["--config", path.to_str().context("path")?])?;
-    let measured = measure(&farm, jobs, elastic).await;
+    let measured = measure(&farm, jobs, case != Case::Fixed, &image).await;
     drop(farm);
     let _ = std::fs::remove_file(&path);
     measured
 }
 
-async fn measure(farm: &Farm, jobs: usize, elastic: bool) -> Result<Run> {
+async fn measure(farm: &Farm, jobs: usize, elastic: bool, image: &str) -> Result<Run> {
     let client = reqwest::Client::new();
     if !elastic {
         let until = Instant::now() + Duration::from_secs(120);
@@ -74,7 +107,7 @@ async fn measure(farm: &Farm, jobs: usize, elastic: bool) -> Result<Run> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let pipeline = format!("jobs:\n  test:\n    parallel: {jobs}\n    steps: [sleep 1]\n");
+    let pipeline = format!("{image}jobs:\n  test:\n    parallel: {jobs}\n    steps: [sleep 1]\n");
     let (sha, secret) = farm.repo("burst", &pipeline).await?;
     let pushed = Utc::now();
     farm.trigger(&client, "burst", &secret, &sha, "main")
@@ -146,44 +179,41 @@ fn p50(values: impl Iterator<Item = f64>) -> f64 {
 async fn main() -> Result<()> {
     let rounds = count_arg(3)?;
     let jobs = count_arg_at(2, 50)?;
-    let (mut elastic, mut fixed) = (Vec::new(), Vec::new());
+    let rootfs = gantry_bench::peers::busybox_rootfs(&scratch("burst-busybox"))?;
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
+    let cases = [Case::Elastic, Case::Fixed, Case::ElasticImage];
+    let mut runs: Vec<(Case, Run)> = Vec::new();
     for round in 0..rounds {
-        // Alternated, starting with each in turn: the VM's speed drifts over minutes.
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_elastic in order {
-            let r = run(if is_elastic { ELASTIC } else { FIXED }, jobs, is_elastic).await?;
+        // Alternated, each case first in turn: the VM's speed drifts over minutes.
+        for i in 0..cases.len() {
+            let case = cases[(round + i) % cases.len()];
+            let r = run(case, jobs, &rootfs).await?;
             println!(
                 "{}",
-                json!({"bench": "burst", "pool": if is_elastic { "elastic 0..4" } else { "fixed 4" },
-                       "round": round, "jobs": jobs,
+                json!({"bench": "burst", "pool": case.name(), "round": round, "jobs": jobs,
                        "ready_to_provider_ms": r.ready_to_asked_ms, "first_job_running_ms": r.first_running_ms,
                        "first_step_started_ms": r.first_step_ms,
                        "makespan_ms": r.makespan_ms, "last_job_to_zero_workers_ms": r.back_to_zero_ms})
             );
-            if is_elastic {
-                elastic.push(r)
-            } else {
-                fixed.push(r)
-            }
+            runs.push((case, r));
         }
     }
-    let elastic_makespan = p50(elastic.iter().map(|r| r.makespan_ms));
-    let fixed_makespan = p50(fixed.iter().map(|r| r.makespan_ms));
+    let of = |case: Case| runs.iter().filter(move |(c, _)| *c == case).map(|(_, r)| r);
+    let elastic_makespan = p50(of(Case::Elastic).map(|r| r.makespan_ms));
+    let fixed_makespan = p50(of(Case::Fixed).map(|r| r.makespan_ms));
+    let by_case = |value: fn(&Run) -> f64| {
+        json!({"elastic": p50(of(Case::Elastic).map(value)), "fixed": p50(of(Case::Fixed).map(value)),
+               "elastic_image": p50(of(Case::ElasticImage).map(value))})
+    };
     println!(
         "{}",
         json!({"bench": "burst", "summary": true, "rounds": rounds, "jobs": jobs,
-               "ready_to_provider_ms_p50": p50(elastic.iter().filter_map(|r| r.ready_to_asked_ms)),
-               "first_job_running_ms_p50": {"elastic": p50(elastic.iter().map(|r| r.first_running_ms)),
-                                            "fixed": p50(fixed.iter().map(|r| r.first_running_ms))},
-               "first_step_started_ms_p50": {"elastic": p50(elastic.iter().map(|r| r.first_step_ms)),
-                                             "fixed": p50(fixed.iter().map(|r| r.first_step_ms))},
-               "makespan_ms_p50": {"elastic": elastic_makespan, "fixed": fixed_makespan},
+               "ready_to_provider_ms_p50": p50(of(Case::Elastic).filter_map(|r| r.ready_to_asked_ms)),
+               "first_job_running_ms_p50": by_case(|r| r.first_running_ms),
+               "first_step_started_ms_p50": by_case(|r| r.first_step_ms),
+               "makespan_ms_p50": by_case(|r| r.makespan_ms),
                "makespan_ratio": elastic_makespan / fixed_makespan,
-               "last_job_to_zero_workers_ms_p50": p50(elastic.iter().filter_map(|r| r.back_to_zero_ms)),
+               "last_job_to_zero_workers_ms_p50": p50(of(Case::Elastic).filter_map(|r| r.back_to_zero_ms)),
                "idle_timeout_ms": 3000,
                "peers": {"buildkite_scaler_poll_s": 10, "woodpecker_reconcile_s": 60, "drone_reconcile_s": 300}})
     );

@@ -47,6 +47,8 @@ pub struct LocalProvider {
     children: Mutex<HashMap<String, LocalChild>>,
     /// Set by `drain_all`: the server is stopping.
     stopping: std::sync::atomic::AtomicBool,
+    /// This host's machine id (else its name), in the workers' names.
+    host: String,
 }
 
 impl LocalProvider {
@@ -58,6 +60,12 @@ impl LocalProvider {
             tokens: Default::default(),
             children: Default::default(),
             stopping: Default::default(),
+            host: std::fs::read_to_string("/etc/machine-id")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         }
     }
 
@@ -204,10 +212,12 @@ impl Provider for LocalProvider {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// `POOL-HASH`, the hash of the workers' dir: two farms on one host never share a worker name, and a
-    /// farm's workers keep their names (and caches) across its restarts.
+    /// `POOL-HASH`, the hash of the host's machine id and the workers' dir: two farms never share a worker name,
+    /// on one host or on two with the same paths, and a farm's workers keep their names (and caches) across its
+    /// restarts.
     fn name_prefix(&self, pool: &str) -> String {
-        let dir = hash_token(&self.launcher.workers_dir.display().to_string());
+        let where_ = format!("{}:{}", self.host, self.launcher.workers_dir.display());
+        let dir = hash_token(&where_);
         let pool: String = pool.chars().take(80).collect();
         format!("{pool}-{}", &dir[..6])
     }

@@ -55,6 +55,8 @@ pub struct Autoscaler {
     durations: (Instant, HashMap<(i64, String), i64>),
     /// Instances (pool, name) seen registered, and since when they are not (they deregistered and are leaving).
     leaving: HashMap<(String, String), Option<Instant>>,
+    /// Workers started again after their process died mid-job: when last, and the pause before the next time.
+    restarts: HashMap<String, (Instant, Duration)>,
 }
 
 impl Autoscaler {
@@ -83,6 +85,7 @@ impl Autoscaler {
             metrics,
             durations: (Instant::now() - DURATIONS_EVERY * 2, HashMap::new()),
             leaving: HashMap::new(),
+            restarts: HashMap::new(),
         }
     }
 
@@ -218,30 +221,40 @@ impl Autoscaler {
                 booting.push(instance.name.clone());
             }
         }
-        // A managed worker whose instance is gone (its process died) and that runs nothing is a ghost: removed
-        // now. One that runs a job is the lease expiry's, which runs the job again elsewhere.
-        for ghost in workers
-            .iter()
-            .filter(|w| w.managed && w.running == 0 && !existing.contains(w.name.as_str()))
-        {
+        // A managed worker of this provider whose instance is gone (its process died) and that runs nothing is a
+        // ghost: removed now. (Another server's workers have another prefix: theirs to handle, or the grace's.)
+        let prefix = format!("{}-", provider.name_prefix(&pool.name));
+        let mine = |w: &&&WorkerRecord| {
+            w.managed && w.name.starts_with(&prefix) && !existing.contains(w.name.as_str())
+        };
+        for ghost in workers.iter().filter(mine).filter(|w| w.running == 0) {
             tracing::warn!(pool = %pool.name, worker = %ghost.name, "its instance is gone: removing the worker");
             self.store.deregister_worker(ghost.id).await?;
             // Its name (and so its data dir, with its caches) is the next one started.
             registered.remove(ghost.name.as_str());
         }
-        // A managed worker whose process died mid-job starts again under its name and data dir: it sweeps what
-        // the dead one left and reports its jobs lost, so they run again now rather than when their leases end.
-        let prefix = format!("{}-", provider.name_prefix(&pool.name));
+        // One whose process died mid-job starts again under its name and data dir: it sweeps what the dead one
+        // left and reports its jobs lost, so they run again now rather than when their leases end. One that
+        // keeps dying is started again after a pause doubling from 1 s to 30 s (its jobs' leases end meanwhile).
         let orphans: Vec<_> = workers
             .iter()
-            .filter(|w| w.managed && w.running > 0 && !existing.contains(w.name.as_str()))
-            .filter(|w| w.name.starts_with(&prefix))
+            .filter(mine)
+            .filter(|w| w.running > 0)
             .collect();
         let live = record.workers.idle + record.workers.busy;
         for orphan in orphans {
-            if self.backed_off(&pool.name) {
-                break;
+            let last = self.restarts.get(&orphan.name).copied();
+            if self.backed_off(&pool.name) || last.is_some_and(|(at, pause)| at.elapsed() < pause) {
+                continue;
             }
+            let pause = match last {
+                Some((at, pause)) if at.elapsed() < Duration::from_secs(60) => {
+                    (pause * 2).min(Duration::from_secs(30))
+                }
+                _ => Duration::from_secs(1),
+            };
+            self.restarts
+                .insert(orphan.name.clone(), (Instant::now(), pause));
             match provider.create(pool, &orphan.name).await {
                 Ok(()) => {
                     self.backoff.remove(&pool.name);

@@ -3,7 +3,7 @@
 //! it is asked for.
 
 use crate::store::{Store, StoreError};
-use gantry_model::wire::WorkerView;
+use gantry_model::wire::{Provider, WorkerView};
 
 /// Every worker (of `pool` only, when given), by name.
 pub async fn roster(store: &dyn Store, pool: Option<&str>) -> Result<Vec<WorkerView>, StoreError> {
@@ -24,7 +24,8 @@ pub async fn roster(store: &dyn Store, pool: Option<&str>) -> Result<Vec<WorkerV
         })
         .collect();
     for record in store.list_pools().await? {
-        if !in_pool(&record.pool.name) {
+        // A pool nobody scales any more starts nothing, whatever its row last said.
+        if !in_pool(&record.pool.name) || record.pool.provider == Provider::Manual {
             continue;
         }
         // The autoscaler's list lags a registration by up to a second: a registered name is no longer booting.

@@ -87,7 +87,8 @@ pub(crate) async fn apply_config_pools(db: &impl Dialect, pools: &[Pool]) -> Res
     let mut tx = db.begin().await?;
     // Pools the file no longer has stay (workers and tokens name them), but nobody scales them any more.
     query(
-        "UPDATE pools SET from_config = FALSE, provider = 'manual', min_workers = 0, max_workers = 0
+        "UPDATE pools SET from_config = FALSE, provider = 'manual', min_workers = 0, max_workers = 0,
+           booting = 0, booting_workers = '[]'
          WHERE from_config",
     )
     .execute(&mut tx)
