@@ -179,7 +179,8 @@ fn p50(values: impl Iterator<Item = f64>) -> f64 {
 async fn main() -> Result<()> {
     let rounds = count_arg(3)?;
     let jobs = count_arg_at(2, 50)?;
-    let rootfs = gantry_bench::peers::busybox_rootfs(&scratch("burst-busybox"))?;
+    // Canonical: a pipeline's `dir:` path may not hold `..`.
+    let rootfs = gantry_bench::peers::busybox_rootfs(&scratch("burst-busybox"))?.canonicalize()?;
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
     let cases = [Case::Elastic, Case::Fixed, Case::ElasticImage];
     let mut runs: Vec<(Case, Run)> = Vec::new();
