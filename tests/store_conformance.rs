@@ -63,6 +63,7 @@ on_both_databases!(
     the_claim_says_whether_the_repository_has_secrets_and_credentials,
     what_a_claim_and_a_completion_write_reads_back_the_same_everywhere,
     pools_are_written_rotated_and_keep_their_newest_decisions,
+    an_exec_pool_keeps_its_commands_and_its_instances_with_their_own_tokens,
     a_draining_worker_gets_no_job_and_stale_ones_are_removed,
 );
 

@@ -131,15 +131,17 @@ fn dependencies_outside(manifests: &[Source], crates: &[&str], owner: &str) -> V
     found
 }
 
-/// The files of `src/` (and of the benchmarks) ARCHITECTURE.md says call `nix`: the `src/…` and `bench/src/…`
-/// paths of the paragraph that says so.
+/// The files of `src/`, of the server and of the benchmarks ARCHITECTURE.md says call `nix`: the `src/…`,
+/// `server/src/…` and `bench/src/…` paths of the paragraph that says so.
 fn nix_files_named(architecture: &str) -> BTreeSet<String> {
     architecture
         .split("\n\n")
         .filter(|paragraph| paragraph.contains("`nix`"))
         .flat_map(|paragraph| paragraph.split('`').skip(1).step_by(2))
         .filter(|quoted| {
-            (quoted.starts_with("src/") || quoted.starts_with("bench/src/"))
+            (quoted.starts_with("src/")
+                || quoted.starts_with("bench/src/")
+                || quoted.starts_with("server/src/"))
                 && quoted.ends_with(".rs")
         })
         .map(str::to_owned)

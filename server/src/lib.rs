@@ -190,6 +190,7 @@ impl Server {
             self.state.store.clone(),
             self.state.queue.clone(),
             self.local.clone(),
+            self.state.config.public_url.clone(),
             self.state.config.worker_grace,
             self.state.metrics.clone(),
         );

@@ -49,6 +49,7 @@ fn builtin_pool(args: &UpArgs, file: &FileConfig) -> Result<Option<Pool>> {
         boot_timeout: None,
         trusted: false,
         target_wait: None,
+        exec: None,
     };
     let pool = spec.check().map_err(|e| {
         anyhow::anyhow!("the built-in default pool (--capacity, --max-workers, [worker]): {e}")

@@ -18,6 +18,7 @@ fn pool(name: &str, max: u32) -> Pool {
         boot_timeout: None,
         trusted: false,
         target_wait: None,
+        exec: None,
     }
     .check()
     .unwrap()
@@ -80,7 +81,10 @@ pub(super) async fn pools_are_written_rotated_and_keep_their_newest_decisions(db
     assert!(db.find_token("managed-token").await.unwrap().is_some());
     assert_eq!(
         db.find_token("provider-token").await.unwrap(),
-        Some(TokenRecord::Provider("big".into()))
+        Some(TokenRecord::Provider {
+            pool: "big".into(),
+            worker: None
+        })
     );
     assert!(matches!(
         db.rotate_pool_token("nope", "x").await,
@@ -149,4 +153,81 @@ pub(super) async fn a_draining_worker_gets_no_job_and_stale_ones_are_removed(db:
     db.deregister_worker(other).await.unwrap();
     assert_eq!(db.find_token("token-of-busy-one").await.unwrap(), None);
     assert_eq!(job.job.attempt, 1);
+}
+
+pub(super) async fn an_exec_pool_keeps_its_commands_and_its_instances_with_their_own_tokens(
+    db: Db,
+) {
+    db.bootstrap("admin-hash", "pool-hash").await.unwrap();
+    let mut spec = pool("vms", 4).spec();
+    spec.provider = Some("exec".into());
+    spec.exec = Some(gantry_model::wire::ExecSpec {
+        create: "cloud create".into(),
+        destroy: "cloud destroy".into(),
+        list: "cloud list".into(),
+        timeout: Some("30s".into()),
+    });
+    let vms = spec.check().unwrap();
+    db.apply_config_pools(std::slice::from_ref(&vms))
+        .await
+        .unwrap();
+    let stored = db.find_pool("vms").await.unwrap().unwrap();
+    assert_eq!(stored.pool, vms, "the commands round-trip");
+
+    db.add_instance_token("vms", "vms-1", "vms-1-token")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.find_token("vms-1-token").await.unwrap(),
+        Some(TokenRecord::Provider {
+            pool: "vms".into(),
+            worker: Some("vms-1".into())
+        })
+    );
+    let made = gantry_server::store::PoolInstance {
+        name: "vms-1".into(),
+        instance: "i-0abc".into(),
+        created_ms: 1_700_000_000_000,
+    };
+    db.record_instance("vms", &made).await.unwrap();
+    db.add_instance_token("vms", "vms-2", "vms-2-token")
+        .await
+        .unwrap();
+    db.record_instance(
+        "vms",
+        &gantry_server::store::PoolInstance {
+            name: "vms-2".into(),
+            instance: "i-0def".into(),
+            created_ms: 1_700_000_000_500,
+        },
+    )
+    .await
+    .unwrap();
+    let listed = db.pool_instances("vms").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], made);
+    // A name made again gets a new token; the old one stops working.
+    db.add_instance_token("vms", "vms-1", "vms-1-again")
+        .await
+        .unwrap();
+    assert_eq!(db.find_token("vms-1-token").await.unwrap(), None);
+    db.forget_instance("vms", "vms-1").await.unwrap();
+    assert_eq!(db.find_token("vms-1-again").await.unwrap(), None);
+    assert!(db.find_token("vms-2-token").await.unwrap().is_some());
+    let names: Vec<_> = db
+        .pool_instances("vms")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["vms-2"]);
+
+    // Dropped from the file, the pool is manual and keeps no commands.
+    db.apply_config_pools(&[]).await.unwrap();
+    let dropped = db.find_pool("vms").await.unwrap().unwrap();
+    assert_eq!(
+        (dropped.pool.provider, dropped.pool.exec),
+        (Provider::Manual, None)
+    );
 }

@@ -200,6 +200,12 @@ impl Farm {
         None
     }
 
+    /// SIGKILLs the server process (a machine that died): nothing of it runs its shutdown.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILLs the server process and starts it again on the same data dir and flags (give it a fixed
     /// `--listen` address to keep its URL); the tokens of the first start are kept.
     pub fn kill_and_restart(&mut self) {

@@ -1,6 +1,7 @@
 //! What the end-to-end tests share: a farm started with the real binary, a throwaway PostgreSQL, git helpers.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod exec_vms;
 pub mod farm;
 pub mod git;
 pub mod git_http;

@@ -3,11 +3,13 @@
 
 mod api;
 mod pools;
+mod providers;
 mod sse;
 mod tokens;
 
 pub use api::*;
 pub use pools::*;
+pub use providers::*;
 pub use sse::{SseEvent, SseReader};
 pub use tokens::*;
 

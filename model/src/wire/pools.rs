@@ -2,6 +2,7 @@
 //! /api/v1/pools` describe one, the checked form the server keeps, and what the API shows of pools, workers and
 //! the autoscaler's decisions.
 
+use super::providers::{ExecCommands, ExecSpec, Provider};
 use crate::pipeline::valid_label;
 use crate::units::parse_duration_secs;
 use chrono::{DateTime, Utc};
@@ -12,41 +13,6 @@ use uuid::Uuid;
 pub const MAX_POOL_WORKERS: u32 = 1000;
 /// Jobs one worker of a pool may run at once, at most.
 pub const MAX_POOL_SLOTS: u32 = 256;
-
-/// How a pool's workers come to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// `gantry worker` processes the server starts as its own children.
-    Local,
-    /// Nobody starts them: workers started by hand join with the pool's token, and the pool is not scaled.
-    Manual,
-}
-
-impl Provider {
-    /// Its name in the configuration and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Local => "local",
-            Provider::Manual => "manual",
-        }
-    }
-
-    /// The provider named `name`, or why there is none.
-    pub fn parse(name: &str) -> Result<Provider, String> {
-        match name {
-            "local" => Ok(Provider::Local),
-            "manual" => Ok(Provider::Manual),
-            "exec" | "kubernetes" => Err(format!(
-                "the {name} provider is not built yet: use \"local\" (workers on this host) or \"manual\" \
-                 (workers you start with the pool's token)"
-            )),
-            other => Err(format!(
-                "unknown provider {other:?}: use \"local\" or \"manual\""
-            )),
-        }
-    }
-}
 
 /// A pool as written in `[[pool]]` or `POST /api/v1/pools`; every key but `name` has a default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +51,9 @@ pub struct PoolSpec {
     /// With job durations known, size the pool to clear the ready work within this [default: `30s`].
     #[serde(default)]
     pub target_wait: Option<String>,
+    /// The `exec` provider's commands (`[pool.exec]`); only for `provider = "exec"`.
+    #[serde(default)]
+    pub exec: Option<ExecSpec>,
 }
 
 fn default_labels() -> Vec<String> {
@@ -116,6 +85,8 @@ pub struct Pool {
     pub target_wait_ms: i64,
     /// Forks' pull requests never run here.
     pub trusted: bool,
+    /// The `exec` provider's commands (set exactly when the provider is `exec`).
+    pub exec: Option<ExecCommands>,
 }
 
 /// Whether `name` may name a pool or a worker: 1 to 100 letters, digits, `.`, `_` and `-`.
@@ -163,6 +134,21 @@ impl PoolSpec {
         if boot_timeout_ms == 0 {
             return Err("boot_timeout: a worker needs some time to start".into());
         }
+        let exec = match (provider, &self.exec) {
+            (Provider::Exec, Some(exec)) => Some(exec.check().map_err(|e| format!("exec: {e}"))?),
+            (Provider::Exec, None) => {
+                return Err("provider \"exec\" needs its commands: a [pool.exec] table with create, destroy \
+                            and list"
+                    .into());
+            }
+            (_, Some(_)) => {
+                return Err(format!(
+                    "exec: only an \"exec\" pool has commands (this one's provider is \"{}\")",
+                    provider.as_str()
+                ));
+            }
+            (_, None) => None,
+        };
         Ok(Pool {
             name: self.name.clone(),
             provider,
@@ -175,6 +161,7 @@ impl PoolSpec {
             boot_timeout_ms,
             target_wait_ms: millis(self.target_wait.as_deref(), "30s", "target_wait")?,
             trusted: self.trusted,
+            exec,
         })
     }
 }
@@ -233,6 +220,7 @@ impl Pool {
             boot_timeout: Some(duration_text(self.boot_timeout_ms)),
             trusted: self.trusted,
             target_wait: Some(duration_text(self.target_wait_ms)),
+            exec: self.exec.as_ref().map(ExecCommands::spec),
         }
     }
 
@@ -406,8 +394,25 @@ mod tests {
                 "slots: 1 to 256",
             ),
             (
-                serde_json::json!({"name": "a", "provider": "exec"}),
+                serde_json::json!({"name": "a", "provider": "kubernetes"}),
                 "not built yet",
+            ),
+            (
+                serde_json::json!({"name": "a", "provider": "exec"}),
+                "needs its commands",
+            ),
+            (
+                serde_json::json!({"name": "a", "exec": {"create": "c", "destroy": "d", "list": "l"}}),
+                "only an \"exec\" pool",
+            ),
+            (
+                serde_json::json!({"name": "a", "provider": "exec", "exec": {"create": "c", "destroy": "d"}}),
+                "missing field `list`",
+            ),
+            (
+                serde_json::json!({"name": "a", "provider": "exec",
+                    "exec": {"create": " ", "destroy": "d", "list": "l"}}),
+                "exec: create is empty",
             ),
             (
                 serde_json::json!({"name": "a", "idle_timeout": "soon"}),

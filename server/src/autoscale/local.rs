@@ -197,7 +197,7 @@ impl Provider for LocalProvider {
         Ok(())
     }
 
-    async fn destroy(&self, _pool: &str, name: &str) -> Result<(), ProviderError> {
+    async fn destroy(&self, _pool: &Pool, name: &str) -> Result<(), ProviderError> {
         let child = self.children.lock().expect("lock poisoned").remove(name);
         if let Some(mut c) = child {
             // The lifeline's end stops it and its containers; the kill is for one that does not listen.
@@ -222,7 +222,7 @@ impl Provider for LocalProvider {
         format!("{pool}-{}", &dir[..6])
     }
 
-    async fn list(&self, pool: &str) -> Result<Vec<Instance>, ProviderError> {
+    async fn list(&self, pool: &Pool) -> Result<Vec<Instance>, ProviderError> {
         let mut children = self.children.lock().expect("lock poisoned");
         children.retain(|name, c| match c.child.try_wait() {
             Ok(Some(status)) => {
@@ -233,7 +233,7 @@ impl Provider for LocalProvider {
         });
         Ok(children
             .iter()
-            .filter(|(_, c)| c.pool == pool)
+            .filter(|(_, c)| c.pool == pool.name)
             .map(|(name, c)| Instance {
                 name: name.clone(),
                 started: c.started,

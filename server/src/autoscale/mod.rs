@@ -4,11 +4,13 @@
 //! database take turns through a lease in it), it reconciles the provider's instances with the registered
 //! workers, decides (`plan.rs`), starts or drains, and records every decision in words.
 
+mod exec;
 mod local;
 mod plan;
 mod provider;
 mod roster;
 
+pub use exec::ExecProvider;
 pub use local::{LocalLauncher, LocalProvider};
 pub use plan::{Look, Plan, decide, may_run};
 pub use provider::{Instance, Provider, ProviderError};
@@ -37,6 +39,8 @@ const DURATIONS_SINCE: chrono::TimeDelta = chrono::TimeDelta::days(14);
 struct Backoff {
     until: Instant,
     pause: Duration,
+    /// The provider could not list its instances: the pool is left alone until `until`.
+    listing: bool,
 }
 
 /// The autoscaler of one server.
@@ -46,6 +50,7 @@ pub struct Autoscaler {
     /// This server, in the pools' turn column.
     server: String,
     local: Option<Arc<LocalProvider>>,
+    exec: Arc<ExecProvider>,
     /// A registered worker that stopped calling is removed after this.
     worker_grace: Duration,
     backoff: HashMap<String, Backoff>,
@@ -61,11 +66,12 @@ pub struct Autoscaler {
 
 impl Autoscaler {
     /// An autoscaler over `store`; `local` starts the workers of `local` pools (none: such pools say why they
-    /// cannot grow).
+    /// cannot grow); `exec` pools' instances reach the server at `public_url`.
     pub fn new(
         store: Arc<dyn Store>,
         queue: Queue,
         local: Option<Arc<LocalProvider>>,
+        public_url: String,
         worker_grace: Duration,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
@@ -75,6 +81,7 @@ impl Autoscaler {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         Self {
+            exec: Arc::new(ExecProvider::new(store.clone(), public_url)),
             store,
             queue,
             server,
@@ -150,6 +157,7 @@ impl Autoscaler {
                         .into(),
                 )
             }),
+            ProviderKind::Exec => Ok(self.exec.clone()),
             ProviderKind::Manual => Err(ProviderError("a manual pool is not scaled".into())),
         }
     }
@@ -168,14 +176,27 @@ impl Autoscaler {
         if provider.stopping() {
             return Ok(());
         }
-        let instances = match provider.list(&pool.name).await {
+        // A provider that cannot even list is not asked again before its pause ends.
+        if self
+            .backoff
+            .get(&pool.name)
+            .is_some_and(|b| b.listing && b.until > Instant::now())
+        {
+            return Ok(());
+        }
+        let instances = match provider.list(pool).await {
             Ok(list) => list,
             Err(e) => {
-                return self
-                    .failed(record, &format!("listing instances: {e}"))
-                    .await;
+                let why = self.back_off(&pool.name, &format!("listing instances: {e}"));
+                if let Some(b) = self.backoff.get_mut(&pool.name) {
+                    b.listing = true;
+                }
+                return self.failed(record, &why).await;
             }
         };
+        if let Some(b) = self.backoff.get_mut(&pool.name) {
+            b.listing = false;
+        }
         let mut registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
         let existing: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         let mut error = None;
@@ -183,43 +204,60 @@ impl Autoscaler {
         // nor a failure, though one that lingers is destroyed.
         self.leaving
             .retain(|(p, name), _| p != &pool.name || existing.contains(name.as_str()));
+        let mut departed = Vec::new();
         for instance in &instances {
             let key = (pool.name.clone(), instance.name.clone());
             if registered.contains(instance.name.as_str()) {
                 self.leaving.insert(key, None);
             } else if let Some(since) = self.leaving.get_mut(&key) {
                 let since = since.get_or_insert_with(Instant::now);
-                if since.elapsed().as_millis() as i64 > pool.boot_timeout_ms {
-                    tracing::warn!(pool = %pool.name, worker = %instance.name, "deregistered long ago: destroyed");
-                    let _ = provider.destroy(&pool.name, &instance.name).await;
+                // A VM stays until destroyed; a process that lingers is destroyed after the boot timeout.
+                if !provider.leaves_on_its_own()
+                    || since.elapsed().as_millis() as i64 > pool.boot_timeout_ms
+                {
+                    departed.push(instance.name.clone());
                 }
+            }
+        }
+        // Destroying is retried at the next look, unless the provider is failing.
+        let destroying = !self.backed_off(&pool.name);
+        for name in departed.iter().filter(|_| destroying) {
+            tracing::info!(pool = %pool.name, worker = %name, "its worker left: destroying its instance");
+            if let Err(e) = provider.destroy(pool, name).await {
+                error = Some(self.back_off(&pool.name, &format!("destroying {name}: {e}")));
+                break;
             }
         }
         // Instances that never registered are destroyed; the pool says so until it starts one that does.
         let mut booting: Vec<String> = Vec::new();
+        let mut late = Vec::new();
         for instance in instances.iter().filter(|i| {
             !registered.contains(i.name.as_str())
                 && !self
                     .leaving
                     .contains_key(&(pool.name.clone(), i.name.clone()))
         }) {
-            let waited = instance.started.elapsed();
-            if waited.as_millis() as i64 > pool.boot_timeout_ms {
-                let why = format!(
-                    "worker {} did not register within {} → destroyed",
-                    instance.name,
-                    gantry_model::wire::duration_text(pool.boot_timeout_ms)
-                );
-                tracing::warn!(pool = %pool.name, "{why}");
-                if let Err(e) = provider.destroy(&pool.name, &instance.name).await {
-                    tracing::warn!(pool = %pool.name, error = %e, "cannot destroy an instance");
-                }
-                let live = record.workers.idle + record.workers.busy;
-                self.decide(&pool.name, live, live, &why).await?;
-                error = Some(why);
+            if instance.started.elapsed().as_millis() as i64 > pool.boot_timeout_ms {
+                late.push(instance.name.clone());
             } else {
                 booting.push(instance.name.clone());
             }
+        }
+        for name in late.iter().filter(|_| destroying) {
+            let why = format!(
+                "worker {name} did not register within {} → destroyed",
+                gantry_model::wire::duration_text(pool.boot_timeout_ms)
+            );
+            tracing::warn!(pool = %pool.name, "{why}");
+            let live = record.workers.idle + record.workers.busy;
+            self.decide(&pool.name, live, live, &why).await?;
+            if let Err(e) = provider.destroy(pool, name).await {
+                error = Some(
+                    self.back_off(&pool.name, &format!("{why}, but destroying it failed: {e}")),
+                );
+                break;
+            }
+            error = Some(why);
         }
         // A managed worker of this provider whose instance is gone (its process died) and that runs nothing is a
         // ghost: removed now. (Another server's workers have another prefix: theirs to handle, or the grace's.)
@@ -291,6 +329,7 @@ impl Autoscaler {
             booting: booting.len() as u32,
             now_ms,
         });
+        let mut created = false;
         if plan.start > 0 && !self.backed_off(&pool.name) {
             self.decide(&pool.name, plan.live, plan.live + plan.start, &plan.reason)
                 .await?;
@@ -306,6 +345,7 @@ impl Autoscaler {
                     Ok(()) => {
                         booting.push(name);
                         self.backoff.remove(&pool.name);
+                        created = true;
                     }
                     Err(e) => {
                         error = Some(self.back_off(&pool.name, &format!("starting {name}: {e}")));
@@ -330,7 +370,8 @@ impl Autoscaler {
         // A failure stays shown until the pool is where it should be with every instance registered.
         let settled = plan.start == 0 && booting.is_empty();
         booting.sort();
-        let error = error.or_else(|| record.error.clone().filter(|_| !settled));
+        // (A create that worked ends a failure to create.)
+        let error = error.or_else(|| record.error.clone().filter(|_| !settled && !created));
         if booting != record.booting_workers || error != record.error {
             self.store
                 .set_pool_progress(&pool.name, &booting, error.as_deref())
@@ -350,6 +391,7 @@ impl Autoscaler {
         let b = self.backoff.entry(pool.to_owned()).or_insert(Backoff {
             until: Instant::now(),
             pause: Duration::from_millis(500),
+            listing: false,
         });
         b.pause = (b.pause * 2).min(Duration::from_secs(60));
         b.until = Instant::now() + b.pause;

@@ -15,6 +15,7 @@ fn pool(min: u32, max: u32, slots: u32) -> Pool {
         boot_timeout: None,
         trusted: false,
         target_wait: Some("30s".into()),
+        exec: None,
     }
     .check()
     .unwrap();

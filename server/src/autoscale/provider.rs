@@ -1,5 +1,5 @@
 //! What makes and removes a pool's instances (docs/api.md, "Workers and pools"): one trait, so the autoscaler
-//! treats every provider alike. This only one is `local`.
+//! treats every provider alike (`local`, `exec`).
 
 use async_trait::async_trait;
 use gantry_model::wire::Pool;
@@ -25,12 +25,17 @@ pub trait Provider: Send + Sync {
     /// Starts an instance named `name` for `pool`.
     async fn create(&self, pool: &Pool, name: &str) -> Result<(), ProviderError>;
     /// Removes the instance `name` of `pool`, whatever it runs.
-    async fn destroy(&self, pool: &str, name: &str) -> Result<(), ProviderError>;
+    async fn destroy(&self, pool: &Pool, name: &str) -> Result<(), ProviderError>;
     /// The instances of `pool` that exist now.
-    async fn list(&self, pool: &str) -> Result<Vec<Instance>, ProviderError>;
+    async fn list(&self, pool: &Pool) -> Result<Vec<Instance>, ProviderError>;
     /// What the names of `pool`'s instances start with (`PREFIX-1`, `PREFIX-2`, …): unique to this provider
     /// wherever its workers run, since a worker's name marks everything it makes on its host.
     fn name_prefix(&self, pool: &str) -> String;
+    /// Whether an instance goes away by itself once its worker deregistered (a process exits), rather than
+    /// staying until destroyed (a VM).
+    fn leaves_on_its_own(&self) -> bool {
+        true
+    }
     /// Whether its server is stopping: its pools are then left alone (a drained worker is not replaced).
     fn stopping(&self) -> bool {
         false

@@ -41,7 +41,9 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller(match token_of(parts, state).await? {
             TokenRecord::Admin => Some(Scope::Admin),
             TokenRecord::Api { scope, .. } => Some(scope),
-            TokenRecord::Pool(_) | TokenRecord::Provider(_) | TokenRecord::Worker { .. } => None,
+            TokenRecord::Pool(_) | TokenRecord::Provider { .. } | TokenRecord::Worker { .. } => {
+                None
+            }
         }))
     }
 }
@@ -128,6 +130,8 @@ pub struct PoolMember {
     pub pool: String,
     /// The token is the one the server's own provider gives the workers it starts.
     pub managed: bool,
+    /// The only name it may register (a token made for one instance).
+    pub only_name: Option<String>,
 }
 
 impl FromRequestParts<AppState> for PoolMember {
@@ -137,10 +141,12 @@ impl FromRequestParts<AppState> for PoolMember {
             TokenRecord::Pool(pool) => Ok(PoolMember {
                 pool,
                 managed: false,
+                only_name: None,
             }),
-            TokenRecord::Provider(pool) => Ok(PoolMember {
+            TokenRecord::Provider { pool, worker } => Ok(PoolMember {
                 pool,
                 managed: true,
+                only_name: worker,
             }),
             _ => Err(ApiError::Unauthorized(
                 "registering needs a pool token".into(),

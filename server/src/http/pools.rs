@@ -39,6 +39,15 @@ pub async fn create(
     _: Admin,
     Json(spec): Json<PoolSpec>,
 ) -> ApiResult<impl IntoResponse> {
+    if spec.exec.is_some() {
+        // Its commands run on the server's host as the server's user: the host's operator writes them, in the
+        // configuration file; an API token must not be a shell on the server.
+        return Err(ApiError::Forbidden(
+            "an exec pool's commands run on the server's host: write the pool in the configuration file \
+             ([[pool]] with [pool.exec])"
+                .into(),
+        ));
+    }
     let pool = spec.check().map_err(ApiError::BadRequest)?;
     let token = generate_token("pool");
     state.store.create_pool(&pool, &hash_token(&token)).await?;

@@ -22,7 +22,11 @@ use uuid::Uuid;
 /// `POST /api/v1/workers/register` (pool token).
 pub async fn register(
     State(state): State<AppState>,
-    PoolMember { pool, managed }: PoolMember,
+    PoolMember {
+        pool,
+        managed,
+        only_name,
+    }: PoolMember,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
     if req.protocol_version != PROTOCOL_VERSION {
@@ -44,6 +48,13 @@ pub async fn register(
     {
         return Err(ApiError::BadRequest(format!(
             "invalid worker label {bad:?}: use 1 to 63 letters, digits, '.', '_' and '-'"
+        )));
+    }
+    // An instance's token is its own: one leaked from a VM cannot register a worker of another name.
+    if let Some(only) = only_name.filter(|only| *only != req.name) {
+        return Err(ApiError::Forbidden(format!(
+            "this token was made for worker {only:?}, not {:?}",
+            req.name
         )));
     }
     // A pool's labels are the server's to set: a worker may repeat them, never add to them (a label is a promise

@@ -5,13 +5,13 @@ use super::{
     ApiTokenRecord, Appended, ArtifactQuota, CancelledPipeline, Claim, ClaimedJob,
     CommitStatusRecord, Completed, CreatedPipeline, DeliveryRecord, Expired, JobRecord,
     NewArtifact, NewDelivery, NewJob, NewPipeline, NewRepoRecord, NewWorker, News, PipelineRecord,
-    PoolDecision, PoolRecord, ReadyJob, RepoCredential, RepoRecord, Result, RetriedPipeline,
-    SealedSecret, SecretRecord, Standing, StatusOutcome, StatusToSend, Store, TokenRecord,
-    WorkerRecord,
+    PoolDecision, PoolInstance, PoolRecord, ReadyJob, RepoCredential, RepoRecord, Result,
+    RetriedPipeline, SealedSecret, SecretRecord, Standing, StatusOutcome, StatusToSend, Store,
+    TokenRecord, WorkerRecord,
 };
 use super::{
-    artifacts, cancel, completion, deliveries, demand, jobs, logs, pipelines, pools, repos, retry,
-    secrets, statuses, tokens, workers,
+    artifacts, cancel, completion, deliveries, demand, instances, jobs, logs, pipelines, pools,
+    repos, retry, secrets, statuses, tokens, workers,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -40,6 +40,18 @@ impl<D: Dialect> Store for D {
     }
     async fn remove_provider_token(&self, hash: &str) -> Result<()> {
         tokens::remove_provider_token(self, hash).await
+    }
+    async fn add_instance_token(&self, pool: &str, name: &str, hash: &str) -> Result<()> {
+        instances::add_instance_token(self, pool, name, hash).await
+    }
+    async fn record_instance(&self, pool: &str, instance: &PoolInstance) -> Result<()> {
+        instances::record_instance(self, pool, instance).await
+    }
+    async fn pool_instances(&self, pool: &str) -> Result<Vec<PoolInstance>> {
+        instances::pool_instances(self, pool).await
+    }
+    async fn forget_instance(&self, pool: &str, name: &str) -> Result<()> {
+        instances::forget_instance(self, pool, name).await
     }
     async fn create_api_token(
         &self,

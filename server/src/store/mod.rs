@@ -13,6 +13,7 @@ mod db;
 mod deliveries;
 mod demand;
 mod dialect;
+mod instances;
 mod jobs;
 mod logs;
 mod pipelines;
@@ -104,6 +105,15 @@ pub trait Store: Send + Sync + 'static {
     async fn add_provider_token(&self, hash: &str, pool: &str) -> Result<()>;
     /// Removes a provider's token (its server stops).
     async fn remove_provider_token(&self, hash: &str) -> Result<()>;
+    /// Stores the registration token of `pool`'s instance `name`, which registers that name only (one made
+    /// for an earlier instance of the name goes).
+    async fn add_instance_token(&self, pool: &str, name: &str, hash: &str) -> Result<()>;
+    /// Records an instance its provider made (its token was stored first).
+    async fn record_instance(&self, pool: &str, instance: &PoolInstance) -> Result<()>;
+    /// The instances recorded for `pool`, by name.
+    async fn pool_instances(&self, pool: &str) -> Result<Vec<PoolInstance>>;
+    /// Forgets instance `name` of `pool` and its token (it is destroyed, or was never made).
+    async fn forget_instance(&self, pool: &str, name: &str) -> Result<()>;
     /// Stores a named API token's hash; a name already taken is a conflict.
     async fn create_api_token(
         &self,

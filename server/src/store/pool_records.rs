@@ -86,3 +86,14 @@ pub enum Standing {
     /// Its registration or token is gone (deregistered, removed, or its pool's token rotated).
     Gone,
 }
+
+/// An instance a provider made outside this server (`exec`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolInstance {
+    /// The worker name it was given.
+    pub name: String,
+    /// The id its provider knows it by (what `create` printed).
+    pub instance: String,
+    /// When it was made (Unix ms).
+    pub created_ms: i64,
+}

@@ -1,4 +1,4 @@
-//! Pools (migrations 0012, 0013): their settings from the configuration file or the API, their tokens, the
+//! Pools (migrations 0012–0014): their settings from the configuration file or the API, their tokens, the
 //! autoscaler's decisions and turn, and the workers' side of it: state read from their jobs, draining,
 //! deregistration, and the registrations that stopped calling.
 
@@ -15,7 +15,7 @@ pub const DECISIONS_KEPT: i64 = 200;
 
 const POOL_COLUMNS: &str = "p.name, p.provider, p.labels, p.min_workers, p.max_workers, p.slots, p.warm,
     p.idle_timeout_ms, p.boot_timeout_ms, p.target_wait_ms, p.trusted, p.from_config, p.desired, p.booting,
-    p.booting_workers, p.error";
+    p.booting_workers, p.error, p.provider_settings";
 
 /// A worker's state, read from what it runs: `draining`, else `busy` while it runs a job, else `idle`.
 const WORKER_STATE: &str = "CASE WHEN w.draining THEN 'draining'
@@ -24,6 +24,10 @@ const WORKER_STATE: &str = "CASE WHEN w.draining THEN 'draining'
 
 fn pool_from(row: &impl Row) -> Result<PoolRecord> {
     let provider: String = row.get("provider")?;
+    let settings: ProviderSettings = match row.get::<Option<String>>("provider_settings")? {
+        Some(text) => json(&text)?,
+        None => ProviderSettings::default(),
+    };
     Ok(PoolRecord {
         pool: Pool {
             name: row.get("name")?,
@@ -37,6 +41,7 @@ fn pool_from(row: &impl Row) -> Result<PoolRecord> {
             boot_timeout_ms: row.get("boot_timeout_ms")?,
             target_wait_ms: row.get("target_wait_ms")?,
             trusted: row.get("trusted")?,
+            exec: settings.exec,
         },
         from_config: row.get("from_config")?,
         desired: row.get("desired")?,
@@ -49,16 +54,24 @@ fn pool_from(row: &impl Row) -> Result<PoolRecord> {
     })
 }
 
+/// The `provider_settings` column: what a provider needs beyond the pool's common keys.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ProviderSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec: Option<gantry_model::wire::ExecCommands>,
+}
+
 async fn write_pool(tx: &mut impl Exec, pool: &Pool, from_config: bool) -> Result<u64> {
     query(
         "INSERT INTO pools (name, created_at, provider, labels, min_workers, max_workers, slots, warm,
-           idle_timeout_ms, boot_timeout_ms, target_wait_ms, trusted, from_config)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+           idle_timeout_ms, boot_timeout_ms, target_wait_ms, trusted, from_config, provider_settings)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (name) DO UPDATE SET provider = excluded.provider, labels = excluded.labels,
            min_workers = excluded.min_workers, max_workers = excluded.max_workers, slots = excluded.slots,
            warm = excluded.warm, idle_timeout_ms = excluded.idle_timeout_ms,
            boot_timeout_ms = excluded.boot_timeout_ms, target_wait_ms = excluded.target_wait_ms,
-           trusted = excluded.trusted, from_config = excluded.from_config",
+           trusted = excluded.trusted, from_config = excluded.from_config,
+           provider_settings = excluded.provider_settings",
     )
     .bind(&pool.name)
     .bind(Utc::now())
@@ -73,6 +86,12 @@ async fn write_pool(tx: &mut impl Exec, pool: &Pool, from_config: bool) -> Resul
     .bind(pool.target_wait_ms)
     .bind(pool.trusted)
     .bind(from_config)
+    .bind(pool.exec.as_ref().map(|exec| {
+        serde_json::to_string(&ProviderSettings {
+            exec: Some(exec.clone()),
+        })
+        .expect("settings serialise")
+    }))
     .execute(tx)
     .await?;
     // A worker's trust and labels follow its pool's, for the workers already registered too.
@@ -88,7 +107,7 @@ pub(crate) async fn apply_config_pools(db: &impl Dialect, pools: &[Pool]) -> Res
     // Pools the file no longer has stay (workers and tokens name them), but nobody scales them any more.
     query(
         "UPDATE pools SET from_config = FALSE, provider = 'manual', min_workers = 0, max_workers = 0,
-           booting = 0, booting_workers = '[]'
+           booting = 0, booting_workers = '[]', provider_settings = NULL
          WHERE from_config",
     )
     .execute(&mut tx)

@@ -21,7 +21,12 @@ pub enum TokenRecord {
     Pool(String),
     /// The registration token a server's provider gives the workers it starts for a pool (rotating the pool's
     /// token leaves it).
-    Provider(String),
+    Provider {
+        /// The pool.
+        pool: String,
+        /// The only worker name it registers, when it was made for one instance (`exec`).
+        worker: Option<String>,
+    },
     /// A registered worker.
     Worker {
         /// Its id.

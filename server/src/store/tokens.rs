@@ -58,9 +58,11 @@ pub(crate) async fn find_token(db: &impl Dialect, hash: &str) -> Result<Option<T
             scope: parse(row.get("scope")?)?,
         }),
         "pool" => row.get::<Option<String>>("pool")?.map(TokenRecord::Pool),
-        "provider" => row
-            .get::<Option<String>>("pool")?
-            .map(TokenRecord::Provider),
+        "provider" => {
+            let worker = row.get::<Option<String>>("name")?;
+            row.get::<Option<String>>("pool")?
+                .map(|pool| TokenRecord::Provider { pool, worker })
+        }
         "worker" => {
             let id: Option<Uuid> = row.get("worker_id")?;
             let name: Option<String> = row.get("worker_name")?;
