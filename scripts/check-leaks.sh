@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails if a job left anything on the host: a cgroup under any hierarchy's gantry/, a mount made for a container,
-# or a process of a container, a worker or a farm. Run after the test suite.
+# a process of a container, a worker or a farm, or a test's network namespace or link. Run after the test suite.
 #   check-leaks.sh --save FILE   records what exists now (before the suite), without failing;
 #   check-leaks.sh [FILE]        fails on anything not recorded in FILE (everything, without one).
 set -uo pipefail
@@ -8,6 +8,9 @@ snapshot() {
   find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/gantry/*' -type d 2>/dev/null | sed 's/^/cgroup /'
   grep -E 'gantry|/containers/' /proc/self/mountinfo | cut -d' ' -f5 | sed 's/^/mount /'
   pgrep -f 'gantry (up|worker|server|container-zygote)' | sed 's/^/process /'
+  # The network namespaces and veth pairs the tests make as other hosts.
+  ip netns list 2>/dev/null | grep -o '^gx-[^ ]*' | sed 's/^/netns /'
+  ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^gx' | sed 's/^/link /'
 }
 if [ "${1:-}" = "--save" ]; then
   snapshot | sort >"$2"
@@ -17,7 +20,7 @@ before=${1:-/dev/null}
 sleep 2 # farms are stopped as their tests end; give the last ones a moment to exit
 left=$(comm -13 "$before" <(snapshot | sort))
 if [ -z "$left" ]; then
-  echo "no cgroup, mount or process left behind"
+  echo "no cgroup, mount, process, network namespace or link left behind"
   exit 0
 fi
 echo "leak: left behind by the tests:"

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
-test=("${build[@]}" postgresql util-linux procps chromium docker-registry skopeo umoci busybox-static)
+test=("${build[@]}" postgresql util-linux iproute2 procps chromium docker-registry skopeo umoci busybox-static)
 bench=("${test[@]}" crun runc bubblewrap)
 
 case "${1:-}" in

@@ -176,7 +176,7 @@ impl Queue {
                     .vault
                     .open_clone_credential(claimed.repo_id, claimed.clone_credential.as_deref());
                 let job = claimed.job;
-                let env = builtin_env(
+                let mut env = builtin_env(
                     &claimed.repo,
                     &claimed.commit,
                     &claimed.git_ref,
@@ -185,6 +185,7 @@ impl Queue {
                     &job.name,
                     claimed.pull_request.as_ref(),
                 );
+                env.push(("GANTRY_ATTEMPT".to_owned(), job.attempt.to_string()));
                 // Only a job with needs has artifacts to receive: the common lease costs no extra query.
                 let artifacts = if job.spec.needs.is_empty() {
                     Vec::new()

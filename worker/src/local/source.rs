@@ -48,9 +48,11 @@ impl TreeSource {
         }
     }
 
-    /// `CI`, `GANTRY_*` for `job`, as the server gives them, with event `local` and pipeline 0.
+    /// `CI`, `GANTRY_*` for `job`, as the server gives them, with event `local`, pipeline 0 and attempt 1.
     pub fn env(&self, job: &str) -> Vec<(String, String)> {
-        builtin_env(&self.repo, &self.commit, &self.git_ref, EVENT, 0, job, None)
+        let mut env = builtin_env(&self.repo, &self.commit, &self.git_ref, EVENT, 0, job, None);
+        env.push(("GANTRY_ATTEMPT".to_owned(), "1".to_owned()));
+        env
     }
 }
 
