@@ -50,6 +50,7 @@ fn builtin_pool(args: &UpArgs, file: &FileConfig) -> Result<Option<Pool>> {
         trusted: false,
         target_wait: None,
         exec: None,
+        kubernetes: None,
     };
     let pool = spec.check().map_err(|e| {
         anyhow::anyhow!("the built-in default pool (--capacity, --max-workers, [worker]): {e}")

@@ -19,6 +19,7 @@ fn pool(name: &str, max: u32) -> Pool {
         trusted: false,
         target_wait: None,
         exec: None,
+        kubernetes: None,
     }
     .check()
     .unwrap()

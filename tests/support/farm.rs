@@ -79,11 +79,25 @@ impl Farm {
         Farm::start_in("up", extra, data_dir)
     }
 
+    /// [`Farm::serve_with`] with more environment variables (e.g. `KUBECONFIG`).
+    pub fn serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> Farm {
+        Farm::start_in_env("server", extra, super::scratch_dir("farm"), env)
+    }
+
     fn start(command: &str, extra: &[&str]) -> Farm {
         Farm::start_in(command, extra, super::scratch_dir("farm"))
     }
 
     fn start_in(command: &str, extra: &[&str], data_dir: PathBuf) -> Farm {
+        Farm::start_in_env(command, extra, data_dir, &[])
+    }
+
+    fn start_in_env(
+        command: &str,
+        extra: &[&str],
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Farm {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -101,6 +115,7 @@ impl Farm {
             .arg(&data_dir)
             .args(extra)
             .env("GANTRY_LOG", "info,gantry_server=debug,gantry_worker=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

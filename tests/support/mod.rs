@@ -5,6 +5,7 @@ pub mod exec_vms;
 pub mod farm;
 pub mod git;
 pub mod git_http;
+pub mod kube_standin;
 pub mod local;
 pub mod oci;
 pub mod postgres;

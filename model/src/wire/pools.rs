@@ -2,7 +2,10 @@
 //! /api/v1/pools` describe one, the checked form the server keeps, and what the API shows of pools, workers and
 //! the autoscaler's decisions.
 
-use super::providers::{ExecCommands, ExecSpec, Provider};
+use super::providers::{
+    ExecCommands, ExecSpec, KubernetesSettings, KubernetesSpec, MAX_KUBERNETES_POOL_NAME, Provider,
+    valid_dns_label,
+};
 use crate::pipeline::valid_label;
 use crate::units::parse_duration_secs;
 use chrono::{DateTime, Utc};
@@ -54,6 +57,9 @@ pub struct PoolSpec {
     /// The `exec` provider's commands (`[pool.exec]`); only for `provider = "exec"`.
     #[serde(default)]
     pub exec: Option<ExecSpec>,
+    /// The `kubernetes` provider's settings (`[pool.kubernetes]`); only for `provider = "kubernetes"`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSpec>,
 }
 
 fn default_labels() -> Vec<String> {
@@ -87,6 +93,8 @@ pub struct Pool {
     pub trusted: bool,
     /// The `exec` provider's commands (set exactly when the provider is `exec`).
     pub exec: Option<ExecCommands>,
+    /// The `kubernetes` provider's settings (set exactly when the provider is `kubernetes`).
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
 /// Whether `name` may name a pool or a worker: 1 to 100 letters, digits, `.`, `_` and `-`.
@@ -149,6 +157,32 @@ impl PoolSpec {
             }
             (_, None) => None,
         };
+        let kubernetes = match (provider, &self.kubernetes) {
+            (Provider::Kubernetes, Some(k)) => {
+                if !valid_dns_label(&self.name, MAX_KUBERNETES_POOL_NAME) {
+                    return Err(format!(
+                        "invalid pool name {:?} for the kubernetes provider: its pods are named after it, so use 1 \
+                         to {MAX_KUBERNETES_POOL_NAME} lowercase letters, digits and '-'",
+                        self.name
+                    ));
+                }
+                Some(k.check().map_err(|e| format!("kubernetes: {e}"))?)
+            }
+            (Provider::Kubernetes, None) => {
+                return Err(
+                    "provider \"kubernetes\" needs a [pool.kubernetes] table with pod_template \
+                            (and namespace)"
+                        .into(),
+                );
+            }
+            (_, Some(_)) => {
+                return Err(format!(
+                    "kubernetes: only a \"kubernetes\" pool has these settings (this one's provider is \"{}\")",
+                    provider.as_str()
+                ));
+            }
+            (_, None) => None,
+        };
         Ok(Pool {
             name: self.name.clone(),
             provider,
@@ -162,6 +196,7 @@ impl PoolSpec {
             target_wait_ms: millis(self.target_wait.as_deref(), "30s", "target_wait")?,
             trusted: self.trusted,
             exec,
+            kubernetes,
         })
     }
 }
@@ -221,6 +256,7 @@ impl Pool {
             trusted: self.trusted,
             target_wait: Some(duration_text(self.target_wait_ms)),
             exec: self.exec.as_ref().map(ExecCommands::spec),
+            kubernetes: self.kubernetes.as_ref().map(KubernetesSettings::spec),
         }
     }
 
@@ -395,7 +431,17 @@ mod tests {
             ),
             (
                 serde_json::json!({"name": "a", "provider": "kubernetes"}),
-                "not built yet",
+                "needs a [pool.kubernetes] table",
+            ),
+            (
+                serde_json::json!({"name": "Big_Pool", "provider": "kubernetes",
+                    "kubernetes": {"pod_template": "/etc/gantry/worker-pod.yaml"}}),
+                "for the kubernetes provider",
+            ),
+            (
+                serde_json::json!({"name": "k", "provider": "kubernetes",
+                    "kubernetes": {"pod_template": "worker-pod.yaml"}}),
+                "absolute path",
             ),
             (
                 serde_json::json!({"name": "a", "provider": "exec"}),

@@ -1,5 +1,5 @@
 //! How a pool's workers come to be (docs/api.md, "Workers and pools"): the providers' names, and the settings of
-//! those that need some (`[pool.exec]`).
+//! those that need some (`[pool.exec]`, `[pool.kubernetes]`).
 
 use crate::units::parse_duration_secs;
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,8 @@ pub enum Provider {
     Manual,
     /// The operator's own commands make, remove and list instances (clouds, VMs, other hosts).
     Exec,
+    /// One worker per Pod, made from a pod template through the Kubernetes API.
+    Kubernetes,
 }
 
 impl Provider {
@@ -23,6 +25,7 @@ impl Provider {
             Provider::Local => "local",
             Provider::Manual => "manual",
             Provider::Exec => "exec",
+            Provider::Kubernetes => "kubernetes",
         }
     }
 
@@ -32,13 +35,9 @@ impl Provider {
             "local" => Ok(Provider::Local),
             "manual" => Ok(Provider::Manual),
             "exec" => Ok(Provider::Exec),
-            "kubernetes" => Err(
-                "the kubernetes provider is not built yet: use \"local\" (workers on this host), \"exec\" (your \
-                 own commands) or \"manual\" (workers you start with the pool's token)"
-                    .into(),
-            ),
+            "kubernetes" => Ok(Provider::Kubernetes),
             other => Err(format!(
-                "unknown provider {other:?}: use \"local\", \"exec\" or \"manual\""
+                "unknown provider {other:?}: use \"local\", \"exec\", \"kubernetes\" or \"manual\""
             )),
         }
     }
@@ -112,6 +111,72 @@ impl ExecCommands {
             destroy: self.destroy.clone(),
             list: self.list.clone(),
             timeout: Some(super::duration_text(self.timeout_ms)),
+        }
+    }
+}
+
+/// `[pool.kubernetes]` as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// The namespace the worker pods go in [default: `gantry`].
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod template file (YAML) each worker pod is made from, on the server's host.
+    pub pod_template: String,
+}
+
+/// The checked `[pool.kubernetes]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesSettings {
+    /// See [`KubernetesSpec`].
+    pub namespace: String,
+    /// See [`KubernetesSpec`].
+    pub pod_template: String,
+}
+
+/// Whether `name` is a Kubernetes DNS label of at most `max` characters: lowercase letters, digits and `-`,
+/// starting and ending with a letter or digit.
+pub fn valid_dns_label(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The longest name of a `kubernetes` pool: its pods are named `POOL-N` and labelled with it (63 at most).
+pub const MAX_KUBERNETES_POOL_NAME: usize = 50;
+
+impl KubernetesSpec {
+    /// Checks the settings and fills in the namespace; the error names the key.
+    pub fn check(&self) -> Result<KubernetesSettings, String> {
+        let namespace = self.namespace.clone().unwrap_or_else(|| "gantry".into());
+        if !valid_dns_label(&namespace, 63) {
+            return Err(format!(
+                "namespace {namespace:?}: use 1 to 63 lowercase letters, digits and '-'"
+            ));
+        }
+        if !self.pod_template.starts_with('/') {
+            return Err(format!(
+                "pod_template {:?}: give the template file's absolute path",
+                self.pod_template
+            ));
+        }
+        Ok(KubernetesSettings {
+            namespace,
+            pod_template: self.pod_template.clone(),
+        })
+    }
+}
+
+impl KubernetesSettings {
+    /// The spec that checks into these settings.
+    pub fn spec(&self) -> KubernetesSpec {
+        KubernetesSpec {
+            namespace: Some(self.namespace.clone()),
+            pod_template: self.pod_template.clone(),
         }
     }
 }

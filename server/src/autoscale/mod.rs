@@ -5,12 +5,14 @@
 //! workers, decides (`plan.rs`), starts or drains, and records every decision in words.
 
 mod exec;
+mod kubernetes;
 mod local;
 mod plan;
 mod provider;
 mod roster;
 
 pub use exec::ExecProvider;
+pub use kubernetes::{KubernetesProvider, POOL_LABEL, WORKER_LABEL};
 pub use local::{LocalLauncher, LocalProvider};
 pub use plan::{Look, Plan, decide, may_run};
 pub use provider::{Instance, Provider, ProviderError};
@@ -51,6 +53,7 @@ pub struct Autoscaler {
     server: String,
     local: Option<Arc<LocalProvider>>,
     exec: Arc<ExecProvider>,
+    kubernetes: Arc<KubernetesProvider>,
     /// A registered worker that stopped calling is removed after this.
     worker_grace: Duration,
     backoff: HashMap<String, Backoff>,
@@ -81,7 +84,8 @@ impl Autoscaler {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         Self {
-            exec: Arc::new(ExecProvider::new(store.clone(), public_url)),
+            exec: Arc::new(ExecProvider::new(store.clone(), public_url.clone())),
+            kubernetes: Arc::new(KubernetesProvider::new(store.clone(), public_url)),
             store,
             queue,
             server,
@@ -158,6 +162,7 @@ impl Autoscaler {
                 )
             }),
             ProviderKind::Exec => Ok(self.exec.clone()),
+            ProviderKind::Kubernetes => Ok(self.kubernetes.clone()),
             ProviderKind::Manual => Err(ProviderError("a manual pool is not scaled".into())),
         }
     }

@@ -16,6 +16,7 @@ fn pool(min: u32, max: u32, slots: u32) -> Pool {
         trusted: false,
         target_wait: Some("30s".into()),
         exec: None,
+        kubernetes: None,
     }
     .check()
     .unwrap();

@@ -1,5 +1,5 @@
 //! What makes and removes a pool's instances (docs/api.md, "Workers and pools"): one trait, so the autoscaler
-//! treats every provider alike (`local`, `exec`).
+//! treats every provider alike (`local`, `exec`, `kubernetes`).
 
 use async_trait::async_trait;
 use gantry_model::wire::Pool;

@@ -39,12 +39,13 @@ pub async fn create(
     _: Admin,
     Json(spec): Json<PoolSpec>,
 ) -> ApiResult<impl IntoResponse> {
-    if spec.exec.is_some() {
-        // Its commands run on the server's host as the server's user: the host's operator writes them, in the
-        // configuration file; an API token must not be a shell on the server.
+    if spec.exec.is_some() || spec.kubernetes.is_some() {
+        // An exec pool's commands run on the server's host as the server's user, and a pod template says what
+        // runs in the cluster with which privileges: the host's operator writes them, in the configuration
+        // file; an API token must not be a shell on the server or a way into the cluster.
         return Err(ApiError::Forbidden(
-            "an exec pool's commands run on the server's host: write the pool in the configuration file \
-             ([[pool]] with [pool.exec])"
+            "exec and kubernetes pools run what their settings say on the server's host or in the cluster: \
+             write them in the configuration file ([[pool]] with [pool.exec] or [pool.kubernetes])"
                 .into(),
         ));
     }

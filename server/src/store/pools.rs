@@ -42,6 +42,7 @@ fn pool_from(row: &impl Row) -> Result<PoolRecord> {
             target_wait_ms: row.get("target_wait_ms")?,
             trusted: row.get("trusted")?,
             exec: settings.exec,
+            kubernetes: settings.kubernetes,
         },
         from_config: row.get("from_config")?,
         desired: row.get("desired")?,
@@ -59,6 +60,8 @@ fn pool_from(row: &impl Row) -> Result<PoolRecord> {
 struct ProviderSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exec: Option<gantry_model::wire::ExecCommands>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<gantry_model::wire::KubernetesSettings>,
 }
 
 async fn write_pool(tx: &mut impl Exec, pool: &Pool, from_config: bool) -> Result<u64> {
@@ -86,12 +89,15 @@ async fn write_pool(tx: &mut impl Exec, pool: &Pool, from_config: bool) -> Resul
     .bind(pool.target_wait_ms)
     .bind(pool.trusted)
     .bind(from_config)
-    .bind(pool.exec.as_ref().map(|exec| {
-        serde_json::to_string(&ProviderSettings {
-            exec: Some(exec.clone()),
-        })
-        .expect("settings serialise")
-    }))
+    .bind(
+        (pool.exec.is_some() || pool.kubernetes.is_some()).then(|| {
+            serde_json::to_string(&ProviderSettings {
+                exec: pool.exec.clone(),
+                kubernetes: pool.kubernetes.clone(),
+            })
+            .expect("settings serialise")
+        }),
+    )
     .execute(tx)
     .await?;
     // A worker's trust and labels follow its pool's, for the workers already registered too.
