@@ -109,13 +109,24 @@ fn the_kubernetes_provider_makes_and_deletes_pods_by_name_and_shows_the_api_s_re
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/kubernetes/worker-pod.yaml"
         );
+        // A template with a misspelt field is refused, not made into a pod without it.
+        let typo = dir.join("typo-pod.yaml");
+        std::fs::write(
+            &typo,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: worker\n    image: gantry\n    \
+             securityContex: {privileged: true}\n",
+        )
+        .unwrap();
         let config = dir.join("gantry.toml");
         std::fs::write(
             &config,
             format!(
                 "[[pool]]\nname = \"{pool}\"\nprovider = \"kubernetes\"\nlabels = [\"linux\", \"{pool}\"]\nmin = 0\n\
                  max = 2\nidle_timeout = \"2s\"\nboot_timeout = \"2m\"\n[pool.kubernetes]\nnamespace = \"ci\"\n\
-                 pod_template = \"{template}\"\n"
+                 pod_template = \"{template}\"\n\
+                 [[pool]]\nname = \"{pool}-typo\"\nprovider = \"kubernetes\"\nmin = 1\nmax = 1\n\
+                 [pool.kubernetes]\nnamespace = \"ci\"\npod_template = \"{typo}\"\n",
+                typo = typo.display()
             ),
         )
         .unwrap();
@@ -138,6 +149,17 @@ fn the_kubernetes_provider_makes_and_deletes_pods_by_name_and_shows_the_api_s_re
             pool_error(&farm, &pool).await.is_none().then_some(())
         })
         .await;
+
+        let refused = eventually(
+            "the typo in the other pool's error",
+            Duration::from_secs(30),
+            || async { pool_error(&farm, &format!("{pool}-typo")).await },
+        )
+        .await;
+        assert!(
+            refused.contains("fields a Pod does not have: spec.containers.0.securityContex"),
+            "{refused}"
+        );
 
         // Two jobs: two pods. The first create meets a pod of that name (409), shown and retried.
         standin.fail_next("create", &[409]);
@@ -270,9 +292,10 @@ fn the_kubernetes_provider_makes_and_deletes_pods_by_name_and_shows_the_api_s_re
             match (r.method.as_str(), r.path.as_str()) {
                 ("GET", "/version" | "/api" | "/api/v1") => {}
                 ("GET", path) if path == pods_path => {
-                    assert_eq!(
-                        r.query.get("labelSelector").map(String::as_str),
-                        Some(format!("gantry.dev/pool={pool}").as_str()),
+                    let selector = r.query.get("labelSelector").cloned().unwrap_or_default();
+                    assert!(
+                        selector == format!("gantry.dev/pool={pool}")
+                            || selector == format!("gantry.dev/pool={pool}-typo"),
                         "{r:?}"
                     );
                 }

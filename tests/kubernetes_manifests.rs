@@ -1,4 +1,4 @@
-//! The Kubernetes manifests shipped in `deploy/kubernetes/` (docs/deploy.md): every document parses into its typed
+//! The Kubernetes manifests shipped in `deploy/kubernetes/` (its README.md): every document parses into its typed
 //! Kubernetes object (k8s-openapi) with no unknown field — a typo such as `nodeSelectr` would be silently ignored
 //! by the typed parse, so the fields are checked with `serde_ignored` — and the server's Role grants pods in its
 //! namespace only, nothing else.

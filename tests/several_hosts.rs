@@ -190,8 +190,25 @@ fn a_job_cut_off_with_its_host_finishes_on_the_other_and_the_cut_worker_rejoins(
         .await;
         let log = vms.worker_log(&first);
         assert!(log.contains("the server answered 409"), "{log}");
+        // It asks for jobs again: its last call is after the link came back.
+        let back = chrono::Utc::now();
+        eventually(
+            "the cut worker to call again",
+            Duration::from_secs(60),
+            || async {
+                let workers = farm.get("/workers").await;
+                let w = workers["workers"]
+                    .as_array()?
+                    .iter()
+                    .find(|w| w["name"] == first.as_str())?
+                    .clone();
+                let seen: chrono::DateTime<chrono::Utc> = w["last_seen"].as_str()?.parse().ok()?;
+                (seen > back).then_some(())
+            },
+        )
+        .await;
         repo.push_pipeline(&format!(
-            "jobs:\n  a:\n    runs-on: [{pool}]\n    steps: [sleep 3]\n  b:\n    runs-on: [{pool}]\n    steps: [sleep 3]\n"
+            "jobs:\n  a:\n    runs-on: [{pool}]\n    steps: [sleep 5]\n  b:\n    runs-on: [{pool}]\n    steps: [sleep 5]\n"
         ));
         let pipeline = farm.finished_pipeline(&repo_name, 2).await;
         assert_eq!(pipeline["status"], "success", "{pipeline:#}");

@@ -207,6 +207,12 @@ pub(super) async fn an_exec_pool_keeps_its_commands_and_its_instances_with_their
     let listed = db.pool_instances("vms").await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0], made);
+    // Used by its worker's registration, a token is gone; the instance stays.
+    db.remove_instance_token("vms", "vms-2").await.unwrap();
+    assert_eq!(db.find_token("vms-2-token").await.unwrap(), None);
+    db.add_instance_token("vms", "vms-2", "vms-2-token")
+        .await
+        .unwrap();
     // A name made again gets a new token; the old one stops working.
     db.add_instance_token("vms", "vms-1", "vms-1-again")
         .await

@@ -20,6 +20,8 @@ use tokio::process::Command;
 /// `list` runs at most this often per pool; between, the instances recorded are the truth (every create and
 /// destroy goes through here), so a cloud's API is not called every second.
 const LIST_EVERY: Duration = Duration::from_secs(5);
+/// An instance made this recently and not listed yet is not taken for gone.
+const LIST_LAG: Duration = Duration::from_secs(60);
 /// What is kept of a command's output, each stream.
 const OUTPUT_KEPT: usize = 64 * 1024;
 /// How much of a failing command's stderr the pool's error shows.
@@ -118,6 +120,9 @@ impl ExecProvider {
         let status = match tokio::time::timeout(limit, child.wait()).await {
             Ok(status) => status.map_err(|e| ProviderError(format!("`{what}`: {e}")))?,
             Err(_) => {
+                // A descendant in a session of its own may hold the pipes for ever: stop reading them.
+                stdout.0.abort();
+                stderr.0.abort();
                 if let Some(group) = group {
                     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 }
@@ -171,8 +176,11 @@ impl ExecProvider {
             .filter(|l| !l.is_empty())
             .collect();
         let mut gone = Vec::new();
+        let now_ms = chrono::Utc::now().timestamp_millis();
         recorded.retain(|i| {
-            let exists = listed.contains(i.instance.as_str());
+            // A cloud's list may not show what it made a moment ago.
+            let young = now_ms - i.created_ms < LIST_LAG.as_millis() as i64;
+            let exists = listed.contains(i.instance.as_str()) || young;
             if !exists {
                 gone.push(i.name.clone());
             }
@@ -234,9 +242,11 @@ impl Output {
     }
 }
 
-/// Whether `id` can be an instance id: one line of printable text.
+/// Whether `id` can be an instance id: one word of printable text, not an option (it is given to `destroy`).
 fn valid_instance_id(id: &str) -> bool {
-    (1..=256).contains(&id.len()) && !id.chars().any(char::is_control)
+    (1..=256).contains(&id.len())
+        && !id.starts_with('-')
+        && !id.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 #[async_trait]
@@ -247,7 +257,6 @@ impl Provider for ExecProvider {
             .add_instance_token(&pool.name, name, &hash_token(&token))
             .await
             .map_err(|e| ProviderError(format!("cannot store the instance's token: {e}")))?;
-        let created_ms = chrono::Utc::now().timestamp_millis();
         let ran = self
             .run(
                 pool,
@@ -260,9 +269,12 @@ impl Provider for ExecProvider {
             let id = ran.stdout.lines().map(str::trim).find(|l| !l.is_empty());
             match id {
                 Some(id) if valid_instance_id(id) => Ok(id.to_owned()),
-                Some(_) => Err(ProviderError(
-                    "`create` printed an instance id that is not one line of at most 256 characters".into(),
-                )),
+                Some(line) => Err(ProviderError(format!(
+                    "`create` printed {:?} where its instance id should be (the first line of its output: one \
+                     word of at most 256 characters, not starting with '-'); if it made an instance, remove it \
+                     yourself",
+                    line.chars().take(100).collect::<String>()
+                ))),
                 None => Err(ProviderError(
                     "`create` exited 0 but printed no instance id on its first line (if it starts a process in \
                      the background, send that process's output elsewhere)"
@@ -270,6 +282,8 @@ impl Provider for ExecProvider {
                 )),
             }
         });
+        // Its boot time starts now: a slow create does not eat into it.
+        let created_ms = chrono::Utc::now().timestamp_millis();
         let stored = match id {
             Ok(instance) => {
                 tracing::info!(pool = %pool.name, worker = %name, %instance, "created an instance");
@@ -286,7 +300,13 @@ impl Provider for ExecProvider {
                 return Err(e);
             }
         };
-        stored.map_err(|e| ProviderError(format!("cannot record the instance: {e}")))
+        if let Err(e) = stored {
+            let _ = self.store.forget_instance(&pool.name, name).await;
+            return Err(ProviderError(format!(
+                "cannot record the instance it made (remove it yourself): {e}"
+            )));
+        }
+        Ok(())
     }
 
     async fn destroy(&self, pool: &Pool, name: &str) -> Result<(), ProviderError> {
@@ -333,6 +353,7 @@ impl Provider for ExecProvider {
                     ))
                     .unwrap_or_else(Instant::now),
                 name: i.name,
+                leaving: false,
             })
             .collect())
     }
@@ -345,5 +366,11 @@ impl Provider for ExecProvider {
 
     fn leaves_on_its_own(&self) -> bool {
         false
+    }
+
+    fn call_limit(&self, pool: &Pool) -> Duration {
+        let limit_ms = pool.exec.as_ref().map_or(0, |e| e.timeout_ms);
+        // Its run, and a moment to read what it printed.
+        Duration::from_millis(limit_ms as u64) + OUTPUT_GRACE * 2
     }
 }

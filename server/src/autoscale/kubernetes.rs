@@ -13,7 +13,7 @@ use gantry_model::wire::{KubernetesSettings, Pool};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub const POOL_LABEL: &str = "gantry.dev/pool";
 pub const WORKER_LABEL: &str = "gantry.dev/worker";
 /// A pod made this recently may not be in the watcher's cache yet: it counts as existing meanwhile.
 const WATCH_LAG: Duration = Duration::from_secs(30);
+/// The longest a create or a delete may take.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// How long a look waits for a pool's first list of pods.
 const FIRST_LIST: Duration = Duration::from_secs(5);
 
@@ -150,8 +152,20 @@ impl KubernetesProvider {
         let path = &settings.pod_template;
         let text = std::fs::read_to_string(path)
             .map_err(|e| ProviderError(format!("pod_template {path}: cannot read it: {e}")))?;
-        let mut pod: Pod = serde_saphyr::from_str(&text)
-            .map_err(|e| ProviderError(format!("pod_template {path}: not a Pod: {e}")))?;
+        let yaml: serde_json::Value = serde_saphyr::from_str(&text)
+            .map_err(|e| ProviderError(format!("pod_template {path}: not YAML: {e}")))?;
+        // The typed parse drops what it does not know: a misspelt `securityContext` would silently go.
+        let mut unknown = Vec::new();
+        let mut pod: Pod = serde_ignored::deserialize(yaml, |field| {
+            unknown.push(field.to_string().replace(".?", ""))
+        })
+        .map_err(|e| ProviderError(format!("pod_template {path}: not a Pod: {e}")))?;
+        if !unknown.is_empty() {
+            return Err(ProviderError(format!(
+                "pod_template {path}: fields a Pod does not have: {}",
+                unknown.join(", ")
+            )));
+        }
         let meta = &mut pod.metadata;
         meta.name = Some(name.to_owned());
         meta.generate_name = None;
@@ -199,7 +213,7 @@ fn describe(error: &kube::Error, namespace: &str) -> String {
         kube::Error::Api(status) => {
             let hint = match status.code {
                 403 => format!(
-                    " (the server's service account needs create, delete, list and watch on pods in namespace \
+                    " (the server's service account needs create, delete, get, list and watch on pods in namespace \
                      {namespace}: see deploy/kubernetes/rbac.yaml)"
                 ),
                 _ => String::new(),
@@ -222,34 +236,58 @@ fn describe_watch_error(error: &watcher::Error, namespace: &str) -> String {
     }
 }
 
+/// A recorded pod's namespace and name (`NAMESPACE/NAME`): a pod made before the pool's namespace changed is
+/// still deleted where it is.
+fn recorded_place<'a>(record: &'a PoolInstance, namespace: &'a str) -> (&'a str, &'a str) {
+    record
+        .instance
+        .split_once('/')
+        .unwrap_or((namespace, record.instance.as_str()))
+}
+
+/// A call to the API within the time the autoscaler holds the pool's turn for it.
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, ProviderError> {
+    tokio::time::timeout(CALL_LIMIT, call).await.map_err(|_| {
+        ProviderError(format!(
+            "Kubernetes did not answer within {} s",
+            CALL_LIMIT.as_secs()
+        ))
+    })
+}
+
 #[async_trait]
 impl Provider for KubernetesProvider {
     async fn create(&self, pool: &Pool, name: &str) -> Result<(), ProviderError> {
         let token = generate_token("pool");
         let pod = self.pod(pool, name, &token)?;
         let api = self.pods(pool).await?;
+        let namespace = Self::settings(pool)?.namespace.clone();
         self.store
             .add_instance_token(&pool.name, name, &hash_token(&token))
             .await
             .map_err(|e| ProviderError(format!("cannot store the pod's token: {e}")))?;
-        let created_ms = chrono::Utc::now().timestamp_millis();
-        if let Err(e) = api.create(&PostParams::default(), &pod).await {
-            let _ = self.store.forget_instance(&pool.name, name).await;
-            let namespace = &Self::settings(pool)?.namespace;
-            return Err(ProviderError(match &e {
+        if let Err(e) = within(api.create(&PostParams::default(), &pod))
+            .await
+            .and_then(|r| r.map_err(|e| ProviderError(match &e {
                 kube::Error::Api(status) if status.code == 409 => format!(
                     "a pod named {name} exists already in namespace {namespace} (one being deleted?): {}",
                     status.message
                 ),
-                _ => describe(&e, namespace),
-            }));
+                _ => describe(&e, &namespace),
+            })))
+        {
+            let _ = self.store.forget_instance(&pool.name, name).await;
+            return Err(e);
         }
         tracing::info!(pool = %pool.name, worker = %name, "created a pod");
         let record = PoolInstance {
             name: name.to_owned(),
-            instance: name.to_owned(),
-            created_ms,
+            instance: format!("{namespace}/{name}"),
+            created_ms: chrono::Utc::now().timestamp_millis(),
         };
+        // Unrecorded, the pod is still found by its labels (list adopts it); its token stays valid meanwhile.
         self.store
             .record_instance(&pool.name, &record)
             .await
@@ -257,17 +295,25 @@ impl Provider for KubernetesProvider {
     }
 
     async fn destroy(&self, pool: &Pool, name: &str) -> Result<(), ProviderError> {
-        let api = self.pods(pool).await?;
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(pool = %pool.name, worker = %name, "deleted its pod"),
+        let current = Self::settings(pool)?.namespace.clone();
+        let recorded = self
+            .store
+            .pool_instances(&pool.name)
+            .await
+            .map_err(|e| ProviderError(format!("cannot read the pool's pods: {e}")))?;
+        let namespace = recorded
+            .iter()
+            .find(|r| r.name == name)
+            .map_or(current.as_str(), |r| recorded_place(r, &current).0)
+            .to_owned();
+        let api: Api<Pod> = Api::namespaced(self.client().await?, &namespace);
+        match within(api.delete(name, &DeleteParams::default())).await? {
+            Ok(_) => {
+                tracing::info!(pool = %pool.name, worker = %name, %namespace, "deleted its pod")
+            }
             // Gone already: what destroying wanted.
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => {
-                return Err(ProviderError(describe(
-                    &e,
-                    &Self::settings(pool)?.namespace,
-                )));
-            }
+            Err(e) => return Err(ProviderError(describe(&e, &namespace))),
         }
         self.store
             .forget_instance(&pool.name, name)
@@ -276,6 +322,7 @@ impl Provider for KubernetesProvider {
     }
 
     async fn list(&self, pool: &Pool) -> Result<Vec<Instance>, ProviderError> {
+        let namespace = Self::settings(pool)?.namespace.clone();
         let (pods, error) = self.watch(pool).await?;
         // A watcher failing (or that never listed) says why, at once: its cache is not to be trusted then.
         let failing = async {
@@ -296,34 +343,65 @@ impl Provider for KubernetesProvider {
                 return Err(ProviderError("the first list of the pool's pods has not come yet".into()));
             }
         }
-        // Pods being deleted are on their way out: not the pool's any more.
-        let live: HashSet<String> = pods
-            .state()
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let since = |ms: i64| {
+            let age = Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64);
+            (
+                age,
+                Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+            )
+        };
+        // The pool's pods as the watch shows them: being deleted or not.
+        let mut seen: HashMap<String, bool> = HashMap::new();
+        for pod in pods.state() {
+            if let Some(name) = pod.metadata.name.clone() {
+                seen.insert(name, pod.metadata.deletion_timestamp.is_some());
+            }
+        }
         let recorded = self
             .store
             .pool_instances(&pool.name)
             .await
             .map_err(|e| ProviderError(format!("cannot read the pool's pods: {e}")))?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let mut instances = Vec::new();
-        for record in recorded {
-            let age = Duration::from_millis(now_ms.saturating_sub(record.created_ms).max(0) as u64);
-            if !live.contains(&record.name) {
-                if age < WATCH_LAG {
-                    // Made a moment ago: the watch has not shown it yet.
-                } else {
-                    tracing::info!(pool = %pool.name, worker = %record.name, "its pod is gone: forgotten");
-                    let _ = self.store.forget_instance(&pool.name, &record.name).await;
-                    continue;
-                }
+        for record in &recorded {
+            let (age, started) = since(record.created_ms);
+            let (ns, name) = recorded_place(record, &namespace);
+            let exists = match seen.get(name) {
+                _ if ns != namespace => true, // not watched: it stays until destroyed
+                Some(_) => true,
+                // Made a moment ago: the watch has not shown it yet.
+                None => age < WATCH_LAG,
+            };
+            if !exists {
+                tracing::info!(pool = %pool.name, worker = %record.name, "its pod is gone: forgotten");
+                let _ = self.store.forget_instance(&pool.name, &record.name).await;
+                continue;
             }
             instances.push(Instance {
-                started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-                name: record.name,
+                name: record.name.clone(),
+                started,
+                leaving: ns == namespace && seen.get(name) == Some(&true),
+            });
+        }
+        // A pod of the pool nobody recorded (its server died between making and recording it) is the pool's all
+        // the same: it boots, registers or is destroyed like the others.
+        for pod in pods.state() {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            if recorded.iter().any(|r| r.name == name) {
+                continue;
+            }
+            let created_ms = pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now_ms, |t| t.0.as_millisecond());
+            instances.push(Instance {
+                leaving: pod.metadata.deletion_timestamp.is_some(),
+                started: since(created_ms).1,
+                name,
             });
         }
         Ok(instances)
@@ -337,5 +415,9 @@ impl Provider for KubernetesProvider {
     fn leaves_on_its_own(&self) -> bool {
         // A pod whose worker exited stays (Succeeded) until deleted.
         false
+    }
+
+    fn call_limit(&self, _pool: &Pool) -> Duration {
+        CALL_LIMIT
     }
 }

@@ -237,6 +237,7 @@ impl Provider for LocalProvider {
             .map(|(name, c)| Instance {
                 name: name.clone(),
                 started: c.started,
+                leaving: false,
             })
             .collect())
     }

@@ -21,7 +21,7 @@ pub use roster::roster;
 use crate::queue::Queue;
 use crate::store::{PoolRecord, Store, StoreError, WorkerRecord};
 use chrono::Utc;
-use gantry_model::wire::Provider as ProviderKind;
+use gantry_model::wire::{Pool, Provider as ProviderKind};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,7 +189,7 @@ impl Autoscaler {
         {
             return Ok(());
         }
-        let instances = match provider.list(pool).await {
+        let mut instances = match provider.list(pool).await {
             Ok(list) => list,
             Err(e) => {
                 let why = self.back_off(&pool.name, &format!("listing instances: {e}"));
@@ -202,6 +202,13 @@ impl Autoscaler {
         if let Some(b) = self.backoff.get_mut(&pool.name) {
             b.listing = false;
         }
+        // Instances on their way out count for nothing but their names, which are not free yet.
+        let going: Vec<String> = instances
+            .iter()
+            .filter(|i| i.leaving)
+            .map(|i| i.name.clone())
+            .collect();
+        instances.retain(|i| !i.leaving);
         let mut registered: HashSet<&str> = workers.iter().map(|w| w.name.as_str()).collect();
         let existing: HashSet<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         let mut error = None;
@@ -224,12 +231,17 @@ impl Autoscaler {
                 }
             }
         }
-        // Destroying is retried at the next look, unless the provider is failing.
-        let destroying = !self.backed_off(&pool.name);
+        // Destroying is retried at the next look, unless it keeps failing: then after a pause of its own, so
+        // that an instance that cannot be destroyed (its host is down) does not stop the pool from growing.
+        let destroys = format!("{}\u{0}destroy", pool.name);
+        let destroying = !self.backed_off(&destroys);
         for name in departed.iter().filter(|_| destroying) {
+            if !self.hold_turn(pool, provider.as_ref()).await? {
+                return Ok(());
+            }
             tracing::info!(pool = %pool.name, worker = %name, "its worker left: destroying its instance");
             if let Err(e) = provider.destroy(pool, name).await {
-                error = Some(self.back_off(&pool.name, &format!("destroying {name}: {e}")));
+                error = Some(self.back_off(&destroys, &format!("destroying {name}: {e}")));
                 break;
             }
         }
@@ -256,9 +268,12 @@ impl Autoscaler {
             tracing::warn!(pool = %pool.name, "{why}");
             let live = record.workers.idle + record.workers.busy;
             self.decide(&pool.name, live, live, &why).await?;
+            if !self.hold_turn(pool, provider.as_ref()).await? {
+                return Ok(());
+            }
             if let Err(e) = provider.destroy(pool, name).await {
                 error = Some(
-                    self.back_off(&pool.name, &format!("{why}, but destroying it failed: {e}")),
+                    self.back_off(&destroys, &format!("{why}, but destroying it failed: {e}")),
                 );
                 break;
             }
@@ -298,6 +313,9 @@ impl Autoscaler {
             };
             self.restarts
                 .insert(orphan.name.clone(), (Instant::now(), pause));
+            if !self.hold_turn(pool, provider.as_ref()).await? {
+                return Ok(());
+            }
             match provider.create(pool, &orphan.name).await {
                 Ok(()) => {
                     self.backoff.remove(&pool.name);
@@ -338,7 +356,8 @@ impl Autoscaler {
         if plan.start > 0 && !self.backed_off(&pool.name) {
             self.decide(&pool.name, plan.live, plan.live + plan.start, &plan.reason)
                 .await?;
-            let taken: HashSet<&str> = registered.union(&existing).copied().collect();
+            let mut taken: HashSet<&str> = registered.union(&existing).copied().collect();
+            taken.extend(going.iter().map(String::as_str));
             let prefix = provider.name_prefix(&pool.name);
             let mut names = (1..).map(|i| format!("{prefix}-{i}"));
             for _ in 0..plan.start {
@@ -346,6 +365,9 @@ impl Autoscaler {
                     .by_ref()
                     .find(|n| !taken.contains(n.as_str()))
                     .expect("an endless supply of names");
+                if !self.hold_turn(pool, provider.as_ref()).await? {
+                    return Ok(());
+                }
                 match provider.create(pool, &name).await {
                     Ok(()) => {
                         booting.push(name);
@@ -383,6 +405,26 @@ impl Autoscaler {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Keeps this server's turn on `pool` for as long as a call of its provider may take, so that no other
+    /// server acts for the pool meanwhile (a slow `create` must not be made twice); false if the turn is lost.
+    async fn hold_turn(&self, pool: &Pool, provider: &dyn Provider) -> Result<bool, StoreError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let limit_ms = provider.call_limit(pool).as_millis() as i64;
+        let held = self
+            .store
+            .take_pool_turn(
+                &pool.name,
+                &self.server,
+                now_ms,
+                now_ms + TURN_MS + limit_ms,
+            )
+            .await?;
+        if !held {
+            tracing::warn!(pool = %pool.name, "another server took the pool's turn: leaving it to that one");
+        }
+        Ok(held)
     }
 
     fn backed_off(&self, pool: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use gantry_model::wire::Pool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An instance a provider made (its worker registers under the same name).
 #[derive(Clone, Debug)]
@@ -12,6 +12,8 @@ pub struct Instance {
     pub name: String,
     /// When the provider started it.
     pub started: Instant,
+    /// On its way out (a pod being deleted): not the pool's any more, but its name is not free yet.
+    pub leaving: bool,
 }
 
 /// Why a provider call failed.
@@ -31,6 +33,10 @@ pub trait Provider: Send + Sync {
     /// What the names of `pool`'s instances start with (`PREFIX-1`, `PREFIX-2`, …): unique to this provider
     /// wherever its workers run, since a worker's name marks everything it makes on its host.
     fn name_prefix(&self, pool: &str) -> String;
+    /// The longest one call for `pool` may take (the server holds the pool's turn that much longer).
+    fn call_limit(&self, _pool: &Pool) -> Duration {
+        Duration::from_secs(10)
+    }
     /// Whether an instance goes away by itself once its worker deregistered (a process exits), rather than
     /// staying until destroyed (a VM).
     fn leaves_on_its_own(&self) -> bool {

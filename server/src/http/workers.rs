@@ -51,7 +51,7 @@ pub async fn register(
         )));
     }
     // An instance's token is its own: one leaked from a VM cannot register a worker of another name.
-    if let Some(only) = only_name.filter(|only| *only != req.name) {
+    if let Some(only) = only_name.as_ref().filter(|only| **only != req.name) {
         return Err(ApiError::Forbidden(format!(
             "this token was made for worker {only:?}, not {:?}",
             req.name
@@ -92,6 +92,14 @@ pub async fn register(
         .store
         .register_worker(&worker, &hash_token(&token))
         .await?;
+    // And it registers once: whoever reads it later (a pod's spec is readable by whoever may get pods) can
+    // no longer take the worker's place.
+    if only_name.is_some() {
+        state
+            .store
+            .remove_instance_token(&worker.pool, &worker.name)
+            .await?;
+    }
     tracing::info!(worker = %worker.name, %worker_id, "worker registered");
     state.queue.pools_changed();
     Ok(Json(RegisterResponse {

@@ -50,6 +50,9 @@ impl<D: Dialect> Store for D {
     async fn pool_instances(&self, pool: &str) -> Result<Vec<PoolInstance>> {
         instances::pool_instances(self, pool).await
     }
+    async fn remove_instance_token(&self, pool: &str, name: &str) -> Result<()> {
+        instances::remove_instance_token(self, pool, name).await
+    }
     async fn forget_instance(&self, pool: &str, name: &str) -> Result<()> {
         instances::forget_instance(self, pool, name).await
     }

@@ -80,3 +80,12 @@ pub(crate) async fn forget_instance(db: &impl Dialect, pool: &str, name: &str) -
         .await?;
     tx.commit().await
 }
+
+pub(crate) async fn remove_instance_token(db: &impl Dialect, pool: &str, name: &str) -> Result<()> {
+    query("DELETE FROM tokens WHERE kind = 'provider' AND pool = $1 AND name = $2")
+        .bind(pool)
+        .bind(name)
+        .execute(&mut db.writer().await?)
+        .await?;
+    Ok(())
+}

@@ -112,6 +112,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_instance(&self, pool: &str, instance: &PoolInstance) -> Result<()>;
     /// The instances recorded for `pool`, by name.
     async fn pool_instances(&self, pool: &str) -> Result<Vec<PoolInstance>>;
+    /// Removes the registration token of `pool`'s instance `name` (its worker registered with it: it is used).
+    async fn remove_instance_token(&self, pool: &str, name: &str) -> Result<()>;
     /// Forgets instance `name` of `pool` and its token (it is destroyed, or was never made).
     async fn forget_instance(&self, pool: &str, name: &str) -> Result<()>;
     /// Stores a named API token's hash; a name already taken is a conflict.
