@@ -35,18 +35,6 @@ async fn pool(farm: &Farm, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no pool {name}: {pools:#}"))
 }
 
-async fn register_with(farm: &Farm, token: &str, name: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/v1/workers/register", farm.url))
-        .bearer_auth(token)
-        .json(&json!({"name": name, "capacity": 1, "protocol_version": 1}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -68,6 +56,44 @@ async fn a_failing_create_shows_its_stderr_and_backs_off_and_an_unregistered_ins
     let config_path = dir.join("gantry.toml");
     flags.extend(["--config", config_path.to_str().unwrap()]);
     let farm = Farm::serve_with(&flags);
+
+    // Commands run on the server's host: even the admin cannot set them through the API, by a new pool or by
+    // turning one into an exec pool.
+    let hostile = json!({"name": unique("api-exec"), "provider": "exec",
+        "exec": {"create": "touch /tmp/owned", "destroy": "true", "list": "true"}});
+    let (status, body) = farm
+        .admin_call(reqwest::Method::POST, "/pools", Some(hostile))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let hostile = json!({"name": unique("api-kube"), "provider": "kubernetes",
+        "kubernetes": {"pod_template": "/etc/passwd"}});
+    let (status, body) = farm
+        .admin_call(reqwest::Method::POST, "/pools", Some(hostile))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = farm
+        .admin_call(
+            reqwest::Method::PATCH,
+            "/pools/default",
+            Some(json!({"provider": "exec"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs its commands"),
+        "{body}"
+    );
+    let (status, body) = farm
+        .admin_call(
+            reqwest::Method::PATCH,
+            &format!("/pools/{name}"),
+            Some(json!({"max": 9})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
 
     // The pool says why it cannot start its worker, in the command's own words.
     let error = eventually(
@@ -130,7 +156,9 @@ async fn a_failing_create_shows_its_stderr_and_backs_off_and_an_unregistered_ins
         "{env}"
     );
     // The token of a create that failed registers nothing.
-    let (status, _) = register_with(&farm, &failed_token, &format!("{name}-1")).await;
+    let (status, _) = farm
+        .register_with(&failed_token, &format!("{name}-1"))
+        .await;
     assert_eq!(status, 401, "a failed create's token still works");
 
     // Instances that never register: each is destroyed after boot_timeout, by its id, and the pool says so.
@@ -147,7 +175,7 @@ async fn a_failing_create_shows_its_stderr_and_backs_off_and_an_unregistered_ins
     let booting_name = booting["name"].as_str().unwrap().to_owned();
     // Its token is its own: it registers no other name.
     let token = env_value(&vms.env(&booting_name), "GANTRY_POOL_TOKEN").unwrap();
-    let (status, body) = register_with(&farm, &token, "someone-else").await;
+    let (status, body) = farm.register_with(&token, "someone-else").await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains(&booting_name),
@@ -207,7 +235,7 @@ async fn a_failing_create_shows_its_stderr_and_backs_off_and_an_unregistered_ins
     );
     // Its token registered it once: read from the instance now, it registers nobody.
     let used = env_value(&vms.env(&worker), "GANTRY_POOL_TOKEN").unwrap();
-    let (status, _) = register_with(&farm, &used, &worker).await;
+    let (status, _) = farm.register_with(&used, &worker).await;
     assert_eq!(status, 401, "an instance's token registered twice");
     let pool_now = pool(&farm, &name).await;
     assert_eq!(pool_now["provider"], "exec", "{pool_now:#}");

@@ -20,16 +20,7 @@ struct HandWorker {
 
 impl HandWorker {
     async fn register(farm: &Farm, pool_token: &str, name: &str) -> HandWorker {
-        let answer: Value = reqwest::Client::new()
-            .post(format!("{}/api/v1/workers/register", farm.url))
-            .bearer_auth(pool_token)
-            .json(&json!({"name": name, "capacity": 1, "protocol_version": 1}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, answer) = farm.register_with(pool_token, name).await;
         HandWorker {
             token: answer["worker_token"]
                 .as_str()

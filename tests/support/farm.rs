@@ -340,22 +340,24 @@ impl Farm {
 
     /// Registers a worker named `name` over HTTP, as a test playing the worker's part by hand; returns its token.
     pub async fn register_worker_by_hand(&self, name: &str) -> String {
-        let registered: Value = self
+        let pool_token = self.pool_token.clone().expect("the farm made a pool token");
+        let (_, registered) = self.register_with(&pool_token, name).await;
+        registered["worker_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a worker named `name` with `token` (a pool's or an instance's) over HTTP: the answer's status
+    /// and body.
+    pub async fn register_with(&self, token: &str, name: &str) -> (u16, Value) {
+        let response = self
             .http
             .post(format!("{}/api/v1/workers/register", self.url))
-            .bearer_auth(
-                self.pool_token
-                    .as_deref()
-                    .expect("the farm made a pool token"),
-            )
+            .bearer_auth(token)
             .json(&serde_json::json!({"name": name, "capacity": 1, "protocol_version": 1}))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        registered["worker_token"].as_str().unwrap().to_owned()
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Leases a job over HTTP as the worker of `token` (registered by hand), playing the worker's part; waits

@@ -343,15 +343,10 @@ impl Provider for ExecProvider {
                 .expect("lock poisoned")
                 .insert(pool.name.clone(), Instant::now());
         }
-        let now_ms = chrono::Utc::now().timestamp_millis();
         Ok(recorded
             .into_iter()
             .map(|i| Instance {
-                started: Instant::now()
-                    .checked_sub(Duration::from_millis(
-                        now_ms.saturating_sub(i.created_ms).max(0) as u64,
-                    ))
-                    .unwrap_or_else(Instant::now),
+                started: Instance::age(i.created_ms).1,
                 name: i.name,
                 leaving: false,
             })

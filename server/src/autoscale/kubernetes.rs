@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The label naming a pod's pool.
 pub const POOL_LABEL: &str = "gantry.dev/pool";
@@ -343,14 +343,6 @@ impl Provider for KubernetesProvider {
                 return Err(ProviderError("the first list of the pool's pods has not come yet".into()));
             }
         }
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let since = |ms: i64| {
-            let age = Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64);
-            (
-                age,
-                Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-            )
-        };
         // The pool's pods as the watch shows them: being deleted or not.
         let mut seen: HashMap<String, bool> = HashMap::new();
         for pod in pods.state() {
@@ -365,7 +357,7 @@ impl Provider for KubernetesProvider {
             .map_err(|e| ProviderError(format!("cannot read the pool's pods: {e}")))?;
         let mut instances = Vec::new();
         for record in &recorded {
-            let (age, started) = since(record.created_ms);
+            let (age, started) = Instance::age(record.created_ms);
             let (ns, name) = recorded_place(record, &namespace);
             let exists = match seen.get(name) {
                 _ if ns != namespace => true, // not watched: it stays until destroyed
@@ -393,14 +385,13 @@ impl Provider for KubernetesProvider {
             if recorded.iter().any(|r| r.name == name) {
                 continue;
             }
-            let created_ms = pod
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(now_ms, |t| t.0.as_millisecond());
+            let created_ms = pod.metadata.creation_timestamp.as_ref().map_or_else(
+                || chrono::Utc::now().timestamp_millis(),
+                |t| t.0.as_millisecond(),
+            );
             instances.push(Instance {
                 leaving: pod.metadata.deletion_timestamp.is_some(),
-                started: since(created_ms).1,
+                started: Instance::age(created_ms).1,
                 name,
             });
         }

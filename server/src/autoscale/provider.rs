@@ -16,6 +16,18 @@ pub struct Instance {
     pub leaving: bool,
 }
 
+impl Instance {
+    /// How long ago an instance made at `created_ms` (Unix ms) was made, and that moment on this clock.
+    pub fn age(created_ms: i64) -> (Duration, Instant) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let age = Duration::from_millis(now_ms.saturating_sub(created_ms).max(0) as u64);
+        (
+            age,
+            Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        )
+    }
+}
+
 /// Why a provider call failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -2,7 +2,7 @@
 //! provider knows it by, and its own registration token. Kept in the database so that the server taking a pool
 //! over, or this one after a restart, destroys what it did not make itself.
 
-use super::db::{Row, Transaction, query};
+use super::db::{Exec, Row, Transaction, query};
 use super::dialect::Dialect;
 use super::{PoolInstance, Result};
 use chrono::Utc;
@@ -15,11 +15,7 @@ pub(crate) async fn add_instance_token(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     // A name is reused once its instance is gone: the gone one's token goes with it.
-    query("DELETE FROM tokens WHERE kind = 'provider' AND pool = $1 AND name = $2")
-        .bind(pool)
-        .bind(name)
-        .execute(&mut tx)
-        .await?;
+    delete_token(&mut tx, pool, name).await?;
     query("INSERT INTO tokens (hash, kind, pool, name, created_at) VALUES ($1, 'provider', $2, $3, $4)")
         .bind(hash)
         .bind(pool)
@@ -73,19 +69,20 @@ pub(crate) async fn forget_instance(db: &impl Dialect, pool: &str, name: &str) -
         .bind(name)
         .execute(&mut tx)
         .await?;
-    query("DELETE FROM tokens WHERE kind = 'provider' AND pool = $1 AND name = $2")
-        .bind(pool)
-        .bind(name)
-        .execute(&mut tx)
-        .await?;
+    delete_token(&mut tx, pool, name).await?;
     tx.commit().await
 }
 
 pub(crate) async fn remove_instance_token(db: &impl Dialect, pool: &str, name: &str) -> Result<()> {
+    delete_token(&mut db.writer().await?, pool, name).await
+}
+
+/// Removes the registration token of `pool`'s instance `name`.
+async fn delete_token(exec: &mut impl Exec, pool: &str, name: &str) -> Result<()> {
     query("DELETE FROM tokens WHERE kind = 'provider' AND pool = $1 AND name = $2")
         .bind(pool)
         .bind(name)
-        .execute(&mut db.writer().await?)
+        .execute(exec)
         .await?;
     Ok(())
 }
