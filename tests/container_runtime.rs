@@ -37,6 +37,7 @@ impl Farm {
             extra_masks: vec![],
             user_namespace: true,
             host_paths: vec![],
+            egress: Default::default(),
         })
         .unwrap();
         Farm {
@@ -64,6 +65,7 @@ impl Farm {
             timeout: Duration::from_secs(60),
             image: Default::default(),
             services: Vec::new(),
+            network: Default::default(),
         }
     }
 }
@@ -667,6 +669,7 @@ fn an_init_that_dies_before_the_container_is_ready_is_a_setup_error() {
             extra_masks: vec![],
             user_namespace: true,
             host_paths: vec![],
+            egress: Default::default(),
         })
         .unwrap();
         let farm = Farm::new();

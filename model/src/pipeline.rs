@@ -11,10 +11,12 @@ use std::fmt;
 mod diagnose;
 mod instances;
 mod limits;
+mod network;
 mod service;
 mod when;
 
 pub use limits::Limits;
+pub use network::Network;
 pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
 pub use when::{EVENTS, When};
 
@@ -76,6 +78,9 @@ pub struct JobSpec {
     /// The job's own `when:`; a job it filters out is `skipped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<When>,
+    /// What its network namespace reaches (`network:`, the job's or the file's; `none` by default).
+    #[serde(default, skip_serializing_if = "Network::is_none")]
+    pub network: Network,
 }
 
 /// The limits a job's container gets.
@@ -185,6 +190,8 @@ struct RawFile {
     env: IndexMap<String, Scalar>,
     #[serde(default)]
     when: Option<when::RawWhen>,
+    #[serde(default)]
+    network: Option<Network>,
     jobs: Spanned<IndexMap<Spanned<String>, Spanned<RawJob>>>,
 }
 
@@ -220,6 +227,8 @@ struct RawJob {
     when: Option<when::RawWhen>,
     #[serde(default)]
     priority: Option<Spanned<i32>>,
+    #[serde(default)]
+    network: Option<Network>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +296,12 @@ impl Pipeline {
                     .sum::<usize>();
             budget.add(&name.value, instances.len().max(1), file_env_bytes + own)?;
             jobs.push((
-                expand_job(name, job, default_image.as_deref(), &file_env)?,
+                expand_job(
+                    name,
+                    job,
+                    (default_image.as_deref(), raw.network.unwrap_or_default()),
+                    &file_env,
+                )?,
                 instances,
             ));
         }
@@ -329,7 +343,7 @@ fn check_image(image: Spanned<String>, key: String) -> Result<String, PipelineEr
 fn expand_job(
     name: Spanned<String>,
     job: Spanned<RawJob>,
-    default_image: Option<&str>,
+    (default_image, default_network): (Option<&str>, Network),
     file_env: &IndexMap<String, String>,
 ) -> Result<JobSpec, PipelineError> {
     let key = |field: &str| format!("jobs.{}.{field}", name.value);
@@ -468,6 +482,7 @@ fn expand_job(
         reports,
         priority,
         when,
+        network: job.network.unwrap_or(default_network),
     })
 }
 

@@ -138,6 +138,14 @@ pub struct WorkerFileConfig {
     /// Host paths shown read-only to jobs on the host image.
     #[serde(default)]
     pub host_paths: Vec<PathBuf>,
+    /// Where egress jobs' addresses come from.
+    egress_range: Option<ipnet::Ipv4Net>,
+    /// Destinations refused to egress jobs.
+    #[serde(default)]
+    egress_deny: Vec<ipnet::Ipv4Net>,
+    /// The name servers egress jobs ask; empty: the host's.
+    #[serde(default)]
+    dns: Vec<std::net::IpAddr>,
     /// The most memory a job may ask for.
     max_memory: Option<Size>,
     /// The most processes a job may ask for.
@@ -168,6 +176,16 @@ impl Size {
 }
 
 impl WorkerFileConfig {
+    /// How egress jobs reach the world (`egress_range`, `egress_deny`, `dns`).
+    pub fn egress(&self) -> gantry_worker::runtime::EgressOptions {
+        let defaults = gantry_worker::runtime::EgressOptions::default();
+        gantry_worker::runtime::EgressOptions {
+            range: self.egress_range.unwrap_or(defaults.range),
+            deny: self.egress_deny.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+
     /// The most a job may ask of this worker (defaults: what the machine has, 32,768 processes, six hours),
     /// and the bytes one image layer may unpack to.
     pub fn job_limits(&self) -> Result<(gantry_worker::exec::JobLimits, u64)> {

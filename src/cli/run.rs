@@ -56,6 +56,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => default_data_dir()?,
     };
     let worker = file.worker;
+    let egress = worker.egress();
     let mut masked_paths = worker.mask;
     masked_paths.extend(args.masks);
     masked_paths.extend(secret_files);
@@ -64,6 +65,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         data_dir,
         jobs: args.jobs,
         masked_paths,
+        egress,
         registries: worker.registries,
         image_dirs: worker.image_dirs,
         user_namespace: worker.user_namespace.unwrap_or(true),

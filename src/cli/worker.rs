@@ -98,6 +98,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let (limits, max_layer_bytes) = file.job_limits()?;
+    let egress = file.egress();
     let mut masked_paths = file.mask;
     masked_paths.extend(args.masks);
     masked_paths.extend(secret_files);
@@ -112,6 +113,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         masked_paths,
         init_exe: std::env::current_exe()
             .context("cannot find the gantry binary to run containers with")?,
+        egress,
         registries: file.registries,
         image_dirs: file.image_dirs,
         user_namespace: file.user_namespace.unwrap_or(true),

@@ -4,7 +4,8 @@
 //! the peers of the bench's own harness, `gantry_bench::peers` (fork/exec, unshare, bwrap, crun, runc on a busybox
 //! rootfs). The VMs swing by 1.5×, so every round starts one container of each Gantry variant and runs each peer
 //! once, in an order shuffled anew each round (see `order`). Prints one JSON line per runtime and per peer, and the
-//! ratios; then the terminal guards' A/B. Root only.
+//! ratios; the extra cost of `network: egress` (a veth into the worker's bridge, an address, a route, NAT) over
+//! the default loopback-only namespace, from the same rounds; then the terminal guards' A/B. Root only.
 //!
 //! Run: `cargo build --release && cargo run --release -p gantry-bench --bin container_start [RUNS]`
 
@@ -13,7 +14,7 @@ use gantry_bench::peers::{self, Peer};
 use gantry_bench::{count_arg, gantry_bin, quantile, scratch};
 use gantry_model::Resources;
 use gantry_worker::runtime::{
-    ContainerConfig, ContainerRuntime, ImageRoot, NamespacesRuntime, RuntimeOptions,
+    ContainerConfig, ContainerRuntime, ImageRoot, NamespacesRuntime, Network, RuntimeOptions,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ struct Variant {
     tag: &'static str,
     runtime: NamespacesRuntime,
     rootfs: Option<PathBuf>,
+    network: Network,
     ms: Vec<f64>,
 }
 
@@ -47,9 +49,18 @@ fn main() -> Result<()> {
             tag,
             runtime: runtime(&dir, tag, host_net)?,
             rootfs: rootfs.cloned(),
+            network: Network::None,
             ms: Vec::with_capacity(runs),
         })
     };
+    let mut egress = variant(
+        "gantry-egress",
+        "busybox rootfs, all namespaces, user included, network: egress",
+        "eb",
+        false,
+        Some(&busybox),
+    )?;
+    egress.network = Network::Egress;
     let mut ours = [
         variant(
             "gantry",
@@ -72,6 +83,7 @@ fn main() -> Result<()> {
             false,
             None,
         )?,
+        egress,
     ];
     let contestants = ours.len() + peers.len();
     for round in 0..WARMUP + runs {
@@ -79,7 +91,8 @@ fn main() -> Result<()> {
         for at in order(round, contestants) {
             match ours.get_mut(at) {
                 Some(v) => {
-                    let config = config(v.tag, round, &workspace, v.rootfs.as_deref());
+                    let mut config = config(v.tag, round, &workspace, v.rootfs.as_deref());
+                    config.network = v.network;
                     let took = start_once(&v.runtime, &config)?;
                     if !warmup {
                         v.ms.push(took);
@@ -89,6 +102,8 @@ fn main() -> Result<()> {
             }
         }
     }
+    // Both ran once in every round: the p50 of the per-round difference cancels what drifts between rounds.
+    let mut paired: Vec<f64> = ours[3].ms.iter().zip(&ours[0].ms).map(|(e, n)| e - n).collect();
     let mut p50 = Vec::new();
     for v in &mut ours {
         let figures = [0.1, 0.5, 0.99].map(|q| quantile(&mut v.ms, q));
@@ -98,6 +113,18 @@ fn main() -> Result<()> {
     // Their runtimes' spare inits and zygotes would only idle beside the guards' A/B.
     drop(ours);
     ratios(&peers, &p50[..2]);
+    println!(
+        "{}",
+        serde_json::json!({
+            "compare": "network: egress over none (busybox rootfs, user namespace)",
+            "runs": runs,
+            "egress_p50_ms": p50[3].1,
+            "none_p50_ms": p50[0].1,
+            "cost_p50_ms": p50[3].1 - p50[0].1,
+            "paired_cost_p50_ms": quantile(&mut paired, 0.5),
+            "target": "cost <= 2 ms"
+        })
+    );
     compare_guards(&dir, &workspace, runs, &busybox)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -205,6 +232,7 @@ fn runtime(dir: &Path, tag: &str, host_net: bool) -> Result<NamespacesRuntime> {
         // container's own is not when it shares the host's network.
         user_namespace: !host_net,
         host_paths: vec![],
+        egress: Default::default(),
     })?;
     // Its walk for the host's private files runs on every core for ~1 s: not while we measure.
     runtime.wait_for_private_files();
@@ -232,6 +260,7 @@ fn config(tag: &str, i: usize, workspace: &Path, rootfs: Option<&Path>) -> Conta
             ..Default::default()
         },
         services: Vec::new(),
+        network: Network::None,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct WorkerConfig {
     pub image_dirs: Vec<PathBuf>,
     /// Run jobs in user namespaces where the host allows it.
     pub user_namespace: bool,
+    /// How `network: egress` jobs reach the world.
+    pub egress: crate::runtime::EgressOptions,
     /// Host paths shown read-only to jobs on the host image (see `RuntimeOptions::host_paths`).
     pub host_paths: Vec<PathBuf>,
     /// The most a job may ask for.
@@ -101,6 +103,7 @@ pub async fn run(
         extra_masks: vec![config.data_dir.clone()],
         user_namespace: config.user_namespace,
         host_paths: config.host_paths.clone(),
+        egress: config.egress.clone(),
     })?;
     match runtime.id_map() {
         Some(map) => tracing::info!(

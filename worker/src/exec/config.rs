@@ -85,6 +85,7 @@ pub fn container_config(
             user: image.config.user,
         },
         services,
+        network: spec.network,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct LocalOptions {
     pub init_exe: PathBuf,
     /// Run jobs in user namespaces where the host allows it.
     pub user_namespace: bool,
+    /// How `network: egress` jobs reach the world.
+    pub egress: crate::runtime::EgressOptions,
     /// Host paths shown read-only to jobs on the host image (see `RuntimeOptions::host_paths`).
     pub host_paths: Vec<PathBuf>,
 }
@@ -170,6 +172,7 @@ pub async fn run(
         extra_masks: vec![data_dir.clone()],
         user_namespace: options.user_namespace,
         host_paths: options.host_paths,
+        egress: options.egress,
     })?;
     if let Some(reason) = runtime.no_user_namespace_because() {
         term.error(&format!(

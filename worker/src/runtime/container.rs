@@ -3,13 +3,14 @@
 //! from `wait`, from a failed `start`, or from `Drop` if neither happened.
 
 use super::cgroup::{Cgroup, CgroupStats};
+use super::egress::{Egress, EgressLink};
 use super::events::{self, Shared};
 use super::masks::{self, DEFAULT_MASKS, HOMES};
 use super::namespaces::NamespacesRuntime;
 use super::outcome::{self, Ending};
 use super::protocol::{InitConfig, Mask};
 use super::zygote::Init;
-use super::{Container, ContainerConfig, ContainerEvent, Outcome, RuntimeError, sweep};
+use super::{Container, ContainerConfig, ContainerEvent, Network, Outcome, RuntimeError, sweep};
 use gantry_model::Resources;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::io::Write;
@@ -48,6 +49,8 @@ struct Parts {
     init: Option<Init>,
     cgroup: Option<Cgroup>,
     reader: Option<JoinHandle<()>>,
+    /// The container's address and veth, handed back once its processes are gone.
+    egress: Option<(Arc<Egress>, EgressLink)>,
 }
 
 /// What teardown found and what went wrong in it.
@@ -97,6 +100,14 @@ pub(crate) fn start(
         parts.cgroup = Some(cgroup);
         parts.init = Some(init);
     }
+    let (egress, resolv_conf) = match config.network {
+        Network::None => (None, None),
+        Network::Egress => {
+            let (link, resolv_conf) = runtime.egress.attach(&config.id)?;
+            container.parts().egress = Some((runtime.egress.clone(), link.clone()));
+            (Some(link), Some(resolv_conf))
+        }
+    };
 
     // Host masks hide host paths, which only the host image shows; an image's own files are all fair game.
     let uses_host =
@@ -149,6 +160,8 @@ pub(crate) fn start(
         seccomp: runtime.seccomp.clone(),
         services: config.services,
         id_map: runtime.id_map(),
+        egress,
+        resolv_conf,
     };
     let (output, control) = start_init(&container, &init_config)?;
     runtime.inits.replenish(&runtime.layout);
@@ -274,6 +287,9 @@ impl NsContainer {
         let stats = parts.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
         if let Some(cgroup) = parts.cgroup.take() {
             errors.extend(cgroup.remove().err());
+        }
+        if let Some((egress, link)) = parts.egress.take() {
+            errors.extend(egress.detach(&link).err());
         }
         self.shared
             .update(|p| p.stop_reading_at = Some(Instant::now() + READER_GRACE));

@@ -105,13 +105,20 @@ fn join(procs: &[PathBuf], network: bool, id_map: Option<IdMap>) -> Result<Shell
             })
         }
         None if network => {
+            // Made and left again, as with a user namespace: an egress container's veth is made from the
+            // worker's namespace, into this one.
+            let home = File::open("/proc/self/ns/net")
+                .map_err(|e| format!("open this network namespace: {e}"))?;
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("unshare the network namespace: {e}"))?;
             super::network::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
-            // Joined already.
+            let made = File::open("/proc/self/ns/net")
+                .map_err(|e| format!("open the new network namespace: {e}"))?;
+            setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("go back to the worker's network namespace: {e}"))?;
             Ok(Shell {
                 userns: None,
-                network: None,
+                network: Some(made.into()),
             })
         }
         None => Ok(Shell {
@@ -145,9 +152,21 @@ fn start(
         serde_json::from_slice(&input).map_err(|e| format!("parse the config: {e}"))?;
     set_cloexec_from_3().map_err(|e| format!("mark the fds close-on-exec: {e}"))?;
 
-    if let Some(network) = &shell.network {
-        setns(network.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("join the container's network namespace: {e}"))?;
+    match (&shell.network, &config.egress) {
+        (Some(network), egress) => {
+            if let Some(link) = egress {
+                super::network::plug_in(link, network.as_fd())?;
+            }
+            setns(network.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("join the container's network namespace: {e}"))?;
+            if let Some(link) = egress {
+                super::network::configure(link)?;
+            }
+        }
+        (None, Some(_)) => {
+            return Err("network: egress needs a network namespace of its own".into());
+        }
+        (None, None) => {}
     }
     // First, so that every namespace unshared next belongs to it.
     let mounts = match (&shell.userns, &config.id_map) {

@@ -8,6 +8,7 @@
 mod bpf;
 pub mod cgroup;
 mod container;
+mod egress;
 mod events;
 mod fs_watch;
 mod host_view;
@@ -15,6 +16,7 @@ mod identity;
 mod init;
 mod masks;
 mod namespaces;
+mod netlink;
 mod network;
 mod outcome;
 mod pid1;
@@ -29,6 +31,8 @@ mod sweep;
 mod userns;
 mod zygote;
 
+pub use egress::EgressOptions;
+pub use gantry_model::pipeline::Network;
 pub use namespaces::{NamespacesRuntime, RuntimeOptions};
 pub use userns::IdMap;
 pub use zygote::server::zygote_main;
@@ -66,6 +70,8 @@ pub struct ContainerConfig {
     pub image: ImageRoot,
     /// Containers started beside the steps, in the same network namespace and cgroup, and made ready first.
     pub services: Vec<ServiceConfig>,
+    /// What the container's network namespace reaches (`network:`).
+    pub network: Network,
 }
 
 /// A service container (docs/pipeline.md): its own root file system, mount, UTS and IPC namespaces, but the job's
@@ -186,6 +192,9 @@ pub enum RuntimeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The worker cannot give a container the network (`network: egress`).
+    #[error("network: egress: {0}")]
+    Egress(String),
     /// Something failed, and cleaning up after it failed too; both are kept.
     #[error("{error}; cleaning up afterwards also failed: {cleanup}")]
     WithCleanup {

@@ -1,6 +1,7 @@
 //! The namespaces backend: containers made of Linux namespaces, a cgroup and an overlay of the host's `/`.
 
 use super::cgroup::CgroupLayout;
+use super::egress::{Egress, EgressOptions};
 use super::private_files::PrivateFiles;
 use super::standby::Inits;
 use super::userns::{self, IdMap};
@@ -34,6 +35,8 @@ pub struct RuntimeOptions {
     /// Host paths shown read-only, at the same place, to jobs on the host image, even under a masked home
     /// (toolchains such as `/root/.rustup` and `/root/.cargo`); their `bin/` dirs go first on the steps' `PATH`.
     pub host_paths: Vec<PathBuf>,
+    /// How `network: egress` containers reach the world.
+    pub egress: EgressOptions,
 }
 
 /// Makes containers from namespaces, a cgroup and an overlay root file system (docs/container.md).
@@ -51,6 +54,8 @@ pub struct NamespacesRuntime {
     pub(super) private_files: PrivateFiles,
     /// The zygote that forks the containers' inits, and the spare init.
     pub(super) inits: Inits,
+    /// The bridge and table of egress containers, made at the first.
+    pub(super) egress: Arc<Egress>,
 }
 
 impl NamespacesRuntime {
@@ -97,6 +102,13 @@ impl NamespacesRuntime {
             .iter()
             .map(|path| check_host_path(path, &hidden))
             .collect::<Result<_, _>>()?;
+        options
+            .egress
+            .check()
+            .map_err(|reason| RuntimeError::Options {
+                option: "egress_range",
+                reason,
+            })?;
         let layout = CgroupLayout::detect()?;
         let seccomp = super::security::SeccompProgram::compile()
             .map_err(|e| RuntimeError::Setup(format!("cannot compile the seccomp filter: {e}")))?;
@@ -114,6 +126,7 @@ impl NamespacesRuntime {
             id_map.as_ref().ok().copied(),
         );
         Ok(NamespacesRuntime {
+            egress: Arc::new(Egress::new(&options.worker_name, options.egress.clone())),
             private_files: PrivateFiles::new(options.host_paths.clone()),
             options,
             layout,
@@ -206,12 +219,15 @@ impl ContainerRuntime for NamespacesRuntime {
     }
 
     fn sweep(&self) -> Result<usize, RuntimeError> {
-        sweep::sweep(
+        let swept = sweep::sweep(
             &self.layout,
             &self.options.state_dir,
             &self.options.worker_name,
             |name| self.inits.is_spare(name),
-        )
+        )?;
+        // After the containers: their veths are the bridge's ports.
+        self.egress.sweep()?;
+        Ok(swept)
     }
 }
 

@@ -72,6 +72,7 @@ fn build(
         masks: &config.masks,
         host_paths: &config.host_paths,
         workspace: Some((&config.workspace, config.workspace_mount)),
+        resolv_conf: config.resolv_conf.as_deref(),
         mounts: config.id_map.map(|_| &mounts.job),
     })
     .map_err(|e| e.to_string())?;

@@ -40,6 +40,12 @@ pub(crate) struct InitConfig {
     /// The user namespace's map; none: the container runs in the host's user namespace.
     #[serde(default)]
     pub id_map: Option<super::IdMap>,
+    /// `network: egress`: the veth to make into the worker's bridge, and the address to take.
+    #[serde(default)]
+    pub egress: Option<super::egress::EgressLink>,
+    /// The `/etc/resolv.conf` of the steps and services (egress jobs); none: the image's own.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 /// A host path to hide inside the container.

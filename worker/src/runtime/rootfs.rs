@@ -74,6 +74,8 @@ pub(crate) struct RootSpec<'a> {
     pub host_paths: &'a [PathBuf],
     /// The host dir that becomes `/workspace`, and how; none: no workspace (a service's root).
     pub workspace: Option<(&'a Path, WorkspaceMount)>,
+    /// What `/etc/resolv.conf` says (egress jobs); none: the image's (or the host's) own file.
+    pub resolv_conf: Option<&'a str>,
     /// In a user namespace: id-mapped mounts of the layers (or the host's `/`) and of the workspace, used
     /// instead of the paths above.
     pub mounts: Option<&'a RootMounts>,
@@ -148,7 +150,11 @@ pub(crate) fn enter(spec: &RootSpec<'_>) -> Result<(), SetupError> {
         }
     }
 
-    write_hosts(&mount_point(&root, "etc")?, spec.hostname, spec.aliases)?;
+    let etc = mount_point(&root, "etc")?;
+    write_hosts(&etc, spec.hostname, spec.aliases)?;
+    if let Some(text) = spec.resolv_conf {
+        write_resolv_conf(&etc, text)?;
+    }
     if spec.layers.is_empty() {
         let idmapped = spec.mounts.map(|m| &m.host_paths[..]);
         host_view::cover(&root, &spec.base, spec.masks, spec.host_paths, idmapped)?;
@@ -408,6 +414,19 @@ fn write_hosts(etc: &Path, hostname: &str, aliases: &[String]) -> Result<(), Set
         text.push_str(&format!("127.0.0.1\t{name}\n"));
     }
     fs::write(&hosts, text).what(|| "write /etc/hosts".into())
+}
+
+/// Gives an egress job the name servers it can reach. Like `/etc/hosts`, a symlink there (systemd-resolved's
+/// `../run/systemd/resolve/stub-resolv.conf` on many hosts) is replaced, never written through.
+fn write_resolv_conf(etc: &Path, text: &str) -> Result<(), SetupError> {
+    let path = etc.join("resolv.conf");
+    let what = || "replace /etc/resolv.conf".to_owned();
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).what(what)?,
+        Ok(_) => fs::remove_file(&path).what(what)?,
+        Err(_) => {}
+    }
+    fs::write(&path, text).what(|| "write /etc/resolv.conf".into())
 }
 
 fn bind_read_only(target: &Path) -> Result<(), SetupError> {

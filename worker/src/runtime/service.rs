@@ -222,6 +222,7 @@ fn build_root(
         masks: &config.masks,
         host_paths: &[],
         workspace: None,
+        resolv_conf: config.resolv_conf.as_deref(),
         mounts,
     })
     .map_err(|e| e.to_string())?;
