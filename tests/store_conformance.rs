@@ -30,6 +30,7 @@ on_both_databases!(
     first_start_tokens_are_made_once,
     api_tokens_have_a_unique_name_a_scope_and_are_revoked_at_once,
     repositories_have_unique_names,
+    writes_abandoned_at_any_point_leave_the_store_writable,
     a_delivery_creates_one_numbered_pipeline_and_a_redelivery_nothing,
     preparing_stores_jobs_once_and_failing_records_the_reason,
     only_ready_jobs_are_claimed_and_a_failure_skips_what_needs_it,

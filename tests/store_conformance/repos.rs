@@ -2,6 +2,28 @@
 
 use super::*;
 
+/// A write abandoned at any point (an HTTP handler whose client went away is dropped mid-await) leaves the
+/// store writable: never a connection inside a transaction for the next writer to trip on.
+pub(super) async fn writes_abandoned_at_any_point_leave_the_store_writable(db: Db) {
+    for i in 0..400 {
+        let write = db.expire_leases(0, 0);
+        tokio::pin!(write);
+        // Dropped after a number of scheduler turns that sweeps through every await of the write.
+        let soon = async {
+            for _ in 0..i % 80 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut write => {}
+            () = soon => {}
+        }
+    }
+    db.expire_leases(0, 0).await.unwrap();
+    repo(&db, "after-abandoned-writes").await;
+}
+
 pub(super) async fn repositories_have_unique_names(db: Db) {
     repo(&db, "b-repo").await;
     repo(&db, "a-repo").await;

@@ -152,8 +152,11 @@ impl Drop for WriteTx {
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             tokio::spawn(async move {
-                if let Err(error) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    tracing::error!(%error, "cannot roll back a write transaction");
+                match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    // The `BEGIN` (or the `COMMIT`) it was dropped in never ran, or the commit did: nothing to undo.
+                    Err(error) if error.to_string().contains("no transaction is active") => {}
+                    Err(error) => tracing::error!(%error, "cannot roll back a write transaction"),
+                    Ok(_) => {}
                 }
             });
         }
@@ -179,10 +182,15 @@ impl Dialect for SqliteStore {
 
     /// A transaction on the writer connection. `IMMEDIATE` takes the write lock up front, so that it never has to
     /// upgrade a read lock against a write through the pool (SQLite answers that with SQLITE_BUSY at once).
+    ///
+    /// The transaction exists before `BEGIN` is sent: a caller dropped while it runs (an HTTP request whose
+    /// client went away) leaves a `WriteTx` whose drop rolls back, never a connection left inside a
+    /// transaction for the next writer ("cannot start a transaction within a transaction" on every write after).
     async fn begin(&self) -> Result<WriteTx> {
-        let WriterConn(mut conn) = self.sqlx_writer().await;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(WriteTx { conn: Some(conn) })
+        let WriterConn(conn) = self.sqlx_writer().await;
+        let mut tx = WriteTx { conn: Some(conn) };
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
     }
 
     /// On the dispatch connection, on the caller's thread (`dispatch.rs`).
