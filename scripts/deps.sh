@@ -3,8 +3,8 @@
 # suite runs against) or `bench` (also the container peers the benchmarks measure). Installs only what is missing, so it is quick when everything is there.
 set -euo pipefail
 
-build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl)
-test=("${build[@]}" postgresql util-linux iproute2 procps chromium docker-registry skopeo umoci busybox-static)
+build=(build-essential pkg-config libssl-dev git ca-certificates openssl curl nftables)
+test=("${build[@]}" postgresql util-linux iproute2 procps chromium docker-registry skopeo umoci busybox-static dnsmasq-base)
 bench=("${test[@]}" crun runc bubblewrap)
 
 case "${1:-}" in

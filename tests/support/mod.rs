@@ -8,6 +8,7 @@ pub mod git_http;
 pub mod kube_standin;
 pub mod local;
 pub mod oci;
+pub mod outside;
 pub mod postgres;
 pub mod pulls;
 pub mod registry;

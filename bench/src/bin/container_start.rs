@@ -103,7 +103,12 @@ fn main() -> Result<()> {
         }
     }
     // Both ran once in every round: the p50 of the per-round difference cancels what drifts between rounds.
-    let mut paired: Vec<f64> = ours[3].ms.iter().zip(&ours[0].ms).map(|(e, n)| e - n).collect();
+    let mut paired: Vec<f64> = ours[3]
+        .ms
+        .iter()
+        .zip(&ours[0].ms)
+        .map(|(e, n)| e - n)
+        .collect();
     let mut p50 = Vec::new();
     for v in &mut ours {
         let figures = [0.1, 0.5, 0.99].map(|q| quantile(&mut v.ms, q));

@@ -79,11 +79,20 @@ pub(crate) fn apply(rules: &Rules<'_>) -> Result<(), String> {
         result: FibResult::Type,
         flags: [FibFlag::Daddr].into_iter().collect(),
     }));
+    // Only answers to what the host itself opened (a connection to a job's server) come back in.
+    rule(
+        "prerouting",
+        vec![from_bridge(), answers(), Statement::Accept(None)],
+    );
     rule(
         "prerouting",
         vec![from_bridge(), is(fib_local, text("local")), drop()],
     );
-    // Whatever reaches the host from a job (IPv6 too, ARP aside) ends here.
+    // Whatever else reaches the host from a job (IPv6 too, ARP aside) ends here.
+    rule(
+        "input",
+        vec![from_bridge(), answers(), Statement::Accept(None)],
+    );
     rule("input", vec![from_bridge(), drop()]);
     let denied = rules
         .denied
@@ -117,22 +126,9 @@ pub(crate) fn apply(rules: &Rules<'_>) -> Result<(), String> {
     );
     rule("forward", vec![from_bridge(), to_bridge(), drop()]);
     // Into the bridge only the answers to what jobs asked: nobody outside opens a connection to a job.
-    let state = Expression::Named(NamedExpression::CT(CT {
-        key: "state".into(),
-        family: None,
-        dir: None,
-    }));
     rule(
         "forward",
-        vec![
-            to_bridge(),
-            Statement::Match(Match {
-                left: state,
-                right: Expression::List(vec![text("established"), text("related")]),
-                op: Operator::IN,
-            }),
-            Statement::Accept(None),
-        ],
+        vec![to_bridge(), answers(), Statement::Accept(None)],
     );
     rule("forward", vec![to_bridge(), drop()]);
     if rules.forwarding_ours {
@@ -234,6 +230,19 @@ fn not(left: Expression<'static>, right: Expression<'static>) -> Statement<'stat
         left,
         right,
         op: Operator::NEQ,
+    })
+}
+
+/// Packets of a connection already accepted, or errors about one.
+fn answers() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT {
+            key: "state".into(),
+            family: None,
+            dir: None,
+        })),
+        right: Expression::List(vec![text("established"), text("related")]),
+        op: Operator::IN,
     })
 }
 
