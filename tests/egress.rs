@@ -238,18 +238,14 @@ fn egress_jobs_reach_the_outside_by_name_and_never_the_host_other_jobs_or_denied
             "the restarted worker's sweep",
             Duration::from_secs(60),
             || async {
-                let things = gantry_network_things();
-                (!things.iter().any(|t| t == &bridge) && !worker.output().is_empty()).then_some(())
+                (worker.output())
+                    .contains("removed the egress bridge an earlier run")
+                    .then_some(())
             },
         )
         .await;
-        assert!(
-            worker
-                .output()
-                .contains("removed the egress bridge an earlier run"),
-            "{}",
-            worker.output()
-        );
+        let left = gantry_network_things();
+        assert!(!left.iter().any(|t| t.contains(&bridge[4..])), "{left:?}");
         let (status, _) = farm
             .admin_call(
                 reqwest::Method::POST,
@@ -258,7 +254,16 @@ fn egress_jobs_reach_the_outside_by_name_and_never_the_host_other_jobs_or_denied
             )
             .await;
         assert_eq!(status, 200);
-        drop(worker);
+        // Stopped cleanly after an egress job, the worker removes its bridge and table itself.
+        repo.push_pipeline(
+            "jobs:\n  quick:\n    network: egress\n    steps: [\"ip route | grep -q default\"]\n",
+        );
+        let jobs = farm.finished_jobs("egress", 4).await;
+        assert_eq!(jobs[0].json["status"], "success", "{}", jobs[0].log);
+        assert!(gantry_network_things().iter().any(|t| t == &bridge));
+        let mut worker = worker;
+        worker.signal(nix::sys::signal::Signal::SIGINT);
+        assert!(worker.wait_exit(Duration::from_secs(30)).is_some());
         let _ = farm.interrupt();
         let left: Vec<String> = gantry_network_things()
             .into_iter()
@@ -266,4 +271,50 @@ fn egress_jobs_reach_the_outside_by_name_and_never_the_host_other_jobs_or_denied
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
     });
+}
+
+#[test]
+fn gantry_run_gives_egress_jobs_the_network_and_leaves_nothing_behind() {
+    let outside = Outside::start();
+    let pipeline = format!(
+        "network: egress\njobs:\n  fetch:\n    steps:\n      \
+         - echo got=$(curl -sf -m 5 http://{}/page.txt)\n  \
+         offline:\n    network: none\n    steps:\n      \
+         - \"if curl -s -m 2 http://{}/page.txt; then exit 1; fi; echo offline=yes\"\n",
+        outside::NAME,
+        outside.address
+    );
+    let tree = support::local::Tree::new("egress-run", &pipeline);
+    let config = tree.data_dir.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!("[worker]\ndns = [\"{}\"]\n", outside.address),
+    )
+    .unwrap();
+    let out = tree
+        .command(&["--config", config.to_str().unwrap()])
+        .env("GANTRY_LOG", "info")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("got={}", outside::PAGE)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("offline=yes"), "{stdout}");
+    // The bridge it made, by the name it logged; gone with it, and its table too.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("egress bridge ready"))
+        .unwrap_or_else(|| panic!("no bridge made: {stderr}"));
+    let tag = line.split("gtb-").nth(1).unwrap()[..11].to_owned();
+    let left: Vec<String> = gantry_network_things()
+        .into_iter()
+        .filter(|t| t.contains(&tag))
+        .collect();
+    assert!(left.is_empty(), "gantry run left {left:?}");
 }

@@ -78,8 +78,14 @@ impl Outside {
         inner(&["link", "set", "lo", "up"]);
         inner(&["route", "add", "default", "via", &host_side]);
         // This host reaches the extra addresses through the veth, as it would a real metadata service.
-        ip(&["route", "add", &format!("{denied}/32"), "via", &address]);
-        ip(&["route", "add", &format!("{METADATA}/32"), "via", &address]);
+        ip(&["route", "replace", &format!("{denied}/32"), "via", &address]);
+        ip(&[
+            "route",
+            "replace",
+            &format!("{METADATA}/32"),
+            "via",
+            &address,
+        ]);
         let spawn = |program: &str, args: &[&str]| {
             Command::new("ip")
                 .args(["netns", "exec", &netns, program])

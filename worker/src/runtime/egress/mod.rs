@@ -159,6 +159,7 @@ impl Egress {
         let links = netlink
             .links()
             .map_err(|e| RuntimeError::Egress(format!("list the links: {e}")))?;
+        let had_bridge = links.iter().any(|l| l.name == self.bridge);
         if let Some(bridge) = links.iter().find(|l| l.name == self.bridge) {
             for port in links.iter().filter(|l| l.controller == Some(bridge.index)) {
                 netlink
@@ -168,10 +169,12 @@ impl Egress {
             netlink
                 .delete_link(&self.bridge)
                 .map_err(|e| RuntimeError::Egress(format!("remove {}: {e}", self.bridge)))?;
-            tracing::info!(bridge = %self.bridge, "removed the egress bridge an earlier run of this worker left");
         }
         if firewall::available() {
             firewall::remove(&self.table).map_err(RuntimeError::Egress)?;
+        }
+        if had_bridge {
+            tracing::info!(bridge = %self.bridge, "removed the egress bridge an earlier run of this worker left, and its table");
         }
         Ok(())
     }
