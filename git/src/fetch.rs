@@ -21,7 +21,17 @@ pub(crate) fn fetch(dir: &Path, source: &Source<'_>, timeout: Duration) -> Resul
     let request = Request {
         dir: dir.to_owned(),
         url: source.url.to_owned(),
-        refspecs: refspecs(source.git_ref),
+        refspecs: match source.depth {
+            super::Depth::Everything => refspecs(source.git_ref),
+            super::Depth::Ref(_) => vec![format!("+{0}:{0}", source.git_ref)],
+        },
+        depth: match source.depth {
+            super::Depth::Everything => 0,
+            // libgit2's "unshallow": a plain 0 would leave a shallow mirror shallow.
+            super::Depth::Ref(0) => i32::MAX,
+            super::Depth::Ref(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        },
+        headers: source.headers.to_vec(),
         credential: source.credential.cloned(),
         without_credential: source.without_credential.to_owned(),
         abandoned: abandoned.clone(),
@@ -80,6 +90,9 @@ struct Request {
     credential: Option<CloneCredential>,
     without_credential: String,
     abandoned: Arc<AtomicBool>,
+    /// 0: no limit.
+    depth: i32,
+    headers: Vec<String>,
 }
 
 impl Request {
@@ -107,6 +120,13 @@ impl Request {
         callbacks.sideband_progress(|_| !abandoned.load(Ordering::SeqCst));
         let mut options = git2::FetchOptions::new();
         options.remote_callbacks(callbacks);
+        // libgit2's local transport cannot fetch shallow; a local fetch is a copy of files anyway.
+        let local = !self.url.contains("://") || self.url.starts_with("file://");
+        if self.depth > 0 && !local {
+            options.depth(self.depth);
+        }
+        let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+        options.custom_headers(&headers);
         remote.fetch(&self.refspecs, Some(&mut options), None)
     }
 }

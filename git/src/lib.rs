@@ -6,8 +6,12 @@
 
 mod fetch;
 mod head;
+mod history;
+mod submodules;
 
 pub use head::{Head, head};
+pub use history::checkout_with_history;
+pub use submodules::Submodule;
 
 use gantry_model::redact::redact_url;
 use gantry_model::secret::CloneCredential;
@@ -59,6 +63,17 @@ pub enum GitError {
     Git(#[from] git2::Error),
 }
 
+/// How much a fetch asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Every branch and tag (and the pushed ref), whole: later pushes need small fetches.
+    Everything,
+    /// Only the pushed ref, this many commits deep (0: its whole history). A shallow mirror fetches what it
+    /// needs to read one commit in a fraction of the time of its history; when the commit is not where the ref
+    /// points any more (pushed again since), everything is fetched after all.
+    Ref(u32),
+}
+
 /// Where a commit comes from.
 #[derive(Clone, Copy, Debug)]
 pub struct Source<'a> {
@@ -72,6 +87,16 @@ pub struct Source<'a> {
     pub credential: Option<&'a CloneCredential>,
     /// What to tell the user when the server asks for credentials and there are none (where to set them).
     pub without_credential: &'a str,
+    /// HTTP headers sent with every request (a worker's token and lease, to the server's mirror).
+    pub headers: &'a [String],
+    /// How much to fetch.
+    pub depth: Depth,
+}
+
+/// The ref a server's mirror keeps for each commit it read a pipeline at, so that workers fetch exactly that
+/// commit (the branch may have moved on since).
+pub fn commit_ref(commit: &str) -> String {
+    gantry_model::wire::mirror_ref(commit)
 }
 
 /// Bare mirrors under one directory, one per repository; a repository is fetched or read by one caller at a
@@ -99,6 +124,16 @@ impl Mirrors {
         }
     }
 
+    /// Where the mirrors are.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// How long a fetch may take.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout
+    }
+
     /// Runs `use_it` on `source`'s commit in the mirror of `repo`, fetched first when the mirror does not have
     /// it, holding the repository meanwhile. Blocking.
     pub fn with_commit<T>(
@@ -124,6 +159,13 @@ impl Mirrors {
         let oid = git2::Oid::from_str(source.commit).map_err(|_| no_commit())?;
         if git.find_commit(oid).is_err() {
             fetch::fetch(&dir, source, self.fetch_timeout)?;
+            if git.find_commit(oid).is_err() && source.depth != Depth::Everything {
+                let everything = Source {
+                    depth: Depth::Everything,
+                    ..*source
+                };
+                fetch::fetch(&dir, &everything, self.fetch_timeout)?;
+            }
             git.find_commit(oid).map_err(|_| no_commit())?;
         }
         use_it(&Commit { repo: git, oid })
@@ -131,6 +173,17 @@ impl Mirrors {
 }
 
 impl Commit {
+    /// Points [`commit_ref`] at this commit, for workers to fetch.
+    pub fn pin(&self) -> Result<(), GitError> {
+        self.repo.reference(
+            &commit_ref(&self.oid.to_string()),
+            self.oid,
+            true,
+            "gantry: a pipeline's commit",
+        )?;
+        Ok(())
+    }
+
     /// The file at `path`, or `None` when the commit has none; one over `max` bytes is refused unread.
     pub fn read_file(&self, path: &str, max: usize) -> Result<Option<Vec<u8>>, GitError> {
         let tree = self.repo.find_commit(self.oid)?.tree()?;
@@ -197,6 +250,8 @@ mod tests {
             git_ref: "refs/heads/main",
             credential: None,
             without_credential: "none was given",
+            headers: &[],
+            depth: Depth::Everything,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
 
+mod checkout;
 mod diagnose;
 mod instances;
 mod limits;
@@ -15,6 +16,7 @@ mod network;
 mod service;
 mod when;
 
+pub use checkout::Checkout;
 pub use limits::Limits;
 pub use network::Network;
 pub use service::{MAX_SERVICES, Readiness, ServiceSpec};
@@ -81,6 +83,9 @@ pub struct JobSpec {
     /// What its network namespace reaches (`network:`, the job's or the file's; `none` by default).
     #[serde(default, skip_serializing_if = "Network::is_none")]
     pub network: Network,
+    /// What its workspace holds besides the files (`checkout:`): history, submodules.
+    #[serde(default, skip_serializing_if = "Checkout::is_default")]
+    pub checkout: Checkout,
 }
 
 /// The limits a job's container gets.
@@ -192,6 +197,8 @@ struct RawFile {
     when: Option<when::RawWhen>,
     #[serde(default)]
     network: Option<Network>,
+    #[serde(default)]
+    checkout: Option<Spanned<Checkout>>,
     jobs: Spanned<IndexMap<Spanned<String>, Spanned<RawJob>>>,
 }
 
@@ -229,6 +236,8 @@ struct RawJob {
     priority: Option<Spanned<i32>>,
     #[serde(default)]
     network: Option<Network>,
+    #[serde(default)]
+    checkout: Option<Spanned<Checkout>>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +278,15 @@ impl Pipeline {
             .map(|image| check_image(image, "image".into()))
             .transpose()?;
         let file_when = raw.when.map(|w| when::check(w, "when")).transpose()?;
+        let default_checkout = match raw.checkout {
+            Some(c) => {
+                c.value
+                    .check()
+                    .map_err(|m| PipelineError::at(c.referenced, "checkout", m))?;
+                c.value
+            }
+            None => Checkout::default(),
+        };
         let file_env: IndexMap<String, String> = raw
             .env
             .into_iter()
@@ -299,7 +317,11 @@ impl Pipeline {
                 expand_job(
                     name,
                     job,
-                    (default_image.as_deref(), raw.network.unwrap_or_default()),
+                    FileDefaults {
+                        image: default_image.as_deref(),
+                        network: raw.network.unwrap_or_default(),
+                        checkout: default_checkout,
+                    },
                     &file_env,
                 )?,
                 instances,
@@ -343,7 +365,7 @@ fn check_image(image: Spanned<String>, key: String) -> Result<String, PipelineEr
 fn expand_job(
     name: Spanned<String>,
     job: Spanned<RawJob>,
-    (default_image, default_network): (Option<&str>, Network),
+    defaults: FileDefaults<'_>,
     file_env: &IndexMap<String, String>,
 ) -> Result<JobSpec, PipelineError> {
     let key = |field: &str| format!("jobs.{}.{field}", name.value);
@@ -378,7 +400,7 @@ fn expand_job(
     }
     let image = match job.image {
         Some(image) => check_image(image, key("image"))?,
-        None => default_image.unwrap_or(HOST_IMAGE).to_owned(),
+        None => defaults.image.unwrap_or(HOST_IMAGE).to_owned(),
     };
     let mut env = file_env.clone();
     env.extend(job.env.into_iter().map(|(k, v)| (k, v.into_text())));
@@ -465,6 +487,15 @@ fn expand_job(
         Some(p) => p.value,
         None => 0,
     };
+    let checkout = match job.checkout {
+        Some(c) => {
+            c.value
+                .check()
+                .map_err(|m| PipelineError::at(c.referenced, key("checkout"), m))?;
+            c.value
+        }
+        None => defaults.checkout,
+    };
     let artifacts = patterns(job.artifacts, "artifacts")?;
     let reports = patterns(job.reports, "reports")?;
     Ok(JobSpec {
@@ -482,8 +513,16 @@ fn expand_job(
         reports,
         priority,
         when,
-        network: job.network.unwrap_or(default_network),
+        network: job.network.unwrap_or(defaults.network),
+        checkout,
     })
+}
+
+/// What the file says for every job that does not say otherwise.
+struct FileDefaults<'a> {
+    image: Option<&'a str>,
+    network: Network,
+    checkout: Checkout,
 }
 
 /// The largest `priority:` either way.

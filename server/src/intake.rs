@@ -120,6 +120,11 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// The mirrors pipelines are read from, which workers fetch from too.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
     /// Intake over the store, mirrors and queue, keeping each repository's newest `deliveries_kept` deliveries
     /// and refusing pipelines past `limits`.
     pub fn new(

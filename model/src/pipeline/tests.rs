@@ -363,3 +363,39 @@ fn a_file_that_expands_past_the_caps_is_refused_naming_them_and_fast() {
     let e = Pipeline::parse(&format!("jobs:\n{wide}")).unwrap_err();
     assert!(e.message.contains("more than 1000 jobs"), "{e}");
 }
+
+#[test]
+fn network_and_checkout_come_from_the_job_or_the_file() {
+    let p = Pipeline::parse(
+        "network: egress\ncheckout: { depth: 5 }\njobs:\n  a: { steps: [x] }\n  \
+         b: { steps: [x], network: none, checkout: { depth: 0, submodules: true } }\n",
+    )
+    .unwrap();
+    assert_eq!(p.jobs[0].network, Network::Egress);
+    assert_eq!(p.jobs[0].checkout.depth, Some(5));
+    assert!(!p.jobs[0].checkout.submodules);
+    assert_eq!(p.jobs[1].network, Network::None);
+    assert_eq!(
+        p.jobs[1].checkout,
+        Checkout {
+            depth: Some(0),
+            submodules: true
+        }
+    );
+    let plain = Pipeline::parse("jobs:\n  a: { steps: [x] }\n").unwrap();
+    assert_eq!(plain.jobs[0].network, Network::None);
+    assert!(plain.jobs[0].checkout.is_default());
+    // Defaults stay off the wire, so older workers read newer specs.
+    let json = serde_json::to_string(&plain.jobs[0]).unwrap();
+    assert!(
+        !json.contains("network") && !json.contains("checkout"),
+        "{json}"
+    );
+    let e = Pipeline::parse("jobs:\n  a: { steps: [x], network: internet }\n").unwrap_err();
+    assert!(e.message.contains("internet"), "{e}");
+    let e =
+        Pipeline::parse("jobs:\n  a: { steps: [x], checkout: { depth: 2000000 } }\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("jobs.a.checkout"), "{e}");
+    let e = Pipeline::parse("jobs:\n  a: { steps: [x], checkout: { deep: 1 } }\n").unwrap_err();
+    assert!(e.message.contains("deep"), "{e}");
+}

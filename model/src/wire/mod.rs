@@ -135,9 +135,20 @@ pub struct Source {
     pub commit: String,
     /// The ref that was pushed.
     pub git_ref: String,
-    /// What to authenticate with when the repository is private (its clone token).
+    /// What to authenticate with when the repository is private (its clone token): for submodules, and
+    /// for a server that serves no mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CloneCredential>,
+    /// Where the worker fetches the commit from: the server's mirror of the repository over git's smart HTTP,
+    /// as a path on the server (`/api/v1/jobs/{id}/source.git`), fetched with the worker's token and the
+    /// lease; the commit is at [`mirror_ref`] there. None (an older server): from `clone_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+}
+
+/// The ref of the server's mirror that holds a pipeline's commit.
+pub fn mirror_ref(commit: &str) -> String {
+    format!("refs/gantry/commits/{commit}")
 }
 
 /// The answer to a heartbeat.

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// A secret or credential could not be set or read.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The mirror could not be served over git's smart HTTP.
+    #[error(transparent)]
+    Git(#[from] crate::mirror::smart_http::SmartHttpError),
 }
 
 impl IntoResponse for ApiError {
@@ -97,6 +100,8 @@ impl ApiError {
             ApiError::Hook(HookError::Malformed(..)) => StatusCode::BAD_REQUEST,
             ApiError::Hook(_) => StatusCode::UNAUTHORIZED,
             ApiError::Store(e) => store_status(e),
+            ApiError::Git(crate::mirror::smart_http::SmartHttpError::Push) => StatusCode::FORBIDDEN,
+            ApiError::Git(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Vault(e) => match e {
                 VaultError::Invalid(_) | VaultError::BadToken(_) | VaultError::TooMany => {
                     StatusCode::BAD_REQUEST

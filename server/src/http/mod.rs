@@ -5,6 +5,7 @@ mod artifacts;
 pub(crate) mod auth;
 pub mod deliveries;
 pub mod error;
+mod git;
 mod hooks;
 mod limits;
 mod log;
@@ -107,6 +108,12 @@ pub fn router(state: AppState) -> Router {
         .route("/pools/{name}/decisions", get(pools::decisions))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        // The job's source for its worker (git's smart HTTP); a fetch request is wants and haves, well under
+        // the limit below.
+        .route(
+            "/jobs/{id}/source.git/{*rest}",
+            get(git::serve).post(git::serve),
+        )
         // Log uploads are flushed every ~100 ms; this bounds one request, not the log.
         .layer(DefaultBodyLimit::max(8 * 1024 * 1024));
     // Artifacts stream with their own limit (per job attempt, in `Artifacts`), not the API's body limit.

@@ -1,8 +1,13 @@
-//! The server's bare mirrors of repositories: fetch a pushed commit, read `.gantry.yml` at it (`gantry_git`).
-//! A private repository is fetched with its clone token, opened from the vault for the fetch.
+//! The server's bare mirrors of repositories (`gantry_git`): fetch a pushed commit (every branch and tag, whole:
+//! libgit2 serves a shallow mirror badly to its own fetches, "invalid packet line"), read `.gantry.yml` at it,
+//! and pin it (`refs/gantry/commits/…`) for the workers, which fetch it from here (`smart_http`) rather than
+//! from the forge: one fetch from the forge per push, however many jobs and workers. A private repository is
+//! fetched with its clone token, opened from the vault for the fetch.
+
+pub mod smart_http;
 
 use crate::secrets::Vault;
-use gantry_git::{GitError, Source};
+use gantry_git::{Depth, GitError, Source};
 use gantry_model::pipeline::MAX_FILE_BYTES;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,9 +50,14 @@ impl Mirrors {
         }
     }
 
-    /// Fetches `commit` (pushed to `git_ref`) of `url` into the mirror of `repo` if it is not there yet, then
-    /// reads `path` at it: `Ok(None)` when the commit has no such file; one bigger than a pipeline file may be
-    /// is refused unread.
+    /// Where the mirrors are (one `NAME.git` each).
+    pub fn root(&self) -> &std::path::Path {
+        self.mirrors.root()
+    }
+
+    /// Fetches `commit` (pushed to `git_ref`) of `url` into the mirror of `repo` if it is not there yet, pins
+    /// it for the workers, then reads `path` at it: `Ok(None)` when the commit has no such file; one bigger than
+    /// a pipeline file may be is refused unread.
     pub async fn read_file_at(
         &self,
         repo: &str,
@@ -77,12 +87,21 @@ impl Mirrors {
                 commit: &commit,
                 git_ref: &git_ref,
                 credential: credential.as_ref(),
-                without_credential: "has no clone token (set one with `gantry repo set NAME --clone-token-file FILE`)",
+                without_credential: WITHOUT_CREDENTIAL,
+                headers: &[],
+                depth: Depth::Everything,
             };
-            mirrors.with_commit(&repo, &source, |at| at.read_file(&path, MAX_FILE_BYTES))
+            mirrors.with_commit(&repo, &source, |at| {
+                at.pin()?;
+                at.read_file(&path, MAX_FILE_BYTES)
+            })
         })
         .await
         .map_err(|e| MirrorError::Task(e.to_string()))?
         .map_err(MirrorError::from)
     }
 }
+
+/// What a private repository's fetch without a clone token tells the user.
+const WITHOUT_CREDENTIAL: &str =
+    "has no clone token (set one with `gantry repo set NAME --clone-token-file FILE`)";

@@ -213,6 +213,7 @@ impl Queue {
                         commit: claimed.commit,
                         git_ref: claimed.git_ref,
                         credential,
+                        mirror: Some(format!("/api/v1/jobs/{}/source.git", job.id)),
                     },
                     env,
                     artifacts,

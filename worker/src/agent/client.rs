@@ -58,6 +58,19 @@ pub struct Client {
     token: String,
 }
 
+impl Client {
+    /// Where the server is and how to ask it for a job's source: the server's URL (its API's base without
+    /// `/api/v1`) and the HTTP headers of a call under `lease` (the worker's token, the lease).
+    pub fn source_access(&self, lease: &gantry_model::wire::Lease) -> (String, Vec<String>) {
+        let server = self.base.trim_end_matches("/api/v1").to_owned();
+        let headers = vec![
+            format!("Authorization: Bearer {}", self.token),
+            format!("{}: {}", gantry_model::wire::LEASE_HEADER, lease.lease_id),
+        ];
+        (server, headers)
+    }
+}
+
 async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     let status = response.status();
     if status.is_success() {

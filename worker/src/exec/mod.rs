@@ -214,15 +214,16 @@ impl JobRunner {
             lease.source.clone(),
             workspace.to_owned(),
         );
+        let (server, headers) = self.client.source_access(lease);
+        let checkout = lease.spec.checkout;
         tokio::task::spawn_blocking(move || {
-            mirrors.checkout(
-                &source.repo,
-                &source.clone_url,
-                &source.commit,
-                &source.git_ref,
-                source.credential.as_ref(),
-                &dest,
-            )
+            let request = crate::checkout::CheckoutRequest {
+                source: &source,
+                server: &server,
+                headers: &headers,
+                checkout,
+            };
+            mirrors.checkout(&request, &dest)
         })
         .await
         .map_err(|e| format!("checkout task failed: {e}"))?
