@@ -208,8 +208,11 @@ impl Commit {
     pub fn write_tree(&self, dest: &Path) -> Result<(), GitError> {
         let tree = self.repo.find_commit(self.oid)?.tree()?;
         std::fs::create_dir_all(dest).map_err(|e| GitError::Workspace(dest.to_owned(), e))?;
+        // The workspace as the mirror's working tree for this handle only: libgit2 refuses to check out a tree
+        // holding a submodule (a gitlink, made an empty dir) into a bare repository's `target_dir`.
+        self.repo.set_workdir(dest, false)?;
         let mut options = git2::build::CheckoutBuilder::new();
-        options.target_dir(dest).force().recreate_missing(true);
+        options.force().recreate_missing(true).update_index(false);
         self.repo
             .checkout_tree(tree.as_object(), Some(&mut options))?;
         Ok(())

@@ -14,6 +14,8 @@ pub struct GitHttp {
     base: String,
     /// Requests refused for missing or wrong credentials.
     pub refused: Arc<AtomicUsize>,
+    /// Fetches served (each starts with `GET …/info/refs?service=git-upload-pack`).
+    pub fetches: Arc<AtomicUsize>,
 }
 
 impl GitHttp {
@@ -26,16 +28,22 @@ impl GitHttp {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
         let refused = Arc::new(AtomicUsize::new(0));
-        let (root, counter) = (root.to_owned(), refused.clone());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (root, counter, fetched) = (root.to_owned(), refused.clone(), fetches.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (root, expected, counter) = (root.clone(), expected.clone(), counter.clone());
+                let (root, expected) = (root.clone(), expected.clone());
+                let (counter, fetched) = (counter.clone(), fetched.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_connection(stream, &root, &expected, &counter);
+                    let _ = serve_connection(stream, &root, &expected, (&counter, &fetched));
                 });
             }
         });
-        GitHttp { base, refused }
+        GitHttp {
+            base,
+            refused,
+            fetches,
+        }
     }
 
     /// The clone URL of the repository at `path` under the root (e.g. `origin.git`).
@@ -66,7 +74,7 @@ fn serve_connection(
     stream: TcpStream,
     root: &Path,
     expected: &str,
-    refused: &AtomicUsize,
+    (refused, fetches): (&AtomicUsize, &AtomicUsize),
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -77,6 +85,9 @@ fn serve_connection(
                 b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"private\"\r\nContent-Length: 0\r\n\r\n",
             )?;
             continue;
+        }
+        if request.path.ends_with("/info/refs") && request.query.contains("git-upload-pack") {
+            fetches.fetch_add(1, Ordering::SeqCst);
         }
         let (status, headers, body) = run_backend(root, &request)?;
         let mut head = format!("HTTP/1.1 {status}\r\n");

@@ -20,10 +20,8 @@ pub async fn serve(
     State(state): State<AppState>,
     worker: Worker,
     LeaseId(lease): LeaseId,
-    method: Method,
     Path((id, rest)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    (method, RawQuery(query), headers): (Method, RawQuery, HeaderMap),
     body: Bytes,
 ) -> ApiResult<Response> {
     let job = super::api::find_job(&state, &id).await?;
