@@ -289,7 +289,7 @@ impl NsContainer {
             errors.extend(cgroup.remove().err());
         }
         if let Some((egress, link)) = parts.egress.take() {
-            errors.extend(egress.detach(&link).err());
+            egress.detach(&link);
         }
         self.shared
             .update(|p| p.stop_reading_at = Some(Instant::now() + READER_GRACE));

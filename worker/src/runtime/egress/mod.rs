@@ -139,17 +139,16 @@ impl Egress {
         ))
     }
 
-    /// Removes a container's veth pair (if its init made one) and frees its address.
-    pub fn detach(&self, link: &EgressLink) -> Result<(), RuntimeError> {
-        let removed = Netlink::open()
-            .and_then(|mut netlink| netlink.delete_link(&link.host_name))
-            .map_err(|e| RuntimeError::Egress(format!("remove {}: {e}", link.host_name)));
+    /// Frees a container's address. Its veth pair goes with its network namespace, which the kernel removes
+    /// once the container's last process is gone, off this thread: deleting it here waited ~20 ms for the
+    /// kernel's RCU grace periods at every egress container's end. The round robin keeps the address unused
+    /// meanwhile; the sweep deletes what a killed worker's containers left plugged in.
+    pub fn detach(&self, link: &EgressLink) {
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bridge) = made.as_mut() {
             let number = u32::from(link.address) - u32::from(bridge.subnet.network());
             bridge.taken.remove(&number);
         }
-        removed
     }
 
     /// Removes what an earlier run of this worker left: the bridge, the veths still plugged into it, the
