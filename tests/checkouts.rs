@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::farm::{Farm, job};
+use support::farm::{Farm, FinishedJob, job};
 use support::git::{Repo, git};
 use support::git_http::GitHttp;
 use support::run;
@@ -169,23 +169,25 @@ fn history_and_submodules_come_from_a_private_forge_with_its_credentials() {
              plain:\n    steps:\n      - test ! -e .git && test ! -e vendor/lib/lib.txt && echo plain=yes\n",
         );
         let jobs = farm.finished_jobs("app", 1).await;
-        let deep = job(&jobs, "deep");
-        assert_eq!(
-            deep.json["status"], "success",
-            "{}: {}",
-            deep.json, deep.log
-        );
-        assert!(deep.log.contains("from the submodule"), "{}", deep.log);
-        assert!(deep.log.contains("commits=2"), "{}", deep.log);
-        assert!(deep.log.contains(&format!("head={sha}")), "{}", deep.log);
-        assert!(deep.log.contains("shallow=true"), "{}", deep.log);
-        let plain = job(&jobs, "plain");
-        assert_eq!(
-            plain.json["status"], "success",
-            "{}: {}",
-            plain.json, plain.log
-        );
-        assert!(plain.log.contains("plain=yes"), "{}", plain.log);
-        assert!(!deep.log.contains(&token) && !plain.log.contains(&token));
+        let (deep, plain) = (job(&jobs, "deep"), job(&jobs, "plain"));
+        let expected: [(&FinishedJob, &[String]); 2] = [
+            (
+                deep,
+                &[
+                    "from the submodule".into(),
+                    "commits=2".into(),
+                    format!("head={sha}"),
+                    "shallow=true".into(),
+                ],
+            ),
+            (plain, &["plain=yes".into()]),
+        ];
+        for (j, lines) in expected {
+            assert_eq!(j.json["status"], "success", "{}: {}", j.json, j.log);
+            for line in lines {
+                assert!(j.log.contains(line.as_str()), "{line}: {}", j.log);
+            }
+            assert!(!j.log.contains(&token));
+        }
     });
 }

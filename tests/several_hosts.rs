@@ -12,24 +12,13 @@ use std::time::{Duration, Instant};
 use support::exec_vms::Vms;
 use support::farm::Farm;
 use support::local::processes_with;
+use support::outside::ip;
 use support::{eventually, run};
 
 /// Network namespaces joined to this one by veth pairs; removed (their links with them) when dropped.
 struct Hosts {
     /// Each host: its namespace, its link's end on the server's side, the server's address as it reaches it.
     hosts: Vec<(String, String, String)>,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run ip ({e}): install iproute2 (scripts/deps.sh test does)")
-    });
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Hosts {
