@@ -101,25 +101,33 @@ impl MirrorCache {
                 )?
             }
         };
-        self.submodules(
-            &source.repo,
-            &submodules,
-            source.credential.as_ref(),
-            dest,
-            1,
-        )
+        let origin = Upstream {
+            repo: &source.repo,
+            clone_url: &source.clone_url,
+            credential: source.credential.as_ref(),
+        };
+        self.submodules(&origin, &submodules, dest, 1)
     }
 
     /// Checks out each submodule (and theirs, up to [`MAX_NESTING`]) from its own URL into `dest`.
     fn submodules(
         &self,
-        repo: &str,
+        origin: &Upstream<'_>,
         submodules: &[Submodule],
-        credential: Option<&CloneCredential>,
         dest: &Path,
         nesting: u32,
     ) -> Result<(), GitError> {
         for sub in submodules {
+            // A pushed `.gitmodules` is the pusher's say: only http(s) (never a path or file:// of the
+            // worker's host), and the repository's token only for its own forge.
+            let (credential, refused) = origin.credential_for(&sub.url);
+            if let Some(reason) = refused {
+                return Err(GitError::Fetch {
+                    url: sub.url.clone(),
+                    message: format!("submodule {:?}: {reason}", sub.path),
+                });
+            }
+            let repo = origin.repo;
             let path = dest.join(&sub.path);
             // A hostile .gitmodules could name a path out of the workspace: only plain relative paths go.
             if Path::new(&sub.path)
@@ -153,8 +161,94 @@ impl MirrorCache {
                     Ok(Vec::new())
                 }
             })?;
-            self.submodules(repo, &nested, credential, &path, nesting + 1)?;
+            self.submodules(origin, &nested, &path, nesting + 1)?;
         }
         Ok(())
+    }
+}
+
+/// The repository whose submodules are checked out: its name, its forge, its clone credential.
+struct Upstream<'a> {
+    repo: &'a str,
+    clone_url: &'a str,
+    credential: Option<&'a CloneCredential>,
+}
+
+impl Upstream<'_> {
+    /// The credential a submodule at `url` may be fetched with (the repository's, only on its own forge:
+    /// same scheme, host and port), or why it is not fetched at all.
+    fn credential_for(&self, url: &str) -> (Option<&CloneCredential>, Option<String>) {
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return (None, Some(format!("{url:?} is not a URL")));
+        };
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return (
+                None,
+                Some(format!(
+                    "only http and https submodules are fetched, not {:?}",
+                    parsed.scheme()
+                )),
+            );
+        }
+        let origin = |u: &reqwest::Url| {
+            (
+                u.scheme().to_owned(),
+                u.host_str().map(str::to_owned),
+                u.port_or_known_default(),
+            )
+        };
+        let same_forge =
+            reqwest::Url::parse(self.clone_url).is_ok_and(|own| origin(&own) == origin(&parsed));
+        (self.credential.filter(|_| same_forge), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_only_to_the_repositorys_own_forge_and_only_over_http() {
+        let token = CloneCredential {
+            username: "ci".into(),
+            password: "secret".into(),
+        };
+        let up = Upstream {
+            repo: "app",
+            clone_url: "https://forge.example/org/app.git",
+            credential: Some(&token),
+        };
+        assert!(
+            up.credential_for("https://forge.example/org/lib.git")
+                .0
+                .is_some()
+        );
+        assert!(
+            up.credential_for("https://forge.example:443/x.git")
+                .0
+                .is_some()
+        );
+        let (elsewhere, refused) = up.credential_for("https://evil.example/x.git");
+        assert!(
+            elsewhere.is_none() && refused.is_none(),
+            "fetched, without the token"
+        );
+        assert!(
+            up.credential_for("http://forge.example/org/lib.git")
+                .0
+                .is_none()
+        );
+        assert!(
+            up.credential_for("https://forge.example:8443/x.git")
+                .0
+                .is_none()
+        );
+        for local in [
+            "/srv/git/other.git",
+            "file:///srv/git/other.git",
+            "ssh://forge.example/x",
+        ] {
+            assert!(up.credential_for(local).1.is_some(), "{local}");
+        }
     }
 }
