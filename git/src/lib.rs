@@ -175,12 +175,19 @@ impl Mirrors {
 impl Commit {
     /// Points [`commit_ref`] at this commit, for workers to fetch.
     pub fn pin(&self) -> Result<(), GitError> {
-        self.repo.reference(
-            &commit_ref(&self.oid.to_string()),
-            self.oid,
-            true,
-            "gantry: a pipeline's commit",
-        )?;
+        let name = commit_ref(&self.oid.to_string());
+        if self.repo.refname_to_id(&name).ok() == Some(self.oid) {
+            return Ok(());
+        }
+        let write = || {
+            self.repo
+                .reference(&name, self.oid, true, "gantry: a pipeline's commit")
+        };
+        if write().is_err() {
+            // A lock file left by a process killed while writing this ref: this caller holds the mirror.
+            let _ = std::fs::remove_file(self.repo.path().join(format!("{name}.lock")));
+            write()?;
+        }
         Ok(())
     }
 

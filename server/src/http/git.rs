@@ -43,6 +43,27 @@ pub async fn serve(
         .get_pipeline_by_id(job.pipeline_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no pipeline for job {id}")))?;
+    // A fetch starts with `info/refs`: the commit is made sure of then, in this server's own mirror (another
+    // server of the farm may have read the pipeline).
+    if rest == "info/refs" {
+        let record = state
+            .store
+            .get_repo(&pipeline.repo)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no repository {}", pipeline.repo)))?;
+        state
+            .intake
+            .mirrors()
+            .read_file_at(
+                &pipeline.repo,
+                &record.url,
+                &pipeline.commit,
+                &pipeline.git_ref,
+                gantry_model::pipeline::PIPELINE_FILE,
+            )
+            .await
+            .map_err(|e| ApiError::Git(smart_http::SmartHttpError::Backend(e.to_string())))?;
+    }
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let request = GitRequest {
         method: method.as_str(),

@@ -223,7 +223,20 @@ impl JobRunner {
                 headers: &headers,
                 checkout,
             };
-            mirrors.checkout(&request, &dest)
+            // The source comes from the server: one restarting (or a moment unreachable) is waited for, as
+            // every other call to it is, for about half a minute, before the checkout counts as failed.
+            let mut pause = std::time::Duration::from_millis(250);
+            loop {
+                match mirrors.checkout(&request, &dest) {
+                    Err(error) if source.mirror.is_some() && pause.as_secs() < 16 => {
+                        tracing::warn!(%error, "fetching the source from the server failed; trying again");
+                        let _ = std::fs::remove_dir_all(&dest);
+                        std::thread::sleep(pause);
+                        pause *= 2;
+                    }
+                    done => return done,
+                }
+            }
         })
         .await
         .map_err(|e| format!("checkout task failed: {e}"))?
